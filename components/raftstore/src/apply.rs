@@ -1,0 +1,435 @@
+//! The apply thread: turns committed raft entries into engine writes. One engine batch per
+//! round holds the data of every region applied in it together with each region's apply
+//! state, so data and progress move atomically. Admin commands (split, log compaction) and
+//! membership changes update region metadata the same way and are reported to the poller.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use engine::{KvEngine, WriteBatch, CF_RAFT, DATA_CFS};
+use proto::flotillapb::{
+    AdminCmdType, AdminRequest, ChangePeerRequest, CmdType, PeerState, RaftApplyState,
+    RaftCmdRequest, RegionLocalState, SnapshotData,
+};
+use proto::metapb;
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
+
+use crate::msg::{RegionError, WriteCallback};
+use crate::peer_storage::{init_apply_state, write_initial_region};
+use crate::poller::StoreMsg;
+use crate::util::{epoch_matches, epoch_of, key_in_region};
+
+/// A proposal waiting for its entry to be applied.
+pub struct Proposal {
+    /// Log index of the entry.
+    pub index: u64,
+    /// Term the entry was proposed in.
+    pub term: u64,
+    /// Answer to the client.
+    pub cb: WriteCallback,
+}
+
+/// Work for the apply thread.
+pub enum ApplyTask {
+    /// Start tracking a region (at start-up, or a peer created from a message).
+    Register { region: metapb::Region, apply_state: RaftApplyState },
+    /// Apply committed entries; answer the proposals among them.
+    Apply { region_id: u64, entries: Vec<Entry>, proposals: Vec<Proposal> },
+    /// Replace the region's data with a snapshot's, durably; reply on `done`.
+    Snapshot { region_id: u64, data: Box<SnapshotData>, done: Sender<Result<(), String>> },
+    /// Remove the region: mark it tombstone and delete its data (if `clear_data`).
+    Destroy { region_id: u64, clear_data: bool },
+}
+
+/// What applying changed besides data, for the poller to act on.
+#[derive(Debug)]
+pub enum ExecResult {
+    /// Membership changed; the poller must tell raft-rs.
+    ChangePeer { cc: ConfChange, region: metapb::Region },
+    /// The region split; `regions` holds all parts, the derived one included.
+    Split { derived: metapb::Region, regions: Vec<metapb::Region> },
+    /// The log may be compacted up to (and including) `index`.
+    CompactLog { index: u64, term: u64 },
+}
+
+/// The apply thread's report on one region after a round.
+#[derive(Debug)]
+pub struct ApplyRes {
+    /// The region.
+    pub region_id: u64,
+    /// Progress after the round.
+    pub apply_state: RaftApplyState,
+    /// Admin and membership effects, in log order.
+    pub results: Vec<ExecResult>,
+    /// Bytes of keys and values written by the round.
+    pub written_bytes: u64,
+}
+
+struct Delegate {
+    region: metapb::Region,
+    apply_state: RaftApplyState,
+}
+
+/// Runs the apply loop until the task channel closes.
+pub fn run(kv: Arc<dyn KvEngine>, rx: Receiver<ApplyTask>, poller: Sender<StoreMsg>, batch_max: usize) {
+    let mut delegates: HashMap<u64, Delegate> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        let mut round = Round::default();
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(task) = next.take() {
+            handled += 1;
+            match task {
+                ApplyTask::Register { region, apply_state } => {
+                    delegates.insert(region.id, Delegate { region, apply_state });
+                }
+                ApplyTask::Apply { region_id, entries, proposals } => {
+                    if let Some(d) = delegates.get_mut(&region_id) {
+                        round.apply(d, entries, proposals);
+                    } else {
+                        for p in proposals {
+                            (p.cb)(Err(RegionError::RegionNotFound(region_id)));
+                        }
+                    }
+                }
+                ApplyTask::Snapshot { region_id, data, done } => {
+                    round.flush(kv.as_ref(), &poller);
+                    let res = apply_snapshot(kv.as_ref(), &mut delegates, region_id, *data);
+                    let _ = done.send(res);
+                }
+                ApplyTask::Destroy { region_id, clear_data } => {
+                    round.flush(kv.as_ref(), &poller);
+                    destroy(kv.as_ref(), &mut delegates, region_id, clear_data);
+                }
+            }
+            for (region, state) in round.new_regions.drain(..) {
+                delegates.insert(region.id, Delegate { region, apply_state: state });
+            }
+            if handled < batch_max {
+                next = rx.try_recv().ok();
+            }
+        }
+        round.flush(kv.as_ref(), &poller);
+    }
+}
+
+#[derive(Default)]
+struct Round {
+    wb: WriteBatch,
+    sync: bool,
+    callbacks: Vec<(WriteCallback, Result<(), RegionError>)>,
+    reports: Vec<ApplyRes>,
+    new_regions: Vec<(metapb::Region, RaftApplyState)>,
+}
+
+impl Round {
+    fn apply(
+        &mut self,
+        d: &mut Delegate,
+        entries: Vec<Entry>,
+        proposals: Vec<Proposal>,
+    ) {
+        let mut proposals = proposals.into_iter().peekable();
+        let mut res = ApplyRes {
+            region_id: d.region.id,
+            apply_state: d.apply_state.clone(),
+            results: vec![],
+            written_bytes: 0,
+        };
+        for entry in entries {
+            if entry.index <= d.apply_state.applied_index {
+                continue;
+            }
+            let size_before = self.wb.data_size();
+            let outcome = match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(d, &entry, &mut res.results),
+                EntryType::EntryConfChange => self.apply_conf_change(d, &entry, &mut res.results),
+                EntryType::EntryConfChangeV2 => Ok(()),
+            };
+            res.written_bytes += (self.wb.data_size() - size_before) as u64;
+            d.apply_state.applied_index = entry.index;
+            d.apply_state.applied_term = entry.term;
+            while let Some(p) = proposals.peek() {
+                if p.index > entry.index {
+                    break;
+                }
+                let p = proposals.next().expect("peeked");
+                let r = if p.index == entry.index && p.term == entry.term {
+                    outcome.clone()
+                } else {
+                    Err(RegionError::StaleCommand)
+                };
+                self.callbacks.push((p.cb, r));
+            }
+        }
+        for p in proposals {
+            self.callbacks.push((p.cb, Err(RegionError::StaleCommand)));
+        }
+        self.wb.put_cf(CF_RAFT, &codec::keys::apply_state_key(d.region.id), &d.apply_state.encode_to_vec());
+        res.apply_state = d.apply_state.clone();
+        self.reports.push(res);
+    }
+
+    fn apply_normal(
+        &mut self,
+        d: &mut Delegate,
+        entry: &Entry,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<(), RegionError> {
+        if entry.data.is_empty() {
+            return Ok(()); // a new leader's empty entry
+        }
+        let cmd = RaftCmdRequest::decode(entry.data.as_ref())
+            .unwrap_or_else(|e| panic!("region {}: undecodable entry {}: {e}", d.region.id, entry.index));
+        let current = epoch_of(&d.region);
+        let req_epoch = cmd.region_epoch.unwrap_or_default();
+        if let Some(admin) = cmd.admin {
+            let check_conf = admin.cmd_type == AdminCmdType::BatchSplit as i32;
+            if !epoch_matches(&req_epoch, &current, check_conf) {
+                return Err(epoch_error(d));
+            }
+            return self.apply_admin(d, admin, results);
+        }
+        if !epoch_matches(&req_epoch, &current, false) {
+            return Err(epoch_error(d));
+        }
+        for req in &cmd.requests {
+            let cf = cf_by_name(&req.cf).ok_or_else(|| RegionError::Other(format!("bad cf {}", req.cf)))?;
+            match CmdType::try_from(req.cmd_type) {
+                Ok(CmdType::Put) => self.wb.put_cf(cf, &codec::keys::data_key(&req.key), &req.value),
+                Ok(CmdType::Delete) => self.wb.delete_cf(cf, &codec::keys::data_key(&req.key)),
+                Ok(CmdType::DeleteRange) => {
+                    let start = std::cmp::max(req.key.as_slice(), d.region.start_key.as_slice());
+                    let end = if req.end_key.is_empty()
+                        || (!d.region.end_key.is_empty() && req.end_key > d.region.end_key)
+                    {
+                        codec::keys::data_end_key(&d.region.end_key)
+                    } else {
+                        codec::keys::data_key(&req.end_key)
+                    };
+                    let start = codec::keys::data_key(start);
+                    if start < end {
+                        self.wb.delete_range_cf(cf, &start, &end);
+                    }
+                }
+                Err(_) => return Err(RegionError::Other(format!("bad command type {}", req.cmd_type))),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_admin(
+        &mut self,
+        d: &mut Delegate,
+        admin: AdminRequest,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<(), RegionError> {
+        match AdminCmdType::try_from(admin.cmd_type) {
+            Ok(AdminCmdType::CompactLog) => {
+                let req = admin.compact_log.unwrap_or_default();
+                if req.compact_index <= d.apply_state.truncated_index {
+                    return Ok(());
+                }
+                d.apply_state.truncated_index = req.compact_index;
+                d.apply_state.truncated_term = req.compact_term;
+                // The log will be cut once this is durable: the data below it must be too.
+                self.sync = true;
+                results.push(ExecResult::CompactLog { index: req.compact_index, term: req.compact_term });
+                Ok(())
+            }
+            Ok(AdminCmdType::BatchSplit) => self.apply_split(d, admin, results),
+            _ => Err(RegionError::Other(format!("unknown admin command {}", admin.cmd_type))),
+        }
+    }
+
+    fn apply_split(
+        &mut self,
+        d: &mut Delegate,
+        admin: AdminRequest,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<(), RegionError> {
+        let splits = admin.splits.unwrap_or_default();
+        let mut prev = d.region.start_key.clone();
+        for s in &splits.requests {
+            let inside = s.split_key > prev && key_in_region(&s.split_key, &d.region);
+            if !inside || s.new_peer_ids.len() != d.region.peers.len() {
+                return Err(RegionError::Other(format!(
+                    "region {}: invalid split key or peer ids",
+                    d.region.id
+                )));
+            }
+            prev = s.split_key.clone();
+        }
+        if splits.requests.is_empty() {
+            return Err(RegionError::Other("empty split".into()));
+        }
+        let mut epoch = epoch_of(&d.region);
+        epoch.version += splits.requests.len() as u64;
+        let mut regions = Vec::with_capacity(splits.requests.len() + 1);
+        let mut start = d.region.start_key.clone();
+        let mut derived = d.region.clone();
+        for s in &splits.requests {
+            let mut r = d.region.clone();
+            r.start_key = start;
+            r.end_key = s.split_key.clone();
+            regions.push(r);
+            start = s.split_key.clone();
+        }
+        let mut last = d.region.clone();
+        last.start_key = start;
+        regions.push(last);
+        // regions[0] keeps the original id; the others take the new ids and peer ids.
+        for (i, s) in splits.requests.iter().enumerate() {
+            let r = &mut regions[i + 1];
+            r.id = s.new_region_id;
+            for (p, new_id) in r.peers.iter_mut().zip(&s.new_peer_ids) {
+                p.id = *new_id;
+            }
+        }
+        for r in regions.iter_mut() {
+            r.region_epoch = Some(epoch);
+        }
+        derived.start_key = regions[0].start_key.clone();
+        derived.end_key = regions[0].end_key.clone();
+        derived.region_epoch = Some(epoch);
+        for r in &regions[1..] {
+            write_initial_region(&mut self.wb, r);
+            self.new_regions.push((r.clone(), init_apply_state()));
+        }
+        let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(derived.clone()) };
+        self.wb.put_cf(CF_RAFT, &codec::keys::region_state_key(derived.id), &state.encode_to_vec());
+        d.region = derived.clone();
+        results.push(ExecResult::Split { derived, regions });
+        Ok(())
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        d: &mut Delegate,
+        entry: &Entry,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<(), RegionError> {
+        let cc: ConfChange = protobuf::Message::parse_from_bytes(entry.data.as_ref())
+            .unwrap_or_else(|e| panic!("region {}: bad conf change at {}: {e}", d.region.id, entry.index));
+        let ctx = ChangePeerRequest::decode(cc.context.as_ref()).unwrap_or_default();
+        let Some(peer) = ctx.peer else {
+            return Err(RegionError::Other("conf change without peer".into()));
+        };
+        let region = &mut d.region;
+        let pos = region.peers.iter().position(|p| p.id == peer.id);
+        match cc.get_change_type() {
+            ConfChangeType::AddNode => match pos {
+                Some(i) => region.peers[i].role = metapb::PeerRole::Voter as i32,
+                None => region.peers.push(metapb::Peer { role: metapb::PeerRole::Voter as i32, ..peer }),
+            },
+            ConfChangeType::AddLearnerNode => {
+                if pos.is_none() {
+                    region.peers.push(metapb::Peer { role: metapb::PeerRole::Learner as i32, ..peer });
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                if let Some(i) = pos {
+                    region.peers.remove(i);
+                }
+            }
+        }
+        let mut epoch = epoch_of(region);
+        epoch.conf_ver += 1;
+        region.region_epoch = Some(epoch);
+        let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(region.clone()) };
+        self.wb.put_cf(CF_RAFT, &codec::keys::region_state_key(region.id), &state.encode_to_vec());
+        results.push(ExecResult::ChangePeer { cc, region: region.clone() });
+        Ok(())
+    }
+
+    /// Writes the round's batch, then answers clients and reports to the poller.
+    fn flush(&mut self, kv: &dyn KvEngine, poller: &Sender<StoreMsg>) {
+        if !self.wb.is_empty() {
+            if let Err(e) = kv.write(&self.wb, self.sync) {
+                // Applied state cannot fall behind silently: the raft log still has the entries,
+                // and a restart re-applies them.
+                panic!("apply: engine write failed: {e}");
+            }
+            self.wb.clear();
+        }
+        self.sync = false;
+        for (cb, r) in self.callbacks.drain(..) {
+            cb(r);
+        }
+        for res in self.reports.drain(..) {
+            let _ = poller.send(StoreMsg::ApplyRes(Box::new(res)));
+        }
+    }
+}
+
+fn epoch_error(d: &Delegate) -> RegionError {
+    RegionError::EpochNotMatch {
+        message: format!("region {} epoch changed while the command was in flight", d.region.id),
+        current_regions: vec![d.region.clone()],
+    }
+}
+
+/// Maps a protocol CF name ("" is default) to the engine's.
+pub fn cf_by_name(name: &str) -> Option<engine::CfName> {
+    match name {
+        "" | "default" => Some(engine::CF_DEFAULT),
+        "lock" => Some(engine::CF_LOCK),
+        "write" => Some(engine::CF_WRITE),
+        _ => None,
+    }
+}
+
+fn clear_range(wb: &mut WriteBatch, region: &metapb::Region) {
+    let start = codec::keys::data_key(&region.start_key);
+    let end = codec::keys::data_end_key(&region.end_key);
+    for cf in DATA_CFS {
+        wb.delete_range_cf(cf, &start, &end);
+    }
+}
+
+fn apply_snapshot(
+    kv: &dyn KvEngine,
+    delegates: &mut HashMap<u64, Delegate>,
+    region_id: u64,
+    data: SnapshotData,
+) -> Result<(), String> {
+    let region_state = data.region_state.ok_or("snapshot without region state")?;
+    let region = region_state.region.clone().ok_or("snapshot without region")?;
+    let apply_state = data.apply_state.ok_or("snapshot without apply state")?;
+    let mut wb = WriteBatch::default();
+    if let Some(old) = delegates.get(&region_id) {
+        if !old.region.peers.is_empty() {
+            clear_range(&mut wb, &old.region);
+        }
+    }
+    clear_range(&mut wb, &region);
+    for cf_data in &data.cfs {
+        let cf = cf_by_name(&cf_data.cf).ok_or_else(|| format!("snapshot has unknown cf {}", cf_data.cf))?;
+        for (k, v) in cf_data.keys.iter().zip(&cf_data.values) {
+            wb.put_cf(cf, k, v);
+        }
+    }
+    let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(region.clone()) };
+    wb.put_cf(CF_RAFT, &codec::keys::region_state_key(region_id), &state.encode_to_vec());
+    let new_apply = RaftApplyState { truncated_index: apply_state.applied_index, truncated_term: apply_state.applied_term, ..apply_state };
+    wb.put_cf(CF_RAFT, &codec::keys::apply_state_key(region_id), &new_apply.encode_to_vec());
+    kv.write(&wb, true).map_err(|e| e.to_string())?;
+    delegates.insert(region_id, Delegate { region, apply_state: new_apply });
+    Ok(())
+}
+
+fn destroy(kv: &dyn KvEngine, delegates: &mut HashMap<u64, Delegate>, region_id: u64, clear_data: bool) {
+    let Some(d) = delegates.remove(&region_id) else { return };
+    let mut wb = WriteBatch::default();
+    if clear_data && !d.region.peers.is_empty() {
+        clear_range(&mut wb, &d.region);
+    }
+    let state = RegionLocalState { state: PeerState::Tombstone as i32, region: Some(d.region.clone()) };
+    wb.put_cf(CF_RAFT, &codec::keys::region_state_key(region_id), &state.encode_to_vec());
+    wb.delete_cf(CF_RAFT, &codec::keys::apply_state_key(region_id));
+    if let Err(e) = kv.write(&wb, true) {
+        panic!("apply: destroying region {region_id} failed: {e}");
+    }
+}

@@ -1,0 +1,104 @@
+//! Limits and intervals of a store's raft machinery, with documented defaults.
+
+use serde::{Deserialize, Serialize};
+
+/// Every limit and interval of the raftstore. Checked once at start-up by [`StoreConfig::validate`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// One raft tick. Elections and heartbeats are counted in ticks.
+    pub raft_tick_interval_ms: u64,
+    /// Ticks without a leader's message before a follower campaigns.
+    pub raft_election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub raft_heartbeat_ticks: usize,
+    /// Largest append message, in bytes of entries.
+    pub raft_max_size_per_msg_bytes: u64,
+    /// Append messages in flight per follower.
+    pub raft_max_inflight_msgs: usize,
+    /// Largest entry a proposal may produce; bigger proposals get `RaftEntryTooLarge`.
+    pub raft_entry_max_bytes: u64,
+    /// Applied entries kept in the log before a compaction is proposed.
+    pub raft_log_gc_threshold_entries: u64,
+    /// Ticks between raft log GC checks.
+    pub raft_log_gc_tick_interval_ticks: u64,
+    /// A region whose data passes this many bytes is split.
+    pub region_max_size_bytes: u64,
+    /// Target size of each part when a region is split by size.
+    pub region_split_size_bytes: u64,
+    /// A region holding more than this many keys is split.
+    pub region_max_keys: u64,
+    /// Target key count of each part when a region is split by keys.
+    pub region_split_keys: u64,
+    /// Ticks between split checks of a leader's regions that were written to.
+    pub split_check_tick_interval_ticks: u64,
+    /// Ticks between periodic region heartbeats to PD.
+    pub pd_heartbeat_tick_interval_ticks: u64,
+    /// Capacity of the raft poller's mailbox; a full mailbox is `ServerIsBusy`.
+    pub mailbox_capacity_max: usize,
+    /// Capacity of the apply worker's queue.
+    pub apply_queue_capacity_max: usize,
+    /// Messages handled by the raft poller per loop round before it writes.
+    pub raft_poll_batch_max: usize,
+    /// Proposals in flight per region; more is `ServerIsBusy`.
+    pub region_pending_proposals_max: usize,
+    /// Pending read-index requests per region; more is `ServerIsBusy`.
+    pub region_pending_reads_max: usize,
+    /// Largest snapshot a peer will generate, in bytes of data; larger regions wait for a split.
+    pub snapshot_max_bytes: u64,
+    /// Whether a region may split at all (a benchmark keeps one region with `false`).
+    pub split_enabled: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            raft_tick_interval_ms: 100,
+            raft_election_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_max_size_per_msg_bytes: 1 << 20,
+            raft_max_inflight_msgs: 256,
+            raft_entry_max_bytes: 8 << 20,
+            raft_log_gc_threshold_entries: 1024,
+            raft_log_gc_tick_interval_ticks: 30,
+            region_max_size_bytes: 64 << 20,
+            region_split_size_bytes: 48 << 20,
+            region_max_keys: 640_000,
+            region_split_keys: 480_000,
+            split_check_tick_interval_ticks: 20,
+            pd_heartbeat_tick_interval_ticks: 50,
+            mailbox_capacity_max: 65_536,
+            apply_queue_capacity_max: 4_096,
+            raft_poll_batch_max: 4_096,
+            region_pending_proposals_max: 4_096,
+            region_pending_reads_max: 4_096,
+            snapshot_max_bytes: 512 << 20,
+            split_enabled: true,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Rejects settings that cannot work together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.raft_tick_interval_ms == 0 {
+            return Err("raft_tick_interval_ms must be > 0".into());
+        }
+        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
+            return Err("raft_election_ticks must exceed raft_heartbeat_ticks > 0".into());
+        }
+        if self.region_split_size_bytes == 0 || self.region_split_size_bytes > self.region_max_size_bytes {
+            return Err("region_split_size_bytes must be in 1..=region_max_size_bytes".into());
+        }
+        if self.region_split_keys == 0 || self.region_split_keys > self.region_max_keys {
+            return Err("region_split_keys must be in 1..=region_max_keys".into());
+        }
+        if self.mailbox_capacity_max == 0 || self.apply_queue_capacity_max == 0 {
+            return Err("queue capacities must be > 0".into());
+        }
+        if self.raft_log_gc_threshold_entries == 0 {
+            return Err("raft_log_gc_threshold_entries must be > 0".into());
+        }
+        Ok(())
+    }
+}

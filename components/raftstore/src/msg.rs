@@ -1,0 +1,246 @@
+//! What goes in and out of the raftstore: requests and their callbacks, region errors, and the
+//! tasks the store hands to its PD worker.
+
+use std::sync::Arc;
+
+use engine::EngineSnapshot;
+use proto::{errorpb, metapb, pdpb};
+
+/// A region's id.
+pub type RegionId = u64;
+/// A store's id.
+pub type StoreId = u64;
+/// A peer's id (unique in the cluster, allocated by PD).
+pub type PeerId = u64;
+
+/// Why a region could not serve a request. Answered to clients as `errorpb::Error` data.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RegionError {
+    /// This peer is not the leader; `leader` is the one it knows of.
+    #[error("region {region_id}: not leader (leader {leader:?})")]
+    NotLeader {
+        /// The region.
+        region_id: RegionId,
+        /// The leader this store knows of.
+        leader: Option<metapb::Peer>,
+    },
+    /// No peer of the region lives on this store.
+    #[error("region {0} not found")]
+    RegionNotFound(RegionId),
+    /// The peer exists but has no data yet (waits for a snapshot).
+    #[error("region {0} not initialized")]
+    RegionNotInitialized(RegionId),
+    /// The request's epoch is not the region's; the current regions are attached.
+    #[error("epoch not match: {message}")]
+    EpochNotMatch {
+        /// What did not match.
+        message: String,
+        /// The regions the store has now for the requested range.
+        current_regions: Vec<metapb::Region>,
+    },
+    /// A key of the request lies outside the region.
+    #[error("key {key:?} not in region {}", region.id)]
+    KeyNotInRegion {
+        /// The key (as the client sent it).
+        key: Vec<u8>,
+        /// The region.
+        region: metapb::Region,
+    },
+    /// A queue or window is full; retry later.
+    #[error("server is busy: {0}")]
+    ServerIsBusy(String),
+    /// The proposal would make a raft entry larger than the limit.
+    #[error("region {region_id}: raft entry of {entry_size} bytes too large")]
+    RaftEntryTooLarge {
+        /// The region.
+        region_id: RegionId,
+        /// Size of the entry.
+        entry_size: u64,
+    },
+    /// The proposal was overtaken by a leader change; its effect is unknown to the client only
+    /// in that it was not applied.
+    #[error("stale command")]
+    StaleCommand,
+    /// The request named a peer id that is not this store's peer of the region.
+    #[error("region {region_id}: request for peer {request_peer_id}, store has {store_peer_id}")]
+    MismatchPeerId {
+        /// The region.
+        region_id: RegionId,
+        /// Peer id in the request.
+        request_peer_id: PeerId,
+        /// Peer id on this store.
+        store_peer_id: PeerId,
+    },
+    /// The disk is full; writes are refused until space returns.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    /// Anything else, with its reason.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RegionError {
+    /// The protocol form, as the client expects it in `region_error`.
+    pub fn to_pb(&self) -> errorpb::Error {
+        let mut e = errorpb::Error { message: self.to_string(), ..Default::default() };
+        match self {
+            RegionError::NotLeader { region_id, leader } => {
+                e.not_leader = Some(errorpb::NotLeader { region_id: *region_id, leader: leader.clone() });
+            }
+            RegionError::RegionNotFound(id) => {
+                e.region_not_found = Some(errorpb::RegionNotFound { region_id: *id });
+            }
+            RegionError::RegionNotInitialized(id) => {
+                e.region_not_initialized = Some(errorpb::RegionNotInitialized { region_id: *id });
+            }
+            RegionError::EpochNotMatch { current_regions, .. } => {
+                e.epoch_not_match =
+                    Some(errorpb::EpochNotMatch { current_regions: current_regions.clone() });
+            }
+            RegionError::KeyNotInRegion { key, region } => {
+                e.key_not_in_region = Some(errorpb::KeyNotInRegion {
+                    key: key.clone(),
+                    region_id: region.id,
+                    start_key: region.start_key.clone(),
+                    end_key: region.end_key.clone(),
+                });
+            }
+            RegionError::ServerIsBusy(reason) => {
+                e.server_is_busy = Some(errorpb::ServerIsBusy {
+                    reason: reason.clone(),
+                    backoff_ms: 10,
+                    ..Default::default()
+                });
+            }
+            RegionError::RaftEntryTooLarge { region_id, entry_size } => {
+                e.raft_entry_too_large = Some(errorpb::RaftEntryTooLarge {
+                    region_id: *region_id,
+                    entry_size: *entry_size,
+                });
+            }
+            RegionError::StaleCommand => e.stale_command = Some(errorpb::StaleCommand {}),
+            RegionError::MismatchPeerId { request_peer_id, store_peer_id, .. } => {
+                e.mismatch_peer_id = Some(errorpb::MismatchPeerId {
+                    request_peer_id: *request_peer_id,
+                    store_peer_id: *store_peer_id,
+                });
+            }
+            RegionError::DiskFull(reason) => {
+                e.disk_full = Some(errorpb::DiskFull { store_id: vec![], reason: reason.clone() });
+            }
+            RegionError::Other(_) => {}
+        }
+        e
+    }
+}
+
+/// Where a client request is going: taken from `kvrpcpb::Context`.
+#[derive(Clone, Debug, Default)]
+pub struct RequestHeader {
+    /// The region.
+    pub region_id: RegionId,
+    /// The epoch the client believes in; `None` skips the check (internal callers only).
+    pub region_epoch: Option<metapb::RegionEpoch>,
+    /// The peer the client addressed; `None` skips the check.
+    pub peer: Option<metapb::Peer>,
+}
+
+/// One change to the region's data. Keys are memcomparable-encoded user keys (the form of
+/// region boundaries); the raftstore adds its data prefix.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataModify {
+    /// Set `key` to `value` in `cf`.
+    Put {
+        /// Column family.
+        cf: engine::CfName,
+        /// Encoded key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Remove `key` from `cf`.
+    Delete {
+        /// Column family.
+        cf: engine::CfName,
+        /// Encoded key.
+        key: Vec<u8>,
+    },
+    /// Remove `[start, end)` from `cf`; an empty `end` means the region's end.
+    DeleteRange {
+        /// Column family.
+        cf: engine::CfName,
+        /// Encoded start key.
+        start: Vec<u8>,
+        /// Encoded end key, exclusive.
+        end: Vec<u8>,
+    },
+}
+
+/// A consistent view of one region's data, proven current by the leader.
+pub struct ReadResponse {
+    /// Point-in-time view of the store's engine; read only inside `region`'s range.
+    pub snapshot: Arc<dyn EngineSnapshot>,
+    /// The region as it was when the read was served.
+    pub region: metapb::Region,
+}
+
+/// Called once when a write has been applied (or has failed).
+pub type WriteCallback = Box<dyn FnOnce(Result<(), RegionError>) + Send>;
+/// Called once with a read view (or the reason there is none).
+pub type ReadCallback = Box<dyn FnOnce(Result<ReadResponse, RegionError>) + Send>;
+
+/// Work for the store's PD worker (which owns the PD client and lives outside the raftstore).
+#[derive(Debug)]
+pub enum PdTask {
+    /// Report a region this store leads.
+    RegionHeartbeat {
+        /// The region.
+        region: metapb::Region,
+        /// This store's peer, the leader.
+        leader: metapb::Peer,
+        /// Peers that are behind (not caught up with the leader's log).
+        pending_peers: Vec<metapb::Peer>,
+        /// Peers that have not answered for a while, and for how many seconds.
+        down_peers: Vec<pdpb::PeerStats>,
+        /// Bytes of data in the region, as last measured.
+        approximate_size: u64,
+        /// Keys in the region, as last measured.
+        approximate_keys: u64,
+        /// The leader's term.
+        term: u64,
+    },
+    /// Ask PD for ids for a split at `split_keys`, then hand them to
+    /// [`crate::RaftRouter::on_split_ids`].
+    AskBatchSplit {
+        /// The region as the leader sees it.
+        region: metapb::Region,
+        /// Encoded split keys, ascending, strictly inside the region.
+        split_keys: Vec<Vec<u8>>,
+    },
+    /// Tell PD about the regions a split produced.
+    ReportBatchSplit {
+        /// Every region of the split, the original included.
+        regions: Vec<metapb::Region>,
+    },
+}
+
+/// A region as the store currently sees it (for status pages, the PD worker and routing).
+#[derive(Clone, Debug)]
+pub struct RegionInfo {
+    /// The region.
+    pub region: metapb::Region,
+    /// This store's peer.
+    pub peer: metapb::Peer,
+    /// The leader's peer id, 0 when unknown.
+    pub leader_id: PeerId,
+    /// Whether this store's peer leads.
+    pub is_leader: bool,
+    /// Current term.
+    pub term: u64,
+    /// Last applied index.
+    pub applied_index: u64,
+    /// Bytes of data, as last measured.
+    pub approximate_size: u64,
+    /// Keys, as last measured.
+    pub approximate_keys: u64,
+}

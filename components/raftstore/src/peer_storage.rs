@@ -1,0 +1,322 @@
+//! One region's raft storage: raft-rs's `Storage` over the store's shared raft log, plus the
+//! region's metadata and apply progress. Also builds snapshots from the KV engine.
+
+use std::sync::Arc;
+
+use engine::{KvEngine, WriteBatch, CF_RAFT, DATA_CFS};
+use proto::flotillapb::{CfData, PeerState, RaftApplyState, RegionLocalState, SnapshotData};
+use proto::metapb;
+use prost::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, StorageError};
+use raft_log::{LogBatch, RaftLogStore, RaftState};
+
+use crate::util::conf_state_from_region;
+use crate::StoreError;
+
+/// Log index at which every region's raft log starts: a new region (bootstrap or split) begins
+/// with this index applied, so that a peer created empty (index 0) is always behind a real one.
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;
+/// Term of [`RAFT_INIT_LOG_INDEX`].
+pub const RAFT_INIT_LOG_TERM: u64 = 5;
+
+/// Reads a region's local state from the engine.
+pub fn load_region_state(kv: &dyn KvEngine, region_id: u64) -> Result<Option<RegionLocalState>, StoreError> {
+    match kv.get_cf(CF_RAFT, &codec::keys::region_state_key(region_id))? {
+        Some(v) => Ok(Some(RegionLocalState::decode(v.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads a region's apply state from the engine.
+pub fn load_apply_state(kv: &dyn KvEngine, region_id: u64) -> Result<Option<RaftApplyState>, StoreError> {
+    match kv.get_cf(CF_RAFT, &codec::keys::apply_state_key(region_id))? {
+        Some(v) => Ok(Some(RaftApplyState::decode(v.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+        None => Ok(None),
+    }
+}
+
+/// The apply state of a region that was just created (bootstrap or split).
+pub fn init_apply_state() -> RaftApplyState {
+    RaftApplyState {
+        applied_index: RAFT_INIT_LOG_INDEX,
+        applied_term: RAFT_INIT_LOG_TERM,
+        truncated_index: RAFT_INIT_LOG_INDEX,
+        truncated_term: RAFT_INIT_LOG_TERM,
+    }
+}
+
+/// The raft state of a region that was just created (bootstrap or split).
+pub fn init_raft_state() -> RaftState {
+    let mut hs = HardState::default();
+    hs.term = RAFT_INIT_LOG_TERM;
+    hs.commit = RAFT_INIT_LOG_INDEX;
+    RaftState { hard_state: hs, last_index: RAFT_INIT_LOG_INDEX }
+}
+
+/// Adds the metadata of a new initialized region to `wb` (region state and apply state).
+pub fn write_initial_region(wb: &mut WriteBatch, region: &metapb::Region) {
+    let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(region.clone()) };
+    wb.put_cf(CF_RAFT, &codec::keys::region_state_key(region.id), &state.encode_to_vec());
+    wb.put_cf(CF_RAFT, &codec::keys::apply_state_key(region.id), &init_apply_state().encode_to_vec());
+}
+
+/// Writes the first region of a new cluster on this store, durably. Fails if the store
+/// already has regions.
+pub fn bootstrap_first_region(
+    kv: &dyn KvEngine,
+    raft_log: &dyn RaftLogStore,
+    region: &metapb::Region,
+) -> Result<(), StoreError> {
+    let mut existing = false;
+    kv.snapshot().scan_cf(
+        CF_RAFT,
+        codec::keys::REGION_META_MIN_KEY,
+        Some(codec::keys::REGION_META_MAX_KEY),
+        false,
+        &mut |_, _| {
+            existing = true;
+            Ok(false)
+        },
+    )?;
+    if existing {
+        return Err(StoreError::AlreadyBootstrapped);
+    }
+    let mut lb = LogBatch::default();
+    lb.put_raft_state(region.id, &init_raft_state());
+    raft_log.write(lb, true)?;
+    let mut wb = WriteBatch::default();
+    write_initial_region(&mut wb, region);
+    kv.write(&wb, true)?;
+    Ok(())
+}
+
+/// Removes every trace of a region's metadata from this store (used when a bootstrap lost the
+/// race to another store).
+pub fn clear_region_meta(kv: &dyn KvEngine, raft_log: &dyn RaftLogStore, region_id: u64) -> Result<(), StoreError> {
+    let mut wb = WriteBatch::default();
+    wb.delete_cf(CF_RAFT, &codec::keys::region_state_key(region_id));
+    wb.delete_cf(CF_RAFT, &codec::keys::apply_state_key(region_id));
+    kv.write(&wb, true)?;
+    let mut lb = LogBatch::default();
+    lb.clean_region(region_id);
+    raft_log.write(lb, true)?;
+    Ok(())
+}
+
+/// raft-rs storage of one region.
+pub struct PeerStorage {
+    /// The region as this peer knows it (empty range and no peers while uninitialized).
+    pub region: metapb::Region,
+    raft_log: Arc<dyn RaftLogStore>,
+    kv: Arc<dyn KvEngine>,
+    /// Hard state and last index, as persisted (or about to be, in this round's batch).
+    pub raft_state: RaftState,
+    /// Truncation point and apply progress, mirrored from the apply thread.
+    pub apply_state: RaftApplyState,
+    last_term: u64,
+    snapshot_max_bytes: u64,
+}
+
+impl PeerStorage {
+    /// Loads a region's storage at start-up, or creates it for a new peer. `region` without
+    /// peers means an uninitialized peer, waiting for a snapshot.
+    pub fn new(
+        region: metapb::Region,
+        kv: Arc<dyn KvEngine>,
+        raft_log: Arc<dyn RaftLogStore>,
+        snapshot_max_bytes: u64,
+    ) -> Result<Self, StoreError> {
+        let initialized = !region.peers.is_empty();
+        let apply_state = match load_apply_state(kv.as_ref(), region.id)? {
+            Some(s) => s,
+            None if initialized => init_apply_state(),
+            None => RaftApplyState::default(),
+        };
+        let mut raft_state = match raft_log.raft_state(region.id)? {
+            Some(s) => s,
+            None if initialized => init_raft_state(),
+            None => RaftState { hard_state: HardState::default(), last_index: 0 },
+        };
+        // A snapshot reached the engine but the log did not record it before a crash: the log
+        // restarts right after the snapshot.
+        if raft_state.last_index < apply_state.applied_index {
+            raft_state.last_index = apply_state.applied_index;
+            raft_state.hard_state.commit = apply_state.applied_index;
+            raft_state.hard_state.term = raft_state.hard_state.term.max(apply_state.applied_term);
+        }
+        if raft_state.hard_state.commit < apply_state.applied_index {
+            raft_state.hard_state.commit = apply_state.applied_index;
+        }
+        let mut ps = PeerStorage { region, raft_log, kv, raft_state, apply_state, last_term: 0, snapshot_max_bytes };
+        ps.last_term = ps.term_of(ps.raft_state.last_index).map_err(|e| StoreError::Corrupt(format!(
+            "region {}: no term for last index {}: {e}",
+            ps.region.id, ps.raft_state.last_index
+        )))?;
+        Ok(ps)
+    }
+
+    /// Whether the peer has data (a range and members).
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
+    /// The first index still in the log.
+    pub fn truncated_index(&self) -> u64 {
+        self.apply_state.truncated_index
+    }
+
+    fn term_of(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.apply_state.truncated_index {
+            return Ok(self.apply_state.truncated_term);
+        }
+        if idx < self.apply_state.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.raft_state.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if idx == self.raft_state.last_index && self.last_term != 0 {
+            return Ok(self.last_term);
+        }
+        match self.raft_log.entry(self.region.id, idx) {
+            Ok(Some(e)) => Ok(e.term),
+            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
+            Err(e) => Err(raft::Error::Store(StorageError::Other(Box::new(e)))),
+        }
+    }
+
+    /// Records new entries (already handed to raft-rs's ready) in this round's log batch.
+    pub fn append(&mut self, entries: Vec<Entry>, batch: &mut LogBatch) {
+        let Some(last) = entries.last() else { return };
+        self.raft_state.last_index = last.index;
+        self.last_term = last.term;
+        batch.add_entries(self.region.id, entries);
+    }
+
+    /// Records the hard state in this round's log batch.
+    pub fn set_hard_state(&mut self, hs: &HardState) {
+        self.raft_state.hard_state = hs.clone();
+    }
+
+    /// Records the commit index in the hard state.
+    pub fn set_commit(&mut self, commit: u64) {
+        self.raft_state.hard_state.commit = commit;
+    }
+
+    /// Adds the raft state to `batch`.
+    pub fn persist_state(&self, batch: &mut LogBatch) {
+        batch.put_raft_state(self.region.id, &self.raft_state);
+    }
+
+    /// Takes in a snapshot whose data the apply thread has already written: the log now starts
+    /// right after it.
+    pub fn on_snapshot_applied(&mut self, snap: &Snapshot, region: metapb::Region, batch: &mut LogBatch) {
+        let meta = snap.get_metadata();
+        self.region = region;
+        self.raft_state.last_index = meta.index;
+        self.last_term = meta.term;
+        if self.raft_state.hard_state.commit < meta.index {
+            self.raft_state.hard_state.commit = meta.index;
+        }
+        if self.raft_state.hard_state.term < meta.term {
+            self.raft_state.hard_state.term = meta.term;
+        }
+        self.apply_state = RaftApplyState {
+            applied_index: meta.index,
+            applied_term: meta.term,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
+        };
+        batch.clean_region(self.region.id);
+        batch.put_raft_state(self.region.id, &self.raft_state);
+    }
+
+    /// Builds a snapshot of the region from the engine's current state.
+    fn generate_snapshot(&self, request_index: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let snap = self.kv.snapshot();
+        let get = |key: Vec<u8>| snap.get_cf(CF_RAFT, &key).map_err(|_| unavailable());
+        let region_state = get(codec::keys::region_state_key(self.region.id))?
+            .and_then(|v| RegionLocalState::decode(v.as_slice()).ok())
+            .ok_or_else(unavailable)?;
+        let apply_state = get(codec::keys::apply_state_key(self.region.id))?
+            .and_then(|v| RaftApplyState::decode(v.as_slice()).ok())
+            .ok_or_else(unavailable)?;
+        if apply_state.applied_index < request_index {
+            return Err(unavailable());
+        }
+        let region = region_state.region.clone().ok_or_else(unavailable)?;
+        let lower = codec::keys::data_key(&region.start_key);
+        let upper = codec::keys::data_end_key(&region.end_key);
+        let mut cfs = Vec::with_capacity(DATA_CFS.len());
+        let mut total = 0u64;
+        for cf in DATA_CFS {
+            let mut data = CfData { cf: cf.to_string(), keys: vec![], values: vec![] };
+            snap.scan_cf(cf, &lower, Some(&upper), false, &mut |k, v| {
+                total += (k.len() + v.len()) as u64;
+                data.keys.push(k.to_vec());
+                data.values.push(v.to_vec());
+                Ok(total <= self.snapshot_max_bytes)
+            })
+            .map_err(|_| unavailable())?;
+            cfs.push(data);
+        }
+        if total > self.snapshot_max_bytes {
+            tracing::warn!(region_id = region.id, total, "region too large to snapshot; waiting for a split");
+            return Err(unavailable());
+        }
+        let data = SnapshotData { region_state: Some(region_state), apply_state: Some(apply_state.clone()), cfs };
+        let mut s = Snapshot::default();
+        s.set_data(data.encode_to_vec().into());
+        let m = s.mut_metadata();
+        m.index = apply_state.applied_index;
+        m.term = apply_state.applied_term;
+        m.set_conf_state(conf_state_from_region(&region));
+        Ok(s)
+    }
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<raft::RaftState> {
+        let conf_state: ConfState =
+            if self.is_initialized() { conf_state_from_region(&self.region) } else { ConfState::default() };
+        Ok(raft::RaftState { hard_state: self.raft_state.hard_state.clone(), conf_state })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.apply_state.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.raft_state.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::with_capacity((high - low) as usize);
+        self.raft_log
+            .fetch_entries(self.region.id, low, high, max_size.into(), &mut out)
+            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.term_of(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.apply_state.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.raft_state.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        self.generate_snapshot(request_index)
+    }
+}
