@@ -1,1 +1,162 @@
-fn main() {}
+//! `flotilla`: one binary for every role of a Flotilla cluster. This file parses the command
+//! line and the optional TOML configuration and wires the crates together; the work happens in
+//! `pd`, `server` and the modules beside this one.
+
+mod ctl;
+mod playground;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
+
+/// Flotilla: a Multi-Raft, sharded, transactional key-value store speaking TiKV's protocol.
+#[derive(Parser, Debug)]
+#[command(name = "flotilla", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the placement driver.
+    Pd(PdArgs),
+    /// Run one store.
+    Server(ServerArgs),
+    /// Run PD and three stores on 127.0.0.1 (data under ./data/playground).
+    Playground(playground::PlaygroundArgs),
+    /// Look at and operate a running cluster.
+    Ctl {
+        /// PD address.
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        pd: String,
+        #[command(subcommand)]
+        cmd: ctl::CtlCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct PdArgs {
+    /// TOML file with PD settings (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC and HTTP listen address.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Address advertised to clients (default: the listen address).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// TOML file with store settings (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address (clients and other stores).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Address advertised to PD (default: the listen address).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// HTTP status address (/metrics, /status).
+    #[arg(long)]
+    status_addr: Option<String>,
+    /// PD endpoints, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pd: Vec<String>,
+}
+
+fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
+    match path {
+        None => Ok(T::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn,h2=warn,tower=warn,hyper=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_pd(args: PdArgs) -> Result<()> {
+    let mut cfg: pd::PdConfig = load_config(args.config.as_deref())?;
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(a) = args.addr {
+        cfg.listen_addr = a;
+    }
+    if let Some(a) = args.advertise_addr {
+        cfg.advertise_addr = a;
+    }
+    let handle = pd::PdServer::start(cfg).await.context("starting PD")?;
+    tracing::info!(addr = %handle.addr(), "PD is serving");
+    stop_signal().await;
+    tracing::info!("PD stopping");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn run_server(args: ServerArgs) -> Result<()> {
+    let mut cfg: server::ServerConfig = load_config(args.config.as_deref())?;
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(a) = args.addr {
+        cfg.addr = a;
+    }
+    if let Some(a) = args.advertise_addr {
+        cfg.advertise_addr = a;
+    }
+    if let Some(a) = args.status_addr {
+        cfg.status_addr = a;
+    }
+    if !args.pd.is_empty() {
+        cfg.pd_endpoints = args.pd;
+    }
+    let node = server::Node::start(cfg).await.context("starting the store")?;
+    tracing::info!(store_id = node.store_id(), addr = %node.addr(), "store is serving");
+    stop_signal().await;
+    tracing::info!("store stopping");
+    node.stop().await;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Pd(a) => {
+            init_logging();
+            rt.block_on(run_pd(a))
+        }
+        Command::Server(a) => {
+            init_logging();
+            rt.block_on(run_server(a))
+        }
+        Command::Playground(a) => rt.block_on(playground::run(a)),
+        Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
+    }
+}

@@ -1,0 +1,221 @@
+//! `flotilla ctl`: look at a running cluster through PD's HTTP API, and do quick raw reads and
+//! writes through the official client.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use serde_json::Value;
+use tikv_client::{Config, RawClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What `flotilla ctl` can do.
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// List the stores PD knows, with their state and region/leader counts.
+    Stores,
+    /// List regions: id, key range, leader, peers, size and keys.
+    Regions,
+    /// Show the region that holds KEY (a raw key of the default keyspace).
+    Region {
+        /// The key, as text.
+        key: String,
+    },
+    /// Read one key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write one key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Time to live in seconds (0: forever).
+        #[arg(long, default_value_t = 0)]
+        ttl: u64,
+    },
+    /// Remove one key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// List keys in [START, END).
+    Scan {
+        /// First key (inclusive); empty for the beginning.
+        #[arg(default_value = "")]
+        start: String,
+        /// Last key (exclusive); empty for the end.
+        #[arg(default_value = "")]
+        end: String,
+        /// Most pairs to show.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Scan from the end backwards.
+        #[arg(long)]
+        reverse: bool,
+    },
+}
+
+/// Runs one ctl command against the PD at `pd`.
+pub async fn run(pd: &str, cmd: CtlCommand) -> Result<()> {
+    match cmd {
+        CtlCommand::Stores => print_stores(pd).await,
+        CtlCommand::Regions => print_regions(pd).await,
+        CtlCommand::Region { key } => {
+            let mut raw = vec![b'r', 0, 0, 0];
+            raw.extend_from_slice(key.as_bytes());
+            let encoded = hex(&codec::memcomparable::encode_bytes(&raw));
+            let regions = http_get_json(pd, "/pd/api/v1/regions").await?;
+            for r in regions["regions"].as_array().into_iter().flatten() {
+                let start = r["start_key"].as_str().unwrap_or("");
+                let end = r["end_key"].as_str().unwrap_or("");
+                if start <= encoded.as_str() && (end.is_empty() || encoded.as_str() < end) {
+                    println!("{}", serde_json::to_string_pretty(r)?);
+                    return Ok(());
+                }
+            }
+            bail!("no region holds key {key:?}")
+        }
+        CtlCommand::Get { key } => {
+            let c = client(pd).await?;
+            match c.get(key.into_bytes()).await? {
+                Some(v) => println!("{}", String::from_utf8_lossy(&v)),
+                None => println!("(not found)"),
+            }
+            Ok(())
+        }
+        CtlCommand::Put { key, value, ttl } => {
+            let c = client(pd).await?;
+            if ttl > 0 {
+                c.put_with_ttl(key.into_bytes(), value.into_bytes(), ttl).await?;
+            } else {
+                c.put(key.into_bytes(), value.into_bytes()).await?;
+            }
+            println!("ok");
+            Ok(())
+        }
+        CtlCommand::Delete { key } => {
+            client(pd).await?.delete(key.into_bytes()).await?;
+            println!("ok");
+            Ok(())
+        }
+        CtlCommand::Scan { start, end, limit, reverse } => {
+            let c = client(pd).await?;
+            let range = scan_range(start, end);
+            let pairs = if reverse { c.scan_reverse(range, limit).await? } else { c.scan(range, limit).await? };
+            for p in pairs {
+                let k: Vec<u8> = p.key().clone().into();
+                println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(p.value()));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn scan_range(start: String, end: String) -> tikv_client::BoundRange {
+    let start = start.into_bytes();
+    if end.is_empty() {
+        (start..).into()
+    } else {
+        (start..end.into_bytes()).into()
+    }
+}
+
+async fn client(pd: &str) -> Result<RawClient> {
+    let cfg = Config::default().with_default_keyspace().with_timeout(Duration::from_secs(10));
+    RawClient::new_with_config(vec![pd.to_string()], cfg).await.context("connecting to the cluster")
+}
+
+async fn print_stores(pd: &str) -> Result<()> {
+    let v = http_get_json(pd, "/pd/api/v1/stores").await?;
+    println!("{:<6} {:<22} {:<8} {:>8} {:>8}", "id", "address", "state", "regions", "leaders");
+    for s in v["stores"].as_array().into_iter().flatten() {
+        println!(
+            "{:<6} {:<22} {:<8} {:>8} {:>8}",
+            s["store"]["id"],
+            s["store"]["address"].as_str().unwrap_or(""),
+            if s["status"]["is_up"].as_bool().unwrap_or(false) { "up" } else { "down" },
+            s["status"]["region_count"],
+            s["status"]["leader_count"],
+        );
+    }
+    Ok(())
+}
+
+async fn print_regions(pd: &str) -> Result<()> {
+    let v = http_get_json(pd, "/pd/api/v1/regions").await?;
+    println!("{} regions", v["count"]);
+    println!("{:<6} {:<28} {:<28} {:<8} {:<24} {:>10} {:>8}", "id", "start", "end", "leader", "peers (id@store)", "size", "keys");
+    for r in v["regions"].as_array().into_iter().flatten() {
+        let peers: Vec<String> = r["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}@{}", p["id"], p["store_id"]))
+            .collect();
+        println!(
+            "{:<6} {:<28} {:<28} {:<8} {:<24} {:>10} {:>8}",
+            r["id"],
+            show_key(r["start_key"].as_str().unwrap_or("")),
+            show_key(r["end_key"].as_str().unwrap_or("")),
+            r["leader"]["store_id"],
+            peers.join(","),
+            r["approximate_size"],
+            r["approximate_keys"],
+        );
+    }
+    Ok(())
+}
+
+/// Shows an encoded region boundary (hex) as the raw key it stands for, printable if possible.
+fn show_key(hex_key: &str) -> String {
+    if hex_key.is_empty() {
+        return "-inf/+inf".into();
+    }
+    let Some(bytes) = unhex(hex_key) else { return hex_key.to_string() };
+    match codec::memcomparable::decode_bytes(&bytes) {
+        Ok((raw, _)) => raw.iter().map(|b| if b.is_ascii_graphic() { (*b as char).to_string() } else { format!("\\x{b:02x}") }).collect(),
+        Err(_) => hex_key.to_string(),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+/// A GET over plain HTTP/1.1 on loopback; PD's API is small enough not to need a client crate.
+pub async fn http_get_json(addr: &str, path: &str) -> Result<Value> {
+    let host = addr.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.with_context(|| format!("connecting to {host}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{path}: {}", head.lines().next().unwrap_or(""));
+    }
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    serde_json::from_str(&body).with_context(|| format!("{path}: bad JSON"))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -1,0 +1,178 @@
+//! `flotilla playground`: PD and three stores on 127.0.0.1, each its own `flotilla` process,
+//! data under one directory (reused on the next start). A store or PD that dies is restarted;
+//! Ctrl-C stops everything cleanly.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+/// Options of `flotilla playground`.
+#[derive(Args, Debug)]
+pub struct PlaygroundArgs {
+    /// Where the cluster keeps its data; reused on the next start.
+    #[arg(long, default_value = "./data/playground")]
+    pub data_dir: PathBuf,
+    /// Number of stores.
+    #[arg(long, default_value_t = 3)]
+    pub stores: usize,
+    /// Preferred PD port (another free port is used if it is taken).
+    #[arg(long, default_value_t = 2379)]
+    pub pd_port: u16,
+    /// TOML file with store settings, passed to every store (default: playground's own, with
+    /// small regions so the keyspace spreads over many of them).
+    #[arg(long)]
+    pub store_config: Option<PathBuf>,
+}
+
+/// Store settings of the playground: small regions, so that a modest data set spreads over
+/// dozens of regions and the cluster shows what Multi-Raft does.
+const PLAYGROUND_STORE_CONFIG: &str = r#"# Written by `flotilla playground`; edit freely, it is kept.
+[raftstore]
+region_max_size_bytes = 4194304
+region_split_size_bytes = 3145728
+region_max_keys = 3000
+region_split_keys = 2000
+"#;
+
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(&mut self, exe: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(exe)
+            .args(&self.args)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.name))?;
+        println!("started {:<8} pid {:<7} {} {}", self.name, child.id(), exe.display(), self.args.join(" "));
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+/// Picks `preferred` if it is free on 127.0.0.1, or a port the OS hands out.
+fn free_port(preferred: u16) -> Result<u16> {
+    if let Ok(l) = TcpListener::bind(("127.0.0.1", preferred)) {
+        return Ok(l.local_addr()?.port());
+    }
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// Runs the playground until Ctrl-C.
+pub async fn run(args: PlaygroundArgs) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    std::fs::create_dir_all(&args.data_dir)?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let store_config = match args.store_config {
+        Some(p) => p,
+        None => {
+            let p = data_dir.join("store.toml");
+            if !p.exists() {
+                std::fs::write(&p, PLAYGROUND_STORE_CONFIG)?;
+            }
+            p
+        }
+    };
+    let pd_addr = format!("127.0.0.1:{}", free_port(args.pd_port)?);
+    let mut procs = vec![Proc {
+        name: "pd".into(),
+        args: vec!["pd".into(), "--data-dir".into(), path_arg(&data_dir.join("pd")), "--addr".into(), pd_addr.clone()],
+        child: None,
+        log: data_dir.join("pd.log"),
+    }];
+    for i in 1..=args.stores {
+        let addr = format!("127.0.0.1:{}", free_port(20160 + i as u16)?);
+        let status = format!("127.0.0.1:{}", free_port(20180 + i as u16)?);
+        procs.push(Proc {
+            name: format!("store{i}"),
+            args: vec![
+                "server".into(),
+                "--data-dir".into(),
+                path_arg(&data_dir.join(format!("store{i}"))),
+                "--addr".into(),
+                addr,
+                "--status-addr".into(),
+                status,
+                "--pd".into(),
+                pd_addr.clone(),
+                "--config".into(),
+                path_arg(&store_config),
+            ],
+            child: None,
+            log: data_dir.join(format!("store{i}.log")),
+        });
+    }
+    for p in procs.iter_mut() {
+        p.start(&exe)?;
+    }
+    println!("\nPD address: {pd_addr}");
+    println!("data and logs: {}", data_dir.display());
+    println!("try: flotilla ctl --pd {pd_addr} regions     (Ctrl-C stops the cluster)\n");
+    supervise(&exe, &mut procs).await;
+    stop_all(&mut procs);
+    Ok(())
+}
+
+fn path_arg(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Restarts any process that exits until Ctrl-C or SIGTERM.
+async fn supervise(exe: &Path, procs: &mut [Proc]) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for p in procs.iter_mut() {
+            let exited = match p.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(status),
+                _ => None,
+            };
+            if let Some(status) = exited {
+                println!("{} exited ({status}); restarting", p.name);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(e) = p.start(exe) {
+                    println!("cannot restart {}: {e:#}", p.name);
+                }
+            }
+        }
+    }
+}
+
+/// Asks every process to stop (SIGTERM), then kills those still running after 15 seconds.
+/// Stores first, PD last.
+fn stop_all(procs: &mut [Proc]) {
+    println!("stopping...");
+    for p in procs.iter().rev() {
+        if let Some(c) = &p.child {
+            // SAFETY: kill(2) on the pid of a child this process started and has not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for p in procs.iter_mut().rev() {
+        if let Some(c) = p.child.as_mut() {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+            println!("stopped {}", p.name);
+        }
+    }
+}
