@@ -2,6 +2,7 @@
 //! line and the optional TOML configuration and wires the crates together; the work happens in
 //! `pd`, `server` and the modules beside this one.
 
+mod bench;
 mod ctl;
 mod playground;
 
@@ -27,6 +28,8 @@ enum Command {
     Server(ServerArgs),
     /// Run PD and three stores on 127.0.0.1 (data under ./data/playground).
     Playground(playground::PlaygroundArgs),
+    /// Drive load against a cluster and report throughput and latency.
+    Bench(bench::BenchArgs),
     /// Look at and operate a running cluster.
     Ctl {
         /// PD address.
@@ -157,6 +160,7 @@ fn main() -> Result<()> {
             rt.block_on(run_server(a))
         }
         Command::Playground(a) => rt.block_on(playground::run(a)),
+        Command::Bench(a) => rt.block_on(bench::run(a)),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
     }
 }
