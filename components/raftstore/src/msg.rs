@@ -239,6 +239,8 @@ pub struct RegionInfo {
     pub term: u64,
     /// Last applied index.
     pub applied_index: u64,
+    /// Log entries up to here have been compacted away.
+    pub truncated_index: u64,
     /// Bytes of data, as last measured.
     pub approximate_size: u64,
     /// Keys, as last measured.

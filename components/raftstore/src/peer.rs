@@ -341,6 +341,7 @@ impl Peer {
             is_leader: self.is_leader(),
             term: self.raw.raft.term,
             applied_index: self.raw.store().apply_state.applied_index,
+            truncated_index: self.raw.store().apply_state.truncated_index,
             approximate_size: self.approximate_size,
             approximate_keys: self.approximate_keys,
         }

@@ -1,1 +1,319 @@
-//! test_cluster
+//! An in-process Flotilla cluster for tests: a real PD and N real stores (`server::Node`) in one
+//! process, their raft traffic on an in-process [`Network`] whose filters drop, delay, partition
+//! and isolate messages. Stores stop and restart on their own data directories. Every random
+//! choice follows one seed, printed at start (`FLOTILLA_SEED` replays it).
+//!
+//! Key types: [`Cluster`] (start, stop and restart stores; `must_put`/`must_get` helpers that
+//! retry through leader changes), [`Network`] and [`Filter`].
+//!
+//! Test-only; nothing in the product depends on it.
+#![deny(missing_docs)]
+
+mod transport;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::CF_DEFAULT;
+use proto::metapb;
+use raftstore::{DataModify, RaftRouter, RegionError, RegionInfo, RequestHeader};
+use tokio::sync::oneshot;
+
+pub use transport::{Filter, NetTransport, Network, Verdict};
+
+/// The seed of this run: `FLOTILLA_SEED` if set, else from the clock. Printed either way.
+pub fn seed_from_env() -> u64 {
+    let seed = std::env::var("FLOTILLA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    eprintln!("test cluster seed: {seed} (replay with FLOTILLA_SEED={seed})");
+    seed
+}
+
+/// Store settings for fast tests: short ticks, frequent heartbeats, frequent log GC.
+pub fn fast_config() -> server::ServerConfig {
+    let mut cfg = server::ServerConfig::default();
+    cfg.addr = "127.0.0.1:0".into();
+    cfg.status_addr = "127.0.0.1:0".into();
+    cfg.request_timeout_ms = 5_000;
+    cfg.shutdown_grace_ms = 200;
+    cfg.pd_worker.store_heartbeat_interval_ms = 1_000;
+    let rs = &mut cfg.raftstore;
+    rs.raft_tick_interval_ms = 50;
+    rs.raft_election_ticks = 10;
+    rs.raft_heartbeat_ticks = 2;
+    rs.pd_heartbeat_tick_interval_ticks = 10;
+    rs.split_check_tick_interval_ticks = 10;
+    rs.raft_log_gc_tick_interval_ticks = 10;
+    cfg
+}
+
+struct Slot {
+    dir: tempfile::TempDir,
+    node: Option<server::Node>,
+    store_id: u64,
+}
+
+/// A running in-process cluster.
+pub struct Cluster {
+    /// The seed every random choice follows.
+    pub seed: u64,
+    /// The stores' network; add filters to it.
+    pub net: Arc<Network>,
+    /// PD's address.
+    pub pd_addr: String,
+    rt: tokio::runtime::Runtime,
+    pd: Option<pd::PdHandle>,
+    _pd_dir: tempfile::TempDir,
+    slots: Vec<Slot>,
+    config: server::ServerConfig,
+}
+
+impl Cluster {
+    /// Starts PD and `n` stores with `config` (addresses and data dirs are filled in).
+    pub fn start(n: usize, seed: u64, config: server::ServerConfig) -> Cluster {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        ).try_init();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let pd_dir = tempfile::tempdir().expect("tempdir");
+        let pd_cfg = pd::PdConfig {
+            data_dir: pd_dir.path().to_path_buf(),
+            listen_addr: "127.0.0.1:0".into(),
+            balance_leader_interval_ms: 200,
+            ..Default::default()
+        };
+        let pd = rt.block_on(pd::PdServer::start(pd_cfg)).expect("start PD");
+        let pd_addr = pd.addr().to_string();
+        let mut cluster = Cluster {
+            seed,
+            net: Network::new(seed),
+            pd_addr,
+            rt,
+            pd: Some(pd),
+            _pd_dir: pd_dir,
+            slots: vec![],
+            config,
+        };
+        for _ in 0..n {
+            let dir = tempfile::tempdir().expect("tempdir");
+            cluster.slots.push(Slot { dir, node: None, store_id: 0 });
+        }
+        for i in 0..n {
+            cluster.start_store(i);
+        }
+        cluster
+    }
+
+    /// Number of store slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the cluster has no stores.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// (Re)starts store `i` on its data directory.
+    pub fn start_store(&mut self, i: usize) {
+        assert!(self.slots[i].node.is_none(), "store {i} is running");
+        let mut cfg = self.config.clone();
+        cfg.data_dir = self.slots[i].dir.path().to_path_buf();
+        cfg.pd_endpoints = vec![self.pd_addr.clone()];
+        let transport = Arc::new(NetTransport { net: self.net.clone() });
+        let node = self.rt.block_on(server::Node::start_with_transport(cfg, transport)).expect("start store");
+        let id = node.store_id();
+        self.net.register(id, node.router());
+        self.slots[i].store_id = id;
+        self.slots[i].node = Some(node);
+    }
+
+    /// Stops store `i`; its data stays.
+    pub fn stop_store(&mut self, i: usize) {
+        let node = self.slots[i].node.take().expect("store running");
+        self.net.unregister(node.store_id());
+        self.rt.block_on(node.stop());
+    }
+
+    /// Store id of slot `i`.
+    pub fn store_id(&self, i: usize) -> u64 {
+        self.slots[i].store_id
+    }
+
+    /// Slot index of a store id.
+    pub fn slot_of(&self, store_id: u64) -> usize {
+        self.slots.iter().position(|s| s.store_id == store_id).expect("known store")
+    }
+
+    /// Router of running store `i`.
+    pub fn router(&self, i: usize) -> RaftRouter {
+        self.slots[i].node.as_ref().expect("store running").router()
+    }
+
+    /// The KV engine of running store `i`, to look at what it holds locally.
+    pub fn kv(&self, i: usize) -> Arc<dyn engine::KvEngine> {
+        self.slots[i].node.as_ref().expect("store running").kv_engine()
+    }
+
+    /// The client address of running store `i`.
+    pub fn store_addr(&self, i: usize) -> std::net::SocketAddr {
+        self.slots[i].node.as_ref().expect("store running").addr()
+    }
+
+    fn running(&self) -> impl Iterator<Item = (usize, &server::Node)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n)))
+    }
+
+    /// Every running store's view of every region it holds.
+    pub fn region_infos(&self) -> Vec<(usize, RegionInfo)> {
+        self.running().flat_map(|(i, n)| n.router().region_infos().into_iter().map(move |r| (i, r))).collect()
+    }
+
+    /// The region holding encoded `key`, as the store with the newest epoch sees it.
+    pub fn region_of(&self, key: &[u8]) -> Option<metapb::Region> {
+        self.region_infos()
+            .into_iter()
+            .map(|(_, r)| r.region)
+            .filter(|r| {
+                !r.peers.is_empty()
+                    && key >= r.start_key.as_slice()
+                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
+            })
+            .max_by_key(|r| r.region_epoch.map(|e| (e.version, e.conf_ver)))
+    }
+
+    /// The slot whose peer leads `region_id`, if any running store's peer leads it.
+    pub fn leader_of(&self, region_id: u64) -> Option<usize> {
+        self.region_infos().into_iter().find(|(_, r)| r.region.id == region_id && r.is_leader).map(|(i, _)| i)
+    }
+
+    /// Polls `cond` every 50 ms until it holds or `timeout` passes.
+    pub fn wait_until(&self, timeout: Duration, mut cond: impl FnMut(&Cluster) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cond(self)
+    }
+
+    /// Writes `value` at raw `key` through the region's leader on slot `slot`.
+    pub fn put_on(&self, slot: usize, key: &[u8], value: &[u8]) -> Result<(), RegionError> {
+        let ekey = encode(key);
+        let region = self.region_of(&ekey).ok_or(RegionError::Other("no region".into()))?;
+        let header = RequestHeader { region_id: region.id, region_epoch: region.region_epoch, peer: None };
+        let (tx, rx) = oneshot::channel();
+        let modify = DataModify::Put { cf: CF_DEFAULT, key: ekey, value: value.to_vec() };
+        self.router(slot).propose_write(header, vec![modify], Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
+            .map_err(|_| RegionError::Other("timeout".into()))?
+            .map_err(|_| RegionError::Other("dropped".into()))?
+    }
+
+    /// Reads raw `key` through the region's leader on slot `slot`.
+    pub fn get_on(&self, slot: usize, key: &[u8]) -> Result<Option<Vec<u8>>, RegionError> {
+        let ekey = encode(key);
+        let region = self.region_of(&ekey).ok_or(RegionError::Other("no region".into()))?;
+        let header = RequestHeader { region_id: region.id, region_epoch: region.region_epoch, peer: None };
+        let (tx, rx) = oneshot::channel();
+        self.router(slot).read(header, Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        let resp = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
+            .map_err(|_| RegionError::Other("timeout".into()))?
+            .map_err(|_| RegionError::Other("dropped".into()))??;
+        resp.snapshot
+            .get_cf(CF_DEFAULT, &codec::keys::data_key(&ekey))
+            .map_err(|e| RegionError::Other(e.to_string()))
+    }
+
+    /// Writes through whichever store leads the key's region, retrying through elections,
+    /// splits and busy stores for up to 20 s. Panics if the write never succeeds.
+    pub fn must_put(&self, key: &[u8], value: &[u8]) {
+        self.retry(key, |c, slot| c.put_on(slot, key, value)).unwrap_or_else(|e| panic!("must_put {key:?}: {e}"))
+    }
+
+    /// Reads through the leader, retrying like [`Cluster::must_put`].
+    pub fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.retry(key, |c, slot| c.get_on(slot, key)).unwrap_or_else(|e| panic!("must_get {key:?}: {e}"))
+    }
+
+    fn retry<T>(
+        &self,
+        key: &[u8],
+        mut f: impl FnMut(&Cluster, usize) -> Result<T, RegionError>,
+    ) -> Result<T, RegionError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = RegionError::Other("no attempt".into());
+        while Instant::now() < deadline {
+            // The believed leader first, then every other running store.
+            let mut slots: Vec<usize> = self.running().map(|(i, _)| i).collect();
+            if let Some(leader) = self.region_of(&encode(key)).and_then(|r| self.leader_of(r.id)) {
+                slots.sort_by_key(|i| *i != leader);
+            }
+            for i in slots {
+                match f(self, i) {
+                    Ok(v) => return Ok(v),
+                    Err(e) => last = e,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last)
+    }
+
+    /// Waits until every region has `n` voters and a leader.
+    pub fn wait_replicated(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |c| {
+            let infos = c.region_infos();
+            let leaders: Vec<_> = infos.iter().filter(|(_, r)| r.is_leader).collect();
+            !leaders.is_empty()
+                && leaders.iter().all(|(_, r)| {
+                    r.region.peers.iter().filter(|p| p.role == metapb::PeerRole::Voter as i32).count() == n
+                })
+        })
+    }
+
+    /// Isolates store slot `i` from every other store.
+    pub fn isolate(&self, i: usize) {
+        self.net.add_filter(Filter::Isolate(self.store_id(i)));
+    }
+
+    /// Removes every filter.
+    pub fn heal(&self) {
+        self.net.clear_filters();
+    }
+
+    /// Runs a future on the cluster's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].node.is_some() {
+                self.stop_store(i);
+            }
+        }
+        if let Some(pd) = self.pd.take() {
+            self.rt.block_on(pd.shutdown());
+        }
+        self.net.shutdown();
+    }
+}
+
+/// The encoded form of a raw key of the default keyspace (what region boundaries compare with).
+pub fn encode(key: &[u8]) -> Vec<u8> {
+    let mut raw = vec![b'r', 0, 0, 0];
+    raw.extend_from_slice(key);
+    codec::memcomparable::encode_bytes(&raw)
+}
