@@ -1,0 +1,93 @@
+//! The status HTTP server: `/metrics` (Prometheus text) and `/status` (JSON view of the
+//! store and its regions).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use raftstore::RaftRouter;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics;
+
+/// The store as `/status` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StoreStatus {
+    /// This store's id.
+    pub store_id: u64,
+    /// Its gRPC address.
+    pub address: String,
+    /// Regions it holds a peer of.
+    pub region_count: usize,
+    /// Regions it leads.
+    pub leader_count: usize,
+    /// One entry per region, by id.
+    pub regions: Vec<RegionStatus>,
+}
+
+/// One region in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RegionStatus {
+    /// Region id.
+    pub id: u64,
+    /// The leader's peer id (0: unknown).
+    pub leader: u64,
+    /// Whether this store leads it.
+    pub is_leader: bool,
+    /// Raft term.
+    pub term: u64,
+    /// Last applied log index.
+    pub applied_index: u64,
+}
+
+#[derive(Clone)]
+struct StatusState {
+    router: RaftRouter,
+    address: String,
+}
+
+/// The current status of the store behind `router`.
+pub fn store_status(router: &RaftRouter, address: &str) -> StoreStatus {
+    let mut regions: Vec<RegionStatus> = router
+        .region_infos()
+        .into_iter()
+        .map(|r| RegionStatus {
+            id: r.region.id,
+            leader: r.leader_id,
+            is_leader: r.is_leader,
+            term: r.term,
+            applied_index: r.applied_index,
+        })
+        .collect();
+    regions.sort_by_key(|r| r.id);
+    StoreStatus {
+        store_id: router.store_id(),
+        address: address.to_owned(),
+        region_count: regions.len(),
+        leader_count: regions.iter().filter(|r| r.is_leader).count(),
+        regions,
+    }
+}
+
+async fn status_handler(State(state): State<StatusState>) -> Json<StoreStatus> {
+    Json(store_status(&state.router, &state.address))
+}
+
+async fn metrics_handler() -> String {
+    metrics::render()
+}
+
+/// Serves the status endpoints on `listener` until `shutdown` turns true.
+pub(crate) async fn serve(listener: TcpListener, router: RaftRouter, address: String, mut shutdown: watch::Receiver<bool>) {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/status", get(status_handler))
+        .with_state(StatusState { router, address });
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::warn!(error = %e, "status server failed");
+    }
+}
