@@ -1,1 +1,42 @@
-//! pd
+//! The placement driver (PD) of Flotilla: the cluster's single source of ids, timestamps and
+//! the region directory, speaking TiKV's `pdpb.PD` and `keyspacepb.Keyspace` gRPC services and
+//! PD's HTTP API (`/pd/api/v1/regions`, `/pd/api/v1/stores`, `/metrics`, `/status`) on one port.
+//!
+//! Key types: [`PdServer`] starts the service and returns a [`PdHandle`]; [`Cluster`] holds
+//! the state (persisted through a [`MetaStore`]: cluster id, [`IdAllocator`], [`Tso`], stores,
+//! the [`RegionDirectory`], the GC safe point); [`Operator`]s are produced by the pure
+//! schedulers of [`scheduler`] from a [`ClusterSnapshot`].
+//!
+//! Flow: a store's region leader heartbeats its region on a stream; the cluster updates the
+//! directory (epoch rules), advances the region's operator or asks the schedulers for a new
+//! one, and answers at most one step on the stream. Every state change is persisted (fsync'd)
+//! before it is acknowledged; ids and timestamps are handed out only below a persisted bound.
+//!
+//! PD depends on `codec`, `engine` and `proto` only; it must not depend on the store's crates
+//! (`raftstore`, `storage`, `server`).
+#![deny(missing_docs)]
+
+mod cluster;
+mod config;
+mod error;
+mod http;
+mod id_alloc;
+mod meta_store;
+mod metrics;
+mod operator;
+mod region_dir;
+pub mod scheduler;
+mod server;
+mod service;
+mod tso;
+
+pub use cluster::{Cluster, StoreInfo, StoreStatus};
+pub use config::{PdConfig, TSO_COUNT_MAX};
+pub use error::{PdError, Result};
+pub use id_alloc::IdAllocator;
+pub use meta_store::{MemMetaStore, MetaStore, RocksMetaStore};
+pub use operator::{OpStatus, Operator, Step};
+pub use region_dir::{epoch_is_stale, RegionDirectory, RegionInfo};
+pub use scheduler::{ClusterSnapshot, RegionSnap, StoreSnap};
+pub use server::{PdHandle, PdServer};
+pub use tso::{compose_ts, Tso, TsoAlloc, TsoState, LOGICAL_BITS};

@@ -1,0 +1,583 @@
+//! The cluster state behind every RPC: stores, the region directory, operators, the GC safe
+//! point, plus the id allocator and the TSO. Every change is persisted before it is applied
+//! in memory and acknowledged. Methods take the current time as an argument (no clock inside).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use proto::metapb::{Peer, Region, Store, StoreState};
+use proto::pdpb::{self, RegionHeartbeatRequest, RegionHeartbeatResponse, SplitId, StoreStats};
+use proto::Message;
+
+use crate::meta_store::MetaStore;
+use crate::operator::{OpStatus, Operator};
+use crate::region_dir::{RegionDirectory, RegionInfo};
+use crate::scheduler::{self, ClusterSnapshot, RegionSnap, StoreSnap};
+use crate::tso::decode_u64;
+use crate::{IdAllocator, PdConfig, PdError, Result, Tso};
+
+const CLUSTER_ID_KEY: &[u8] = b"meta/cluster_id";
+const BOOTSTRAPPED_KEY: &[u8] = b"meta/bootstrapped";
+const GC_SAFE_POINT_KEY: &[u8] = b"meta/gc_safe_point";
+const STORE_PREFIX: &[u8] = b"store/";
+const REGION_PREFIX: &[u8] = b"region/";
+
+fn store_key(id: u64) -> Vec<u8> {
+    [STORE_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn region_key(id: u64) -> Vec<u8> {
+    [REGION_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn region_value(info: &RegionInfo) -> Vec<u8> {
+    pdpb::Region {
+        region: Some(info.region.clone()),
+        leader: info.leader.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// A store and its liveness.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreInfo {
+    /// The store's meta as last put.
+    pub store: Store,
+    /// Stats of the last store heartbeat.
+    pub stats: Option<StoreStats>,
+    /// When the store last heartbeated (or was put, or PD started), ms since the epoch.
+    pub last_heartbeat_ms: u64,
+}
+
+/// Per-store counts and liveness, for the HTTP API and the schedulers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreStatus {
+    /// The store.
+    pub info: StoreInfo,
+    /// Region peers on the store (from the directory).
+    pub region_count: u64,
+    /// Regions led by the store (from the directory).
+    pub leader_count: u64,
+    /// Whether the store is up (state Up and a recent heartbeat).
+    pub is_up: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    bootstrapped: bool,
+    stores: BTreeMap<u64, StoreInfo>,
+    regions: RegionDirectory,
+    operators: HashMap<u64, Operator>,
+    gc_safe_point: u64,
+}
+
+/// PD's state. Shared by the gRPC services, the HTTP API and the background schedulers.
+pub struct Cluster {
+    cfg: PdConfig,
+    meta: Arc<dyn MetaStore>,
+    cluster_id: u64,
+    ids: IdAllocator,
+    tso: Tso,
+    presplit_keys: Vec<Vec<u8>>,
+    inner: Mutex<Inner>,
+}
+
+impl Cluster {
+    /// Loads the state from `meta` (a fresh cluster gets a random id), at time `now_ms`.
+    pub fn open(meta: Arc<dyn MetaStore>, cfg: PdConfig, now_ms: u64) -> Result<Cluster> {
+        let cluster_id = match meta.get(CLUSTER_ID_KEY)? {
+            Some(v) => decode_u64(&v)?,
+            None => {
+                let id = rand::random::<u64>().max(1);
+                meta.write(&[(CLUSTER_ID_KEY.to_vec(), id.to_be_bytes().to_vec())])?;
+                id
+            }
+        };
+        let mut inner = Inner {
+            bootstrapped: meta.get(BOOTSTRAPPED_KEY)?.is_some(),
+            gc_safe_point: meta
+                .get(GC_SAFE_POINT_KEY)?
+                .map(|v| decode_u64(&v))
+                .transpose()?
+                .unwrap_or(0),
+            ..Default::default()
+        };
+        for (_, v) in meta.scan_prefix(STORE_PREFIX)? {
+            let store = Store::decode(v.as_slice())?;
+            // Liveness is not persisted: every store gets a full grace period after a restart.
+            inner.stores.insert(
+                store.id,
+                StoreInfo {
+                    store,
+                    stats: None,
+                    last_heartbeat_ms: now_ms,
+                },
+            );
+        }
+        for (_, v) in meta.scan_prefix(REGION_PREFIX)? {
+            let r = pdpb::Region::decode(v.as_slice())?;
+            let info = RegionInfo::new(r.region.unwrap_or_default(), r.leader);
+            if let Err(e) = inner.regions.upsert(info) {
+                tracing::warn!("skipping persisted region: {e}");
+            }
+        }
+        Ok(Cluster {
+            ids: IdAllocator::load(meta.clone(), cfg.id_batch)?,
+            tso: Tso::load(meta.clone(), cfg.tso_save_window_ms)?,
+            presplit_keys: codec::keys::keyspace_presplit_keys(),
+            inner: Mutex::new(inner),
+            cfg,
+            meta,
+            cluster_id,
+        })
+    }
+
+    /// This cluster's id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PdConfig {
+        &self.cfg
+    }
+
+    /// Allocates one id.
+    pub fn alloc_id(&self) -> Result<u64> {
+        self.ids.alloc()
+    }
+
+    /// Allocates `count` timestamps at `now_ms`; returns the last one.
+    pub fn tso(&self, now_ms: u64, count: u32) -> Result<pdpb::Timestamp> {
+        self.tso.alloc(now_ms, count)
+    }
+
+    /// Whether the cluster has been bootstrapped.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.inner.lock().bootstrapped
+    }
+
+    /// Bootstraps with the first store and the first region (one peer, on that store).
+    pub fn bootstrap(&self, store: Store, region: Region, now_ms: u64) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if inner.bootstrapped {
+            return Err(PdError::AlreadyBootstrapped);
+        }
+        if store.id == 0 || region.id == 0 || region.peers.is_empty() {
+            return Err(PdError::InvalidValue(
+                "bootstrap needs a store id, a region id and peers".into(),
+            ));
+        }
+        let leader = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == store.id)
+            .cloned();
+        let info = RegionInfo::new(region, leader);
+        self.meta.write(&[
+            (store_key(store.id), store.encode_to_vec()),
+            (region_key(info.region.id), region_value(&info)),
+            (BOOTSTRAPPED_KEY.to_vec(), vec![1]),
+        ])?;
+        inner.stores.insert(
+            store.id,
+            StoreInfo {
+                store,
+                stats: None,
+                last_heartbeat_ms: now_ms,
+            },
+        );
+        inner.regions = RegionDirectory::default();
+        inner.regions.upsert(info)?;
+        inner.bootstrapped = true;
+        Ok(())
+    }
+
+    /// Registers or updates a store.
+    pub fn put_store(&self, store: Store, now_ms: u64) -> Result<()> {
+        if store.id == 0 {
+            return Err(PdError::InvalidValue("store id 0".into()));
+        }
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.stores.get(&store.id) {
+            if old.store.state == StoreState::Tombstone as i32 {
+                return Err(PdError::StoreTombstone(store.id));
+            }
+        }
+        let dup = inner.stores.values().find(|s| {
+            s.store.id != store.id
+                && s.store.address == store.address
+                && s.store.state != StoreState::Tombstone as i32
+        });
+        if let Some(dup) = dup {
+            return Err(PdError::InvalidValue(format!(
+                "address {} is used by store {}",
+                store.address, dup.store.id
+            )));
+        }
+        self.meta
+            .write(&[(store_key(store.id), store.encode_to_vec())])?;
+        let stats = inner.stores.get(&store.id).and_then(|s| s.stats.clone());
+        inner.stores.insert(
+            store.id,
+            StoreInfo {
+                store,
+                stats,
+                last_heartbeat_ms: now_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// The store with this id.
+    pub fn get_store(&self, id: u64) -> Result<StoreInfo> {
+        self.inner
+            .lock()
+            .stores
+            .get(&id)
+            .cloned()
+            .ok_or(PdError::StoreNotFound(id))
+    }
+
+    /// Every store, optionally without tombstones.
+    pub fn all_stores(&self, exclude_tombstone: bool) -> Vec<Store> {
+        let inner = self.inner.lock();
+        let keep =
+            |s: &&StoreInfo| !exclude_tombstone || s.store.state != StoreState::Tombstone as i32;
+        inner
+            .stores
+            .values()
+            .filter(keep)
+            .map(|s| s.store.clone())
+            .collect()
+    }
+
+    /// Records a store heartbeat.
+    pub fn store_heartbeat(&self, stats: StoreStats, now_ms: u64) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let s = inner
+            .stores
+            .get_mut(&stats.store_id)
+            .ok_or(PdError::StoreNotFound(stats.store_id))?;
+        if s.store.state == StoreState::Tombstone as i32 {
+            return Err(PdError::StoreTombstone(stats.store_id));
+        }
+        s.last_heartbeat_ms = now_ms;
+        s.stats = Some(stats);
+        Ok(())
+    }
+
+    fn must_bootstrapped(inner: &Inner) -> Result<()> {
+        if inner.bootstrapped {
+            Ok(())
+        } else {
+            Err(PdError::NotBootstrapped)
+        }
+    }
+
+    /// The region holding the encoded `key`, if any.
+    pub fn get_region(&self, key: &[u8]) -> Result<Option<RegionInfo>> {
+        let inner = self.inner.lock();
+        Self::must_bootstrapped(&inner)?;
+        Ok(inner.regions.get_by_key(key).cloned())
+    }
+
+    /// The region before the one holding `key`, if any.
+    pub fn get_prev_region(&self, key: &[u8]) -> Result<Option<RegionInfo>> {
+        let inner = self.inner.lock();
+        Self::must_bootstrapped(&inner)?;
+        Ok(inner.regions.get_prev(key).cloned())
+    }
+
+    /// The region with this id, if any.
+    pub fn get_region_by_id(&self, id: u64) -> Result<Option<RegionInfo>> {
+        let inner = self.inner.lock();
+        Self::must_bootstrapped(&inner)?;
+        Ok(inner.regions.get(id).cloned())
+    }
+
+    /// Regions from the one holding `start` up to `end`, at most `limit` (0: the configured max).
+    pub fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<RegionInfo>> {
+        let inner = self.inner.lock();
+        Self::must_bootstrapped(&inner)?;
+        let limit = if limit == 0 {
+            self.cfg.scan_regions_max
+        } else {
+            limit.min(self.cfg.scan_regions_max)
+        };
+        Ok(inner
+            .regions
+            .scan(start, end, limit)
+            .into_iter()
+            .cloned()
+            .collect())
+    }
+
+    /// Every region, in key order.
+    pub fn all_regions(&self) -> Vec<RegionInfo> {
+        self.inner.lock().regions.iter().cloned().collect()
+    }
+
+    /// Persists `info` (and the eviction of the regions it overlaps), then applies it.
+    fn apply_region(&self, inner: &mut Inner, info: RegionInfo) -> Result<()> {
+        let evicted = inner.regions.check(&info)?;
+        let unchanged = inner
+            .regions
+            .get(info.region.id)
+            .is_some_and(|old| old.region == info.region && old.leader == info.leader);
+        if !unchanged || !evicted.is_empty() {
+            let mut pairs = vec![(region_key(info.region.id), region_value(&info))];
+            pairs.extend(evicted.iter().map(|id| (region_key(*id), Vec::new())));
+            self.meta.write(&pairs)?;
+        }
+        for id in inner.regions.upsert(info)? {
+            inner.operators.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Handles one region heartbeat; returns the step to send, if any.
+    pub fn region_heartbeat(
+        &self,
+        req: RegionHeartbeatRequest,
+        now_ms: u64,
+    ) -> Result<Option<RegionHeartbeatResponse>> {
+        let mut inner = self.inner.lock();
+        Self::must_bootstrapped(&inner)?;
+        let region = req
+            .region
+            .ok_or_else(|| PdError::InvalidValue("heartbeat without region".into()))?;
+        let info = RegionInfo {
+            region,
+            leader: req.leader,
+            pending_peers: req.pending_peers,
+            down_peers: req.down_peers,
+            approximate_size: req.approximate_size,
+            approximate_keys: req.approximate_keys,
+            term: req.term,
+        };
+        let region_id = info.region.id;
+        self.apply_region(&mut inner, info)?;
+        self.next_step(&mut inner, region_id, now_ms)
+    }
+
+    /// Advances the region's operator, or asks the schedulers for one.
+    fn next_step(
+        &self,
+        inner: &mut Inner,
+        region_id: u64,
+        now_ms: u64,
+    ) -> Result<Option<RegionHeartbeatResponse>> {
+        let info = inner
+            .regions
+            .get(region_id)
+            .expect("region just applied")
+            .clone();
+        let timeout_ms = self.cfg.operator_timeout_secs * 1000;
+        if let Some(op) = inner.operators.get(&region_id) {
+            match op.advance(&info, now_ms, timeout_ms) {
+                OpStatus::Running(resp) => return Ok(resp),
+                status => {
+                    tracing::debug!(region_id, ?status, name = op.name, "operator ended");
+                    inner.operators.remove(&region_id);
+                }
+            }
+        }
+        if inner.operators.len() >= self.cfg.operators_max {
+            return Ok(None);
+        }
+        let op = scheduler::presplit(&info, &self.presplit_keys).or_else(|| {
+            let snap = Self::snapshot(inner, &self.cfg, now_ms);
+            scheduler::check_replicas(&info, &snap, self.cfg.max_replicas)
+        });
+        let Some(mut op) = op else { return Ok(None) };
+        op.assign_peer_ids(|| self.ids.alloc())?;
+        op.created_ms = now_ms;
+        let status = op.advance(&info, now_ms, timeout_ms);
+        inner.operators.insert(region_id, op);
+        Ok(match status {
+            OpStatus::Running(resp) => resp,
+            _ => None,
+        })
+    }
+
+    fn store_is_up(cfg: &PdConfig, s: &StoreInfo, now_ms: u64) -> bool {
+        s.store.state == StoreState::Up as i32
+            && now_ms.saturating_sub(s.last_heartbeat_ms) <= cfg.store_down_after_secs * 1000
+    }
+
+    fn store_status(inner: &Inner, cfg: &PdConfig, now_ms: u64) -> Vec<StoreStatus> {
+        let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
+        for r in inner.regions.iter() {
+            for p in &r.region.peers {
+                counts.entry(p.store_id).or_default().0 += 1;
+            }
+            if let Some(l) = &r.leader {
+                counts.entry(l.store_id).or_default().1 += 1;
+            }
+        }
+        inner
+            .stores
+            .values()
+            .map(|s| {
+                let (region_count, leader_count) =
+                    counts.get(&s.store.id).copied().unwrap_or_default();
+                StoreStatus {
+                    info: s.clone(),
+                    region_count,
+                    leader_count,
+                    is_up: Self::store_is_up(cfg, s, now_ms),
+                }
+            })
+            .collect()
+    }
+
+    fn snapshot(inner: &Inner, cfg: &PdConfig, now_ms: u64) -> ClusterSnapshot {
+        let stores = Self::store_status(inner, cfg, now_ms)
+            .into_iter()
+            .filter(|s| s.info.store.state != StoreState::Tombstone as i32)
+            .map(|s| StoreSnap {
+                id: s.info.store.id,
+                is_up: s.is_up,
+                leader_count: s.leader_count,
+                region_count: s.region_count,
+            })
+            .collect();
+        let regions = inner
+            .regions
+            .iter()
+            .map(|r| RegionSnap {
+                info: r.clone(),
+                has_operator: inner.operators.contains_key(&r.region.id),
+            })
+            .collect();
+        ClusterSnapshot { stores, regions }
+    }
+
+    /// Every store with its counts and liveness at `now_ms`.
+    pub fn stores_status(&self, now_ms: u64) -> Vec<StoreStatus> {
+        Self::store_status(&self.inner.lock(), &self.cfg, now_ms)
+    }
+
+    /// Number of running operators.
+    pub fn operator_count(&self) -> usize {
+        self.inner.lock().operators.len()
+    }
+
+    /// The running operator of a region, if any.
+    pub fn operator(&self, region_id: u64) -> Option<Operator> {
+        self.inner.lock().operators.get(&region_id).cloned()
+    }
+
+    /// Runs balance-leader once; its operators are sent on the regions' next heartbeats.
+    pub fn run_balance_leader(&self, now_ms: u64) -> usize {
+        let mut inner = self.inner.lock();
+        let room = self.cfg.operators_max.saturating_sub(inner.operators.len());
+        let limit = room.min(self.cfg.balance_leader_operators_max);
+        if !inner.bootstrapped || limit == 0 {
+            return 0;
+        }
+        let snap = Self::snapshot(&inner, &self.cfg, now_ms);
+        let ops = scheduler::balance_leader(&snap, self.cfg.leader_balance_tolerance, limit);
+        let n = ops.len();
+        for mut op in ops {
+            op.created_ms = now_ms;
+            inner.operators.insert(op.region_id, op);
+        }
+        n
+    }
+
+    /// New ids for `count` regions split from `region`: one region id and one peer id per peer.
+    pub fn ask_batch_split(&self, region: &Region, count: u32) -> Result<Vec<SplitId>> {
+        if count == 0 || count > self.cfg.split_count_max {
+            return Err(PdError::InvalidValue(format!(
+                "split_count {count} (max {})",
+                self.cfg.split_count_max
+            )));
+        }
+        let peers = {
+            let inner = self.inner.lock();
+            Self::must_bootstrapped(&inner)?;
+            match inner.regions.get(region.id) {
+                Some(known) if region.peers.is_empty() => known.region.peers.len(),
+                _ => region.peers.len(),
+            }
+        };
+        let mut ids = self.ids.alloc_many(u64::from(count) * (peers as u64 + 1))?;
+        Ok((0..count)
+            .map(|_| SplitId {
+                new_region_id: ids.next().expect("allocated"),
+                new_peer_ids: ids.by_ref().take(peers).collect(),
+            })
+            .collect())
+    }
+
+    /// Applies the regions a split produced. Their leader is presumed on the store that led
+    /// the parent, until their own heartbeats say otherwise.
+    pub fn report_batch_split(&self, regions: Vec<Region>) -> Result<()> {
+        let mut inner = self.inner.lock();
+        Self::must_bootstrapped(&inner)?;
+        let leader_store = regions
+            .iter()
+            .find_map(|r| {
+                inner
+                    .regions
+                    .get(r.id)
+                    .and_then(|old| old.leader.as_ref())
+                    .map(|l| l.store_id)
+            })
+            .or_else(|| {
+                let r = regions.first()?;
+                inner
+                    .regions
+                    .get_by_key(&r.start_key)?
+                    .leader
+                    .as_ref()
+                    .map(|l| l.store_id)
+            });
+        let mut first_err = None;
+        for region in regions {
+            let leader =
+                leader_store.and_then(|s| region.peers.iter().find(|p| p.store_id == s).cloned());
+            let leader: Option<Peer> = match inner.regions.get(region.id) {
+                Some(old)
+                    if old
+                        .leader
+                        .as_ref()
+                        .is_some_and(|l| region.peers.contains(l)) =>
+                {
+                    old.leader.clone()
+                }
+                _ => leader,
+            };
+            if let Err(e) = self.apply_region(&mut inner, RegionInfo::new(region, leader)) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The GC safe point.
+    pub fn gc_safe_point(&self) -> u64 {
+        self.inner.lock().gc_safe_point
+    }
+
+    /// Moves the GC safe point forward to `safe_point` (never back); returns the new value.
+    pub fn update_gc_safe_point(&self, safe_point: u64) -> Result<u64> {
+        let mut inner = self.inner.lock();
+        if safe_point > inner.gc_safe_point {
+            self.meta.write(&[(
+                GC_SAFE_POINT_KEY.to_vec(),
+                safe_point.to_be_bytes().to_vec(),
+            )])?;
+            inner.gc_safe_point = safe_point;
+        }
+        Ok(inner.gc_safe_point)
+    }
+}
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

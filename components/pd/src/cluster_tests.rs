@@ -1,0 +1,122 @@
+use proto::metapb::{PeerRole, RegionEpoch};
+
+use super::*;
+use crate::meta_store::MemMetaStore;
+
+fn store(id: u64) -> Store {
+    Store {
+        id,
+        address: format!("127.0.0.1:{}", 20160 + id),
+        ..Default::default()
+    }
+}
+
+fn first_region() -> Region {
+    Region {
+        id: 2,
+        region_epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![Peer {
+            id: 3,
+            store_id: 1,
+            role: PeerRole::Voter as i32,
+            is_witness: false,
+        }],
+        ..Default::default()
+    }
+}
+
+fn must_open(meta: &Arc<dyn MetaStore>) -> Cluster {
+    Cluster::open(meta.clone(), PdConfig::default(), 1_000).unwrap()
+}
+
+#[test]
+fn bootstrap_once_and_reload() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open(&meta);
+    assert!(matches!(c.get_region(b""), Err(PdError::NotBootstrapped)));
+    c.bootstrap(store(1), first_region(), 1_000).unwrap();
+    assert!(matches!(
+        c.bootstrap(store(1), first_region(), 1_000),
+        Err(PdError::AlreadyBootstrapped)
+    ));
+    c.put_store(store(2), 1_000).unwrap();
+    assert!(
+        c.put_store(Store { id: 3, ..store(2) }, 1_000).is_err(),
+        "duplicate address"
+    );
+    assert_eq!(c.update_gc_safe_point(10).unwrap(), 10);
+    assert_eq!(c.update_gc_safe_point(5).unwrap(), 10);
+    let id = c.cluster_id();
+    drop(c);
+    let c = must_open(&meta);
+    assert_eq!(c.cluster_id(), id);
+    assert!(c.is_bootstrapped());
+    assert_eq!(c.all_stores(true).len(), 2);
+    let r = c.get_region(b"anything").unwrap().unwrap();
+    assert_eq!(r.region.id, 2);
+    assert_eq!(r.leader.unwrap().id, 3);
+    assert_eq!(c.gc_safe_point(), 10);
+}
+
+#[test]
+fn heartbeat_presplits_then_split_report_routes() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open(&meta);
+    c.bootstrap(store(1), first_region(), 1_000).unwrap();
+    let req = RegionHeartbeatRequest {
+        region: Some(first_region()),
+        leader: first_region().peers.first().cloned(),
+        ..Default::default()
+    };
+    let resp = c.region_heartbeat(req, 1_000).unwrap().unwrap();
+    let keys = resp.split_region.unwrap().keys;
+    assert_eq!(keys, codec::keys::keyspace_presplit_keys());
+    let ids = c
+        .ask_batch_split(&first_region(), keys.len() as u32)
+        .unwrap();
+    assert_eq!(ids.len(), 4);
+    assert!(ids.iter().all(|s| s.new_peer_ids.len() == 1));
+    // The split regions: [""..k0) keeps id 2, then one new region per key.
+    let mut bounds = vec![Vec::new()];
+    bounds.extend(keys.iter().cloned());
+    bounds.push(Vec::new());
+    let mut regions = Vec::new();
+    for (i, w) in bounds.windows(2).enumerate() {
+        let (id, peer_id) = if i == 0 {
+            (2, 3)
+        } else {
+            (ids[i - 1].new_region_id, ids[i - 1].new_peer_ids[0])
+        };
+        regions.push(Region {
+            id,
+            start_key: w[0].clone(),
+            end_key: w[1].clone(),
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 5,
+            }),
+            peers: vec![Peer {
+                id: peer_id,
+                store_id: 1,
+                role: 0,
+                is_witness: false,
+            }],
+        });
+    }
+    c.report_batch_split(regions).unwrap();
+    assert_eq!(c.all_regions().len(), 5);
+    let r = c.get_region(&keys[1]).unwrap().unwrap();
+    assert_eq!(r.region.id, ids[1].new_region_id);
+    assert_eq!(r.leader.unwrap().store_id, 1);
+    assert_eq!(
+        c.get_prev_region(&keys[1]).unwrap().unwrap().region.id,
+        ids[0].new_region_id
+    );
+    assert_eq!(c.scan_regions(b"", b"", 0).unwrap().len(), 5);
+    // The split is persisted.
+    drop(c);
+    assert_eq!(must_open(&meta).all_regions().len(), 5);
+}

@@ -1,0 +1,114 @@
+//! PD's HTTP API on the gRPC port: `/pd/api/v1/regions`, `/pd/api/v1/stores`, `/metrics`,
+//! `/status`. JSON shapes follow PD's API closely enough for scripts and `flotilla ctl`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use proto::metapb::{Peer, PeerRole, StoreState};
+use serde_json::{json, Value};
+
+use crate::cluster::StoreStatus;
+use crate::metrics::Metrics;
+use crate::region_dir::RegionInfo;
+use crate::service::now_ms;
+use crate::Cluster;
+
+#[derive(Clone)]
+struct HttpState {
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+}
+
+/// Adds the HTTP routes to `router` (the gRPC router).
+pub(crate) fn routes(router: Router, cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Router {
+    let api = Router::new()
+        .route("/pd/api/v1/regions", get(regions))
+        .route("/pd/api/v1/stores", get(stores))
+        .route("/metrics", get(metrics_text))
+        .route("/status", get(status))
+        .with_state(HttpState { cluster, metrics });
+    router.merge(api)
+}
+
+/// Uppercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn peer_json(p: &Peer) -> Value {
+    let role = PeerRole::try_from(p.role).map_or("Unknown", |r| r.as_str_name());
+    json!({"id": p.id, "store_id": p.store_id, "role": role})
+}
+
+/// One region as `/pd/api/v1/regions` shows it.
+pub(crate) fn region_json(r: &RegionInfo) -> Value {
+    let epoch = r.epoch();
+    json!({
+        "id": r.region.id,
+        "start_key": hex(&r.region.start_key),
+        "end_key": hex(&r.region.end_key),
+        "epoch": {"conf_ver": epoch.conf_ver, "version": epoch.version},
+        "peers": r.region.peers.iter().map(peer_json).collect::<Vec<_>>(),
+        "leader": r.leader.as_ref().map(peer_json),
+        "approximate_size": r.approximate_size,
+        "approximate_keys": r.approximate_keys,
+        "pending_peers": r.pending_peers.iter().map(peer_json).collect::<Vec<_>>(),
+        "down_peers": r.down_peers.iter().map(|d| json!({
+            "peer": d.peer.as_ref().map(peer_json),
+            "down_seconds": d.down_seconds,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One store as `/pd/api/v1/stores` shows it.
+pub(crate) fn store_json(s: &StoreStatus) -> Value {
+    let store = &s.info.store;
+    let state = StoreState::try_from(store.state).map_or("Unknown", |st| st.as_str_name());
+    json!({
+        "store": {"id": store.id, "address": store.address, "state": state, "status_address": store.status_address},
+        "status": {
+            "region_count": s.region_count,
+            "leader_count": s.leader_count,
+            "last_heartbeat_ms": s.info.last_heartbeat_ms,
+            "is_up": s.is_up,
+        },
+    })
+}
+
+async fn regions(State(st): State<HttpState>) -> Json<Value> {
+    let regions: Vec<Value> = st.cluster.all_regions().iter().map(region_json).collect();
+    Json(json!({"count": regions.len(), "regions": regions}))
+}
+
+async fn stores(State(st): State<HttpState>) -> Json<Value> {
+    let stores: Vec<Value> = st
+        .cluster
+        .stores_status(now_ms())
+        .iter()
+        .map(store_json)
+        .collect();
+    Json(json!({"count": stores.len(), "stores": stores}))
+}
+
+async fn metrics_text(State(st): State<HttpState>) -> String {
+    let stores = st.cluster.stores_status(now_ms());
+    st.metrics.stores.set(stores.len() as i64);
+    st.metrics
+        .stores_up
+        .set(stores.iter().filter(|s| s.is_up).count() as i64);
+    st.metrics
+        .regions
+        .set(st.cluster.all_regions().len() as i64);
+    st.metrics.operators.set(st.cluster.operator_count() as i64);
+    st.metrics.render()
+}
+
+async fn status(State(st): State<HttpState>) -> Json<Value> {
+    Json(json!({
+        "cluster_id": st.cluster.cluster_id(),
+        "bootstrapped": st.cluster.is_bootstrapped(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}

@@ -1,0 +1,77 @@
+//! PD's prometheus metrics, in their own registry, rendered as text on `/metrics`.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// The metrics PD exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Regions in the directory.
+    pub regions: IntGauge,
+    /// Stores known (any state).
+    pub stores: IntGauge,
+    /// Stores up.
+    pub stores_up: IntGauge,
+    /// Timestamps handed out.
+    pub tso_timestamps: IntCounter,
+    /// TSO requests served.
+    pub tso_requests: IntCounter,
+    /// Operators running.
+    pub operators: IntGauge,
+    /// Region heartbeats received.
+    pub region_heartbeats: IntCounter,
+    /// Heartbeat answers sent, by kind.
+    pub operator_steps: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let steps = IntCounterVec::new(
+            Opts::new("pd_operator_steps_total", "Operator steps sent"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(steps.clone()))
+            .expect("unique metric");
+        Metrics {
+            regions: gauge("pd_regions", "Regions in the directory"),
+            stores: gauge("pd_stores", "Stores known"),
+            stores_up: gauge("pd_stores_up", "Stores up"),
+            tso_timestamps: counter("pd_tso_timestamps_total", "Timestamps handed out"),
+            tso_requests: counter("pd_tso_requests_total", "TSO requests served"),
+            operators: gauge("pd_operators", "Operators running"),
+            region_heartbeats: counter("pd_region_heartbeats_total", "Region heartbeats received"),
+            operator_steps: steps,
+            registry,
+        }
+    }
+
+    /// The prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
