@@ -34,7 +34,7 @@ fn region_key(id: u64) -> Vec<u8> {
 fn region_value(info: &RegionInfo) -> Vec<u8> {
     pdpb::Region {
         region: Some(info.region.clone()),
-        leader: info.leader.clone(),
+        leader: info.leader,
         ..Default::default()
     }
     .encode_to_vec()
@@ -219,7 +219,7 @@ impl Cluster {
         }
         self.meta
             .write(&[(store_key(store.id), store.encode_to_vec())])?;
-        let stats = inner.stores.get(&store.id).and_then(|s| s.stats.clone());
+        let stats = inner.stores.get(&store.id).and_then(|s| s.stats);
         inner.stores.insert(
             store.id,
             StoreInfo {
@@ -378,7 +378,7 @@ impl Cluster {
         let timeout_ms = self.cfg.operator_timeout_secs * 1000;
         if let Some(op) = inner.operators.get(&region_id) {
             match op.advance(&info, now_ms, timeout_ms) {
-                OpStatus::Running(resp) => return Ok(resp),
+                OpStatus::Running(resp) => return Ok(resp.map(|r| *r)),
                 status => {
                     tracing::debug!(region_id, ?status, name = op.name, "operator ended");
                     inner.operators.remove(&region_id);
@@ -398,7 +398,7 @@ impl Cluster {
         let status = op.advance(&info, now_ms, timeout_ms);
         inner.operators.insert(region_id, op);
         Ok(match status {
-            OpStatus::Running(resp) => resp,
+            OpStatus::Running(resp) => resp.map(|r| *r),
             _ => None,
         })
     }
@@ -548,7 +548,7 @@ impl Cluster {
                         .as_ref()
                         .is_some_and(|l| region.peers.contains(l)) =>
                 {
-                    old.leader.clone()
+                    old.leader
                 }
                 _ => leader,
             };

@@ -77,7 +77,7 @@ impl Step {
 #[derive(Clone, Debug, PartialEq)]
 pub enum OpStatus {
     /// Send (or re-send) this step; None: wait (e.g. the learner is still catching up).
-    Running(Option<RegionHeartbeatResponse>),
+    Running(Option<Box<RegionHeartbeatResponse>>),
     /// Every step is done.
     Finished,
     /// The operator ran longer than its timeout.
@@ -159,7 +159,7 @@ impl Operator {
             return OpStatus::Finished;
         };
         match self.step_response(step, info) {
-            Ok(resp) => OpStatus::Running(resp),
+            Ok(resp) => OpStatus::Running(resp.map(Box::new)),
             Err(()) => OpStatus::Stale,
         }
     }
@@ -175,7 +175,7 @@ impl Operator {
         let mut resp = RegionHeartbeatResponse {
             region_id: info.region.id,
             region_epoch: Some(info.epoch()),
-            target_peer: info.leader.clone(),
+            target_peer: info.leader,
             ..Default::default()
         };
         let change = |peer: Peer, ty: ConfChangeType| {

@@ -241,7 +241,7 @@ fn balance_leader_moves_from_most_to_fewest() {
 fn balance_leader_skips_pending_and_busy_regions() {
     let mut regions = three_peer_regions(4, 1);
     for r in &mut regions {
-        r.pending_peers = vec![r.region.peers[1].clone(), r.region.peers[2].clone()];
+        r.pending_peers = vec![r.region.peers[1], r.region.peers[2]];
     }
     let mut st = stores(&[(1, true), (2, true), (3, true)]);
     st[0].leader_count = 4;

@@ -360,7 +360,7 @@ impl Pd for PdService {
         };
         for info in result.unwrap_or_default() {
             resp.region_metas.push(info.region.clone());
-            resp.leaders.push(info.leader.clone().unwrap_or_default());
+            resp.leaders.push(info.leader.unwrap_or_default());
             resp.regions.push(Region {
                 region: Some(info.region),
                 leader: info.leader,

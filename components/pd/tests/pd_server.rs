@@ -83,7 +83,7 @@ impl Heartbeats {
         let req = RegionHeartbeatRequest {
             header: header(self.cluster_id),
             region: Some(region.clone()),
-            leader: Some(leader.clone()),
+            leader: Some(*leader),
             pending_peers: pending,
             ..Default::default()
         };
@@ -112,11 +112,17 @@ async fn pd_end_to_end_and_restart() {
     assert_eq!(members.leader.unwrap().client_urls, vec![pd.endpoint()]);
 
     let mut ks = KeyspaceClient::connect(pd.endpoint()).await.unwrap();
-    let req = |name: &str| LoadKeyspaceRequest { header: header(cid), name: name.into() };
+    let req = |name: &str| LoadKeyspaceRequest {
+        header: header(cid),
+        name: name.into(),
+    };
     let default = ks.load_keyspace(req("DEFAULT")).await.unwrap().into_inner();
     assert_eq!(default.keyspace.unwrap().id, 0);
     let missing = ks.load_keyspace(req("nope")).await.unwrap().into_inner();
-    assert_eq!(err_type(&missing.header), Some(ErrorType::EntryNotFound as i32));
+    assert_eq!(
+        err_type(&missing.header),
+        Some(ErrorType::EntryNotFound as i32)
+    );
 
     let r = c
         .get_region(GetRegionRequest {
@@ -246,14 +252,14 @@ async fn pd_end_to_end_and_restart() {
 
     // A single-peer region with three stores up gets a learner, then its promotion.
     let mut last = regions[4].clone();
-    let leader = last.peers[0].clone();
+    let leader = last.peers[0];
     let resp = hb.must_answer(&last, &leader, vec![]).await;
     let cp = resp.change_peer.unwrap();
     assert_eq!(cp.change_type, ConfChangeType::AddLearnerNode as i32);
     let learner = cp.peer.unwrap();
     assert_eq!(learner.role, PeerRole::Learner as i32);
     assert_ne!(learner.store_id, s1);
-    last.peers.push(learner.clone());
+    last.peers.push(learner);
     last.region_epoch.as_mut().unwrap().conf_ver += 1;
     let resp = hb.must_answer(&last, &leader, vec![]).await;
     let cp = resp.change_peer.unwrap();

@@ -68,7 +68,7 @@ async fn session(
         tokio::select! {
             req = req_rx.recv() => {
                 let Some(mut req) = req else { return SessionEnd::Closed };
-                req.header = header.clone();
+                req.header = header;
                 if grpc_tx.send(req).await.is_err() {
                     return SessionEnd::Broken;
                 }

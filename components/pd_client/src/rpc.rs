@@ -290,10 +290,7 @@ impl PdClient for RpcPdClient {
         };
         async move {
             let resp = self
-                .call(|mut c| {
-                    let r = req.clone();
-                    async move { c.is_bootstrapped(r).await }
-                })
+                .call(|mut c| async move { c.is_bootstrapped(req).await })
                 .await?;
             check_header(resp.header.as_ref())?;
             Ok(resp.bootstrapped)
@@ -307,10 +304,7 @@ impl PdClient for RpcPdClient {
         };
         async move {
             let resp = self
-                .call(|mut c| {
-                    let r = req.clone();
-                    async move { c.alloc_id(r).await }
-                })
+                .call(|mut c| async move { c.alloc_id(req).await })
                 .await?;
             check_header(resp.header.as_ref())?;
             Ok(resp.id)
@@ -342,10 +336,7 @@ impl PdClient for RpcPdClient {
         };
         async move {
             let resp = self
-                .call(|mut c| {
-                    let r = req.clone();
-                    async move { c.get_store(r).await }
-                })
+                .call(|mut c| async move { c.get_store(req).await })
                 .await?;
             check_header(resp.header.as_ref())?;
             resp.store
@@ -361,10 +352,7 @@ impl PdClient for RpcPdClient {
         };
         async move {
             let resp = self
-                .call(|mut c| {
-                    let r = req.clone();
-                    async move { c.get_all_stores(r).await }
-                })
+                .call(|mut c| async move { c.get_all_stores(req).await })
                 .await?;
             check_header(resp.header.as_ref())?;
             Ok(resp.stores)
@@ -379,10 +367,7 @@ impl PdClient for RpcPdClient {
         };
         async move {
             let resp = self
-                .call(|mut c| {
-                    let r = req.clone();
-                    async move { c.store_heartbeat(r).await }
-                })
+                .call(|mut c| async move { c.store_heartbeat(req).await })
                 .await?;
             check_header(resp.header.as_ref())
         }
@@ -455,11 +440,8 @@ impl PdClient for RpcPdClient {
         };
         async move {
             region_of(
-                self.call(|mut c| {
-                    let r = req.clone();
-                    async move { c.get_region_by_id(r).await }
-                })
-                .await?,
+                self.call(|mut c| async move { c.get_region_by_id(req).await })
+                    .await?,
             )
         }
         .boxed()
@@ -471,10 +453,7 @@ impl PdClient for RpcPdClient {
         };
         async move {
             let resp = self
-                .call(|mut c| {
-                    let r = req.clone();
-                    async move { c.get_gc_safe_point(r).await }
-                })
+                .call(|mut c| async move { c.get_gc_safe_point(req).await })
                 .await?;
             check_header(resp.header.as_ref())?;
             Ok(resp.safe_point)

@@ -49,7 +49,7 @@ async fn store_flow_against_real_pd() {
             conf_ver: 1,
             version: 1,
         }),
-        peers: vec![peer.clone()],
+        peers: vec![peer],
         ..Default::default()
     };
     client
@@ -87,7 +87,7 @@ async fn store_flow_against_real_pd() {
             .unwrap()
             .unwrap()
             .leader,
-        Some(peer.clone())
+        Some(peer)
     );
     assert!(client.get_region_by_id(424242).await.unwrap().is_none());
     assert_eq!(client.get_gc_safe_point().await.unwrap(), 0);
@@ -102,7 +102,7 @@ async fn store_flow_against_real_pd() {
     let (tx, mut rx) = client.region_heartbeat_stream();
     let hb = RegionHeartbeatRequest {
         region: Some(region.clone()),
-        leader: Some(peer.clone()),
+        leader: Some(peer),
         ..Default::default()
     };
     tx.send(hb.clone()).await.unwrap();
