@@ -73,6 +73,15 @@ impl Step {
     }
 }
 
+fn make_peer(id: u64, store_id: u64, role: i32) -> Peer {
+    Peer {
+        id,
+        store_id,
+        role,
+        is_witness: false,
+    }
+}
+
 /// Where an operator stands after a heartbeat.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OpStatus {
@@ -189,12 +198,7 @@ impl Operator {
                 if info.region.peers.iter().any(|p| p.store_id == *store_id) {
                     return Err(());
                 }
-                let peer = Peer {
-                    id: *peer_id,
-                    store_id: *store_id,
-                    role: PeerRole::Learner as i32,
-                    is_witness: false,
-                };
+                let peer = make_peer(*peer_id, *store_id, PeerRole::Learner as i32);
                 resp.change_peer = change(peer, ConfChangeType::AddLearnerNode);
             }
             Step::PromoteLearner { store_id, peer_id } => {
@@ -204,12 +208,7 @@ impl Operator {
                 if pending(*peer_id) {
                     return Ok(None);
                 }
-                let peer = Peer {
-                    id: *peer_id,
-                    store_id: *store_id,
-                    role: PeerRole::Voter as i32,
-                    is_witness: false,
-                };
+                let peer = make_peer(*peer_id, *store_id, PeerRole::Voter as i32);
                 resp.change_peer = change(peer, ConfChangeType::AddNode);
             }
             Step::RemovePeer { store_id, peer_id } => {
@@ -222,12 +221,7 @@ impl Operator {
                     .iter()
                     .find(|p| p.id == *peer_id)
                     .map_or(0, |p| p.role);
-                let peer = Peer {
-                    id: *peer_id,
-                    store_id: *store_id,
-                    role,
-                    is_witness: false,
-                };
+                let peer = make_peer(*peer_id, *store_id, role);
                 resp.change_peer = change(peer, ConfChangeType::RemoveNode);
             }
             Step::TransferLeader { store_id, peer_id } => {
@@ -242,12 +236,7 @@ impl Operator {
                 if pending(*peer_id) {
                     return Ok(None);
                 }
-                let peer = Peer {
-                    id: *peer_id,
-                    store_id: *store_id,
-                    role: PeerRole::Voter as i32,
-                    is_witness: false,
-                };
+                let peer = make_peer(*peer_id, *store_id, PeerRole::Voter as i32);
                 resp.transfer_leader = Some(TransferLeader {
                     peer: Some(peer),
                     peers: vec![],

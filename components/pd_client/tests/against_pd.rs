@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pd::{PdConfig, PdServer};
+use pd::{PdConfig, PdHandle, PdServer};
 use pd_client::{PdClient, PdClientConfig, PdError, RpcPdClient};
 use proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
 use proto::pdpb::{ErrorType, RegionHeartbeatRequest, StoreStats};
@@ -98,7 +98,19 @@ async fn store_flow_against_real_pd() {
     let t2 = client.get_tso().await.unwrap();
     assert!(t2 > t1);
 
-    // The heartbeat stream answers the split, and survives a PD restart.
+    must_heartbeat_across_restart(pd, dir.path(), &client, region, peer, t2).await;
+}
+
+/// The heartbeat stream answers the split, and survives a PD restart on the same address.
+async fn must_heartbeat_across_restart(
+    pd: PdHandle,
+    dir: &std::path::Path,
+    client: &RpcPdClient,
+    region: Region,
+    peer: Peer,
+    t2: u64,
+) {
+    let addr = pd.addr();
     let (tx, mut rx) = client.region_heartbeat_stream();
     let hb = RegionHeartbeatRequest {
         region: Some(region.clone()),
@@ -113,9 +125,7 @@ async fn store_flow_against_real_pd() {
     assert!(resp.split_region.is_some());
 
     pd.shutdown().await;
-    let pd = PdServer::start(cfg(dir.path(), &addr.to_string()))
-        .await
-        .unwrap();
+    let pd = PdServer::start(cfg(dir, &addr.to_string())).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let resp = loop {
         tx.send(hb.clone()).await.unwrap();
