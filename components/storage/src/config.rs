@@ -55,7 +55,10 @@ impl StorageConfig {
     pub fn check_key(&self, key: &[u8]) -> Result<()> {
         let size = key.len().saturating_sub(KEYSPACE_PREFIX_BYTES);
         if size > self.key_max_bytes {
-            return Err(StorageError::KeyTooLarge { size, max: self.key_max_bytes });
+            return Err(StorageError::KeyTooLarge {
+                size,
+                max: self.key_max_bytes,
+            });
         }
         Ok(())
     }
@@ -63,7 +66,10 @@ impl StorageConfig {
     /// Checks one value's size.
     pub fn check_value(&self, value: &[u8]) -> Result<()> {
         if value.len() > self.value_max_bytes {
-            return Err(StorageError::ValueTooLarge { size: value.len(), max: self.value_max_bytes });
+            return Err(StorageError::ValueTooLarge {
+                size: value.len(),
+                max: self.value_max_bytes,
+            });
         }
         Ok(())
     }
@@ -71,7 +77,10 @@ impl StorageConfig {
     /// Checks the number of items in a batch.
     pub fn check_batch(&self, size: usize) -> Result<()> {
         if size > self.batch_keys_max {
-            return Err(StorageError::BatchTooLarge { size, max: self.batch_keys_max });
+            return Err(StorageError::BatchTooLarge {
+                size,
+                max: self.batch_keys_max,
+            });
         }
         Ok(())
     }
@@ -85,7 +94,10 @@ impl StorageConfig {
     /// Checks a scan's limit.
     pub fn check_scan_limit(&self, limit: usize) -> Result<()> {
         if limit > self.scan_limit_max {
-            return Err(StorageError::ScanLimitTooLarge { limit, max: self.scan_limit_max });
+            return Err(StorageError::ScanLimitTooLarge {
+                limit,
+                max: self.scan_limit_max,
+            });
         }
         Ok(())
     }
@@ -96,7 +108,10 @@ impl StorageConfig {
         self.check_key(start)?;
         self.check_key(end)?;
         if !end.is_empty() && start > end {
-            return Err(StorageError::InvalidRange { start: start.to_vec(), end: end.to_vec() });
+            return Err(StorageError::InvalidRange {
+                start: start.to_vec(),
+                end: end.to_vec(),
+            });
         }
         Ok(())
     }
@@ -108,15 +123,37 @@ mod tests {
 
     #[test]
     fn limits() {
-        let cfg = StorageConfig { key_max_bytes: 4, value_max_bytes: 3, batch_keys_max: 2, ..Default::default() };
+        let cfg = StorageConfig {
+            key_max_bytes: 4,
+            value_max_bytes: 3,
+            batch_keys_max: 2,
+            ..Default::default()
+        };
         cfg.validate().unwrap();
         assert!(cfg.check_key(b"r\0\0\0abcd").is_ok());
-        assert_eq!(cfg.check_key(b"r\0\0\0abcde"), Err(StorageError::KeyTooLarge { size: 5, max: 4 }));
+        assert_eq!(
+            cfg.check_key(b"r\0\0\0abcde"),
+            Err(StorageError::KeyTooLarge { size: 5, max: 4 })
+        );
         assert!(cfg.check_value(b"abc").is_ok());
-        assert!(matches!(cfg.check_value(b"abcd"), Err(StorageError::ValueTooLarge { .. })));
-        assert!(matches!(cfg.check_keys(&[b"a", b"b", b"c"]), Err(StorageError::BatchTooLarge { .. })));
+        assert!(matches!(
+            cfg.check_value(b"abcd"),
+            Err(StorageError::ValueTooLarge { .. })
+        ));
+        assert!(matches!(
+            cfg.check_keys(&[b"a", b"b", b"c"]),
+            Err(StorageError::BatchTooLarge { .. })
+        ));
         assert!(cfg.check_range(b"a", b"").is_ok());
-        assert!(matches!(cfg.check_range(b"b", b"a"), Err(StorageError::InvalidRange { .. })));
-        assert!(StorageConfig { latch_slots: 0, ..Default::default() }.validate().is_err());
+        assert!(matches!(
+            cfg.check_range(b"b", b"a"),
+            Err(StorageError::InvalidRange { .. })
+        ));
+        assert!(StorageConfig {
+            latch_slots: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

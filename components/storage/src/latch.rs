@@ -25,7 +25,9 @@ impl Latches {
     /// A table of `slot_count` slots (at least one).
     pub fn new(slot_count: usize) -> Latches {
         assert!(slot_count > 0, "latch table needs at least one slot");
-        Latches { slots: (0..slot_count).map(|_| Arc::new(Mutex::new(()))).collect() }
+        Latches {
+            slots: (0..slot_count).map(|_| Arc::new(Mutex::new(()))).collect(),
+        }
     }
 
     /// The slots of `keys`, sorted and deduplicated: the order they are taken in.
@@ -77,7 +79,10 @@ mod tests {
             .unwrap();
         let _g2 = latches.acquire(&[other]).await;
         drop(g);
-        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[test]

@@ -47,6 +47,9 @@ mod tests {
         assert_eq!(cf_from_request("").unwrap(), CF_DEFAULT);
         assert_eq!(cf_from_request("default").unwrap(), CF_DEFAULT);
         assert_eq!(cf_from_request("write").unwrap(), CF_WRITE);
-        assert!(matches!(cf_from_request("raft"), Err(StorageError::InvalidCf(_))));
+        assert!(matches!(
+            cf_from_request("raft"),
+            Err(StorageError::InvalidCf(_))
+        ));
     }
 }

@@ -14,7 +14,9 @@ use codec::keys::{data_end_key, data_key, origin_key};
 use codec::memcomparable::{decode_bytes, encode_bytes};
 use engine::{CfName, EngineSnapshot};
 
-pub use write::{delete_modifies, delete_range_modify, put_modifies, raw_cas, CasExpect, CasOutcome};
+pub use write::{
+    delete_modifies, delete_range_modify, put_modifies, raw_cas, CasExpect, CasOutcome,
+};
 
 use crate::{Result, StorageError};
 
@@ -71,7 +73,8 @@ impl RegionRange<'_> {
     /// Whether the client key `key` lies in the region.
     pub fn contains(&self, key: &[u8]) -> bool {
         let encoded = encode_bytes(key);
-        encoded.as_slice() >= self.start_key && (self.end_key.is_empty() || encoded.as_slice() < self.end_key)
+        encoded.as_slice() >= self.start_key
+            && (self.end_key.is_empty() || encoded.as_slice() < self.end_key)
     }
 
     /// The first client key of `keys` outside the region, if any.
@@ -105,8 +108,15 @@ fn stored_get(snap: &dyn EngineSnapshot, cf: CfName, key: &[u8]) -> Result<Optio
 }
 
 /// The live value of `key` at `now_secs`, or `None` if absent or expired.
-pub fn raw_get(snap: &dyn EngineSnapshot, cf: CfName, key: &[u8], now_secs: u64) -> Result<Option<Vec<u8>>> {
-    let Some(stored) = stored_get(snap, cf, key)? else { return Ok(None) };
+pub fn raw_get(
+    snap: &dyn EngineSnapshot,
+    cf: CfName,
+    key: &[u8],
+    now_secs: u64,
+) -> Result<Option<Vec<u8>>> {
+    let Some(stored) = stored_get(snap, cf, key)? else {
+        return Ok(None);
+    };
     let raw = value::decode_value(&stored)?;
     Ok((!raw.is_expired(now_secs)).then(|| raw.value.to_vec()))
 }
@@ -121,15 +131,25 @@ pub fn raw_batch_get<K: AsRef<[u8]>>(
     let mut pairs = Vec::with_capacity(keys.len());
     for key in keys {
         if let Some(value) = raw_get(snap, cf, key.as_ref(), now_secs)? {
-            pairs.push(KvPair { key: key.as_ref().to_vec(), value });
+            pairs.push(KvPair {
+                key: key.as_ref().to_vec(),
+                value,
+            });
         }
     }
     Ok(pairs)
 }
 
 /// Seconds before `key` expires: `Some(0)` if it never does, `None` if absent or expired.
-pub fn raw_get_key_ttl(snap: &dyn EngineSnapshot, cf: CfName, key: &[u8], now_secs: u64) -> Result<Option<u64>> {
-    let Some(stored) = stored_get(snap, cf, key)? else { return Ok(None) };
+pub fn raw_get_key_ttl(
+    snap: &dyn EngineSnapshot,
+    cf: CfName,
+    key: &[u8],
+    now_secs: u64,
+) -> Result<Option<u64>> {
+    let Some(stored) = stored_get(snap, cf, key)? else {
+        return Ok(None);
+    };
     Ok(value::decode_value(&stored)?.remaining_ttl_secs(now_secs))
 }
 
@@ -157,7 +177,9 @@ pub fn raw_scan(
     now_secs: u64,
 ) -> Result<Vec<KvPair>> {
     let mut pairs = Vec::new();
-    let Some((lower, upper)) = scan_bounds(region, range) else { return Ok(pairs) };
+    let Some((lower, upper)) = scan_bounds(region, range) else {
+        return Ok(pairs);
+    };
     if opts.limit == 0 {
         return Ok(pairs);
     }
@@ -180,15 +202,26 @@ pub fn raw_scan(
 }
 
 /// Decodes one scanned engine entry; `None` if it has expired.
-fn scan_entry(data_key: &[u8], stored: &[u8], key_only: bool, now_secs: u64) -> Result<Option<KvPair>> {
+fn scan_entry(
+    data_key: &[u8],
+    stored: &[u8],
+    key_only: bool,
+    now_secs: u64,
+) -> Result<Option<KvPair>> {
     let raw = value::decode_value(stored)?;
     if raw.is_expired(now_secs) {
         return Ok(None);
     }
     if data_key.first() != Some(&codec::keys::DATA_PREFIX) {
-        return Err(StorageError::Corrupt(format!("scan met a non-data key {data_key:?}")));
+        return Err(StorageError::Corrupt(format!(
+            "scan met a non-data key {data_key:?}"
+        )));
     }
     let (key, _) = decode_bytes(origin_key(data_key))?;
-    let value = if key_only { Vec::new() } else { raw.value.to_vec() };
+    let value = if key_only {
+        Vec::new()
+    } else {
+        raw.value.to_vec()
+    };
     Ok(Some(KvPair { key, value }))
 }

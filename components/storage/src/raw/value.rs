@@ -60,15 +60,23 @@ pub fn decode_value(stored: &[u8]) -> Result<RawValue<'_>> {
         .split_last()
         .ok_or_else(|| StorageError::Corrupt("empty raw value".into()))?;
     if flag & FLAG_HAS_TTL == 0 {
-        return Ok(RawValue { value: rest, expire_at_secs: None });
+        return Ok(RawValue {
+            value: rest,
+            expire_at_secs: None,
+        });
     }
-    let split = rest
-        .len()
-        .checked_sub(EXPIRE_BYTES)
-        .ok_or_else(|| StorageError::Corrupt(format!("raw value of {} bytes lacks its expiry", stored.len())))?;
+    let split = rest.len().checked_sub(EXPIRE_BYTES).ok_or_else(|| {
+        StorageError::Corrupt(format!(
+            "raw value of {} bytes lacks its expiry",
+            stored.len()
+        ))
+    })?;
     let (value, at) = rest.split_at(split);
     let at = u64::from_be_bytes(at.try_into().expect("split at 8 bytes from the end"));
-    Ok(RawValue { value, expire_at_secs: Some(at) })
+    Ok(RawValue {
+        value,
+        expire_at_secs: Some(at),
+    })
 }
 
 #[cfg(test)]
@@ -87,12 +95,18 @@ mod tests {
 
     #[test]
     fn expiry() {
-        let v = RawValue { value: b"", expire_at_secs: expire_at(10, 100) };
+        let v = RawValue {
+            value: b"",
+            expire_at_secs: expire_at(10, 100),
+        };
         assert_eq!(v.remaining_ttl_secs(100), Some(10));
         assert!(!v.is_expired(109));
         assert!(v.is_expired(110));
         assert_eq!(v.remaining_ttl_secs(110), None);
-        let forever = RawValue { value: b"", expire_at_secs: expire_at(0, 100) };
+        let forever = RawValue {
+            value: b"",
+            expire_at_secs: expire_at(0, 100),
+        };
         assert_eq!(forever.remaining_ttl_secs(u64::MAX), Some(0));
     }
 

@@ -18,7 +18,10 @@ pub fn put_modifies<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     now_secs: u64,
 ) -> Result<Vec<Modify>> {
     if !ttls.is_empty() && ttls.len() != pairs.len() {
-        return Err(StorageError::TtlCountMismatch { ttls: ttls.len(), pairs: pairs.len() });
+        return Err(StorageError::TtlCountMismatch {
+            ttls: ttls.len(),
+            pairs: pairs.len(),
+        });
     }
     Ok(pairs
         .iter()
@@ -36,13 +39,26 @@ pub fn put_modifies<K: AsRef<[u8]>, V: AsRef<[u8]>>(
 
 /// Deletes of `keys`.
 pub fn delete_modifies<K: AsRef<[u8]>>(cf: CfName, keys: &[K]) -> Vec<Modify> {
-    keys.iter().map(|k| Modify::Delete { cf, key: encode_bytes(k.as_ref()) }).collect()
+    keys.iter()
+        .map(|k| Modify::Delete {
+            cf,
+            key: encode_bytes(k.as_ref()),
+        })
+        .collect()
 }
 
 /// Delete of the client range `[start, end)`; an empty `end` reaches the region's end.
 pub fn delete_range_modify(cf: CfName, start: &[u8], end: &[u8]) -> Modify {
-    let end = if end.is_empty() { Vec::new() } else { encode_bytes(end) };
-    Modify::DeleteRange { cf, start: encode_bytes(start), end }
+    let end = if end.is_empty() {
+        Vec::new()
+    } else {
+        encode_bytes(end)
+    };
+    Modify::DeleteRange {
+        cf,
+        start: encode_bytes(start),
+        end,
+    }
 }
 
 /// What a compare-and-swap expects to find.
@@ -81,6 +97,14 @@ pub fn raw_cas(
         CasExpect::NotExist => previous.is_none(),
         CasExpect::Value(v) => previous.as_deref() == Some(v),
     };
-    let modifies = if succeed { put_modifies(cf, &[(key, value)], &[], ttl, now_secs)? } else { Vec::new() };
-    Ok(CasOutcome { succeed, previous, modifies })
+    let modifies = if succeed {
+        put_modifies(cf, &[(key, value)], &[], ttl, now_secs)?
+    } else {
+        Vec::new()
+    };
+    Ok(CasOutcome {
+        succeed,
+        previous,
+        modifies,
+    })
 }
