@@ -491,9 +491,9 @@ impl Poller {
             return;
         }
         let Some(p) = self.peers.get_mut(&id) else { return };
-        let region = p.region();
+        let region = p.region().clone();
         for m in msgs {
-            let Some(to) = find_peer_by_id(region, m.to).cloned() else { continue };
+            let Some(to) = find_peer_by_id(&region, m.to).cloned() else { continue };
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 p.snapshot_ticks.insert(m.to, 0);
             }

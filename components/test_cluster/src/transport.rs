@@ -35,7 +35,12 @@ pub enum Filter {
     /// Drop every message to or from this store.
     Isolate(u64),
     /// Drop every message of this region to this store.
-    DropRegionTo { region_id: u64, store_id: u64 },
+    DropRegionTo {
+        /// The region.
+        region_id: u64,
+        /// The receiving store.
+        store_id: u64,
+    },
 }
 
 impl Filter {
