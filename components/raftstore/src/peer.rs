@@ -17,14 +17,15 @@ use crate::msg::{DataModify, ReadCallback, ReadResponse, RegionError, RegionInfo
 use crate::peer_storage::PeerStorage;
 use crate::util::{epoch_of, find_peer_by_id, is_epoch_stale, key_in_region};
 
-/// A read waiting for its read index, then for the apply thread to reach it.
+/// A batch of reads sharing one ReadIndex request: waiting for raft-rs to confirm the index
+/// with a quorum, then for the apply thread to reach it.
 pub struct PendingRead {
-    /// Identifies the read in raft-rs's read states.
+    /// Identifies the batch in raft-rs's read states.
     pub id: u64,
     /// The read index, once raft-rs has confirmed it.
     pub read_index: Option<u64>,
-    /// The reader.
-    pub cb: ReadCallback,
+    /// The readers.
+    pub cbs: Vec<ReadCallback>,
 }
 
 /// One peer of a region.
@@ -37,8 +38,9 @@ pub struct Peer {
     pub proposals: VecDeque<Proposal>,
     /// Reads submitted to raft-rs, in order.
     pub reads: VecDeque<PendingRead>,
-    /// Reads waiting for the leader to commit in its term before they can be submitted.
-    pub waiting_reads: Vec<PendingRead>,
+    /// Reads not yet submitted: they go out together at the end of the poller's message
+    /// handling (one ReadIndex per region per round), once the leader has committed in its term.
+    pub waiting_reads: Vec<ReadCallback>,
     /// Bytes of data in the region, as last measured.
     pub approximate_size: u64,
     /// Keys in the region, as last measured.
@@ -51,6 +53,9 @@ pub struct Peer {
     pub snapshot_ticks: HashMap<u64, u64>,
     /// The last leader seen, to notice changes.
     pub last_leader_id: u64,
+    /// Peers this peer has heard from, so it can answer them before it knows the region
+    /// (an uninitialized peer has no member list yet).
+    pub peer_cache: HashMap<u64, metapb::Peer>,
 }
 
 impl Peer {
@@ -66,7 +71,12 @@ impl Peer {
 
     /// The leader as a peer, if known.
     pub fn leader(&self) -> Option<metapb::Peer> {
-        find_peer_by_id(self.region(), self.raw.raft.leader_id).cloned()
+        self.peer_by_id(self.raw.raft.leader_id)
+    }
+
+    /// A peer of the region by id, from the region or from the peers heard from.
+    pub fn peer_by_id(&self, id: u64) -> Option<metapb::Peer> {
+        find_peer_by_id(self.region(), id).cloned().or_else(|| self.peer_cache.get(&id).cloned())
     }
 
     fn not_leader(&self) -> RegionError {
@@ -164,38 +174,32 @@ impl Peer {
         self.proposals.push_back(Proposal { index, term: self.raw.raft.term, cb });
     }
 
-    /// Starts a linearizable read.
-    pub fn read(&mut self, cfg: &StoreConfig, header: &RequestHeader, id: u64, cb: ReadCallback) {
+    /// Queues a linearizable read; [`Peer::submit_waiting_reads`] sends it.
+    pub fn read(&mut self, cfg: &StoreConfig, header: &RequestHeader, cb: ReadCallback) {
         if let Err(e) = self.check_request(header) {
             return cb(Err(e));
         }
-        if self.reads.len() + self.waiting_reads.len() >= cfg.region_pending_reads_max {
+        let pending: usize = self.reads.iter().map(|r| r.cbs.len()).sum::<usize>() + self.waiting_reads.len();
+        if pending >= cfg.region_pending_reads_max {
             return cb(Err(RegionError::ServerIsBusy(format!(
                 "region {} has too many reads pending",
                 self.region().id
             ))));
         }
-        let read = PendingRead { id, read_index: None, cb };
-        if self.raw.raft.commit_to_current_term() {
-            self.submit_read(read);
-        } else {
-            self.waiting_reads.push(read);
-        }
+        self.waiting_reads.push(cb);
     }
 
-    fn submit_read(&mut self, read: PendingRead) {
-        self.raw.read_index(read.id.to_be_bytes().to_vec());
-        self.reads.push_back(read);
-    }
-
-    /// Submits reads that waited for the leader's first commit in its term.
-    pub fn submit_waiting_reads(&mut self) {
+    /// Sends one ReadIndex for every queued read. raft-rs (safe mode) confirms the index with a
+    /// heartbeat quorum, so a deposed leader that has not noticed yet never serves a read.
+    /// Waits while the leader has not committed an entry in its term (raft-rs would drop it).
+    pub fn submit_waiting_reads(&mut self, id: u64) -> bool {
         if self.waiting_reads.is_empty() || !self.is_leader() || !self.raw.raft.commit_to_current_term() {
-            return;
+            return false;
         }
-        for r in std::mem::take(&mut self.waiting_reads) {
-            self.submit_read(r);
-        }
+        self.raw.read_index(id.to_be_bytes().to_vec());
+        let cbs = std::mem::take(&mut self.waiting_reads);
+        self.reads.push_back(PendingRead { id, read_index: None, cbs });
+        true
     }
 
     /// Records a read index raft-rs confirmed.
@@ -218,14 +222,16 @@ impl Peer {
             }
             let r = self.reads.pop_front().expect("front");
             let snap = snapshot.get_or_insert_with(|| kv.snapshot()).clone();
-            (r.cb)(Ok(ReadResponse { snapshot: snap, region: self.region().clone() }));
+            for cb in r.cbs {
+                cb(Ok(ReadResponse { snapshot: snap.clone(), region: self.region().clone() }));
+            }
         }
     }
 
     /// Fails every read in flight (leadership lost, or the peer is going away).
     pub fn fail_reads(&mut self, err: RegionError) {
-        for r in self.reads.drain(..).chain(self.waiting_reads.drain(..)) {
-            (r.cb)(Err(err.clone()));
+        for cb in self.reads.drain(..).flat_map(|r| r.cbs).chain(self.waiting_reads.drain(..)) {
+            cb(Err(err.clone()));
         }
     }
 

@@ -191,7 +191,7 @@ impl Poller {
             max_inflight_msgs: self.cfg.raft_max_inflight_msgs,
             check_quorum: true,
             pre_vote: true,
-            read_only_option: raft::ReadOnlyOption::LeaseBased,
+            read_only_option: raft::ReadOnlyOption::Safe,
             ..Default::default()
         };
         let logger = crate::logger::raft_logger(region_id, meta.id);
@@ -208,6 +208,7 @@ impl Poller {
             splitting: None,
             snapshot_ticks: HashMap::new(),
             last_leader_id: 0,
+            peer_cache: HashMap::new(),
         };
         let _ = self.apply_tx.send(ApplyTask::Register { region, apply_state });
         self.regions.insert(region_id, peer.info());
@@ -261,14 +262,10 @@ impl Poller {
                 Some(p) => p.propose_write(&self.cfg, &header, modifies, cb),
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
-            StoreMsg::Read { header, cb } => {
-                let id = self.next_read_id;
-                self.next_read_id += 1;
-                match self.peers.get_mut(&header.region_id) {
-                    Some(p) => p.read(&self.cfg, &header, id, cb),
-                    None => cb(Err(RegionError::RegionNotFound(header.region_id))),
-                }
-            }
+            StoreMsg::Read { header, cb } => match self.peers.get_mut(&header.region_id) {
+                Some(p) => p.read(&self.cfg, &header, cb),
+                None => cb(Err(RegionError::RegionNotFound(header.region_id))),
+            },
             StoreMsg::HeartbeatResponse(resp) => self.on_heartbeat_response(*resp),
             StoreMsg::SplitIds { region_id, epoch, split_keys, ids } => {
                 self.on_split_ids(region_id, epoch, split_keys, ids)
@@ -329,6 +326,9 @@ impl Poller {
             return;
         }
         let p = self.peers.get_mut(&region_id).expect("peer exists");
+        if let Some(from) = &msg.from_peer {
+            p.peer_cache.insert(from.id, from.clone());
+        }
         if let Err(e) = p.raw.step(raft_msg) {
             tracing::debug!(region_id, "step failed: {e}");
         }
@@ -409,6 +409,11 @@ impl Poller {
     }
 
     fn handle_readys(&mut self) {
+        for p in self.peers.values_mut() {
+            if p.submit_waiting_reads(self.next_read_id) {
+                self.next_read_id += 1;
+            }
+        }
         let mut batch = LogBatch::default();
         let mut readys = Vec::new();
         let ids: Vec<RegionId> = self.peers.keys().copied().collect();
@@ -435,9 +440,6 @@ impl Poller {
         }
         for (id, rd) in readys {
             self.advance_ready(id, rd);
-        }
-        for p in self.peers.values_mut() {
-            p.submit_waiting_reads();
         }
         self.transport.flush();
     }
@@ -493,7 +495,7 @@ impl Poller {
         let Some(p) = self.peers.get_mut(&id) else { return };
         let region = p.region().clone();
         for m in msgs {
-            let Some(to) = find_peer_by_id(&region, m.to).cloned() else { continue };
+            let Some(to) = p.peer_by_id(m.to) else { continue };
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 p.snapshot_ticks.insert(m.to, 0);
             }
