@@ -30,14 +30,21 @@ impl StoreIdent {
         let (c, s) = bytes
             .split_first_chunk::<8>()
             .and_then(|(c, rest)| Some((c, <[u8; 8]>::try_from(rest).ok()?)))
-            .ok_or_else(|| ServerError::Ident(format!("store identity of {} bytes", bytes.len())))?;
-        Ok(StoreIdent { cluster_id: u64::from_be_bytes(*c), store_id: u64::from_be_bytes(s) })
+            .ok_or_else(|| {
+                ServerError::Ident(format!("store identity of {} bytes", bytes.len()))
+            })?;
+        Ok(StoreIdent {
+            cluster_id: u64::from_be_bytes(*c),
+            store_id: u64::from_be_bytes(s),
+        })
     }
 }
 
 /// The identity stored in `kv`, if the store has one.
 pub fn load_store_ident(kv: &dyn KvEngine) -> Result<Option<StoreIdent>, ServerError> {
-    kv.get_cf(CF_RAFT, codec::keys::store_ident_key())?.map(|v| StoreIdent::decode(&v)).transpose()
+    kv.get_cf(CF_RAFT, codec::keys::store_ident_key())?
+        .map(|v| StoreIdent::decode(&v))
+        .transpose()
 }
 
 fn save_store_ident(kv: &dyn KvEngine, ident: StoreIdent) -> Result<(), ServerError> {
@@ -60,7 +67,13 @@ pub(crate) async fn ensure_store_id(kv: &dyn KvEngine, pd: &Pd) -> Result<u64, S
         return Ok(ident.store_id);
     }
     let store_id = pd.alloc_id().await?;
-    save_store_ident(kv, StoreIdent { cluster_id, store_id })?;
+    save_store_ident(
+        kv,
+        StoreIdent {
+            cluster_id,
+            store_id,
+        },
+    )?;
     tracing::info!(store_id, cluster_id, "allocated store id");
     Ok(store_id)
 }
@@ -75,7 +88,9 @@ fn local_regions(kv: &dyn KvEngine) -> Result<Vec<metapb::Region>, ServerError> 
         Some(codec::keys::REGION_META_MAX_KEY),
         false,
         &mut |k, v| {
-            if let Some((_, codec::keys::REGION_STATE_SUFFIX)) = codec::keys::region_id_from_local_key(k) {
+            if let Some((_, codec::keys::REGION_STATE_SUFFIX)) =
+                codec::keys::region_id_from_local_key(k)
+            {
                 match RegionLocalState::decode(v) {
                     Ok(state) => regions.extend(state.region),
                     Err(e) => corrupt = Some(e.to_string()),
@@ -109,12 +124,21 @@ pub(crate) async fn bootstrap_cluster_if_needed(
             raftstore::bootstrap_first_region(kv, raft_log, &region)?;
             region
         }
-        _ => return Err(ServerError::Ident("PD is not bootstrapped but this store holds regions".into())),
+        _ => {
+            return Err(ServerError::Ident(
+                "PD is not bootstrapped but this store holds regions".into(),
+            ))
+        }
     };
     match pd.bootstrap(store.clone(), region.clone()).await? {
-        BootstrapOutcome::Bootstrapped => tracing::info!(region_id = region.id, "bootstrapped the cluster"),
+        BootstrapOutcome::Bootstrapped => {
+            tracing::info!(region_id = region.id, "bootstrapped the cluster")
+        }
         BootstrapOutcome::AlreadyBootstrapped => {
-            tracing::info!(region_id = region.id, "another store bootstrapped the cluster; removing our first region");
+            tracing::info!(
+                region_id = region.id,
+                "another store bootstrapped the cluster; removing our first region"
+            );
             clear_region_meta(kv, raft_log, region.id)?;
         }
     }
@@ -127,14 +151,24 @@ pub fn first_region(region_id: u64, peer_id: u64, store_id: u64) -> metapb::Regi
         id: region_id,
         start_key: vec![],
         end_key: vec![],
-        region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
-        peers: vec![metapb::Peer { id: peer_id, store_id, ..Default::default() }],
-        ..Default::default()
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![metapb::Peer {
+            id: peer_id,
+            store_id,
+            ..Default::default()
+        }],
     }
 }
 
 /// Removes a region's metadata and raft state from this store.
-fn clear_region_meta(kv: &dyn KvEngine, raft_log: &dyn RaftLogStore, region_id: u64) -> Result<(), ServerError> {
+fn clear_region_meta(
+    kv: &dyn KvEngine,
+    raft_log: &dyn RaftLogStore,
+    region_id: u64,
+) -> Result<(), ServerError> {
     let mut wb = WriteBatch::default();
     wb.delete_cf(CF_RAFT, &codec::keys::region_state_key(region_id));
     wb.delete_cf(CF_RAFT, &codec::keys::apply_state_key(region_id));
@@ -153,7 +187,10 @@ mod tests {
     fn store_ident_round_trip() {
         let kv = engine::MemEngine::new();
         assert_eq!(load_store_ident(&kv).unwrap(), None);
-        let ident = StoreIdent { cluster_id: 7, store_id: 42 };
+        let ident = StoreIdent {
+            cluster_id: 7,
+            store_id: 42,
+        };
         save_store_ident(&kv, ident).unwrap();
         assert_eq!(load_store_ident(&kv).unwrap(), Some(ident));
         assert!(StoreIdent::decode(b"short").is_err());
@@ -164,6 +201,12 @@ mod tests {
         let r = first_region(2, 3, 1);
         assert!(r.start_key.is_empty() && r.end_key.is_empty());
         assert_eq!(r.peers[0].store_id, 1);
-        assert_eq!(r.region_epoch, Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }));
+        assert_eq!(
+            r.region_epoch,
+            Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1
+            })
+        );
     }
 }

@@ -117,7 +117,10 @@ impl Default for TransportConfig {
 
 impl Default for PdWorkerConfig {
     fn default() -> Self {
-        PdWorkerConfig { store_heartbeat_interval_ms: 10_000, task_queue_max: 4_096 }
+        PdWorkerConfig {
+            store_heartbeat_interval_ms: 10_000,
+            task_queue_max: 4_096,
+        }
     }
 }
 
@@ -126,24 +129,51 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ServerError> {
         let t = &self.transport;
         let checks: [(bool, &str); 9] = [
-            (!self.pd_endpoints.is_empty(), "pd_endpoints must not be empty"),
-            (self.grpc_message_max_bytes >= 1 << 20, "grpc_message_max_bytes must be >= 1 MiB"),
-            (self.request_timeout_ms > 0, "request_timeout_ms must be > 0"),
-            (t.queue_max > 0 && t.batch_msgs_max > 0, "transport queue_max and batch_msgs_max must be > 0"),
-            (t.snapshot_chunk_bytes > 0, "transport snapshot_chunk_bytes must be > 0"),
+            (
+                !self.pd_endpoints.is_empty(),
+                "pd_endpoints must not be empty",
+            ),
+            (
+                self.grpc_message_max_bytes >= 1 << 20,
+                "grpc_message_max_bytes must be >= 1 MiB",
+            ),
+            (
+                self.request_timeout_ms > 0,
+                "request_timeout_ms must be > 0",
+            ),
+            (
+                t.queue_max > 0 && t.batch_msgs_max > 0,
+                "transport queue_max and batch_msgs_max must be > 0",
+            ),
+            (
+                t.snapshot_chunk_bytes > 0,
+                "transport snapshot_chunk_bytes must be > 0",
+            ),
             (
                 t.snapshot_chunk_bytes < self.grpc_message_max_bytes,
                 "transport snapshot_chunk_bytes must be below grpc_message_max_bytes",
             ),
-            (t.snapshot_send_concurrency_max > 0, "transport snapshot_send_concurrency_max must be > 0"),
-            (self.pd_worker.task_queue_max > 0, "pd_worker task_queue_max must be > 0"),
-            (self.pd_worker.store_heartbeat_interval_ms > 0, "pd_worker store_heartbeat_interval_ms must be > 0"),
+            (
+                t.snapshot_send_concurrency_max > 0,
+                "transport snapshot_send_concurrency_max must be > 0",
+            ),
+            (
+                self.pd_worker.task_queue_max > 0,
+                "pd_worker task_queue_max must be > 0",
+            ),
+            (
+                self.pd_worker.store_heartbeat_interval_ms > 0,
+                "pd_worker store_heartbeat_interval_ms must be > 0",
+            ),
         ];
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(ServerError::Config((*msg).to_owned()));
         }
         self.raftstore.validate().map_err(ServerError::Config)?;
         self.storage.validate().map_err(ServerError::Config)?;
+        self.raft_log
+            .validate()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
         Ok(())
     }
 }
@@ -155,7 +185,10 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         ServerConfig::default().validate().unwrap();
-        let bad = ServerConfig { pd_endpoints: vec![], ..Default::default() };
+        let bad = ServerConfig {
+            pd_endpoints: vec![],
+            ..Default::default()
+        };
         assert!(matches!(bad.validate(), Err(ServerError::Config(_))));
     }
 }

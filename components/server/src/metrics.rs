@@ -4,13 +4,18 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, Encoder, HistogramVec, IntCounterVec, TextEncoder,
+    register_histogram_vec, register_int_counter_vec, Encoder, HistogramVec, IntCounterVec,
+    TextEncoder,
 };
 
 /// Client requests received, by request type.
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("flotilla_server_requests_total", "Client requests by type", &["type"])
-        .expect("metric registers once")
+    register_int_counter_vec!(
+        "flotilla_server_requests_total",
+        "Client requests by type",
+        &["type"]
+    )
+    .expect("metric registers once")
 });
 
 /// Client requests answered with an error, by request type and kind (`region`, `storage`).

@@ -47,15 +47,25 @@ impl Node {
 
     /// Starts a store whose raft messages go through `transport` (an in-process test
     /// harness's); messages for this store are handed to [`Node::router`].
-    pub async fn start_with_transport(cfg: ServerConfig, transport: Arc<dyn Transport>) -> Result<Node, ServerError> {
+    pub async fn start_with_transport(
+        cfg: ServerConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Node, ServerError> {
         Node::start_inner(cfg, Some(transport)).await
     }
 
-    async fn start_inner(cfg: ServerConfig, transport: Option<Arc<dyn Transport>>) -> Result<Node, ServerError> {
+    async fn start_inner(
+        cfg: ServerConfig,
+        transport: Option<Arc<dyn Transport>>,
+    ) -> Result<Node, ServerError> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let kv: Arc<dyn KvEngine> = Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocksdb)?);
-        let raft_log: Arc<dyn RaftLogStore> = Arc::new(RaftEngineLog::open(cfg.data_dir.join("raft"), &cfg.raft_log)?);
+        let kv: Arc<dyn KvEngine> =
+            Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocksdb)?);
+        let raft_log: Arc<dyn RaftLogStore> = Arc::new(RaftEngineLog::open(
+            cfg.data_dir.join("raft"),
+            &cfg.raft_log,
+        )?);
         let pd = Pd::connect(&cfg.pd_endpoints).await?;
         let store_id = ensure_store_id(kv.as_ref(), &pd).await?;
 
@@ -69,23 +79,51 @@ impl Node {
         let grpc_transport = transport.is_none().then(|| {
             let resolver = Arc::new(PdResolver::new(pd.clone()));
             let rt = tokio::runtime::Handle::current();
-            GrpcTransport::new(cfg.transport.clone(), cfg.grpc_message_max_bytes, resolver, rt)
+            GrpcTransport::new(
+                cfg.transport.clone(),
+                cfg.grpc_message_max_bytes,
+                resolver,
+                rt,
+            )
         });
-        let transport = transport.unwrap_or_else(|| Arc::new(grpc_transport.clone().expect("built above")));
+        let transport =
+            transport.unwrap_or_else(|| Arc::new(grpc_transport.clone().expect("built above")));
         let (pd_tx, pd_rx) = crossbeam_channel::bounded(cfg.pd_worker.task_queue_max);
-        let raftstore =
-            RaftStore::start(cfg.raftstore.clone(), store_id, kv.clone(), raft_log, transport, pd_tx)?;
+        let raftstore = RaftStore::start(
+            cfg.raftstore.clone(),
+            store_id,
+            kv.clone(),
+            raft_log,
+            transport,
+            pd_tx,
+        )?;
         let router = raftstore.router();
         if let Some(t) = &grpc_transport {
             t.set_router(router.clone());
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let pd_worker =
-            PdWorker::start(pd, router.clone(), pd_rx, cfg.pd_worker.clone(), cfg.data_dir.clone(), shutdown_rx.clone())?;
-        let grpc_task = tokio::spawn(serve_grpc(&cfg, grpc_listener, router.clone(), kv.clone(), shutdown_rx.clone()));
-        let status_task =
-            tokio::spawn(crate::status::serve(status_listener, router.clone(), store.address.clone(), shutdown_rx));
+        let pd_worker = PdWorker::start(
+            pd,
+            router.clone(),
+            pd_rx,
+            cfg.pd_worker.clone(),
+            cfg.data_dir.clone(),
+            shutdown_rx.clone(),
+        )?;
+        let grpc_task = tokio::spawn(serve_grpc(
+            &cfg,
+            grpc_listener,
+            router.clone(),
+            kv.clone(),
+            shutdown_rx.clone(),
+        ));
+        let status_task = tokio::spawn(crate::status::serve(
+            status_listener,
+            router.clone(),
+            store.address.clone(),
+            shutdown_rx,
+        ));
         tracing::info!(store_id, %addr, %status_addr, "store started");
         Ok(Node {
             store_id,
@@ -133,10 +171,16 @@ impl Node {
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         // Long-lived raft streams from other stores keep a graceful shutdown waiting.
-        if tokio::time::timeout(self.grace, &mut self.grpc_task).await.is_err() {
+        if tokio::time::timeout(self.grace, &mut self.grpc_task)
+            .await
+            .is_err()
+        {
             self.grpc_task.abort();
         }
-        if tokio::time::timeout(self.grace, &mut self.status_task).await.is_err() {
+        if tokio::time::timeout(self.grace, &mut self.status_task)
+            .await
+            .is_err()
+        {
             self.status_task.abort();
         }
         if let Some(w) = self.pd_worker.take() {
@@ -153,9 +197,18 @@ impl Node {
 }
 
 /// This store as registered in PD.
-fn store_record(cfg: &ServerConfig, store_id: u64, addr: SocketAddr, status_addr: SocketAddr) -> metapb::Store {
+fn store_record(
+    cfg: &ServerConfig,
+    store_id: u64,
+    addr: SocketAddr,
+    status_addr: SocketAddr,
+) -> metapb::Store {
     let or_bound = |advertised: &str, bound: SocketAddr| {
-        if advertised.is_empty() { bound.to_string() } else { advertised.to_owned() }
+        if advertised.is_empty() {
+            bound.to_string()
+        } else {
+            advertised.to_owned()
+        }
     };
     let address = or_bound(&cfg.advertise_addr, addr);
     metapb::Store {
@@ -181,8 +234,16 @@ fn serve_grpc(
     let raft_service = RaftService::new(router, cfg.transport.snapshot_recv_max_bytes);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(TikvServer::new(kv_service).max_decoding_message_size(max).max_encoding_message_size(max))
-        .add_service(RaftTransportServer::new(raft_service).max_decoding_message_size(max).max_encoding_message_size(max));
+        .add_service(
+            TikvServer::new(kv_service)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            RaftTransportServer::new(raft_service)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     async move {
         router

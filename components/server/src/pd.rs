@@ -32,8 +32,12 @@ fn pd_err(e: impl std::fmt::Display) -> ServerError {
 impl Pd {
     /// Connects to any of `endpoints`.
     pub async fn connect(endpoints: &[String]) -> Result<Pd, ServerError> {
-        let client = pd_client::RpcPdClient::connect(endpoints).await.map_err(pd_err)?;
-        Ok(Pd { client: Arc::new(client) })
+        let client = pd_client::RpcPdClient::connect(endpoints)
+            .await
+            .map_err(pd_err)?;
+        Ok(Pd {
+            client: Arc::new(client),
+        })
     }
 
     /// Over any PD client (a test's substitute).
@@ -52,7 +56,11 @@ impl Pd {
     }
 
     /// Offers `store` and `region` as the cluster's first.
-    pub async fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> Result<BootstrapOutcome, ServerError> {
+    pub async fn bootstrap(
+        &self,
+        store: metapb::Store,
+        region: metapb::Region,
+    ) -> Result<BootstrapOutcome, ServerError> {
         match self.client.bootstrap(store, region).await {
             Ok(()) => Ok(BootstrapOutcome::Bootstrapped),
             Err(e) if e.is_already_bootstrapped() => Ok(BootstrapOutcome::AlreadyBootstrapped),
@@ -81,18 +89,36 @@ impl Pd {
     }
 
     /// Ids for splitting `region` into `count + 1` regions.
-    pub async fn ask_batch_split(&self, region: metapb::Region, count: u32) -> Result<Vec<pdpb::SplitId>, ServerError> {
-        self.client.ask_batch_split(region, count).await.map_err(pd_err)
+    pub async fn ask_batch_split(
+        &self,
+        region: metapb::Region,
+        count: u32,
+    ) -> Result<Vec<pdpb::SplitId>, ServerError> {
+        self.client
+            .ask_batch_split(region, count)
+            .await
+            .map_err(pd_err)
     }
 
     /// Tells PD the regions a split produced.
-    pub async fn report_batch_split(&self, regions: Vec<metapb::Region>) -> Result<(), ServerError> {
-        self.client.report_batch_split(regions).await.map_err(pd_err)
+    pub async fn report_batch_split(
+        &self,
+        regions: Vec<metapb::Region>,
+    ) -> Result<(), ServerError> {
+        self.client
+            .report_batch_split(regions)
+            .await
+            .map_err(pd_err)
     }
 
     /// Opens the region heartbeat stream (re-established by the client when it breaks):
     /// requests go into the sender, PD's answers come out of the receiver.
-    pub fn region_heartbeat_stream(&self) -> (pd_client::RegionHeartbeatSender, pd_client::RegionHeartbeatReceiver) {
+    pub fn region_heartbeat_stream(
+        &self,
+    ) -> (
+        pd_client::RegionHeartbeatSender,
+        pd_client::RegionHeartbeatReceiver,
+    ) {
         self.client.region_heartbeat_stream()
     }
 }
@@ -106,7 +132,10 @@ pub struct PdResolver {
 impl PdResolver {
     /// A resolver over `pd`.
     pub fn new(pd: Pd) -> Self {
-        PdResolver { pd, cache: Default::default() }
+        PdResolver {
+            pd,
+            cache: Default::default(),
+        }
     }
 }
 
@@ -118,7 +147,11 @@ impl StoreResolver for PdResolver {
                 return Ok(addr.clone());
             }
             let store = pd.get_store(store_id).await?;
-            let addr = if store.peer_address.is_empty() { store.address } else { store.peer_address };
+            let addr = if store.peer_address.is_empty() {
+                store.address
+            } else {
+                store.peer_address
+            };
             if addr.is_empty() {
                 return Err(ServerError::Pd(format!("store {store_id} has no address")));
             }

@@ -49,7 +49,9 @@ impl PdWorker {
         let bridge = std::thread::Builder::new()
             .name("pd-task-bridge".into())
             .spawn(move || bridge_tasks(tasks, tx, bridge_stop))?;
-        let start_time_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32);
+        let start_time_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
         let state = WorkerState {
             pd,
             store_id: router.store_id(),
@@ -59,7 +61,11 @@ impl PdWorker {
             start_time_secs,
         };
         let task = tokio::spawn(state.run(rx, shutdown));
-        Ok(PdWorker { stop, bridge: Some(bridge), task })
+        Ok(PdWorker {
+            stop,
+            bridge: Some(bridge),
+            task,
+        })
     }
 
     /// Stops the bridge thread and the worker task.
@@ -74,7 +80,11 @@ impl PdWorker {
 }
 
 /// Moves tasks from the raftstore's queue into tokio, until either side closes or `stop`.
-fn bridge_tasks(tasks: crossbeam_channel::Receiver<PdTask>, tx: mpsc::Sender<PdTask>, stop: Arc<AtomicBool>) {
+fn bridge_tasks(
+    tasks: crossbeam_channel::Receiver<PdTask>,
+    tx: mpsc::Sender<PdTask>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         match tasks.recv_timeout(Duration::from_millis(100)) {
             Ok(task) => {
@@ -90,7 +100,8 @@ fn bridge_tasks(tasks: crossbeam_channel::Receiver<PdTask>, tx: mpsc::Sender<PdT
 
 impl WorkerState {
     async fn run(self, mut tasks: mpsc::Receiver<PdTask>, mut shutdown: watch::Receiver<bool>) {
-        let mut store_tick = tokio::time::interval(Duration::from_millis(self.cfg.store_heartbeat_interval_ms));
+        let mut store_tick =
+            tokio::time::interval(Duration::from_millis(self.cfg.store_heartbeat_interval_ms));
         let (heartbeats, mut responses) = self.pd.region_heartbeat_stream();
         loop {
             tokio::select! {
@@ -164,9 +175,14 @@ impl WorkerState {
     }
 }
 
-async fn ask_batch_split(pd: Pd, router: RaftRouter, region: proto::metapb::Region, split_keys: Vec<Vec<u8>>) {
+async fn ask_batch_split(
+    pd: Pd,
+    router: RaftRouter,
+    region: proto::metapb::Region,
+    split_keys: Vec<Vec<u8>>,
+) {
     let region_id = region.id;
-    let epoch = region.region_epoch.clone().unwrap_or_default();
+    let epoch = region.region_epoch.unwrap_or_default();
     match pd.ask_batch_split(region, split_keys.len() as u32).await {
         Ok(ids) => router.on_split_ids(region_id, epoch, split_keys, ids),
         Err(e) => tracing::warn!(region_id, error = %e, "ask batch split failed"),

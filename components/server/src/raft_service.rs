@@ -19,7 +19,10 @@ pub struct RaftService {
 impl RaftService {
     /// Delivers into `router`; snapshots larger than `snapshot_recv_max_bytes` are refused.
     pub fn new(router: RaftRouter, snapshot_recv_max_bytes: u64) -> Self {
-        RaftService { router, snapshot_recv_max_bytes }
+        RaftService {
+            router,
+            snapshot_recv_max_bytes,
+        }
     }
 
     fn deliver(&self, batch: BatchRaftMessage) {
@@ -36,13 +39,22 @@ impl RaftService {
 
 /// Appends one chunk to a snapshot being reassembled, enforcing the announced and configured
 /// sizes. The first chunk announces the total.
-pub fn push_chunk(buf: &mut Vec<u8>, expected: &mut Option<u64>, chunk: SnapshotChunk, max_bytes: u64) -> Result<(), Status> {
+pub fn push_chunk(
+    buf: &mut Vec<u8>,
+    expected: &mut Option<u64>,
+    chunk: SnapshotChunk,
+    max_bytes: u64,
+) -> Result<(), Status> {
     let total = *expected.get_or_insert(chunk.total_bytes);
     if total > max_bytes {
-        return Err(Status::resource_exhausted(format!("snapshot of {total} bytes exceeds {max_bytes}")));
+        return Err(Status::resource_exhausted(format!(
+            "snapshot of {total} bytes exceeds {max_bytes}"
+        )));
     }
     if buf.len() as u64 + chunk.data.len() as u64 > total {
-        return Err(Status::invalid_argument(format!("snapshot chunks exceed the announced {total} bytes")));
+        return Err(Status::invalid_argument(format!(
+            "snapshot chunks exceed the announced {total} bytes"
+        )));
     }
     if buf.capacity() == 0 {
         buf.reserve_exact(total as usize);
@@ -53,7 +65,10 @@ pub fn push_chunk(buf: &mut Vec<u8>, expected: &mut Option<u64>, chunk: Snapshot
 
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
-    async fn raft(&self, req: Request<Streaming<BatchRaftMessage>>) -> Result<Response<Done>, Status> {
+    async fn raft(
+        &self,
+        req: Request<Streaming<BatchRaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
             self.deliver(batch);
@@ -61,7 +76,10 @@ impl RaftTransport for RaftService {
         Ok(Response::new(Done {}))
     }
 
-    async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
         let mut buf = Vec::new();
         let mut expected = None;
@@ -70,7 +88,10 @@ impl RaftTransport for RaftService {
         }
         let total = expected.unwrap_or(0);
         if buf.len() as u64 != total {
-            return Err(Status::invalid_argument(format!("snapshot ended at {} of {total} bytes", buf.len())));
+            return Err(Status::invalid_argument(format!(
+                "snapshot ended at {} of {total} bytes",
+                buf.len()
+            )));
         }
         let batch = BatchRaftMessage::decode(buf.as_slice())
             .map_err(|e| Status::invalid_argument(format!("bad snapshot message: {e}")))?;
@@ -95,9 +116,22 @@ mod tests {
         assert_eq!(buf, data);
         let (mut buf, mut expected) = (Vec::new(), None);
         let first = snapshot_chunks(&data, 30).remove(0);
-        assert_eq!(push_chunk(&mut buf, &mut expected, first, 50).unwrap_err().code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            push_chunk(&mut buf, &mut expected, first, 50)
+                .unwrap_err()
+                .code(),
+            tonic::Code::ResourceExhausted
+        );
         let (mut buf, mut expected) = (Vec::new(), Some(10));
-        let chunk = SnapshotChunk { total_bytes: 0, data: vec![0; 11] };
-        assert_eq!(push_chunk(&mut buf, &mut expected, chunk, 50).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let chunk = SnapshotChunk {
+            total_bytes: 0,
+            data: vec![0; 11],
+        };
+        assert_eq!(
+            push_chunk(&mut buf, &mut expected, chunk, 50)
+                .unwrap_err()
+                .code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

@@ -79,7 +79,12 @@ async fn metrics_handler() -> String {
 }
 
 /// Serves the status endpoints on `listener` until `shutdown` turns true.
-pub(crate) async fn serve(listener: TcpListener, router: RaftRouter, address: String, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: RaftRouter,
+    address: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/status", get(status_handler))
@@ -87,7 +92,10 @@ pub(crate) async fn serve(listener: TcpListener, router: RaftRouter, address: St
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::warn!(error = %e, "status server failed");
     }
 }

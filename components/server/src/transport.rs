@@ -86,7 +86,9 @@ impl GrpcTransport {
 
     /// Stops every per-store task; later messages are dropped.
     pub fn close(&self) {
-        self.inner.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.queues.clear();
     }
 }
@@ -103,7 +105,9 @@ impl Transport for GrpcTransport {
             .entry(store_id)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.inner.cfg.queue_max);
-                self.inner.runtime.spawn(run_store_worker(self.inner.clone(), store_id, rx));
+                self.inner
+                    .runtime
+                    .spawn(run_store_worker(self.inner.clone(), store_id, rx));
                 tx
             })
             .clone();
@@ -128,7 +132,14 @@ impl Inner {
         if !is_snapshot_message(&msg.message) {
             return;
         }
-        raft_event(if delivered { "snapshot_sent" } else { "snapshot_failed" }, 1);
+        raft_event(
+            if delivered {
+                "snapshot_sent"
+            } else {
+                "snapshot_failed"
+            },
+            1,
+        );
         if let Some(router) = self.router.get() {
             let to_peer = msg.to_peer.as_ref().map_or(0, |p| p.id);
             router.report_snapshot_status(msg.region_id, to_peer, delivered);
@@ -137,7 +148,11 @@ impl Inner {
 
     async fn connect(&self, store_id: u64) -> Result<RaftTransportClient<Channel>, ServerError> {
         let addr = self.resolver.resolve(store_id).await?;
-        let uri = if addr.contains("://") { addr } else { format!("http://{addr}") };
+        let uri = if addr.contains("://") {
+            addr
+        } else {
+            format!("http://{addr}")
+        };
         let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
         let channel = Endpoint::from_shared(uri)
             .map_err(|e| ServerError::Config(format!("bad address of store {store_id}: {e}")))?
@@ -175,7 +190,9 @@ async fn run_store_worker(inner: Arc<Inner>, store_id: u64, mut rx: mpsc::Receiv
                     dropped.push(m);
                 }
                 raft_event("dropped_unreachable", dropped.len() as u64);
-                dropped.iter().for_each(|m| inner.report_if_snapshot(m, false));
+                dropped
+                    .iter()
+                    .for_each(|m| inner.report_if_snapshot(m, false));
             }
         }
         inner.resolver.invalidate(store_id);
@@ -234,9 +251,18 @@ async fn stream_batches(
 
 /// Sends one large message as chunks of its encoded `BatchRaftMessage` and reports whether it
 /// arrived.
-async fn send_snapshot(inner: Arc<Inner>, mut client: RaftTransportClient<Channel>, msg: RaftMessage) {
-    let Ok(_permit) = inner.snapshot_permits.clone().acquire_owned().await else { return };
-    let data = BatchRaftMessage { msgs: vec![msg.clone()] }.encode_to_vec();
+async fn send_snapshot(
+    inner: Arc<Inner>,
+    mut client: RaftTransportClient<Channel>,
+    msg: RaftMessage,
+) {
+    let Ok(_permit) = inner.snapshot_permits.clone().acquire_owned().await else {
+        return;
+    };
+    let data = BatchRaftMessage {
+        msgs: vec![msg.clone()],
+    }
+    .encode_to_vec();
     let chunks = snapshot_chunks(&data, inner.cfg.snapshot_chunk_bytes);
     let result = client.snapshot(tokio_stream::iter(chunks)).await;
     if let Err(status) = &result {
@@ -250,11 +276,17 @@ pub fn snapshot_chunks(data: &[u8], chunk_bytes: usize) -> Vec<SnapshotChunk> {
     assert!(chunk_bytes > 0, "snapshot chunk size must be positive");
     let total_bytes = data.len() as u64;
     if data.is_empty() {
-        return vec![SnapshotChunk { total_bytes, data: vec![] }];
+        return vec![SnapshotChunk {
+            total_bytes,
+            data: vec![],
+        }];
     }
     data.chunks(chunk_bytes)
         .enumerate()
-        .map(|(i, c)| SnapshotChunk { total_bytes: if i == 0 { total_bytes } else { 0 }, data: c.to_vec() })
+        .map(|(i, c)| SnapshotChunk {
+            total_bytes: if i == 0 { total_bytes } else { 0 },
+            data: c.to_vec(),
+        })
         .collect()
 }
 
@@ -283,6 +315,12 @@ mod tests {
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[0].total_bytes, 10);
         assert!(chunks[1..].iter().all(|c| c.total_bytes == 0));
-        assert_eq!(chunks.iter().flat_map(|c| c.data.clone()).collect::<Vec<_>>(), data);
+        assert_eq!(
+            chunks
+                .iter()
+                .flat_map(|c| c.data.clone())
+                .collect::<Vec<_>>(),
+            data
+        );
     }
 }

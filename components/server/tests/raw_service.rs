@@ -53,7 +53,12 @@ async fn must_leader_region(node: &Node, key: &[u8]) -> (metapb::Region, metapb:
 
 async fn ctx(node: &Node, key: &[u8]) -> Context {
     let (region, peer) = must_leader_region(node, key).await;
-    Context { region_id: region.id, region_epoch: region.region_epoch, peer: Some(peer), ..Default::default() }
+    Context {
+        region_id: region.id,
+        region_epoch: region.region_epoch,
+        peer: Some(peer),
+        ..Default::default()
+    }
 }
 
 /// Retries `op` while the region answers with a region error (it may be splitting).
@@ -95,26 +100,39 @@ async fn must_get(node: &Node, c: &mut TikvClient<Channel>, k: &[u8]) -> Option<
     (!resp.not_found).then_some(resp.value)
 }
 
-async fn must_scan(node: &Node, c: &mut TikvClient<Channel>, start: &[u8], end: &[u8], limit: u32, reverse: bool) -> Vec<Vec<u8>> {
+async fn must_scan(
+    node: &Node,
+    c: &mut TikvClient<Channel>,
+    start: &[u8],
+    end: &[u8],
+    limit: u32,
+    reverse: bool,
+) -> Vec<Vec<u8>> {
     let region_key = if reverse { end } else { start };
-    let resp = must_ok!(node, region_key, |context| c.raw_scan(kvrpcpb::RawScanRequest {
-        context,
-        start_key: start.to_vec(),
-        end_key: end.to_vec(),
-        limit,
-        reverse,
-        ..Default::default()
-    }));
+    let resp = must_ok!(node, region_key, |context| c.raw_scan(
+        kvrpcpb::RawScanRequest {
+            context,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            limit,
+            reverse,
+            ..Default::default()
+        }
+    ));
     resp.kvs.into_iter().map(|p| p.key).collect()
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
 }
 
 async fn check_reads_and_writes(node: &Node, c: &mut TikvClient<Channel>) {
@@ -124,57 +142,94 @@ async fn check_reads_and_writes(node: &Node, c: &mut TikvClient<Channel>) {
 
     let pairs = ["b", "c", "d", "e"]
         .iter()
-        .map(|k| kvrpcpb::KvPair { key: key(k), value: k.as_bytes().to_vec(), ..Default::default() })
+        .map(|k| kvrpcpb::KvPair {
+            key: key(k),
+            value: k.as_bytes().to_vec(),
+            ..Default::default()
+        })
         .collect::<Vec<_>>();
-    let resp = must_ok!(node, &key("b"), |context| c.raw_batch_put(kvrpcpb::RawBatchPutRequest {
-        context,
-        pairs: pairs.clone(),
-        ..Default::default()
-    }));
+    let resp = must_ok!(node, &key("b"), |context| c.raw_batch_put(
+        kvrpcpb::RawBatchPutRequest {
+            context,
+            pairs: pairs.clone(),
+            ..Default::default()
+        }
+    ));
     assert_eq!(resp.error, "");
-    let resp = must_ok!(node, &key("b"), |context| c.raw_batch_get(kvrpcpb::RawBatchGetRequest {
-        context,
-        keys: vec![key("b"), key("zz"), key("e")],
-        ..Default::default()
-    }));
-    assert_eq!(resp.pairs.iter().map(|p| p.key.clone()).collect::<Vec<_>>(), vec![key("b"), key("e")]);
+    let resp = must_ok!(node, &key("b"), |context| c.raw_batch_get(
+        kvrpcpb::RawBatchGetRequest {
+            context,
+            keys: vec![key("b"), key("zz"), key("e")],
+            ..Default::default()
+        }
+    ));
+    assert_eq!(
+        resp.pairs.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        vec![key("b"), key("e")]
+    );
 
-    assert_eq!(must_scan(node, c, &key("b"), &key("e"), 10, false).await, vec![key("b"), key("c"), key("d")]);
-    assert_eq!(must_scan(node, c, &key("a"), &key("z"), 2, false).await, vec![key("a"), key("b")]);
+    assert_eq!(
+        must_scan(node, c, &key("b"), &key("e"), 10, false).await,
+        vec![key("b"), key("c"), key("d")]
+    );
+    assert_eq!(
+        must_scan(node, c, &key("a"), &key("z"), 2, false).await,
+        vec![key("a"), key("b")]
+    );
     // Reverse: start_key is the exclusive upper bound, end_key the inclusive lower bound.
-    assert_eq!(must_scan(node, c, &key("e"), &key("b"), 10, true).await, vec![key("d"), key("c"), key("b")]);
+    assert_eq!(
+        must_scan(node, c, &key("e"), &key("b"), 10, true).await,
+        vec![key("d"), key("c"), key("b")]
+    );
 
-    let resp = must_ok!(node, &key("b"), |context| c.raw_delete(kvrpcpb::RawDeleteRequest {
-        context,
-        key: key("b"),
-        ..Default::default()
-    }));
+    let resp = must_ok!(node, &key("b"), |context| c.raw_delete(
+        kvrpcpb::RawDeleteRequest {
+            context,
+            key: key("b"),
+            ..Default::default()
+        }
+    ));
     assert_eq!(resp.error, "");
-    let resp = must_ok!(node, &key("c"), |context| c.raw_batch_delete(kvrpcpb::RawBatchDeleteRequest {
-        context,
-        keys: vec![key("c")],
-        ..Default::default()
-    }));
+    let resp = must_ok!(node, &key("c"), |context| c.raw_batch_delete(
+        kvrpcpb::RawBatchDeleteRequest {
+            context,
+            keys: vec![key("c")],
+            ..Default::default()
+        }
+    ));
     assert_eq!(resp.error, "");
-    assert_eq!(must_scan(node, c, &key("a"), &key("z"), 10, false).await, vec![key("a"), key("d"), key("e")]);
-    let resp = must_ok!(node, &key("d"), |context| c.raw_delete_range(kvrpcpb::RawDeleteRangeRequest {
-        context,
-        start_key: key("d"),
-        end_key: key("z"),
-        ..Default::default()
-    }));
+    assert_eq!(
+        must_scan(node, c, &key("a"), &key("z"), 10, false).await,
+        vec![key("a"), key("d"), key("e")]
+    );
+    let resp = must_ok!(node, &key("d"), |context| c.raw_delete_range(
+        kvrpcpb::RawDeleteRangeRequest {
+            context,
+            start_key: key("d"),
+            end_key: key("z"),
+            ..Default::default()
+        }
+    ));
     assert_eq!(resp.error, "");
-    assert_eq!(must_scan(node, c, &key("a"), &key("z"), 10, false).await, vec![key("a")]);
+    assert_eq!(
+        must_scan(node, c, &key("a"), &key("z"), 10, false).await,
+        vec![key("a")]
+    );
 }
 
 async fn check_ttl_and_cas(node: &Node, c: &mut TikvClient<Channel>) {
     must_put(node, c, &key("ttl"), b"v", 100).await;
-    let resp = must_ok!(node, &key("ttl"), |context| c.raw_get_key_ttl(kvrpcpb::RawGetKeyTtlRequest {
-        context,
-        key: key("ttl"),
-        ..Default::default()
-    }));
-    assert!(!resp.not_found && resp.ttl > 90 && resp.ttl <= 100, "{resp:?}");
+    let resp = must_ok!(node, &key("ttl"), |context| c.raw_get_key_ttl(
+        kvrpcpb::RawGetKeyTtlRequest {
+            context,
+            key: key("ttl"),
+            ..Default::default()
+        }
+    ));
+    assert!(
+        !resp.not_found && resp.ttl > 90 && resp.ttl <= 100,
+        "{resp:?}"
+    );
     must_put(node, c, &key("short"), b"v", 1).await;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     assert_eq!(must_get(node, c, &key("short")).await, None);
@@ -186,12 +241,26 @@ async fn check_ttl_and_cas(node: &Node, c: &mut TikvClient<Channel>) {
         previous_value: prev.unwrap_or_default().to_vec(),
         ..Default::default()
     };
-    let resp = must_ok!(node, &key("cas"), |context| c.raw_compare_and_swap(kvrpcpb::RawCasRequest { context, ..cas(None, b"1") }));
+    let resp = must_ok!(node, &key("cas"), |context| c.raw_compare_and_swap(
+        kvrpcpb::RawCasRequest {
+            context,
+            ..cas(None, b"1")
+        }
+    ));
     assert!(resp.succeed && resp.previous_not_exist);
-    let resp = must_ok!(node, &key("cas"), |context| c.raw_compare_and_swap(kvrpcpb::RawCasRequest { context, ..cas(None, b"2") }));
+    let resp = must_ok!(node, &key("cas"), |context| c.raw_compare_and_swap(
+        kvrpcpb::RawCasRequest {
+            context,
+            ..cas(None, b"2")
+        }
+    ));
     assert!(!resp.succeed && resp.previous_value == b"1");
-    let resp =
-        must_ok!(node, &key("cas"), |context| c.raw_compare_and_swap(kvrpcpb::RawCasRequest { context, ..cas(Some(b"1"), b"2") }));
+    let resp = must_ok!(node, &key("cas"), |context| c.raw_compare_and_swap(
+        kvrpcpb::RawCasRequest {
+            context,
+            ..cas(Some(b"1"), b"2")
+        }
+    ));
     assert!(resp.succeed);
     assert_eq!(must_get(node, c, &key("cas")).await, Some(b"2".to_vec()));
 }
@@ -199,23 +268,41 @@ async fn check_ttl_and_cas(node: &Node, c: &mut TikvClient<Channel>) {
 async fn check_bad_requests(node: &Node, c: &mut TikvClient<Channel>) {
     let big = key(&"k".repeat(8 * 1024 + 1));
     let resp = c
-        .raw_put(kvrpcpb::RawPutRequest { context: Some(ctx(node, &key("a")).await), key: big.clone(), value: b"v".to_vec(), ..Default::default() })
+        .raw_put(kvrpcpb::RawPutRequest {
+            context: Some(ctx(node, &key("a")).await),
+            key: big.clone(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(resp.error.contains("key"), "{resp:?}");
     let data_key = codec::keys::data_key(&encode_bytes(&big));
-    assert_eq!(node.kv_engine().get_cf(engine::CF_DEFAULT, &data_key).unwrap(), None);
+    assert_eq!(
+        node.kv_engine()
+            .get_cf(engine::CF_DEFAULT, &data_key)
+            .unwrap(),
+        None
+    );
 
     let mut stale = ctx(node, &key("a")).await;
     stale.region_epoch.as_mut().unwrap().version += 100;
-    let req = kvrpcpb::RawGetRequest { context: Some(stale), key: key("a"), ..Default::default() };
+    let req = kvrpcpb::RawGetRequest {
+        context: Some(stale),
+        key: key("a"),
+        ..Default::default()
+    };
     let resp = c.raw_get(req).await.unwrap().into_inner();
     assert!(resp.region_error.unwrap().epoch_not_match.is_some());
 
     let mut unknown = ctx(node, &key("a")).await;
     unknown.region_id = 999_999;
-    let req = kvrpcpb::RawGetRequest { context: Some(unknown), key: key("a"), ..Default::default() };
+    let req = kvrpcpb::RawGetRequest {
+        context: Some(unknown),
+        key: key("a"),
+        ..Default::default()
+    };
     let resp = c.raw_get(req).await.unwrap().into_inner();
     assert!(resp.region_error.unwrap().region_not_found.is_some());
 
@@ -227,20 +314,33 @@ async fn check_bad_requests(node: &Node, c: &mut TikvClient<Channel>) {
     } else {
         return; // One region holds every key: nothing lies outside it.
     };
-    let req = kvrpcpb::RawGetRequest { context: Some(ctx(node, &key("a")).await), key: outside.clone(), ..Default::default() };
+    let req = kvrpcpb::RawGetRequest {
+        context: Some(ctx(node, &key("a")).await),
+        key: outside.clone(),
+        ..Default::default()
+    };
     let resp = c.raw_get(req).await.unwrap().into_inner();
     assert!(resp.region_error.unwrap().key_not_in_region.is_some());
-    let req = kvrpcpb::RawPutRequest { context: Some(ctx(node, &key("a")).await), key: outside, value: b"v".to_vec(), ..Default::default() };
+    let req = kvrpcpb::RawPutRequest {
+        context: Some(ctx(node, &key("a")).await),
+        key: outside,
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
     let resp = c.raw_put(req).await.unwrap().into_inner();
     assert!(resp.region_error.unwrap().key_not_in_region.is_some());
 }
 
 async fn check_status(node: &Node) {
-    let status: serde_json::Value = serde_json::from_str(&http_get(node.status_addr(), "/status").await).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(node.status_addr(), "/status").await).unwrap();
     assert_eq!(status["store_id"], node.store_id());
     assert!(status["leader_count"].as_u64().unwrap() >= 1);
     let metrics = http_get(node.status_addr(), "/metrics").await;
-    assert!(metrics.contains("flotilla_server_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("flotilla_server_requests_total"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +355,9 @@ async fn raw_requests_against_one_store() {
     let pd = pd::PdServer::start(pd_cfg).await.unwrap();
     let cfg = node_config(&dir.path().join("store"), &pd.endpoint());
     let node = Node::start(cfg.clone()).await.unwrap();
-    let mut client = TikvClient::connect(format!("http://{}", node.addr())).await.unwrap();
+    let mut client = TikvClient::connect(format!("http://{}", node.addr()))
+        .await
+        .unwrap();
 
     check_reads_and_writes(&node, &mut client).await;
     check_ttl_and_cas(&node, &mut client).await;
@@ -267,8 +369,13 @@ async fn raw_requests_against_one_store() {
     node.stop().await;
     let node = Node::start(cfg).await.unwrap();
     assert_eq!(node.store_id(), store_id);
-    let mut client = TikvClient::connect(format!("http://{}", node.addr())).await.unwrap();
-    assert_eq!(must_get(&node, &mut client, &key("a")).await, Some(b"1".to_vec()));
+    let mut client = TikvClient::connect(format!("http://{}", node.addr()))
+        .await
+        .unwrap();
+    assert_eq!(
+        must_get(&node, &mut client, &key("a")).await,
+        Some(b"1".to_vec())
+    );
     node.stop().await;
     pd.shutdown().await;
 }

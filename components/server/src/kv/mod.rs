@@ -23,14 +23,14 @@ use crate::metrics;
 #[derive(Debug)]
 pub(crate) enum ReqError {
     /// The region cannot serve it (the client refreshes its cache and retries).
-    Region(RegionError),
+    Region(Box<RegionError>),
     /// The request itself is bad, or the data could not be read.
     Storage(StorageError),
 }
 
 impl From<RegionError> for ReqError {
     fn from(e: RegionError) -> Self {
-        ReqError::Region(e)
+        ReqError::Region(Box::new(e))
     }
 }
 
@@ -103,12 +103,21 @@ impl ErrorResponse for kvrpcpb::ScanLockResponse {
         self.region_error = Some(e);
     }
     fn set_error(&mut self, msg: String) {
-        self.error = Some(kvrpcpb::KeyError { abort: msg, ..Default::default() });
+        self.error = Some(kvrpcpb::KeyError {
+            abort: msg,
+            ..Default::default()
+        });
     }
 }
 
 fn abort_pair(msg: String) -> kvrpcpb::KvPair {
-    kvrpcpb::KvPair { error: Some(kvrpcpb::KeyError { abort: msg, ..Default::default() }), ..Default::default() }
+    kvrpcpb::KvPair {
+        error: Some(kvrpcpb::KeyError {
+            abort: msg,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Shared state of the `Tikv` service.
@@ -129,9 +138,22 @@ pub struct KvService {
 impl KvService {
     /// A service over `router` (reads and writes through raft) and `kv` (for
     /// `UnsafeDestroyRange`, which bypasses raft), with request limits and timeout.
-    pub fn new(router: RaftRouter, kv: Arc<dyn KvEngine>, limits: StorageConfig, request_timeout: Duration) -> Self {
+    pub fn new(
+        router: RaftRouter,
+        kv: Arc<dyn KvEngine>,
+        limits: StorageConfig,
+        request_timeout: Duration,
+    ) -> Self {
         let latches = Latches::new(limits.latch_slots);
-        KvService { inner: Arc::new(KvInner { router, kv, limits, latches, request_timeout }) }
+        KvService {
+            inner: Arc::new(KvInner {
+                router,
+                kv,
+                limits,
+                latches,
+                request_timeout,
+            }),
+        }
     }
 
     /// Runs one request: counts it, bounds its time, and turns its error into response data.
@@ -144,7 +166,7 @@ impl KvService {
         metrics::REQUESTS.with_label_values(&[kind]).inc();
         let result = match tokio::time::timeout(self.inner.request_timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(ReqError::Region(RegionError::ServerIsBusy(format!(
+            Err(_) => Err(ReqError::from(RegionError::ServerIsBusy(format!(
                 "{kind} timed out after {:?}",
                 self.inner.request_timeout
             )))),
@@ -153,24 +175,30 @@ impl KvService {
             let mut resp = R::default();
             match e {
                 ReqError::Region(e) => {
-                    metrics::REQUEST_ERRORS.with_label_values(&[kind, "region"]).inc();
+                    metrics::REQUEST_ERRORS
+                        .with_label_values(&[kind, "region"])
+                        .inc();
                     resp.set_region_error(e.to_pb());
                 }
                 ReqError::Storage(e) => {
-                    metrics::REQUEST_ERRORS.with_label_values(&[kind, "storage"]).inc();
+                    metrics::REQUEST_ERRORS
+                        .with_label_values(&[kind, "storage"])
+                        .inc();
                     resp.set_error(e.to_string());
                 }
             }
             resp
         });
-        metrics::REQUEST_DURATION.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
+        metrics::REQUEST_DURATION
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
         Ok(Response::new(resp))
     }
 }
 
 impl KvInner {
     /// A linearizable read view of the region named by `header`.
-    async fn read_view(&self, header: RequestHeader) -> Result<ReadResponse, RegionError> {
+    async fn read_view(&self, header: RequestHeader) -> Result<ReadResponse, ReqError> {
         let (tx, rx) = oneshot::channel();
         self.router.read(
             header,
@@ -178,11 +206,14 @@ impl KvInner {
                 let _ = tx.send(r);
             }),
         );
-        rx.await.unwrap_or_else(|_| Err(RegionError::Other("raftstore dropped the read".into())))
+        match rx.await {
+            Ok(result) => result.map_err(ReqError::from),
+            Err(_) => Err(RegionError::Other("raftstore dropped the read".into()).into()),
+        }
     }
 
     /// Proposes `modifies` and waits until they are applied.
-    async fn write(&self, header: RequestHeader, modifies: Vec<Modify>) -> Result<(), RegionError> {
+    async fn write(&self, header: RequestHeader, modifies: Vec<Modify>) -> Result<(), ReqError> {
         let (tx, rx) = oneshot::channel();
         let modifies = modifies.into_iter().map(to_data_modify).collect();
         self.router.propose_write(
@@ -192,7 +223,10 @@ impl KvInner {
                 let _ = tx.send(r);
             }),
         );
-        rx.await.unwrap_or_else(|_| Err(RegionError::Other("raftstore dropped the write".into())))
+        match rx.await {
+            Ok(result) => result.map_err(ReqError::from),
+            Err(_) => Err(RegionError::Other("raftstore dropped the write".into()).into()),
+        }
     }
 }
 
@@ -208,86 +242,146 @@ pub(crate) fn to_data_modify(m: Modify) -> DataModify {
 /// Where a request goes, from its `Context`.
 pub(crate) fn header(ctx: Option<&kvrpcpb::Context>) -> RequestHeader {
     let ctx = ctx.cloned().unwrap_or_default();
-    RequestHeader { region_id: ctx.region_id, region_epoch: ctx.region_epoch, peer: ctx.peer }
+    RequestHeader {
+        region_id: ctx.region_id,
+        region_epoch: ctx.region_epoch,
+        peer: ctx.peer,
+    }
 }
 
 /// Fails with `KeyNotInRegion` unless every key lies in `region`.
-pub(crate) fn check_in_region<K: AsRef<[u8]>>(region: &metapb::Region, keys: &[K]) -> Result<(), RegionError> {
-    let range = RegionRange { start_key: &region.start_key, end_key: &region.end_key };
+pub(crate) fn check_in_region<K: AsRef<[u8]>>(
+    region: &metapb::Region,
+    keys: &[K],
+) -> Result<(), ReqError> {
+    let range = RegionRange {
+        start_key: &region.start_key,
+        end_key: &region.end_key,
+    };
     match range.first_outside(keys) {
-        Some(key) => Err(RegionError::KeyNotInRegion { key: key.to_vec(), region: region.clone() }),
+        Some(key) => Err(RegionError::KeyNotInRegion {
+            key: key.to_vec(),
+            region: region.clone(),
+        }
+        .into()),
         None => Ok(()),
     }
 }
 
 /// Wall-clock seconds, the time base of raw TTLs.
 pub(crate) fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[tonic::async_trait]
 impl Tikv for KvService {
-    async fn kv_scan_lock(&self, req: Request<kvrpcpb::ScanLockRequest>) -> Result<Response<kvrpcpb::ScanLockResponse>, Status> {
-        self.handle("kv_scan_lock", self.inner.kv_scan_lock(req.into_inner())).await
+    async fn kv_scan_lock(
+        &self,
+        req: Request<kvrpcpb::ScanLockRequest>,
+    ) -> Result<Response<kvrpcpb::ScanLockResponse>, Status> {
+        self.handle("kv_scan_lock", self.inner.kv_scan_lock(req.into_inner()))
+            .await
     }
-    async fn raw_get(&self, req: Request<kvrpcpb::RawGetRequest>) -> Result<Response<kvrpcpb::RawGetResponse>, Status> {
-        self.handle("raw_get", self.inner.raw_get(req.into_inner())).await
+    async fn raw_get(
+        &self,
+        req: Request<kvrpcpb::RawGetRequest>,
+    ) -> Result<Response<kvrpcpb::RawGetResponse>, Status> {
+        self.handle("raw_get", self.inner.raw_get(req.into_inner()))
+            .await
     }
     async fn raw_batch_get(
         &self,
         req: Request<kvrpcpb::RawBatchGetRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchGetResponse>, Status> {
-        self.handle("raw_batch_get", self.inner.raw_batch_get(req.into_inner())).await
+        self.handle("raw_batch_get", self.inner.raw_batch_get(req.into_inner()))
+            .await
     }
-    async fn raw_put(&self, req: Request<kvrpcpb::RawPutRequest>) -> Result<Response<kvrpcpb::RawPutResponse>, Status> {
-        self.handle("raw_put", self.inner.raw_put(req.into_inner())).await
+    async fn raw_put(
+        &self,
+        req: Request<kvrpcpb::RawPutRequest>,
+    ) -> Result<Response<kvrpcpb::RawPutResponse>, Status> {
+        self.handle("raw_put", self.inner.raw_put(req.into_inner()))
+            .await
     }
     async fn raw_batch_put(
         &self,
         req: Request<kvrpcpb::RawBatchPutRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchPutResponse>, Status> {
-        self.handle("raw_batch_put", self.inner.raw_batch_put(req.into_inner())).await
+        self.handle("raw_batch_put", self.inner.raw_batch_put(req.into_inner()))
+            .await
     }
-    async fn raw_delete(&self, req: Request<kvrpcpb::RawDeleteRequest>) -> Result<Response<kvrpcpb::RawDeleteResponse>, Status> {
-        self.handle("raw_delete", self.inner.raw_delete(req.into_inner())).await
+    async fn raw_delete(
+        &self,
+        req: Request<kvrpcpb::RawDeleteRequest>,
+    ) -> Result<Response<kvrpcpb::RawDeleteResponse>, Status> {
+        self.handle("raw_delete", self.inner.raw_delete(req.into_inner()))
+            .await
     }
     async fn raw_batch_delete(
         &self,
         req: Request<kvrpcpb::RawBatchDeleteRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchDeleteResponse>, Status> {
-        self.handle("raw_batch_delete", self.inner.raw_batch_delete(req.into_inner())).await
+        self.handle(
+            "raw_batch_delete",
+            self.inner.raw_batch_delete(req.into_inner()),
+        )
+        .await
     }
-    async fn raw_scan(&self, req: Request<kvrpcpb::RawScanRequest>) -> Result<Response<kvrpcpb::RawScanResponse>, Status> {
-        self.handle("raw_scan", self.inner.raw_scan(req.into_inner())).await
+    async fn raw_scan(
+        &self,
+        req: Request<kvrpcpb::RawScanRequest>,
+    ) -> Result<Response<kvrpcpb::RawScanResponse>, Status> {
+        self.handle("raw_scan", self.inner.raw_scan(req.into_inner()))
+            .await
     }
     async fn raw_delete_range(
         &self,
         req: Request<kvrpcpb::RawDeleteRangeRequest>,
     ) -> Result<Response<kvrpcpb::RawDeleteRangeResponse>, Status> {
-        self.handle("raw_delete_range", self.inner.raw_delete_range(req.into_inner())).await
+        self.handle(
+            "raw_delete_range",
+            self.inner.raw_delete_range(req.into_inner()),
+        )
+        .await
     }
     async fn raw_batch_scan(
         &self,
         req: Request<kvrpcpb::RawBatchScanRequest>,
     ) -> Result<Response<kvrpcpb::RawBatchScanResponse>, Status> {
-        self.handle("raw_batch_scan", self.inner.raw_batch_scan(req.into_inner())).await
+        self.handle(
+            "raw_batch_scan",
+            self.inner.raw_batch_scan(req.into_inner()),
+        )
+        .await
     }
     async fn raw_get_key_ttl(
         &self,
         req: Request<kvrpcpb::RawGetKeyTtlRequest>,
     ) -> Result<Response<kvrpcpb::RawGetKeyTtlResponse>, Status> {
-        self.handle("raw_get_key_ttl", self.inner.raw_get_key_ttl(req.into_inner())).await
+        self.handle(
+            "raw_get_key_ttl",
+            self.inner.raw_get_key_ttl(req.into_inner()),
+        )
+        .await
     }
     async fn raw_compare_and_swap(
         &self,
         req: Request<kvrpcpb::RawCasRequest>,
     ) -> Result<Response<kvrpcpb::RawCasResponse>, Status> {
-        self.handle("raw_compare_and_swap", self.inner.raw_cas(req.into_inner())).await
+        self.handle("raw_compare_and_swap", self.inner.raw_cas(req.into_inner()))
+            .await
     }
     async fn unsafe_destroy_range(
         &self,
         req: Request<kvrpcpb::UnsafeDestroyRangeRequest>,
     ) -> Result<Response<kvrpcpb::UnsafeDestroyRangeResponse>, Status> {
-        self.handle("unsafe_destroy_range", self.inner.unsafe_destroy_range(req.into_inner())).await
+        self.handle(
+            "unsafe_destroy_range",
+            self.inner.unsafe_destroy_range(req.into_inner()),
+        )
+        .await
     }
 }

@@ -12,43 +12,74 @@ type Res<T> = Result<T, ReqError>;
 /// `[lower, upper)` of a scan request. For `reverse`, the protocol sends the upper bound
 /// (exclusive) as `start_key` and the lower bound (inclusive) as `end_key`, as tikv-client does.
 fn scan_range<'a>(start_key: &'a [u8], end_key: &'a [u8], reverse: bool) -> Res<ScanRange<'a>> {
-    let (lower, upper) = if reverse { (end_key, start_key) } else { (start_key, end_key) };
+    let (lower, upper) = if reverse {
+        (end_key, start_key)
+    } else {
+        (start_key, end_key)
+    };
     if !upper.is_empty() && lower > upper {
-        return Err(StorageError::InvalidRange { start: lower.to_vec(), end: upper.to_vec() }.into());
+        return Err(StorageError::InvalidRange {
+            start: lower.to_vec(),
+            end: upper.to_vec(),
+        }
+        .into());
     }
     Ok(ScanRange { lower, upper })
 }
 
 impl KvInner {
-    pub(super) async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> Res<kvrpcpb::RawGetResponse> {
+    pub(super) async fn raw_get(
+        &self,
+        req: kvrpcpb::RawGetRequest,
+    ) -> Res<kvrpcpb::RawGetResponse> {
         self.limits.check_key(&req.key)?;
         let cf = cf_from_request(&req.cf)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &[&req.key])?;
         let value = raw::raw_get(view.snapshot.as_ref(), cf, &req.key, now_secs())?;
         let not_found = value.is_none();
-        Ok(kvrpcpb::RawGetResponse { value: value.unwrap_or_default(), not_found, ..Default::default() })
+        Ok(kvrpcpb::RawGetResponse {
+            value: value.unwrap_or_default(),
+            not_found,
+            ..Default::default()
+        })
     }
 
-    pub(super) async fn raw_batch_get(&self, req: kvrpcpb::RawBatchGetRequest) -> Res<kvrpcpb::RawBatchGetResponse> {
+    pub(super) async fn raw_batch_get(
+        &self,
+        req: kvrpcpb::RawBatchGetRequest,
+    ) -> Res<kvrpcpb::RawBatchGetResponse> {
         self.limits.check_keys(&req.keys)?;
         let cf = cf_from_request(&req.cf)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &req.keys)?;
         let pairs = raw::raw_batch_get(view.snapshot.as_ref(), cf, &req.keys, now_secs())?;
-        Ok(kvrpcpb::RawBatchGetResponse { pairs: to_pb_pairs(pairs), ..Default::default() })
+        Ok(kvrpcpb::RawBatchGetResponse {
+            pairs: to_pb_pairs(pairs),
+            ..Default::default()
+        })
     }
 
-    pub(super) async fn raw_get_key_ttl(&self, req: kvrpcpb::RawGetKeyTtlRequest) -> Res<kvrpcpb::RawGetKeyTtlResponse> {
+    pub(super) async fn raw_get_key_ttl(
+        &self,
+        req: kvrpcpb::RawGetKeyTtlRequest,
+    ) -> Res<kvrpcpb::RawGetKeyTtlResponse> {
         self.limits.check_key(&req.key)?;
         let cf = cf_from_request(&req.cf)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &[&req.key])?;
         let ttl = raw::raw_get_key_ttl(view.snapshot.as_ref(), cf, &req.key, now_secs())?;
-        Ok(kvrpcpb::RawGetKeyTtlResponse { ttl: ttl.unwrap_or(0), not_found: ttl.is_none(), ..Default::default() })
+        Ok(kvrpcpb::RawGetKeyTtlResponse {
+            ttl: ttl.unwrap_or(0),
+            not_found: ttl.is_none(),
+            ..Default::default()
+        })
     }
 
-    pub(super) async fn raw_scan(&self, req: kvrpcpb::RawScanRequest) -> Res<kvrpcpb::RawScanResponse> {
+    pub(super) async fn raw_scan(
+        &self,
+        req: kvrpcpb::RawScanRequest,
+    ) -> Res<kvrpcpb::RawScanResponse> {
         self.limits.check_key(&req.start_key)?;
         self.limits.check_key(&req.end_key)?;
         self.limits.check_scan_limit(req.limit as usize)?;
@@ -56,13 +87,26 @@ impl KvInner {
         let range = scan_range(&req.start_key, &req.end_key, req.reverse)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &[range.lower])?;
-        let region = RegionRange { start_key: &view.region.start_key, end_key: &view.region.end_key };
-        let opts = ScanOptions { limit: req.limit as usize, key_only: req.key_only, reverse: req.reverse };
+        let region = RegionRange {
+            start_key: &view.region.start_key,
+            end_key: &view.region.end_key,
+        };
+        let opts = ScanOptions {
+            limit: req.limit as usize,
+            key_only: req.key_only,
+            reverse: req.reverse,
+        };
         let pairs = raw::raw_scan(view.snapshot.as_ref(), cf, region, range, opts, now_secs())?;
-        Ok(kvrpcpb::RawScanResponse { kvs: to_pb_pairs(pairs), ..Default::default() })
+        Ok(kvrpcpb::RawScanResponse {
+            kvs: to_pb_pairs(pairs),
+            ..Default::default()
+        })
     }
 
-    pub(super) async fn raw_batch_scan(&self, req: kvrpcpb::RawBatchScanRequest) -> Res<kvrpcpb::RawBatchScanResponse> {
+    pub(super) async fn raw_batch_scan(
+        &self,
+        req: kvrpcpb::RawBatchScanRequest,
+    ) -> Res<kvrpcpb::RawBatchScanResponse> {
         self.limits.check_batch(req.ranges.len())?;
         self.limits.check_scan_limit(req.each_limit as usize)?;
         let cf = cf_from_request(&req.cf)?;
@@ -75,18 +119,38 @@ impl KvInner {
         let view = self.read_view(header(req.context.as_ref())).await?;
         let lowers: Vec<&[u8]> = ranges.iter().map(|r| r.lower).collect();
         check_in_region(&view.region, &lowers)?;
-        let region = RegionRange { start_key: &view.region.start_key, end_key: &view.region.end_key };
-        let opts = ScanOptions { limit: req.each_limit as usize, key_only: req.key_only, reverse: req.reverse };
+        let region = RegionRange {
+            start_key: &view.region.start_key,
+            end_key: &view.region.end_key,
+        };
+        let opts = ScanOptions {
+            limit: req.each_limit as usize,
+            key_only: req.key_only,
+            reverse: req.reverse,
+        };
         let now = now_secs();
         let mut kvs = Vec::new();
         for range in ranges {
-            kvs.extend(to_pb_pairs(raw::raw_scan(view.snapshot.as_ref(), cf, region, range, opts, now)?));
+            kvs.extend(to_pb_pairs(raw::raw_scan(
+                view.snapshot.as_ref(),
+                cf,
+                region,
+                range,
+                opts,
+                now,
+            )?));
         }
-        Ok(kvrpcpb::RawBatchScanResponse { kvs, ..Default::default() })
+        Ok(kvrpcpb::RawBatchScanResponse {
+            kvs,
+            ..Default::default()
+        })
     }
 
     /// No locks exist yet: the region is checked (leader, epoch) and the answer is empty.
-    pub(super) async fn kv_scan_lock(&self, req: kvrpcpb::ScanLockRequest) -> Res<kvrpcpb::ScanLockResponse> {
+    pub(super) async fn kv_scan_lock(
+        &self,
+        req: kvrpcpb::ScanLockRequest,
+    ) -> Res<kvrpcpb::ScanLockResponse> {
         self.limits.check_range(&req.start_key, &req.end_key)?;
         self.read_view(header(req.context.as_ref())).await?;
         Ok(kvrpcpb::ScanLockResponse::default())
@@ -94,7 +158,14 @@ impl KvInner {
 }
 
 fn to_pb_pairs(pairs: Vec<storage::KvPair>) -> Vec<kvrpcpb::KvPair> {
-    pairs.into_iter().map(|p| kvrpcpb::KvPair { key: p.key, value: p.value, ..Default::default() }).collect()
+    pairs
+        .into_iter()
+        .map(|p| kvrpcpb::KvPair {
+            key: p.key,
+            value: p.value,
+            ..Default::default()
+        })
+        .collect()
 }
 
 #[cfg(test)]

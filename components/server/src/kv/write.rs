@@ -11,7 +11,10 @@ use super::{check_in_region, header, now_secs, KvInner, ReqError};
 type Res<T> = Result<T, ReqError>;
 
 impl KvInner {
-    pub(super) async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> Res<kvrpcpb::RawPutResponse> {
+    pub(super) async fn raw_put(
+        &self,
+        req: kvrpcpb::RawPutRequest,
+    ) -> Res<kvrpcpb::RawPutResponse> {
         self.limits.check_key(&req.key)?;
         self.limits.check_value(&req.value)?;
         let cf = cf_from_request(&req.cf)?;
@@ -21,14 +24,21 @@ impl KvInner {
         Ok(Default::default())
     }
 
-    pub(super) async fn raw_batch_put(&self, req: kvrpcpb::RawBatchPutRequest) -> Res<kvrpcpb::RawBatchPutResponse> {
+    pub(super) async fn raw_batch_put(
+        &self,
+        req: kvrpcpb::RawBatchPutRequest,
+    ) -> Res<kvrpcpb::RawBatchPutResponse> {
         self.limits.check_batch(req.pairs.len())?;
         for p in &req.pairs {
             self.limits.check_key(&p.key)?;
             self.limits.check_value(&p.value)?;
         }
         let cf = cf_from_request(&req.cf)?;
-        let pairs: Vec<(&[u8], &[u8])> = req.pairs.iter().map(|p| (p.key.as_slice(), p.value.as_slice())).collect();
+        let pairs: Vec<(&[u8], &[u8])> = req
+            .pairs
+            .iter()
+            .map(|p| (p.key.as_slice(), p.value.as_slice()))
+            .collect();
         let modifies = raw::put_modifies(cf, &pairs, &req.ttls, req.ttl, now_secs())?;
         let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| *k).collect();
         let _latch = self.latches.acquire(&keys).await;
@@ -36,11 +46,18 @@ impl KvInner {
         Ok(Default::default())
     }
 
-    pub(super) async fn raw_delete(&self, req: kvrpcpb::RawDeleteRequest) -> Res<kvrpcpb::RawDeleteResponse> {
+    pub(super) async fn raw_delete(
+        &self,
+        req: kvrpcpb::RawDeleteRequest,
+    ) -> Res<kvrpcpb::RawDeleteResponse> {
         self.limits.check_key(&req.key)?;
         let cf = cf_from_request(&req.cf)?;
         let _latch = self.latches.acquire(&[&req.key]).await;
-        self.write(header(req.context.as_ref()), raw::delete_modifies(cf, &[&req.key])).await?;
+        self.write(
+            header(req.context.as_ref()),
+            raw::delete_modifies(cf, &[&req.key]),
+        )
+        .await?;
         Ok(Default::default())
     }
 
@@ -51,7 +68,11 @@ impl KvInner {
         self.limits.check_keys(&req.keys)?;
         let cf = cf_from_request(&req.cf)?;
         let _latch = self.latches.acquire(&req.keys).await;
-        self.write(header(req.context.as_ref()), raw::delete_modifies(cf, &req.keys)).await?;
+        self.write(
+            header(req.context.as_ref()),
+            raw::delete_modifies(cf, &req.keys),
+        )
+        .await?;
         Ok(Default::default())
     }
 
@@ -63,21 +84,36 @@ impl KvInner {
         self.limits.check_range(&req.start_key, &req.end_key)?;
         let cf = cf_from_request(&req.cf)?;
         let modify = raw::delete_range_modify(cf, &req.start_key, &req.end_key);
-        self.write(header(req.context.as_ref()), vec![modify]).await?;
+        self.write(header(req.context.as_ref()), vec![modify])
+            .await?;
         Ok(Default::default())
     }
 
-    pub(super) async fn raw_cas(&self, req: kvrpcpb::RawCasRequest) -> Res<kvrpcpb::RawCasResponse> {
+    pub(super) async fn raw_cas(
+        &self,
+        req: kvrpcpb::RawCasRequest,
+    ) -> Res<kvrpcpb::RawCasResponse> {
         self.limits.check_key(&req.key)?;
         self.limits.check_value(&req.value)?;
         let cf = cf_from_request(&req.cf)?;
-        let expect =
-            if req.previous_not_exist { CasExpect::NotExist } else { CasExpect::Value(&req.previous_value) };
+        let expect = if req.previous_not_exist {
+            CasExpect::NotExist
+        } else {
+            CasExpect::Value(&req.previous_value)
+        };
         let _latch = self.latches.acquire(&[&req.key]).await;
         let head = header(req.context.as_ref());
         let view = self.read_view(head.clone()).await?;
         check_in_region(&view.region, &[&req.key])?;
-        let outcome = raw::raw_cas(view.snapshot.as_ref(), cf, &req.key, &req.value, expect, req.ttl, now_secs())?;
+        let outcome = raw::raw_cas(
+            view.snapshot.as_ref(),
+            cf,
+            &req.key,
+            &req.value,
+            expect,
+            req.ttl,
+            now_secs(),
+        )?;
         drop(view);
         if outcome.succeed {
             self.write(head, outcome.modifies).await?;
@@ -104,7 +140,7 @@ impl KvInner {
             codec::keys::data_key(&codec::memcomparable::encode_bytes(&req.end_key))
         };
         let mut wb = WriteBatch::default();
-        for cf in DATA_CFS {
+        for &cf in DATA_CFS {
             wb.delete_range_cf(cf, &lower, &upper);
         }
         let kv = self.kv.clone();
