@@ -1,0 +1,214 @@
+//! A cluster of real `flotilla` processes on 127.0.0.1 for end-to-end tests: PD and three
+//! stores, each its own process, stopped (by the pids this harness started) when dropped.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A free port on 127.0.0.1, as the OS hands it out.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Proc {
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(&self.args)
+            .env("RUST_LOG", "info,raft=warn")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn flotilla");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct ProcCluster {
+    pub dir: tempfile::TempDir,
+    pub pd_addr: String,
+    pub pd: Proc,
+    pub stores: Vec<Proc>,
+}
+
+/// Store settings for end-to-end tests: small regions so that a few thousand keys span many.
+pub const SMALL_REGIONS: &str = r#"
+[raftstore]
+region_max_keys = 150
+region_split_keys = 100
+region_max_size_bytes = 1048576
+region_split_size_bytes = 786432
+split_check_tick_interval_ticks = 5
+pd_heartbeat_tick_interval_ticks = 10
+"#;
+
+impl ProcCluster {
+    pub fn start(stores: usize, store_config: &str) -> ProcCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("store.toml");
+        std::fs::write(&cfg_path, store_config).unwrap();
+        let pd_addr = format!("127.0.0.1:{}", free_port());
+        let mut pd = Proc {
+            args: vec!["pd".into(), "--data-dir".into(), p(&dir.path().join("pd")), "--addr".into(), pd_addr.clone()],
+            child: None,
+            log: dir.path().join("pd.log"),
+        };
+        pd.spawn();
+        let mut procs = vec![];
+        for i in 0..stores {
+            let mut s = Proc {
+                args: vec![
+                    "server".into(),
+                    "--data-dir".into(),
+                    p(&dir.path().join(format!("store{i}"))),
+                    "--addr".into(),
+                    format!("127.0.0.1:{}", free_port()),
+                    "--status-addr".into(),
+                    format!("127.0.0.1:{}", free_port()),
+                    "--pd".into(),
+                    pd_addr.clone(),
+                    "--config".into(),
+                    p(&cfg_path),
+                ],
+                child: None,
+                log: dir.path().join(format!("store{i}.log")),
+            };
+            s.spawn();
+            procs.push(s);
+        }
+        ProcCluster { dir, pd_addr, pd, stores: procs }
+    }
+
+    /// Restarts store `i` on its data directory and address.
+    pub fn restart_store(&mut self, i: usize) {
+        self.stores[i].kill9();
+        self.stores[i].spawn();
+    }
+
+    pub fn kill_store(&mut self, i: usize) {
+        self.stores[i].kill9();
+    }
+
+    pub fn start_store(&mut self, i: usize) {
+        assert!(self.stores[i].child.is_none());
+        self.stores[i].spawn();
+    }
+
+    /// PD's view of the regions.
+    pub async fn regions(&self) -> Option<Value> {
+        http_get_json(&self.pd_addr, "/pd/api/v1/regions").await
+    }
+
+    /// Waits until PD reports at least `min_regions` regions, each with `voters` voters and a
+    /// leader.
+    pub async fn wait_regions(&self, min_regions: usize, voters: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(v) = self.regions().await {
+                let regions = v["regions"].as_array().cloned().unwrap_or_default();
+                let ok = regions.len() >= min_regions
+                    && regions.iter().all(|r| {
+                        let n = r["peers"]
+                            .as_array()
+                            .map(|ps| ps.iter().filter(|p| p["role"] == "Voter" || p["role"] == 0).count())
+                            .unwrap_or(0);
+                        n == voters && !r["leader"].is_null()
+                    });
+                if ok {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
+    }
+
+    /// Waits until every running store accepts connections on its gRPC port.
+    pub async fn wait_stores_listening(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        for s in self.stores.iter().filter(|s| s.child.is_some()) {
+            let addr = s.args[s.args.iter().position(|a| a == "--addr").unwrap() + 1].clone();
+            while tokio::net::TcpStream::connect(&addr).await.is_err() {
+                if Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        true
+    }
+
+    pub fn dump_logs(&self) {
+        for f in ["pd.log", "store0.log", "store1.log", "store2.log"] {
+            if let Ok(s) = std::fs::read_to_string(self.dir.path().join(f)) {
+                let tail: Vec<&str> = s.lines().rev().take(40).collect();
+                eprintln!("==== {f} (last lines)");
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for s in self.stores.iter_mut() {
+            s.kill9();
+        }
+        self.pd.kill9();
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+pub async fn http_get_json(addr: &str, path: &str) -> Option<Value> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body).ok()
+}
