@@ -34,8 +34,12 @@ pub struct BenchArgs {
 
 /// Runs the raw-put workload and prints the figures.
 pub async fn run(args: BenchArgs) -> Result<()> {
-    let cfg = Config::default().with_default_keyspace().with_timeout(Duration::from_secs(10));
-    let client = RawClient::new_with_config(vec![args.pd.clone()], cfg).await.context("connecting")?;
+    let cfg = Config::default()
+        .with_default_keyspace()
+        .with_timeout(Duration::from_secs(10));
+    let client = RawClient::new_with_config(vec![args.pd.clone()], cfg)
+        .await
+        .context("connecting")?;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
@@ -76,11 +80,22 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         all.extend(t.await?);
     }
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
-    println!("workload      raw put, {} byte values, {} keys", args.value_size, args.keys);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "workload      raw put, {} byte values, {} keys",
+        args.value_size, args.keys
+    );
     println!("concurrency   {}", args.concurrency);
     println!("duration      {:.1} s", elapsed);
-    println!("acknowledged  {} ({:.0} writes/s)", all.len(), all.len() as f64 / elapsed);
+    println!(
+        "acknowledged  {} ({:.0} writes/s)",
+        all.len(),
+        all.len() as f64 / elapsed
+    );
     println!("errors        {}", errors.load(Ordering::Relaxed));
     println!(
         "latency ms    p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}",

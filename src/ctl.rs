@@ -89,7 +89,8 @@ pub async fn run(pd: &str, cmd: CtlCommand) -> Result<()> {
         CtlCommand::Put { key, value, ttl } => {
             let c = client(pd).await?;
             if ttl > 0 {
-                c.put_with_ttl(key.into_bytes(), value.into_bytes(), ttl).await?;
+                c.put_with_ttl(key.into_bytes(), value.into_bytes(), ttl)
+                    .await?;
             } else {
                 c.put(key.into_bytes(), value.into_bytes()).await?;
             }
@@ -101,13 +102,26 @@ pub async fn run(pd: &str, cmd: CtlCommand) -> Result<()> {
             println!("ok");
             Ok(())
         }
-        CtlCommand::Scan { start, end, limit, reverse } => {
+        CtlCommand::Scan {
+            start,
+            end,
+            limit,
+            reverse,
+        } => {
             let c = client(pd).await?;
             let range = scan_range(start, end);
-            let pairs = if reverse { c.scan_reverse(range, limit).await? } else { c.scan(range, limit).await? };
+            let pairs = if reverse {
+                c.scan_reverse(range, limit).await?
+            } else {
+                c.scan(range, limit).await?
+            };
             for p in pairs {
                 let k: Vec<u8> = p.key().clone().into();
-                println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(p.value()));
+                println!(
+                    "{}\t{}",
+                    String::from_utf8_lossy(&k),
+                    String::from_utf8_lossy(p.value())
+                );
             }
             Ok(())
         }
@@ -124,19 +138,30 @@ fn scan_range(start: String, end: String) -> tikv_client::BoundRange {
 }
 
 async fn client(pd: &str) -> Result<RawClient> {
-    let cfg = Config::default().with_default_keyspace().with_timeout(Duration::from_secs(10));
-    RawClient::new_with_config(vec![pd.to_string()], cfg).await.context("connecting to the cluster")
+    let cfg = Config::default()
+        .with_default_keyspace()
+        .with_timeout(Duration::from_secs(10));
+    RawClient::new_with_config(vec![pd.to_string()], cfg)
+        .await
+        .context("connecting to the cluster")
 }
 
 async fn print_stores(pd: &str) -> Result<()> {
     let v = http_get_json(pd, "/pd/api/v1/stores").await?;
-    println!("{:<6} {:<22} {:<8} {:>8} {:>8}", "id", "address", "state", "regions", "leaders");
+    println!(
+        "{:<6} {:<22} {:<8} {:>8} {:>8}",
+        "id", "address", "state", "regions", "leaders"
+    );
     for s in v["stores"].as_array().into_iter().flatten() {
         println!(
             "{:<6} {:<22} {:<8} {:>8} {:>8}",
             s["store"]["id"],
             s["store"]["address"].as_str().unwrap_or(""),
-            if s["status"]["is_up"].as_bool().unwrap_or(false) { "up" } else { "down" },
+            if s["status"]["is_up"].as_bool().unwrap_or(false) {
+                "up"
+            } else {
+                "down"
+            },
             s["status"]["region_count"],
             s["status"]["leader_count"],
         );
@@ -147,7 +172,10 @@ async fn print_stores(pd: &str) -> Result<()> {
 async fn print_regions(pd: &str) -> Result<()> {
     let v = http_get_json(pd, "/pd/api/v1/regions").await?;
     println!("{} regions", v["count"]);
-    println!("{:<6} {:<28} {:<28} {:<8} {:<24} {:>10} {:>8}", "id", "start", "end", "leader", "peers (id@store)", "size", "keys");
+    println!(
+        "{:<6} {:<28} {:<28} {:<8} {:<24} {:>10} {:>8}",
+        "id", "start", "end", "leader", "peers (id@store)", "size", "keys"
+    );
     for r in v["regions"].as_array().into_iter().flatten() {
         let peers: Vec<String> = r["peers"]
             .as_array()
@@ -174,9 +202,20 @@ fn show_key(hex_key: &str) -> String {
     if hex_key.is_empty() {
         return "-inf/+inf".into();
     }
-    let Some(bytes) = unhex(hex_key) else { return hex_key.to_string() };
+    let Some(bytes) = unhex(hex_key) else {
+        return hex_key.to_string();
+    };
     match codec::memcomparable::decode_bytes(&bytes) {
-        Ok((raw, _)) => raw.iter().map(|b| if b.is_ascii_graphic() { (*b as char).to_string() } else { format!("\\x{b:02x}") }).collect(),
+        Ok((raw, _)) => raw
+            .iter()
+            .map(|b| {
+                if b.is_ascii_graphic() {
+                    (*b as char).to_string()
+                } else {
+                    format!("\\x{b:02x}")
+                }
+            })
+            .collect(),
         Err(_) => hex_key.to_string(),
     }
 }
@@ -186,23 +225,37 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 /// A GET over plain HTTP/1.1 on loopback; PD's API is small enough not to need a client crate.
 pub async fn http_get_json(addr: &str, path: &str) -> Result<Value> {
     let host = addr.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(host).await.with_context(|| format!("connecting to {host}"))?;
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") {
         bail!("{path}: {}", head.lines().next().unwrap_or(""));
     }
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     serde_json::from_str(&body).with_context(|| format!("{path}: bad JSON"))
 }
 

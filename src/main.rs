@@ -82,21 +82,27 @@ fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> 
     match path {
         None => Ok(T::default()),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         }
     }
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn,h2=warn,tower=warn,hyper=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,raft=warn,h2=warn,tower=warn,hyper=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -139,7 +145,9 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     if !args.pd.is_empty() {
         cfg.pd_endpoints = args.pd;
     }
-    let node = server::Node::start(cfg).await.context("starting the store")?;
+    let node = server::Node::start(cfg)
+        .await
+        .context("starting the store")?;
     tracing::info!(store_id = node.store_id(), addr = %node.addr(), "store is serving");
     stop_signal().await;
     tracing::info!("store stopping");
@@ -149,7 +157,9 @@ async fn run_server(args: ServerArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Pd(a) => {
             init_logging();

@@ -47,14 +47,23 @@ struct Proc {
 
 impl Proc {
     fn start(&mut self, exe: &Path) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(exe)
             .args(&self.args)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.name))?;
-        println!("started {:<8} pid {:<7} {} {}", self.name, child.id(), exe.display(), self.args.join(" "));
+        println!(
+            "started {:<8} pid {:<7} {} {}",
+            self.name,
+            child.id(),
+            exe.display(),
+            self.args.join(" ")
+        );
         self.child = Some(child);
         Ok(())
     }
@@ -86,7 +95,13 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
     let pd_addr = format!("127.0.0.1:{}", free_port(args.pd_port)?);
     let mut procs = vec![Proc {
         name: "pd".into(),
-        args: vec!["pd".into(), "--data-dir".into(), path_arg(&data_dir.join("pd")), "--addr".into(), pd_addr.clone()],
+        args: vec![
+            "pd".into(),
+            "--data-dir".into(),
+            path_arg(&data_dir.join("pd")),
+            "--addr".into(),
+            pd_addr.clone(),
+        ],
         child: None,
         log: data_dir.join("pd.log"),
     }];
@@ -129,7 +144,8 @@ fn path_arg(p: &Path) -> String {
 
 /// Restarts any process that exits until Ctrl-C or SIGTERM.
 async fn supervise(exe: &Path, procs: &mut [Proc]) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,

@@ -9,7 +9,9 @@ use common::{ProcCluster, SMALL_REGIONS};
 use tikv_client::{Config, RawClient};
 
 fn config() -> Config {
-    Config::default().with_default_keyspace().with_timeout(Duration::from_secs(20))
+    Config::default()
+        .with_default_keyspace()
+        .with_timeout(Duration::from_secs(20))
 }
 
 async fn client(c: &ProcCluster) -> RawClient {
@@ -57,15 +59,21 @@ async fn raw_api_through_the_official_client() {
     let raw = client(&c).await;
 
     // Single-key operations.
-    raw.put("hello".to_owned(), "world".to_owned()).await.unwrap();
-    assert_eq!(raw.get("hello".to_owned()).await.unwrap(), Some(b"world".to_vec()));
+    raw.put("hello".to_owned(), "world".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.get("hello".to_owned()).await.unwrap(),
+        Some(b"world".to_vec())
+    );
     raw.delete("hello".to_owned()).await.unwrap();
     assert_eq!(raw.get("hello".to_owned()).await.unwrap(), None);
 
     // Enough keys for the store to split the raw keyspace into many regions.
     let n = 2_000u32;
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
-        let pairs: Vec<(String, String)> = chunk.iter().map(|i| (key(*i), format!("v{i}"))).collect();
+        let pairs: Vec<(String, String)> =
+            chunk.iter().map(|i| (key(*i), format!("v{i}"))).collect();
         raw.batch_put(pairs).await.unwrap();
     }
     if !c.wait_regions(14, 3, Duration::from_secs(120)).await {
@@ -92,16 +100,25 @@ async fn raw_api_through_the_official_client() {
     assert_eq!(rev.len(), n as usize);
     let mut rev_keys: Vec<Vec<u8>> = rev.iter().map(|p| p.key().clone().into()).collect();
     let descending_runs = rev_keys.windows(2).filter(|w| w[0] < w[1]).count();
-    assert!(descending_runs < 40, "reverse scan is not descending within regions");
+    assert!(
+        descending_runs < 40,
+        "reverse scan is not descending within regions"
+    );
     rev_keys.sort();
     assert_eq!(rev_keys, all_keys);
     let limited = raw.scan(key(100).., 50).await.unwrap();
     assert_eq!(limited.len(), 50);
-    assert_eq!(Vec::<u8>::from(limited[0].key().clone()), key(100).into_bytes());
+    assert_eq!(
+        Vec::<u8>::from(limited[0].key().clone()),
+        key(100).into_bytes()
+    );
     let few = raw.scan_reverse(key(995)..key(1000), 100).await.unwrap();
     let mut few_keys: Vec<Vec<u8>> = few.iter().map(|p| p.key().clone().into()).collect();
     few_keys.sort();
-    assert_eq!(few_keys, (995..1000).map(|i| key(i).into_bytes()).collect::<Vec<_>>());
+    assert_eq!(
+        few_keys,
+        (995..1000).map(|i| key(i).into_bytes()).collect::<Vec<_>>()
+    );
     let only_keys = raw.scan_keys(key(500)..key(700), 1000).await.unwrap();
     assert_eq!(only_keys.len(), 200);
 
@@ -111,32 +128,61 @@ async fn raw_api_through_the_official_client() {
     assert_eq!(batch.len(), 20);
 
     // Batch delete and delete range.
-    raw.batch_delete((0..10).map(key).collect::<Vec<_>>()).await.unwrap();
+    raw.batch_delete((0..10).map(key).collect::<Vec<_>>())
+        .await
+        .unwrap();
     assert_eq!(raw.get(key(5)).await.unwrap(), None);
     raw.delete_range(key(100)..key(1900)).await.unwrap();
     let left = raw.scan(key(0)..key(n), 10_000).await.unwrap();
     assert_eq!(left.len(), (n - 10 - 1800) as usize);
 
     // TTL.
-    raw.put_with_ttl("ephemeral".to_owned(), "x".to_owned(), 2).await.unwrap();
+    raw.put_with_ttl("ephemeral".to_owned(), "x".to_owned(), 2)
+        .await
+        .unwrap();
     let ttl = raw.get_key_ttl_secs("ephemeral".to_owned()).await.unwrap();
-    assert!(matches!(ttl, Some(t) if t >= 1 && t <= 2), "ttl {ttl:?}");
+    assert!(
+        matches!(ttl, Some(t) if (1..=2).contains(&t)),
+        "ttl {ttl:?}"
+    );
     raw.put("forever".to_owned(), "y".to_owned()).await.unwrap();
-    assert_eq!(raw.get_key_ttl_secs("forever".to_owned()).await.unwrap(), Some(0));
+    assert_eq!(
+        raw.get_key_ttl_secs("forever".to_owned()).await.unwrap(),
+        Some(0)
+    );
     tokio::time::sleep(Duration::from_millis(3_500)).await;
-    assert_eq!(raw.get("ephemeral".to_owned()).await.unwrap(), None, "expired key still readable");
-    assert_eq!(raw.get("forever".to_owned()).await.unwrap(), Some(b"y".to_vec()));
+    assert_eq!(
+        raw.get("ephemeral".to_owned()).await.unwrap(),
+        None,
+        "expired key still readable"
+    );
+    assert_eq!(
+        raw.get("forever".to_owned()).await.unwrap(),
+        Some(b"y".to_vec())
+    );
 
     // Compare and swap (needs the client's atomic mode).
     let cas = raw.with_atomic_for_cas();
-    let (prev, ok) = cas.compare_and_swap("cas".to_owned(), None, "a".to_owned()).await.unwrap();
+    let (prev, ok) = cas
+        .compare_and_swap("cas".to_owned(), None, "a".to_owned())
+        .await
+        .unwrap();
     assert!(ok && prev.is_none());
-    let (prev, ok) = cas.compare_and_swap("cas".to_owned(), None, "b".to_owned()).await.unwrap();
+    let (prev, ok) = cas
+        .compare_and_swap("cas".to_owned(), None, "b".to_owned())
+        .await
+        .unwrap();
     assert!(!ok);
     assert_eq!(prev, Some(b"a".to_vec()));
-    let (_, ok) = cas.compare_and_swap("cas".to_owned(), Some(b"a".to_vec()), "c".to_owned()).await.unwrap();
+    let (_, ok) = cas
+        .compare_and_swap("cas".to_owned(), Some(b"a".to_vec()), "c".to_owned())
+        .await
+        .unwrap();
     assert!(ok);
-    assert_eq!(raw.get("cas".to_owned()).await.unwrap(), Some(b"c".to_vec()));
+    assert_eq!(
+        raw.get("cas".to_owned()).await.unwrap(),
+        Some(b"c".to_vec())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +205,10 @@ async fn killed_stores_lose_no_acknowledged_write() {
     for i in 0..3 {
         c.restart_store(i);
     }
-    assert!(c.wait_stores_listening(Duration::from_secs(60)).await, "stores did not come back");
+    assert!(
+        c.wait_stores_listening(Duration::from_secs(60)).await,
+        "stores did not come back"
+    );
     let raw = client(&c).await;
     for i in (0..900u32).step_by(7) {
         let got = retry(|| raw.get(key(i))).await;

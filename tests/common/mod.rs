@@ -13,7 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A free port on 127.0.0.1, as the OS hands it out.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Proc {
@@ -24,7 +28,11 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(&self.args)
             .env("RUST_LOG", "info,raft=warn")
@@ -69,7 +77,13 @@ impl ProcCluster {
         std::fs::write(&cfg_path, store_config).unwrap();
         let pd_addr = format!("127.0.0.1:{}", free_port());
         let mut pd = Proc {
-            args: vec!["pd".into(), "--data-dir".into(), p(&dir.path().join("pd")), "--addr".into(), pd_addr.clone()],
+            args: vec![
+                "pd".into(),
+                "--data-dir".into(),
+                p(&dir.path().join("pd")),
+                "--addr".into(),
+                pd_addr.clone(),
+            ],
             child: None,
             log: dir.path().join("pd.log"),
         };
@@ -96,7 +110,12 @@ impl ProcCluster {
             s.spawn();
             procs.push(s);
         }
-        ProcCluster { dir, pd_addr, pd, stores: procs }
+        ProcCluster {
+            dir,
+            pd_addr,
+            pd,
+            stores: procs,
+        }
     }
 
     /// Restarts store `i` on its data directory and address.
@@ -130,7 +149,11 @@ impl ProcCluster {
                     && regions.iter().all(|r| {
                         let n = r["peers"]
                             .as_array()
-                            .map(|ps| ps.iter().filter(|p| p["role"] == "Voter" || p["role"] == 0).count())
+                            .map(|ps| {
+                                ps.iter()
+                                    .filter(|p| p["role"] == "Voter" || p["role"] == 0)
+                                    .count()
+                            })
                             .unwrap_or(0);
                         n == voters && !r["leader"].is_null()
                     });
@@ -195,7 +218,10 @@ pub async fn http_get_json(addr: &str, path: &str) -> Option<Value> {
     if !head.starts_with("HTTP/1.1 200") {
         return None;
     }
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut rest = body;
         while let Some((size, after)) = rest.split_once("\r\n") {

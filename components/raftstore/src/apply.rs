@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use engine::{KvEngine, WriteBatch, CF_RAFT, DATA_CFS};
+use prost::Message as _;
 use proto::flotillapb::{
     AdminCmdType, AdminRequest, ChangePeerRequest, CmdType, PeerState, RaftApplyState,
     RaftCmdRequest, RegionLocalState, SnapshotData,
 };
 use proto::metapb;
-use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 
 use crate::msg::{RegionError, WriteCallback};
@@ -34,11 +34,22 @@ pub struct Proposal {
 /// Work for the apply thread.
 pub enum ApplyTask {
     /// Start tracking a region (at start-up, or a peer created from a message).
-    Register { region: metapb::Region, apply_state: RaftApplyState },
+    Register {
+        region: metapb::Region,
+        apply_state: RaftApplyState,
+    },
     /// Apply committed entries; answer the proposals among them.
-    Apply { region_id: u64, entries: Vec<Entry>, proposals: Vec<Proposal> },
+    Apply {
+        region_id: u64,
+        entries: Vec<Entry>,
+        proposals: Vec<Proposal>,
+    },
     /// Replace the region's data with a snapshot's, durably; reply on `done`.
-    Snapshot { region_id: u64, data: Box<SnapshotData>, done: Sender<Result<(), String>> },
+    Snapshot {
+        region_id: u64,
+        data: Box<SnapshotData>,
+        done: Sender<Result<(), String>>,
+    },
     /// Remove the region: mark it tombstone and delete its data (if `clear_data`).
     Destroy { region_id: u64, clear_data: bool },
 }
@@ -47,9 +58,15 @@ pub enum ApplyTask {
 #[derive(Debug)]
 pub enum ExecResult {
     /// Membership changed; the poller must tell raft-rs.
-    ChangePeer { cc: ConfChange, region: metapb::Region },
+    ChangePeer {
+        cc: ConfChange,
+        region: metapb::Region,
+    },
     /// The region split; `regions` holds all parts, the derived one included.
-    Split { derived: metapb::Region, regions: Vec<metapb::Region> },
+    Split {
+        derived: metapb::Region,
+        regions: Vec<metapb::Region>,
+    },
     /// The log may be compacted up to (and including) `index`.
     CompactLog { index: u64, term: u64 },
 }
@@ -73,7 +90,12 @@ struct Delegate {
 }
 
 /// Runs the apply loop until the task channel closes.
-pub fn run(kv: Arc<dyn KvEngine>, rx: Receiver<ApplyTask>, poller: Sender<StoreMsg>, batch_max: usize) {
+pub fn run(
+    kv: Arc<dyn KvEngine>,
+    rx: Receiver<ApplyTask>,
+    poller: Sender<StoreMsg>,
+    batch_max: usize,
+) {
     let mut delegates: HashMap<u64, Delegate> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let mut round = Round::default();
@@ -82,10 +104,23 @@ pub fn run(kv: Arc<dyn KvEngine>, rx: Receiver<ApplyTask>, poller: Sender<StoreM
         while let Some(task) = next.take() {
             handled += 1;
             match task {
-                ApplyTask::Register { region, apply_state } => {
-                    delegates.insert(region.id, Delegate { region, apply_state });
+                ApplyTask::Register {
+                    region,
+                    apply_state,
+                } => {
+                    delegates.insert(
+                        region.id,
+                        Delegate {
+                            region,
+                            apply_state,
+                        },
+                    );
                 }
-                ApplyTask::Apply { region_id, entries, proposals } => {
+                ApplyTask::Apply {
+                    region_id,
+                    entries,
+                    proposals,
+                } => {
                     if let Some(d) = delegates.get_mut(&region_id) {
                         round.apply(d, entries, proposals);
                     } else {
@@ -94,18 +129,31 @@ pub fn run(kv: Arc<dyn KvEngine>, rx: Receiver<ApplyTask>, poller: Sender<StoreM
                         }
                     }
                 }
-                ApplyTask::Snapshot { region_id, data, done } => {
+                ApplyTask::Snapshot {
+                    region_id,
+                    data,
+                    done,
+                } => {
                     round.flush(kv.as_ref(), &poller);
                     let res = apply_snapshot(kv.as_ref(), &mut delegates, region_id, *data);
                     let _ = done.send(res);
                 }
-                ApplyTask::Destroy { region_id, clear_data } => {
+                ApplyTask::Destroy {
+                    region_id,
+                    clear_data,
+                } => {
                     round.flush(kv.as_ref(), &poller);
                     destroy(kv.as_ref(), &mut delegates, region_id, clear_data);
                 }
             }
             for (region, state) in round.new_regions.drain(..) {
-                delegates.insert(region.id, Delegate { region, apply_state: state });
+                delegates.insert(
+                    region.id,
+                    Delegate {
+                        region,
+                        apply_state: state,
+                    },
+                );
             }
             if handled < batch_max {
                 next = rx.try_recv().ok();
@@ -125,16 +173,11 @@ struct Round {
 }
 
 impl Round {
-    fn apply(
-        &mut self,
-        d: &mut Delegate,
-        entries: Vec<Entry>,
-        proposals: Vec<Proposal>,
-    ) {
+    fn apply(&mut self, d: &mut Delegate, entries: Vec<Entry>, proposals: Vec<Proposal>) {
         let mut proposals = proposals.into_iter().peekable();
         let mut res = ApplyRes {
             region_id: d.region.id,
-            apply_state: d.apply_state.clone(),
+            apply_state: d.apply_state,
             results: vec![],
             written_bytes: 0,
         };
@@ -167,8 +210,12 @@ impl Round {
         for p in proposals {
             self.callbacks.push((p.cb, Err(RegionError::StaleCommand)));
         }
-        self.wb.put_cf(CF_RAFT, &codec::keys::apply_state_key(d.region.id), &d.apply_state.encode_to_vec());
-        res.apply_state = d.apply_state.clone();
+        self.wb.put_cf(
+            CF_RAFT,
+            &codec::keys::apply_state_key(d.region.id),
+            &d.apply_state.encode_to_vec(),
+        );
+        res.apply_state = d.apply_state;
         self.reports.push(res);
     }
 
@@ -181,8 +228,12 @@ impl Round {
         if entry.data.is_empty() {
             return Ok(()); // a new leader's empty entry
         }
-        let cmd = RaftCmdRequest::decode(entry.data.as_ref())
-            .unwrap_or_else(|e| panic!("region {}: undecodable entry {}: {e}", d.region.id, entry.index));
+        let cmd = RaftCmdRequest::decode(entry.data.as_ref()).unwrap_or_else(|e| {
+            panic!(
+                "region {}: undecodable entry {}: {e}",
+                d.region.id, entry.index
+            )
+        });
         let current = epoch_of(&d.region);
         let req_epoch = cmd.region_epoch.unwrap_or_default();
         if let Some(admin) = cmd.admin {
@@ -196,9 +247,13 @@ impl Round {
             return Err(epoch_error(d));
         }
         for req in &cmd.requests {
-            let cf = cf_by_name(&req.cf).ok_or_else(|| RegionError::Other(format!("bad cf {}", req.cf)))?;
+            let cf = cf_by_name(&req.cf)
+                .ok_or_else(|| RegionError::Other(format!("bad cf {}", req.cf)))?;
             match CmdType::try_from(req.cmd_type) {
-                Ok(CmdType::Put) => self.wb.put_cf(cf, &codec::keys::data_key(&req.key), &req.value),
+                Ok(CmdType::Put) => {
+                    self.wb
+                        .put_cf(cf, &codec::keys::data_key(&req.key), &req.value)
+                }
                 Ok(CmdType::Delete) => self.wb.delete_cf(cf, &codec::keys::data_key(&req.key)),
                 Ok(CmdType::DeleteRange) => {
                     let start = std::cmp::max(req.key.as_slice(), d.region.start_key.as_slice());
@@ -214,7 +269,12 @@ impl Round {
                         self.wb.delete_range_cf(cf, &start, &end);
                     }
                 }
-                Err(_) => return Err(RegionError::Other(format!("bad command type {}", req.cmd_type))),
+                Err(_) => {
+                    return Err(RegionError::Other(format!(
+                        "bad command type {}",
+                        req.cmd_type
+                    )))
+                }
             }
         }
         Ok(())
@@ -236,11 +296,17 @@ impl Round {
                 d.apply_state.truncated_term = req.compact_term;
                 // The log will be cut once this is durable: the data below it must be too.
                 self.sync = true;
-                results.push(ExecResult::CompactLog { index: req.compact_index, term: req.compact_term });
+                results.push(ExecResult::CompactLog {
+                    index: req.compact_index,
+                    term: req.compact_term,
+                });
                 Ok(())
             }
             Ok(AdminCmdType::BatchSplit) => self.apply_split(d, admin, results),
-            _ => Err(RegionError::Other(format!("unknown admin command {}", admin.cmd_type))),
+            _ => Err(RegionError::Other(format!(
+                "unknown admin command {}",
+                admin.cmd_type
+            ))),
         }
     }
 
@@ -298,8 +364,15 @@ impl Round {
             write_initial_region(&mut self.wb, r);
             self.new_regions.push((r.clone(), init_apply_state()));
         }
-        let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(derived.clone()) };
-        self.wb.put_cf(CF_RAFT, &codec::keys::region_state_key(derived.id), &state.encode_to_vec());
+        let state = RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(derived.clone()),
+        };
+        self.wb.put_cf(
+            CF_RAFT,
+            &codec::keys::region_state_key(derived.id),
+            &state.encode_to_vec(),
+        );
         d.region = derived.clone();
         results.push(ExecResult::Split { derived, regions });
         Ok(())
@@ -312,7 +385,12 @@ impl Round {
         results: &mut Vec<ExecResult>,
     ) -> Result<(), RegionError> {
         let cc: ConfChange = protobuf::Message::parse_from_bytes(entry.data.as_ref())
-            .unwrap_or_else(|e| panic!("region {}: bad conf change at {}: {e}", d.region.id, entry.index));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "region {}: bad conf change at {}: {e}",
+                    d.region.id, entry.index
+                )
+            });
         let ctx = ChangePeerRequest::decode(cc.context.as_ref()).unwrap_or_default();
         let Some(peer) = ctx.peer else {
             return Err(RegionError::Other("conf change without peer".into()));
@@ -322,11 +400,17 @@ impl Round {
         match cc.get_change_type() {
             ConfChangeType::AddNode => match pos {
                 Some(i) => region.peers[i].role = metapb::PeerRole::Voter as i32,
-                None => region.peers.push(metapb::Peer { role: metapb::PeerRole::Voter as i32, ..peer }),
+                None => region.peers.push(metapb::Peer {
+                    role: metapb::PeerRole::Voter as i32,
+                    ..peer
+                }),
             },
             ConfChangeType::AddLearnerNode => {
                 if pos.is_none() {
-                    region.peers.push(metapb::Peer { role: metapb::PeerRole::Learner as i32, ..peer });
+                    region.peers.push(metapb::Peer {
+                        role: metapb::PeerRole::Learner as i32,
+                        ..peer
+                    });
                 }
             }
             ConfChangeType::RemoveNode => {
@@ -338,9 +422,19 @@ impl Round {
         let mut epoch = epoch_of(region);
         epoch.conf_ver += 1;
         region.region_epoch = Some(epoch);
-        let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(region.clone()) };
-        self.wb.put_cf(CF_RAFT, &codec::keys::region_state_key(region.id), &state.encode_to_vec());
-        results.push(ExecResult::ChangePeer { cc, region: region.clone() });
+        let state = RegionLocalState {
+            state: PeerState::Normal as i32,
+            region: Some(region.clone()),
+        };
+        self.wb.put_cf(
+            CF_RAFT,
+            &codec::keys::region_state_key(region.id),
+            &state.encode_to_vec(),
+        );
+        results.push(ExecResult::ChangePeer {
+            cc,
+            region: region.clone(),
+        });
         Ok(())
     }
 
@@ -366,7 +460,10 @@ impl Round {
 
 fn epoch_error(d: &Delegate) -> RegionError {
     RegionError::EpochNotMatch {
-        message: format!("region {} epoch changed while the command was in flight", d.region.id),
+        message: format!(
+            "region {} epoch changed while the command was in flight",
+            d.region.id
+        ),
         current_regions: vec![d.region.clone()],
     }
 }
@@ -396,7 +493,10 @@ fn apply_snapshot(
     data: SnapshotData,
 ) -> Result<(), String> {
     let region_state = data.region_state.ok_or("snapshot without region state")?;
-    let region = region_state.region.clone().ok_or("snapshot without region")?;
+    let region = region_state
+        .region
+        .clone()
+        .ok_or("snapshot without region")?;
     let apply_state = data.apply_state.ok_or("snapshot without apply state")?;
     let mut wb = WriteBatch::default();
     if let Some(old) = delegates.get(&region_id) {
@@ -406,28 +506,64 @@ fn apply_snapshot(
     }
     clear_range(&mut wb, &region);
     for cf_data in &data.cfs {
-        let cf = cf_by_name(&cf_data.cf).ok_or_else(|| format!("snapshot has unknown cf {}", cf_data.cf))?;
+        let cf = cf_by_name(&cf_data.cf)
+            .ok_or_else(|| format!("snapshot has unknown cf {}", cf_data.cf))?;
         for (k, v) in cf_data.keys.iter().zip(&cf_data.values) {
             wb.put_cf(cf, k, v);
         }
     }
-    let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(region.clone()) };
-    wb.put_cf(CF_RAFT, &codec::keys::region_state_key(region_id), &state.encode_to_vec());
-    let new_apply = RaftApplyState { truncated_index: apply_state.applied_index, truncated_term: apply_state.applied_term, ..apply_state };
-    wb.put_cf(CF_RAFT, &codec::keys::apply_state_key(region_id), &new_apply.encode_to_vec());
+    let state = RegionLocalState {
+        state: PeerState::Normal as i32,
+        region: Some(region.clone()),
+    };
+    wb.put_cf(
+        CF_RAFT,
+        &codec::keys::region_state_key(region_id),
+        &state.encode_to_vec(),
+    );
+    let new_apply = RaftApplyState {
+        truncated_index: apply_state.applied_index,
+        truncated_term: apply_state.applied_term,
+        ..apply_state
+    };
+    wb.put_cf(
+        CF_RAFT,
+        &codec::keys::apply_state_key(region_id),
+        &new_apply.encode_to_vec(),
+    );
     kv.write(&wb, true).map_err(|e| e.to_string())?;
-    delegates.insert(region_id, Delegate { region, apply_state: new_apply });
+    delegates.insert(
+        region_id,
+        Delegate {
+            region,
+            apply_state: new_apply,
+        },
+    );
     Ok(())
 }
 
-fn destroy(kv: &dyn KvEngine, delegates: &mut HashMap<u64, Delegate>, region_id: u64, clear_data: bool) {
-    let Some(d) = delegates.remove(&region_id) else { return };
+fn destroy(
+    kv: &dyn KvEngine,
+    delegates: &mut HashMap<u64, Delegate>,
+    region_id: u64,
+    clear_data: bool,
+) {
+    let Some(d) = delegates.remove(&region_id) else {
+        return;
+    };
     let mut wb = WriteBatch::default();
     if clear_data && !d.region.peers.is_empty() {
         clear_range(&mut wb, &d.region);
     }
-    let state = RegionLocalState { state: PeerState::Tombstone as i32, region: Some(d.region.clone()) };
-    wb.put_cf(CF_RAFT, &codec::keys::region_state_key(region_id), &state.encode_to_vec());
+    let state = RegionLocalState {
+        state: PeerState::Tombstone as i32,
+        region: Some(d.region.clone()),
+    };
+    wb.put_cf(
+        CF_RAFT,
+        &codec::keys::region_state_key(region_id),
+        &state.encode_to_vec(),
+    );
     wb.delete_cf(CF_RAFT, &codec::keys::apply_state_key(region_id));
     if let Err(e) = kv.write(&wb, true) {
         panic!("apply: destroying region {region_id} failed: {e}");

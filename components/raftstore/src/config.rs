@@ -87,7 +87,9 @@ impl StoreConfig {
         if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
             return Err("raft_election_ticks must exceed raft_heartbeat_ticks > 0".into());
         }
-        if self.region_split_size_bytes == 0 || self.region_split_size_bytes > self.region_max_size_bytes {
+        if self.region_split_size_bytes == 0
+            || self.region_split_size_bytes > self.region_max_size_bytes
+        {
             return Err("region_split_size_bytes must be in 1..=region_max_size_bytes".into());
         }
         if self.region_split_keys == 0 || self.region_split_keys > self.region_max_keys {

@@ -36,7 +36,9 @@ pub use msg::{
     DataModify, PdTask, PeerId, ReadCallback, ReadResponse, RegionError, RegionId, RegionInfo,
     RequestHeader, StoreId, WriteCallback,
 };
-pub use peer_storage::{bootstrap_first_region, clear_region_meta, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
+pub use peer_storage::{
+    bootstrap_first_region, clear_region_meta, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,
+};
 pub use poller::RaftStore;
 pub use router::RaftRouter;
 pub use transport::Transport;

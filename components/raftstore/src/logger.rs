@@ -37,5 +37,8 @@ impl Drain for TracingDrain {
 
 /// A slog logger for raft-rs whose records land in `tracing`, tagged with the region.
 pub fn raft_logger(region_id: u64, peer_id: u64) -> slog::Logger {
-    slog::Logger::root(TracingDrain.fuse(), slog::o!("region_id" => region_id, "peer_id" => peer_id))
+    slog::Logger::root(
+        TracingDrain.fuse(),
+        slog::o!("region_id" => region_id, "peer_id" => peer_id),
+    )
 }

@@ -44,7 +44,7 @@ pub enum RegionError {
         /// The key (as the client sent it).
         key: Vec<u8>,
         /// The region.
-        region: metapb::Region,
+        region: Box<metapb::Region>,
     },
     /// A queue or window is full; retry later.
     #[error("server is busy: {0}")]
@@ -82,10 +82,16 @@ pub enum RegionError {
 impl RegionError {
     /// The protocol form, as the client expects it in `region_error`.
     pub fn to_pb(&self) -> errorpb::Error {
-        let mut e = errorpb::Error { message: self.to_string(), ..Default::default() };
+        let mut e = errorpb::Error {
+            message: self.to_string(),
+            ..Default::default()
+        };
         match self {
             RegionError::NotLeader { region_id, leader } => {
-                e.not_leader = Some(errorpb::NotLeader { region_id: *region_id, leader: leader.clone() });
+                e.not_leader = Some(errorpb::NotLeader {
+                    region_id: *region_id,
+                    leader: *leader,
+                });
             }
             RegionError::RegionNotFound(id) => {
                 e.region_not_found = Some(errorpb::RegionNotFound { region_id: *id });
@@ -93,9 +99,12 @@ impl RegionError {
             RegionError::RegionNotInitialized(id) => {
                 e.region_not_initialized = Some(errorpb::RegionNotInitialized { region_id: *id });
             }
-            RegionError::EpochNotMatch { current_regions, .. } => {
-                e.epoch_not_match =
-                    Some(errorpb::EpochNotMatch { current_regions: current_regions.clone() });
+            RegionError::EpochNotMatch {
+                current_regions, ..
+            } => {
+                e.epoch_not_match = Some(errorpb::EpochNotMatch {
+                    current_regions: current_regions.clone(),
+                });
             }
             RegionError::KeyNotInRegion { key, region } => {
                 e.key_not_in_region = Some(errorpb::KeyNotInRegion {
@@ -112,21 +121,31 @@ impl RegionError {
                     ..Default::default()
                 });
             }
-            RegionError::RaftEntryTooLarge { region_id, entry_size } => {
+            RegionError::RaftEntryTooLarge {
+                region_id,
+                entry_size,
+            } => {
                 e.raft_entry_too_large = Some(errorpb::RaftEntryTooLarge {
                     region_id: *region_id,
                     entry_size: *entry_size,
                 });
             }
             RegionError::StaleCommand => e.stale_command = Some(errorpb::StaleCommand {}),
-            RegionError::MismatchPeerId { request_peer_id, store_peer_id, .. } => {
+            RegionError::MismatchPeerId {
+                request_peer_id,
+                store_peer_id,
+                ..
+            } => {
                 e.mismatch_peer_id = Some(errorpb::MismatchPeerId {
                     request_peer_id: *request_peer_id,
                     store_peer_id: *store_peer_id,
                 });
             }
             RegionError::DiskFull(reason) => {
-                e.disk_full = Some(errorpb::DiskFull { store_id: vec![], reason: reason.clone() });
+                e.disk_full = Some(errorpb::DiskFull {
+                    store_id: vec![],
+                    reason: reason.clone(),
+                });
             }
             RegionError::Other(_) => {}
         }

@@ -5,15 +5,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use engine::KvEngine;
+use prost::Message as _;
 use proto::flotillapb::{CmdType, RaftCmdRequest, Request};
 use proto::{metapb, pdpb};
-use prost::Message as _;
 use raft::eraftpb::ConfChangeType;
 use raft::{RawNode, StateRole};
 
 use crate::apply::Proposal;
 use crate::config::StoreConfig;
-use crate::msg::{DataModify, ReadCallback, ReadResponse, RegionError, RegionInfo, RequestHeader, WriteCallback};
+use crate::msg::{
+    DataModify, ReadCallback, ReadResponse, RegionError, RegionInfo, RequestHeader, WriteCallback,
+};
 use crate::peer_storage::PeerStorage;
 use crate::util::{epoch_of, find_peer_by_id, is_epoch_stale, key_in_region};
 
@@ -76,11 +78,16 @@ impl Peer {
 
     /// A peer of the region by id, from the region or from the peers heard from.
     pub fn peer_by_id(&self, id: u64) -> Option<metapb::Peer> {
-        find_peer_by_id(self.region(), id).cloned().or_else(|| self.peer_cache.get(&id).cloned())
+        find_peer_by_id(self.region(), id)
+            .cloned()
+            .or_else(|| self.peer_cache.get(&id).cloned())
     }
 
     fn not_leader(&self) -> RegionError {
-        RegionError::NotLeader { region_id: self.region().id, leader: self.leader() }
+        RegionError::NotLeader {
+            region_id: self.region().id,
+            leader: self.leader(),
+        }
     }
 
     /// Checks that a client request can be served here: the addressed peer, leadership, epoch.
@@ -135,14 +142,25 @@ impl Peer {
             let (cmd, cf, key, value, end) = match m {
                 DataModify::Put { cf, key, value } => (CmdType::Put, cf, key, value, vec![]),
                 DataModify::Delete { cf, key } => (CmdType::Delete, cf, key, vec![], vec![]),
-                DataModify::DeleteRange { cf, start, end } => (CmdType::DeleteRange, cf, start, vec![], end),
+                DataModify::DeleteRange { cf, start, end } => {
+                    (CmdType::DeleteRange, cf, start, vec![], end)
+                }
             };
             let inside = key_in_region(&key, self.region())
                 || (cmd == CmdType::DeleteRange && key < self.region().start_key);
             if !inside {
-                return cb(Err(RegionError::KeyNotInRegion { key, region: self.region().clone() }));
+                return cb(Err(RegionError::KeyNotInRegion {
+                    key,
+                    region: Box::new(self.region().clone()),
+                }));
             }
-            requests.push(Request { cmd_type: cmd as i32, cf: cf.to_string(), key, value, end_key: end });
+            requests.push(Request {
+                cmd_type: cmd as i32,
+                cf: cf.to_string(),
+                key,
+                value,
+                end_key: end,
+            });
         }
         let cmd = RaftCmdRequest {
             region_id: self.region().id,
@@ -171,7 +189,11 @@ impl Peer {
         if index == last_before {
             return cb(Err(self.not_leader()));
         }
-        self.proposals.push_back(Proposal { index, term: self.raw.raft.term, cb });
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.raw.raft.term,
+            cb,
+        });
     }
 
     /// Queues a linearizable read; [`Peer::submit_waiting_reads`] sends it.
@@ -179,7 +201,8 @@ impl Peer {
         if let Err(e) = self.check_request(header) {
             return cb(Err(e));
         }
-        let pending: usize = self.reads.iter().map(|r| r.cbs.len()).sum::<usize>() + self.waiting_reads.len();
+        let pending: usize =
+            self.reads.iter().map(|r| r.cbs.len()).sum::<usize>() + self.waiting_reads.len();
         if pending >= cfg.region_pending_reads_max {
             return cb(Err(RegionError::ServerIsBusy(format!(
                 "region {} has too many reads pending",
@@ -193,18 +216,27 @@ impl Peer {
     /// heartbeat quorum, so a deposed leader that has not noticed yet never serves a read.
     /// Waits while the leader has not committed an entry in its term (raft-rs would drop it).
     pub fn submit_waiting_reads(&mut self, id: u64) -> bool {
-        if self.waiting_reads.is_empty() || !self.is_leader() || !self.raw.raft.commit_to_current_term() {
+        if self.waiting_reads.is_empty()
+            || !self.is_leader()
+            || !self.raw.raft.commit_to_current_term()
+        {
             return false;
         }
         self.raw.read_index(id.to_be_bytes().to_vec());
         let cbs = std::mem::take(&mut self.waiting_reads);
-        self.reads.push_back(PendingRead { id, read_index: None, cbs });
+        self.reads.push_back(PendingRead {
+            id,
+            read_index: None,
+            cbs,
+        });
         true
     }
 
     /// Records a read index raft-rs confirmed.
     pub fn on_read_state(&mut self, ctx: &[u8], index: u64) {
-        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else { return };
+        let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
+            return;
+        };
         let id = u64::from_be_bytes(bytes);
         if let Some(r) = self.reads.iter_mut().find(|r| r.id == id) {
             r.read_index = Some(index);
@@ -223,14 +255,22 @@ impl Peer {
             let r = self.reads.pop_front().expect("front");
             let snap = snapshot.get_or_insert_with(|| kv.snapshot()).clone();
             for cb in r.cbs {
-                cb(Ok(ReadResponse { snapshot: snap.clone(), region: self.region().clone() }));
+                cb(Ok(ReadResponse {
+                    snapshot: snap.clone(),
+                    region: self.region().clone(),
+                }));
             }
         }
     }
 
     /// Fails every read in flight (leadership lost, or the peer is going away).
     pub fn fail_reads(&mut self, err: RegionError) {
-        for cb in self.reads.drain(..).flat_map(|r| r.cbs).chain(self.waiting_reads.drain(..)) {
+        for cb in self
+            .reads
+            .drain(..)
+            .flat_map(|r| r.cbs)
+            .chain(self.waiting_reads.drain(..))
+        {
             cb(Err(err.clone()));
         }
     }
@@ -264,7 +304,7 @@ impl Peer {
     }
 
     fn propose_change_peer(&mut self, cp: &pdpb::ChangePeer) {
-        let Some(peer) = cp.peer.clone() else { return };
+        let Some(peer) = cp.peer else { return };
         if self.raw.raft.has_pending_conf() || peer.id == self.meta.id {
             return;
         }
@@ -276,20 +316,28 @@ impl Peer {
         };
         let existing = find_peer_by_id(self.region(), peer.id);
         let useful = match change_type {
-            ConfChangeType::AddNode => existing.map_or(true, |p| p.role == metapb::PeerRole::Learner as i32),
+            ConfChangeType::AddNode => {
+                existing.is_none_or(|p| p.role == metapb::PeerRole::Learner as i32)
+            }
             ConfChangeType::AddLearnerNode => existing.is_none(),
             ConfChangeType::RemoveNode => existing.is_some(),
         };
         if !useful {
             return;
         }
-        let ctx = proto::flotillapb::ChangePeerRequest { change_type: cp.change_type, peer: Some(peer.clone()) };
+        let ctx = proto::flotillapb::ChangePeerRequest {
+            change_type: cp.change_type,
+            peer: Some(peer),
+        };
         let mut cc = raft::eraftpb::ConfChange::default();
         cc.set_change_type(change_type);
         cc.node_id = peer.id;
         cc.context = ctx.encode_to_vec().into();
         if let Err(e) = self.raw.propose_conf_change(vec![], cc) {
-            tracing::warn!(region_id = self.region().id, "conf change not proposed: {e}");
+            tracing::warn!(
+                region_id = self.region().id,
+                "conf change not proposed: {e}"
+            );
         }
     }
 
@@ -303,7 +351,7 @@ impl Peer {
             }
             match self.raw.raft.prs().get(p.id) {
                 Some(pr) if pr.matched > truncated => {}
-                _ => out.push(p.clone()),
+                _ => out.push(*p),
             }
         }
         out
@@ -318,7 +366,10 @@ impl Peer {
             }
             if let Some(pr) = self.raw.raft.prs().get(p.id) {
                 if !pr.recent_active {
-                    out.push(pdpb::PeerStats { peer: Some(p.clone()), down_seconds: 1 });
+                    out.push(pdpb::PeerStats {
+                        peer: Some(*p),
+                        down_seconds: 1,
+                    });
                 }
             }
         }
@@ -329,7 +380,7 @@ impl Peer {
     pub fn heartbeat_task(&self) -> crate::msg::PdTask {
         crate::msg::PdTask::RegionHeartbeat {
             region: self.region().clone(),
-            leader: self.meta.clone(),
+            leader: self.meta,
             pending_peers: self.pending_peers(),
             down_peers: self.down_peers(),
             approximate_size: self.approximate_size,
@@ -342,7 +393,7 @@ impl Peer {
     pub fn info(&self) -> RegionInfo {
         RegionInfo {
             region: self.region().clone(),
-            peer: self.meta.clone(),
+            peer: self.meta,
             leader_id: self.raw.raft.leader_id,
             is_leader: self.is_leader(),
             term: self.raw.raft.term,

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use engine::{KvEngine, WriteBatch, CF_RAFT, DATA_CFS};
+use prost::Message as _;
 use proto::flotillapb::{CfData, PeerState, RaftApplyState, RegionLocalState, SnapshotData};
 use proto::metapb;
-use prost::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, StorageError};
 use raft_log::{LogBatch, RaftLogStore, RaftState};
@@ -21,17 +21,28 @@ pub const RAFT_INIT_LOG_INDEX: u64 = 5;
 pub const RAFT_INIT_LOG_TERM: u64 = 5;
 
 /// Reads a region's local state from the engine.
-pub fn load_region_state(kv: &dyn KvEngine, region_id: u64) -> Result<Option<RegionLocalState>, StoreError> {
+pub fn load_region_state(
+    kv: &dyn KvEngine,
+    region_id: u64,
+) -> Result<Option<RegionLocalState>, StoreError> {
     match kv.get_cf(CF_RAFT, &codec::keys::region_state_key(region_id))? {
-        Some(v) => Ok(Some(RegionLocalState::decode(v.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+        Some(v) => Ok(Some(
+            RegionLocalState::decode(v.as_slice())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        )),
         None => Ok(None),
     }
 }
 
 /// Reads a region's apply state from the engine.
-pub fn load_apply_state(kv: &dyn KvEngine, region_id: u64) -> Result<Option<RaftApplyState>, StoreError> {
+pub fn load_apply_state(
+    kv: &dyn KvEngine,
+    region_id: u64,
+) -> Result<Option<RaftApplyState>, StoreError> {
     match kv.get_cf(CF_RAFT, &codec::keys::apply_state_key(region_id))? {
-        Some(v) => Ok(Some(RaftApplyState::decode(v.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+        Some(v) => Ok(Some(
+            RaftApplyState::decode(v.as_slice()).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        )),
         None => Ok(None),
     }
 }
@@ -48,17 +59,33 @@ pub fn init_apply_state() -> RaftApplyState {
 
 /// The raft state of a region that was just created (bootstrap or split).
 pub fn init_raft_state() -> RaftState {
-    let mut hs = HardState::default();
-    hs.term = RAFT_INIT_LOG_TERM;
-    hs.commit = RAFT_INIT_LOG_INDEX;
-    RaftState { hard_state: hs, last_index: RAFT_INIT_LOG_INDEX }
+    let hs = HardState {
+        term: RAFT_INIT_LOG_TERM,
+        commit: RAFT_INIT_LOG_INDEX,
+        ..Default::default()
+    };
+    RaftState {
+        hard_state: hs,
+        last_index: RAFT_INIT_LOG_INDEX,
+    }
 }
 
 /// Adds the metadata of a new initialized region to `wb` (region state and apply state).
 pub fn write_initial_region(wb: &mut WriteBatch, region: &metapb::Region) {
-    let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(region.clone()) };
-    wb.put_cf(CF_RAFT, &codec::keys::region_state_key(region.id), &state.encode_to_vec());
-    wb.put_cf(CF_RAFT, &codec::keys::apply_state_key(region.id), &init_apply_state().encode_to_vec());
+    let state = RegionLocalState {
+        state: PeerState::Normal as i32,
+        region: Some(region.clone()),
+    };
+    wb.put_cf(
+        CF_RAFT,
+        &codec::keys::region_state_key(region.id),
+        &state.encode_to_vec(),
+    );
+    wb.put_cf(
+        CF_RAFT,
+        &codec::keys::apply_state_key(region.id),
+        &init_apply_state().encode_to_vec(),
+    );
 }
 
 /// Writes the first region of a new cluster on this store, durably. Fails if the store
@@ -93,7 +120,11 @@ pub fn bootstrap_first_region(
 
 /// Removes every trace of a region's metadata from this store (used when a bootstrap lost the
 /// race to another store).
-pub fn clear_region_meta(kv: &dyn KvEngine, raft_log: &dyn RaftLogStore, region_id: u64) -> Result<(), StoreError> {
+pub fn clear_region_meta(
+    kv: &dyn KvEngine,
+    raft_log: &dyn RaftLogStore,
+    region_id: u64,
+) -> Result<(), StoreError> {
     let mut wb = WriteBatch::default();
     wb.delete_cf(CF_RAFT, &codec::keys::region_state_key(region_id));
     wb.delete_cf(CF_RAFT, &codec::keys::apply_state_key(region_id));
@@ -136,7 +167,10 @@ impl PeerStorage {
         let mut raft_state = match raft_log.raft_state(region.id)? {
             Some(s) => s,
             None if initialized => init_raft_state(),
-            None => RaftState { hard_state: HardState::default(), last_index: 0 },
+            None => RaftState {
+                hard_state: HardState::default(),
+                last_index: 0,
+            },
         };
         // A snapshot reached the engine but the log did not record it before a crash: the log
         // restarts right after the snapshot.
@@ -148,11 +182,21 @@ impl PeerStorage {
         if raft_state.hard_state.commit < apply_state.applied_index {
             raft_state.hard_state.commit = apply_state.applied_index;
         }
-        let mut ps = PeerStorage { region, raft_log, kv, raft_state, apply_state, last_term: 0, snapshot_max_bytes };
-        ps.last_term = ps.term_of(ps.raft_state.last_index).map_err(|e| StoreError::Corrupt(format!(
-            "region {}: no term for last index {}: {e}",
-            ps.region.id, ps.raft_state.last_index
-        )))?;
+        let mut ps = PeerStorage {
+            region,
+            raft_log,
+            kv,
+            raft_state,
+            apply_state,
+            last_term: 0,
+            snapshot_max_bytes,
+        };
+        ps.last_term = ps.term_of(ps.raft_state.last_index).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "region {}: no term for last index {}: {e}",
+                ps.region.id, ps.raft_state.last_index
+            ))
+        })?;
         Ok(ps)
     }
 
@@ -211,7 +255,12 @@ impl PeerStorage {
 
     /// Takes in a snapshot whose data the apply thread has already written: the log now starts
     /// right after it.
-    pub fn on_snapshot_applied(&mut self, snap: &Snapshot, region: metapb::Region, batch: &mut LogBatch) {
+    pub fn on_snapshot_applied(
+        &mut self,
+        snap: &Snapshot,
+        region: metapb::Region,
+        batch: &mut LogBatch,
+    ) {
         let meta = snap.get_metadata();
         self.region = region;
         self.raft_state.last_index = meta.index;
@@ -252,7 +301,11 @@ impl PeerStorage {
         let mut cfs = Vec::with_capacity(DATA_CFS.len());
         let mut total = 0u64;
         for cf in DATA_CFS {
-            let mut data = CfData { cf: cf.to_string(), keys: vec![], values: vec![] };
+            let mut data = CfData {
+                cf: cf.to_string(),
+                keys: vec![],
+                values: vec![],
+            };
             snap.scan_cf(cf, &lower, Some(&upper), false, &mut |k, v| {
                 total += (k.len() + v.len()) as u64;
                 data.keys.push(k.to_vec());
@@ -263,10 +316,18 @@ impl PeerStorage {
             cfs.push(data);
         }
         if total > self.snapshot_max_bytes {
-            tracing::warn!(region_id = region.id, total, "region too large to snapshot; waiting for a split");
+            tracing::warn!(
+                region_id = region.id,
+                total,
+                "region too large to snapshot; waiting for a split"
+            );
             return Err(unavailable());
         }
-        let data = SnapshotData { region_state: Some(region_state), apply_state: Some(apply_state.clone()), cfs };
+        let data = SnapshotData {
+            region_state: Some(region_state),
+            apply_state: Some(apply_state),
+            cfs,
+        };
         let mut s = Snapshot::default();
         s.set_data(data.encode_to_vec().into());
         let m = s.mut_metadata();
@@ -279,9 +340,15 @@ impl PeerStorage {
 
 impl raft::Storage for PeerStorage {
     fn initial_state(&self) -> raft::Result<raft::RaftState> {
-        let conf_state: ConfState =
-            if self.is_initialized() { conf_state_from_region(&self.region) } else { ConfState::default() };
-        Ok(raft::RaftState { hard_state: self.raft_state.hard_state.clone(), conf_state })
+        let conf_state: ConfState = if self.is_initialized() {
+            conf_state_from_region(&self.region)
+        } else {
+            ConfState::default()
+        };
+        Ok(raft::RaftState {
+            hard_state: self.raft_state.hard_state.clone(),
+            conf_state,
+        })
     }
 
     fn entries(

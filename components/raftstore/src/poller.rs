@@ -11,22 +11,29 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use dashmap::DashMap;
 use engine::{KvEngine, CF_RAFT};
-use proto::flotillapb::{self, AdminCmdType, AdminRequest, BatchSplitRequest, CompactLogRequest, PeerState, RaftCmdRequest, RegionLocalState, SnapshotData, SplitRequest};
-use proto::{metapb, pdpb};
 use prost::Message as _;
+use proto::flotillapb::{
+    self, AdminCmdType, AdminRequest, BatchSplitRequest, CompactLogRequest, PeerState,
+    RaftCmdRequest, RegionLocalState, SnapshotData, SplitRequest,
+};
+use proto::{metapb, pdpb};
 use raft::eraftpb::{Entry, Message as RaftMsg, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use raft_log::{LogBatch, RaftLogStore};
 
 use crate::apply::{self, ApplyRes, ApplyTask, ExecResult, Proposal};
 use crate::config::StoreConfig;
-use crate::msg::{DataModify, PdTask, ReadCallback, RegionError, RegionId, RequestHeader, WriteCallback};
+use crate::msg::{
+    DataModify, PdTask, ReadCallback, RegionError, RegionId, RequestHeader, WriteCallback,
+};
 use crate::peer::Peer;
 use crate::peer_storage::PeerStorage;
 use crate::router::RaftRouter;
 use crate::split_check::{self, SplitCheckTask};
 use crate::transport::Transport;
-use crate::util::{epoch_of, find_peer, find_peer_by_id, is_epoch_stale, key_in_region, ranges_overlap};
+use crate::util::{
+    epoch_of, find_peer, find_peer_by_id, is_epoch_stale, key_in_region, ranges_overlap,
+};
 use crate::StoreError;
 
 /// Everything that reaches the poller.
@@ -34,21 +41,46 @@ pub enum StoreMsg {
     /// A raft message from another store.
     Raft(Box<flotillapb::RaftMessage>),
     /// A client write.
-    Write { header: RequestHeader, modifies: Vec<DataModify>, cb: WriteCallback },
+    Write {
+        header: RequestHeader,
+        modifies: Vec<DataModify>,
+        cb: WriteCallback,
+    },
     /// A client read.
-    Read { header: RequestHeader, cb: ReadCallback },
+    Read {
+        header: RequestHeader,
+        cb: ReadCallback,
+    },
     /// PD's answer to a region heartbeat.
     HeartbeatResponse(Box<pdpb::RegionHeartbeatResponse>),
     /// Ids for a split.
-    SplitIds { region_id: RegionId, epoch: metapb::RegionEpoch, split_keys: Vec<Vec<u8>>, ids: Vec<pdpb::SplitId> },
+    SplitIds {
+        region_id: RegionId,
+        epoch: metapb::RegionEpoch,
+        split_keys: Vec<Vec<u8>>,
+        ids: Vec<pdpb::SplitId>,
+    },
     /// A request to split at given keys.
-    SplitRequest { region_id: RegionId, split_keys: Vec<Vec<u8>> },
+    SplitRequest {
+        region_id: RegionId,
+        split_keys: Vec<Vec<u8>>,
+    },
     /// The split checker's measurement.
-    SplitCheckResult { region_id: RegionId, epoch: metapb::RegionEpoch, size: u64, keys: u64, split_keys: Vec<Vec<u8>> },
+    SplitCheckResult {
+        region_id: RegionId,
+        epoch: metapb::RegionEpoch,
+        size: u64,
+        keys: u64,
+        split_keys: Vec<Vec<u8>>,
+    },
     /// A split could not be proposed or applied; the region may try again.
     SplitFailed { region_id: RegionId },
     /// Whether a snapshot reached its target.
-    SnapshotStatus { region_id: RegionId, to_peer_id: u64, delivered: bool },
+    SnapshotStatus {
+        region_id: RegionId,
+        to_peer_id: u64,
+        delivered: bool,
+    },
     /// The apply thread's report.
     ApplyRes(Box<ApplyRes>),
     /// Stop the poller.
@@ -79,7 +111,11 @@ impl RaftStore {
         let (apply_tx, apply_rx) = bounded(cfg.apply_queue_capacity_max);
         let (split_tx, split_rx) = bounded(1024);
         let regions = Arc::new(DashMap::new());
-        let router = RaftRouter { tx: tx.clone(), regions: regions.clone(), store_id };
+        let router = RaftRouter {
+            tx: tx.clone(),
+            regions: regions.clone(),
+            store_id,
+        };
         let mut poller = Poller {
             cfg: cfg.clone(),
             store_id,
@@ -101,12 +137,21 @@ impl RaftStore {
         let kv_apply = kv.clone();
         let apply_batch = cfg.raft_poll_batch_max;
         let tx_apply = tx.clone();
-        threads.push(spawn("apply", move || apply::run(kv_apply, apply_rx, tx_apply, apply_batch)));
+        threads.push(spawn("apply", move || {
+            apply::run(kv_apply, apply_rx, tx_apply, apply_batch)
+        }));
         let split_cfg = cfg.clone();
         let tx_split = tx.clone();
-        threads.push(spawn("split-check", move || split_check::run(kv, split_cfg, split_rx, tx_split)));
+        threads.push(spawn("split-check", move || {
+            split_check::run(kv, split_cfg, split_rx, tx_split)
+        }));
         threads.push(spawn("raft-poller", move || poller.run(rx)));
-        Ok(RaftStore { router, threads, apply_tx: Some(apply_tx), split_tx: Some(split_tx) })
+        Ok(RaftStore {
+            router,
+            threads,
+            apply_tx: Some(apply_tx),
+            split_tx: Some(split_tx),
+        })
     }
 
     /// The way into the store.
@@ -126,7 +171,10 @@ impl RaftStore {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
-    std::thread::Builder::new().name(name.into()).spawn(f).expect("spawn thread")
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawn thread")
 }
 
 struct Poller {
@@ -169,18 +217,33 @@ impl Poller {
             },
         )?;
         for region in regions {
-            let Some(meta) = find_peer(&region, self.store_id).cloned() else { continue };
+            let Some(meta) = find_peer(&region, self.store_id).cloned() else {
+                continue;
+            };
             self.create_peer(region, meta)?;
         }
-        tracing::info!(store_id = self.store_id, regions = self.peers.len(), "raftstore recovered");
+        tracing::info!(
+            store_id = self.store_id,
+            regions = self.peers.len(),
+            "raftstore recovered"
+        );
         Ok(())
     }
 
-    fn create_peer(&mut self, region: metapb::Region, meta: metapb::Peer) -> Result<(), StoreError> {
+    fn create_peer(
+        &mut self,
+        region: metapb::Region,
+        meta: metapb::Peer,
+    ) -> Result<(), StoreError> {
         let region_id = region.id;
-        let ps = PeerStorage::new(region, self.kv.clone(), self.raft_log.clone(), self.cfg.snapshot_max_bytes)?;
+        let ps = PeerStorage::new(
+            region,
+            self.kv.clone(),
+            self.raft_log.clone(),
+            self.cfg.snapshot_max_bytes,
+        )?;
         let applied = ps.apply_state.applied_index;
-        let apply_state = ps.apply_state.clone();
+        let apply_state = ps.apply_state;
         let region = ps.region.clone();
         let config = raft::Config {
             id: meta.id,
@@ -210,7 +273,10 @@ impl Poller {
             last_leader_id: 0,
             peer_cache: HashMap::new(),
         };
-        let _ = self.apply_tx.send(ApplyTask::Register { region, apply_state });
+        let _ = self.apply_tx.send(ApplyTask::Register {
+            region,
+            apply_state,
+        });
         self.regions.insert(region_id, peer.info());
         self.peers.insert(region_id, peer);
         self.dirty.insert(region_id);
@@ -258,7 +324,11 @@ impl Poller {
     fn handle(&mut self, msg: StoreMsg) {
         match msg {
             StoreMsg::Raft(m) => self.on_raft_message(*m),
-            StoreMsg::Write { header, modifies, cb } => match self.peers.get_mut(&header.region_id) {
+            StoreMsg::Write {
+                header,
+                modifies,
+                cb,
+            } => match self.peers.get_mut(&header.region_id) {
                 Some(p) => p.propose_write(&self.cfg, &header, modifies, cb),
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
@@ -267,11 +337,23 @@ impl Poller {
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
             StoreMsg::HeartbeatResponse(resp) => self.on_heartbeat_response(*resp),
-            StoreMsg::SplitIds { region_id, epoch, split_keys, ids } => {
-                self.on_split_ids(region_id, epoch, split_keys, ids)
-            }
-            StoreMsg::SplitRequest { region_id, split_keys } => self.ask_split(region_id, split_keys),
-            StoreMsg::SplitCheckResult { region_id, epoch, size, keys, split_keys } => {
+            StoreMsg::SplitIds {
+                region_id,
+                epoch,
+                split_keys,
+                ids,
+            } => self.on_split_ids(region_id, epoch, split_keys, ids),
+            StoreMsg::SplitRequest {
+                region_id,
+                split_keys,
+            } => self.ask_split(region_id, split_keys),
+            StoreMsg::SplitCheckResult {
+                region_id,
+                epoch,
+                size,
+                keys,
+                split_keys,
+            } => {
                 if let Some(p) = self.peers.get_mut(&region_id) {
                     p.approximate_size = size;
                     p.approximate_keys = keys;
@@ -285,9 +367,17 @@ impl Poller {
                     p.splitting = None;
                 }
             }
-            StoreMsg::SnapshotStatus { region_id, to_peer_id, delivered } => {
+            StoreMsg::SnapshotStatus {
+                region_id,
+                to_peer_id,
+                delivered,
+            } => {
                 if let Some(p) = self.peers.get_mut(&region_id) {
-                    let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                    let status = if delivered {
+                        SnapshotStatus::Finish
+                    } else {
+                        SnapshotStatus::Failure
+                    };
                     p.raw.report_snapshot(to_peer_id, status);
                     p.snapshot_ticks.remove(&to_peer_id);
                 }
@@ -298,7 +388,9 @@ impl Poller {
     }
 
     fn on_raft_message(&mut self, msg: flotillapb::RaftMessage) {
-        let Some(to) = msg.to_peer.clone() else { return };
+        let Some(to) = msg.to_peer else {
+            return;
+        };
         if to.store_id != self.store_id {
             return;
         }
@@ -322,12 +414,14 @@ impl Poller {
         if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg, &raft_msg, to) {
             return;
         }
-        if raft_msg.get_msg_type() == MessageType::MsgSnapshot && !self.snapshot_fits(region_id, &raft_msg) {
+        if raft_msg.get_msg_type() == MessageType::MsgSnapshot
+            && !self.snapshot_fits(region_id, &raft_msg)
+        {
             return;
         }
         let p = self.peers.get_mut(&region_id).expect("peer exists");
         if let Some(from) = &msg.from_peer {
-            p.peer_cache.insert(from.id, from.clone());
+            p.peer_cache.insert(from.id, *from);
         }
         if let Err(e) = p.raw.step(raft_msg) {
             tracing::debug!(region_id, "step failed: {e}");
@@ -337,27 +431,50 @@ impl Poller {
     /// Creates an uninitialized peer for a message to a region this store does not have yet,
     /// unless the message is stale or its range is still held by a local region (then the
     /// local split will create the peer).
-    fn maybe_create_peer(&mut self, msg: &flotillapb::RaftMessage, raft_msg: &RaftMsg, to: metapb::Peer) -> bool {
+    fn maybe_create_peer(
+        &mut self,
+        msg: &flotillapb::RaftMessage,
+        raft_msg: &RaftMsg,
+        to: metapb::Peer,
+    ) -> bool {
         let t = raft_msg.get_msg_type();
-        let from_leader = matches!(t, MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot);
+        let from_leader = matches!(
+            t,
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        );
         if !from_leader || msg.is_tombstone {
             return false;
         }
-        if let Ok(Some(state)) = crate::peer_storage::load_region_state(self.kv.as_ref(), msg.region_id) {
+        if let Ok(Some(state)) =
+            crate::peer_storage::load_region_state(self.kv.as_ref(), msg.region_id)
+        {
             if state.state == PeerState::Tombstone as i32 {
-                let local = state.region.and_then(|r| r.region_epoch).unwrap_or_default();
+                let local = state
+                    .region
+                    .and_then(|r| r.region_epoch)
+                    .unwrap_or_default();
                 let remote = msg.region_epoch.unwrap_or_default();
                 if !is_epoch_stale(&local, &remote) {
                     return false;
                 }
             }
         }
-        let range = metapb::Region { start_key: msg.start_key.clone(), end_key: msg.end_key.clone(), ..Default::default() };
-        let overlaps = self.peers.values().any(|p| p.raw.store().is_initialized() && ranges_overlap(p.region(), &range));
+        let range = metapb::Region {
+            start_key: msg.start_key.clone(),
+            end_key: msg.end_key.clone(),
+            ..Default::default()
+        };
+        let overlaps = self
+            .peers
+            .values()
+            .any(|p| p.raw.store().is_initialized() && ranges_overlap(p.region(), &range));
         if overlaps {
             return false;
         }
-        let region = metapb::Region { id: msg.region_id, ..Default::default() };
+        let region = metapb::Region {
+            id: msg.region_id,
+            ..Default::default()
+        };
         match self.create_peer(region, to) {
             Ok(()) => true,
             Err(e) => {
@@ -369,19 +486,26 @@ impl Poller {
 
     /// Whether a snapshot may be applied: its range must not overlap another local region.
     fn snapshot_fits(&self, region_id: RegionId, m: &RaftMsg) -> bool {
-        let Ok(data) = SnapshotData::decode(m.get_snapshot().get_data()) else { return false };
-        let Some(region) = data.region_state.and_then(|s| s.region) else { return false };
+        let Ok(data) = SnapshotData::decode(m.get_snapshot().get_data()) else {
+            return false;
+        };
+        let Some(region) = data.region_state.and_then(|s| s.region) else {
+            return false;
+        };
         !self.peers.iter().any(|(id, p)| {
-            *id != region_id && p.raw.store().is_initialized() && ranges_overlap(p.region(), &region)
+            *id != region_id
+                && p.raw.store().is_initialized()
+                && ranges_overlap(p.region(), &region)
         })
     }
 
     fn on_tick(&mut self) {
         self.tick_count += 1;
         let t = self.tick_count;
-        let gc = t % self.cfg.raft_log_gc_tick_interval_ticks == 0;
-        let split = self.cfg.split_enabled && t % self.cfg.split_check_tick_interval_ticks == 0;
-        let heartbeat = t % self.cfg.pd_heartbeat_tick_interval_ticks == 0;
+        let gc = t.is_multiple_of(self.cfg.raft_log_gc_tick_interval_ticks);
+        let split =
+            self.cfg.split_enabled && t.is_multiple_of(self.cfg.split_check_tick_interval_ticks);
+        let heartbeat = t.is_multiple_of(self.cfg.pd_heartbeat_tick_interval_ticks);
         let ids: Vec<RegionId> = self.peers.keys().copied().collect();
         for id in ids {
             let p = self.peers.get_mut(&id).expect("peer");
@@ -395,7 +519,9 @@ impl Poller {
             }
             if split && p.written_since_check > 0 && p.splitting.is_none() {
                 p.written_since_check = 0;
-                let _ = self.split_tx.try_send(SplitCheckTask { region: p.region().clone() });
+                let _ = self.split_tx.try_send(SplitCheckTask {
+                    region: p.region().clone(),
+                });
             }
             if heartbeat {
                 let _ = self.pd_tx.try_send(p.heartbeat_task());
@@ -473,7 +599,9 @@ impl Poller {
     fn advance_ready(&mut self, id: RegionId, mut rd: raft::Ready) {
         let persisted = rd.take_persisted_messages();
         self.send_messages(id, persisted);
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let mut light = p.raw.advance_append(rd);
         if let Some(commit) = light.commit_index() {
             p.raw.mut_store().set_commit(commit);
@@ -492,17 +620,21 @@ impl Poller {
         if msgs.is_empty() {
             return;
         }
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let region = p.region().clone();
         for m in msgs {
-            let Some(to) = p.peer_by_id(m.to) else { continue };
+            let Some(to) = p.peer_by_id(m.to) else {
+                continue;
+            };
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 p.snapshot_ticks.insert(m.to, 0);
             }
             let bytes = protobuf::Message::write_to_bytes(&m).expect("encode raft message");
             self.transport.send(flotillapb::RaftMessage {
                 region_id: id,
-                from_peer: Some(p.meta.clone()),
+                from_peer: Some(p.meta),
                 to_peer: Some(to),
                 region_epoch: region.region_epoch,
                 message: bytes,
@@ -517,23 +649,43 @@ impl Poller {
         if entries.is_empty() {
             return;
         }
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let last = entries.last().map(|e| e.index).unwrap_or(0);
         let mut proposals: Vec<Proposal> = vec![];
         while p.proposals.front().is_some_and(|f| f.index <= last) {
             proposals.push(p.proposals.pop_front().expect("front"));
         }
-        let task = ApplyTask::Apply { region_id: id, entries, proposals };
+        let task = ApplyTask::Apply {
+            region_id: id,
+            entries,
+            proposals,
+        };
         if let Err(e) = self.apply_tx.send(task) {
             panic!("apply thread is gone: {e}");
         }
     }
 
-    fn apply_snapshot(&mut self, id: RegionId, snap: raft::eraftpb::Snapshot, batch: &mut LogBatch) {
-        let data = SnapshotData::decode(snap.get_data()).expect("snapshot data checked before stepping");
-        let region = data.region_state.as_ref().and_then(|s| s.region.clone()).expect("snapshot region");
+    fn apply_snapshot(
+        &mut self,
+        id: RegionId,
+        snap: raft::eraftpb::Snapshot,
+        batch: &mut LogBatch,
+    ) {
+        let data =
+            SnapshotData::decode(snap.get_data()).expect("snapshot data checked before stepping");
+        let region = data
+            .region_state
+            .as_ref()
+            .and_then(|s| s.region.clone())
+            .expect("snapshot region");
         let (done_tx, done_rx) = bounded(1);
-        let task = ApplyTask::Snapshot { region_id: id, data: Box::new(data), done: done_tx };
+        let task = ApplyTask::Snapshot {
+            region_id: id,
+            data: Box::new(data),
+            done: done_tx,
+        };
         self.apply_tx.send(task).expect("apply thread alive");
         match done_rx.recv() {
             Ok(Ok(())) => {}
@@ -541,18 +693,29 @@ impl Poller {
             Err(_) => panic!("apply thread is gone"),
         }
         let p = self.peers.get_mut(&id).expect("peer");
-        p.raw.mut_store().on_snapshot_applied(&snap, region.clone(), batch);
+        p.raw
+            .mut_store()
+            .on_snapshot_applied(&snap, region.clone(), batch);
         if let Some(meta) = find_peer(&region, self.store_id) {
-            p.meta = meta.clone();
+            p.meta = *meta;
         }
-        tracing::info!(region_id = id, index = snap.get_metadata().index, "applied snapshot");
+        tracing::info!(
+            region_id = id,
+            index = snap.get_metadata().index,
+            "applied snapshot"
+        );
         self.regions.insert(id, p.info());
     }
 
     fn on_role_changed(&mut self, id: RegionId) {
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         if p.raw.raft.state != StateRole::Leader {
-            p.fail_reads(RegionError::NotLeader { region_id: id, leader: p.leader() });
+            p.fail_reads(RegionError::NotLeader {
+                region_id: id,
+                leader: p.leader(),
+            });
         } else {
             let _ = self.pd_tx.try_send(p.heartbeat_task());
         }
@@ -562,7 +725,9 @@ impl Poller {
 
     fn on_apply_res(&mut self, res: ApplyRes) {
         let id = res.region_id;
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let ps = p.raw.mut_store();
         ps.apply_state.applied_index = res.apply_state.applied_index;
         ps.apply_state.applied_term = res.apply_state.applied_term;
@@ -572,7 +737,9 @@ impl Poller {
         for r in res.results {
             match r {
                 ExecResult::ChangePeer { cc, region } => self.on_change_peer(id, cc, region),
-                ExecResult::Split { derived, regions } => self.on_split_applied(id, derived, regions),
+                ExecResult::Split { derived, regions } => {
+                    self.on_split_applied(id, derived, regions)
+                }
                 ExecResult::CompactLog { index, term } => self.on_compact_log(id, index, term),
             }
         }
@@ -582,15 +749,22 @@ impl Poller {
         }
     }
 
-    fn on_change_peer(&mut self, id: RegionId, cc: raft::eraftpb::ConfChange, region: metapb::Region) {
-        let Some(p) = self.peers.get_mut(&id) else { return };
+    fn on_change_peer(
+        &mut self,
+        id: RegionId,
+        cc: raft::eraftpb::ConfChange,
+        region: metapb::Region,
+    ) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         if let Err(e) = p.raw.apply_conf_change(&cc) {
             panic!("region {id}: raft refused an applied conf change: {e}");
         }
         p.raw.mut_store().region = region.clone();
         let removed = find_peer_by_id(&region, p.meta.id).is_none();
         if let Some(meta) = find_peer_by_id(&region, p.meta.id) {
-            p.meta = meta.clone();
+            p.meta = *meta;
         }
         if p.is_leader() {
             let _ = self.pd_tx.try_send(p.heartbeat_task());
@@ -601,7 +775,12 @@ impl Poller {
         }
     }
 
-    fn on_split_applied(&mut self, id: RegionId, derived: metapb::Region, regions: Vec<metapb::Region>) {
+    fn on_split_applied(
+        &mut self,
+        id: RegionId,
+        derived: metapb::Region,
+        regions: Vec<metapb::Region>,
+    ) {
         let was_leader = match self.peers.get_mut(&id) {
             Some(p) => {
                 p.raw.mut_store().region = derived.clone();
@@ -619,7 +798,9 @@ impl Poller {
                 }
                 self.peers.remove(&r.id);
             }
-            let Some(meta) = find_peer(r, self.store_id).cloned() else { continue };
+            let Some(meta) = find_peer(r, self.store_id).cloned() else {
+                continue;
+            };
             if let Err(e) = self.create_peer(r.clone(), meta) {
                 panic!("region {}: cannot create split peer: {e}", r.id);
             }
@@ -629,7 +810,9 @@ impl Poller {
             }
         }
         if was_leader {
-            let _ = self.pd_tx.try_send(PdTask::ReportBatchSplit { regions: regions.clone() });
+            let _ = self.pd_tx.try_send(PdTask::ReportBatchSplit {
+                regions: regions.clone(),
+            });
             if let Some(p) = self.peers.get(&id) {
                 let _ = self.pd_tx.try_send(p.heartbeat_task());
             }
@@ -638,7 +821,9 @@ impl Poller {
     }
 
     fn on_compact_log(&mut self, id: RegionId, index: u64, term: u64) {
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         let ps = p.raw.mut_store();
         if index <= ps.apply_state.truncated_index {
             return;
@@ -651,12 +836,17 @@ impl Poller {
     }
 
     fn destroy_peer(&mut self, id: RegionId, clear_data: bool) {
-        let Some(mut p) = self.peers.remove(&id) else { return };
+        let Some(mut p) = self.peers.remove(&id) else {
+            return;
+        };
         p.fail_reads(RegionError::RegionNotFound(id));
         p.fail_proposals(RegionError::RegionNotFound(id));
         self.regions.remove(&id);
         self.dirty.remove(&id);
-        let _ = self.apply_tx.send(ApplyTask::Destroy { region_id: id, clear_data });
+        let _ = self.apply_tx.send(ApplyTask::Destroy {
+            region_id: id,
+            clear_data,
+        });
         let mut lb = LogBatch::default();
         lb.clean_region(id);
         if let Err(e) = self.raft_log.write(lb, true) {
@@ -676,26 +866,48 @@ impl Poller {
     }
 
     fn ask_split(&mut self, id: RegionId, split_keys: Vec<Vec<u8>>) {
-        let Some(p) = self.peers.get_mut(&id) else { return };
-        if !p.is_leader() || p.splitting.is_some_and(|since| self.tick_count < since + SPLIT_TIMEOUT_TICKS) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !p.is_leader()
+            || p.splitting
+                .is_some_and(|since| self.tick_count < since + SPLIT_TIMEOUT_TICKS)
+        {
             return;
         }
         let region = p.region().clone();
-        let mut keys: Vec<Vec<u8>> =
-            split_keys.into_iter().filter(|k| key_in_region(k, &region) && *k != region.start_key).collect();
+        let mut keys: Vec<Vec<u8>> = split_keys
+            .into_iter()
+            .filter(|k| key_in_region(k, &region) && *k != region.start_key)
+            .collect();
         keys.sort();
         keys.dedup();
         if keys.is_empty() {
             return;
         }
         p.splitting = Some(self.tick_count);
-        if self.pd_tx.try_send(PdTask::AskBatchSplit { region, split_keys: keys }).is_err() {
+        if self
+            .pd_tx
+            .try_send(PdTask::AskBatchSplit {
+                region,
+                split_keys: keys,
+            })
+            .is_err()
+        {
             p.splitting = None;
         }
     }
 
-    fn on_split_ids(&mut self, id: RegionId, epoch: metapb::RegionEpoch, keys: Vec<Vec<u8>>, ids: Vec<pdpb::SplitId>) {
-        let Some(p) = self.peers.get_mut(&id) else { return };
+    fn on_split_ids(
+        &mut self,
+        id: RegionId,
+        epoch: metapb::RegionEpoch,
+        keys: Vec<Vec<u8>>,
+        ids: Vec<pdpb::SplitId>,
+    ) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         if !p.is_leader() || epoch_of(p.region()) != epoch || ids.len() != keys.len() {
             p.splitting = None;
             return;
@@ -703,7 +915,11 @@ impl Poller {
         let requests = keys
             .into_iter()
             .zip(ids)
-            .map(|(k, i)| SplitRequest { split_key: k, new_region_id: i.new_region_id, new_peer_ids: i.new_peer_ids })
+            .map(|(k, i)| SplitRequest {
+                split_key: k,
+                new_region_id: i.new_region_id,
+                new_peer_ids: i.new_peer_ids,
+            })
             .collect();
         let cmd = RaftCmdRequest {
             region_id: id,
@@ -712,7 +928,10 @@ impl Poller {
             requests: vec![],
             admin: Some(AdminRequest {
                 cmd_type: AdminCmdType::BatchSplit as i32,
-                splits: Some(BatchSplitRequest { requests, right_derive: false }),
+                splits: Some(BatchSplitRequest {
+                    requests,
+                    right_derive: false,
+                }),
                 compact_log: None,
             }),
         };
@@ -768,7 +987,9 @@ fn maybe_compact_log(cfg: &StoreConfig, p: &mut Peer) {
     if compact_idx <= truncated || compact_idx - truncated < cfg.raft_log_gc_threshold_entries {
         return;
     }
-    let Ok(term) = raft::Storage::term(ps, compact_idx) else { return };
+    let Ok(term) = raft::Storage::term(ps, compact_idx) else {
+        return;
+    };
     let cmd = RaftCmdRequest {
         region_id: ps.region.id,
         peer_id: p.meta.id,
@@ -777,7 +998,10 @@ fn maybe_compact_log(cfg: &StoreConfig, p: &mut Peer) {
         admin: Some(AdminRequest {
             cmd_type: AdminCmdType::CompactLog as i32,
             splits: None,
-            compact_log: Some(CompactLogRequest { compact_index: compact_idx, compact_term: term }),
+            compact_log: Some(CompactLogRequest {
+                compact_index: compact_idx,
+                compact_term: term,
+            }),
         }),
     };
     p.propose_cmd(cfg, cmd, Box::new(|_| {}));

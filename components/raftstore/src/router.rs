@@ -26,12 +26,14 @@ impl RaftRouter {
         self.store_id
     }
 
+    #[allow(clippy::result_large_err)] // the message is handed back to answer its callback
     fn send(&self, msg: StoreMsg) -> Result<(), (StoreMsg, RegionError)> {
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(m)) => {
-                Err((m, RegionError::ServerIsBusy("raftstore mailbox is full".into())))
-            }
+            Err(TrySendError::Full(m)) => Err((
+                m,
+                RegionError::ServerIsBusy("raftstore mailbox is full".into()),
+            )),
             Err(TrySendError::Disconnected(m)) => {
                 Err((m, RegionError::Other("raftstore is stopped".into())))
             }
@@ -45,20 +47,25 @@ impl RaftRouter {
     }
 
     /// Proposes `modifies` to the region's raft group; `cb` runs once they are applied.
-    pub fn propose_write(&self, header: RequestHeader, modifies: Vec<DataModify>, cb: WriteCallback) {
-        if let Err((msg, e)) = self.send(StoreMsg::Write { header, modifies, cb }) {
-            if let StoreMsg::Write { cb, .. } = msg {
-                cb(Err(e));
-            }
+    pub fn propose_write(
+        &self,
+        header: RequestHeader,
+        modifies: Vec<DataModify>,
+        cb: WriteCallback,
+    ) {
+        if let Err((StoreMsg::Write { cb, .. }, e)) = self.send(StoreMsg::Write {
+            header,
+            modifies,
+            cb,
+        }) {
+            cb(Err(e));
         }
     }
 
     /// Asks the region's leader for a linearizable read view; `cb` runs with it.
     pub fn read(&self, header: RequestHeader, cb: ReadCallback) {
-        if let Err((msg, e)) = self.send(StoreMsg::Read { header, cb }) {
-            if let StoreMsg::Read { cb, .. } = msg {
-                cb(Err(e));
-            }
+        if let Err((StoreMsg::Read { cb, .. }, e)) = self.send(StoreMsg::Read { header, cb }) {
+            cb(Err(e));
         }
     }
 
@@ -76,18 +83,30 @@ impl RaftRouter {
         split_keys: Vec<Vec<u8>>,
         ids: Vec<pdpb::SplitId>,
     ) {
-        let _ = self.send(StoreMsg::SplitIds { region_id, epoch, split_keys, ids });
+        let _ = self.send(StoreMsg::SplitIds {
+            region_id,
+            epoch,
+            split_keys,
+            ids,
+        });
     }
 
     /// Tells the leader whether a snapshot it sent reached the target peer's store.
     pub fn report_snapshot_status(&self, region_id: RegionId, to_peer_id: u64, delivered: bool) {
-        let _ = self.send(StoreMsg::SnapshotStatus { region_id, to_peer_id, delivered });
+        let _ = self.send(StoreMsg::SnapshotStatus {
+            region_id,
+            to_peer_id,
+            delivered,
+        });
     }
 
     /// Asks the region's leader to split at `split_keys` (encoded, ascending), as an operator
     /// would. Errors come back through the usual PD round trip, not here.
     pub fn split_region(&self, region_id: RegionId, split_keys: Vec<Vec<u8>>) {
-        let _ = self.send(StoreMsg::SplitRequest { region_id, split_keys });
+        let _ = self.send(StoreMsg::SplitRequest {
+            region_id,
+            split_keys,
+        });
     }
 
     /// The regions this store holds, as of the poller's last update.

@@ -32,7 +32,12 @@ pub struct Measure {
 }
 
 /// Runs until the channel closes.
-pub fn run(kv: Arc<dyn KvEngine>, cfg: StoreConfig, rx: Receiver<SplitCheckTask>, tx: Sender<StoreMsg>) {
+pub fn run(
+    kv: Arc<dyn KvEngine>,
+    cfg: StoreConfig,
+    rx: Receiver<SplitCheckTask>,
+    tx: Sender<StoreMsg>,
+) {
     while let Ok(task) = rx.recv() {
         let region = task.region;
         match measure(kv.as_ref(), &cfg, &region) {
@@ -52,7 +57,11 @@ pub fn run(kv: Arc<dyn KvEngine>, cfg: StoreConfig, rx: Receiver<SplitCheckTask>
 
 /// Scans the region, counting size and keys, and picks split keys if it is too large.
 /// Split points are user keys of the `default` CF; the `write` CF counts toward size.
-pub fn measure(kv: &dyn KvEngine, cfg: &StoreConfig, region: &metapb::Region) -> engine::Result<Measure> {
+pub fn measure(
+    kv: &dyn KvEngine,
+    cfg: &StoreConfig,
+    region: &metapb::Region,
+) -> engine::Result<Measure> {
     let snap = kv.snapshot();
     let lower = codec::keys::data_key(&region.start_key);
     let upper = codec::keys::data_end_key(&region.end_key);
@@ -109,12 +118,20 @@ mod tests {
         }
         kv.write(&wb, false).unwrap();
         let region = metapb::Region::default();
-        let cfg = StoreConfig { region_max_keys: 50, region_split_keys: 30, ..Default::default() };
+        let cfg = StoreConfig {
+            region_max_keys: 50,
+            region_split_keys: 30,
+            ..Default::default()
+        };
         let m = measure(&kv, &cfg, &region).unwrap();
         assert_eq!(m.keys, 100);
         assert_eq!(m.split_keys.len(), 3);
         assert!(m.split_keys.windows(2).all(|w| w[0] < w[1]));
-        let cfg = StoreConfig { region_max_size_bytes: 5_000, region_split_size_bytes: 4_000, ..Default::default() };
+        let cfg = StoreConfig {
+            region_max_size_bytes: 5_000,
+            region_split_size_bytes: 4_000,
+            ..Default::default()
+        };
         let m = measure(&kv, &cfg, &region).unwrap();
         assert!(m.size > 10_000);
         assert!(!m.split_keys.is_empty());

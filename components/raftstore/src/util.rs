@@ -5,7 +5,8 @@ use raft::eraftpb::ConfState;
 
 /// Whether the encoded `key` lies in `[start_key, end_key)` of the region (empty end = +inf).
 pub fn key_in_region(key: &[u8], region: &metapb::Region) -> bool {
-    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
+    key >= region.start_key.as_slice()
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// The region's epoch, or the zero epoch.
@@ -15,7 +16,11 @@ pub fn epoch_of(region: &metapb::Region) -> metapb::RegionEpoch {
 
 /// Whether a request made under `req` may run on a region at `current`: a data request needs the
 /// same version (no split since), an admin request also the same conf_ver.
-pub fn epoch_matches(req: &metapb::RegionEpoch, current: &metapb::RegionEpoch, check_conf_ver: bool) -> bool {
+pub fn epoch_matches(
+    req: &metapb::RegionEpoch,
+    current: &metapb::RegionEpoch,
+    check_conf_ver: bool,
+) -> bool {
     req.version == current.version && (!check_conf_ver || req.conf_ver == current.conf_ver)
 }
 
@@ -59,7 +64,11 @@ mod tests {
     use super::*;
 
     fn region(start: &[u8], end: &[u8]) -> metapb::Region {
-        metapb::Region { start_key: start.to_vec(), end_key: end.to_vec(), ..Default::default() }
+        metapb::Region {
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -23,20 +23,28 @@ pub use transport::{Filter, NetTransport, Network, Verdict};
 
 /// The seed of this run: `FLOTILLA_SEED` if set, else from the clock. Printed either way.
 pub fn seed_from_env() -> u64 {
-    let seed = std::env::var("FLOTILLA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    });
+    let seed = std::env::var("FLOTILLA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
     eprintln!("test cluster seed: {seed} (replay with FLOTILLA_SEED={seed})");
     seed
 }
 
 /// Store settings for fast tests: short ticks, frequent heartbeats, frequent log GC.
 pub fn fast_config() -> server::ServerConfig {
-    let mut cfg = server::ServerConfig::default();
-    cfg.addr = "127.0.0.1:0".into();
-    cfg.status_addr = "127.0.0.1:0".into();
-    cfg.request_timeout_ms = 5_000;
-    cfg.shutdown_grace_ms = 200;
+    let mut cfg = server::ServerConfig {
+        addr: "127.0.0.1:0".into(),
+        status_addr: "127.0.0.1:0".into(),
+        request_timeout_ms: 5_000,
+        shutdown_grace_ms: 200,
+        ..Default::default()
+    };
     cfg.pd_worker.store_heartbeat_interval_ms = 1_000;
     let rs = &mut cfg.raftstore;
     rs.raft_tick_interval_ms = 50;
@@ -72,10 +80,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts PD and `n` stores with `config` (addresses and data dirs are filled in).
     pub fn start(n: usize, seed: u64, config: server::ServerConfig) -> Cluster {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        ).try_init();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .try_init();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let pd_dir = tempfile::tempdir().expect("tempdir");
         let pd_cfg = pd::PdConfig {
             data_dir: pd_dir.path().to_path_buf(),
@@ -97,7 +113,11 @@ impl Cluster {
         };
         for _ in 0..n {
             let dir = tempfile::tempdir().expect("tempdir");
-            cluster.slots.push(Slot { dir, node: None, store_id: 0 });
+            cluster.slots.push(Slot {
+                dir,
+                node: None,
+                store_id: 0,
+            });
         }
         for i in 0..n {
             cluster.start_store(i);
@@ -121,8 +141,13 @@ impl Cluster {
         let mut cfg = self.config.clone();
         cfg.data_dir = self.slots[i].dir.path().to_path_buf();
         cfg.pd_endpoints = vec![self.pd_addr.clone()];
-        let transport = Arc::new(NetTransport { net: self.net.clone() });
-        let node = self.rt.block_on(server::Node::start_with_transport(cfg, transport)).expect("start store");
+        let transport = Arc::new(NetTransport {
+            net: self.net.clone(),
+        });
+        let node = self
+            .rt
+            .block_on(server::Node::start_with_transport(cfg, transport))
+            .expect("start store");
         let id = node.store_id();
         self.net.register(id, node.router());
         self.slots[i].store_id = id;
@@ -143,7 +168,10 @@ impl Cluster {
 
     /// Slot index of a store id.
     pub fn slot_of(&self, store_id: u64) -> usize {
-        self.slots.iter().position(|s| s.store_id == store_id).expect("known store")
+        self.slots
+            .iter()
+            .position(|s| s.store_id == store_id)
+            .expect("known store")
     }
 
     /// Router of running store `i`.
@@ -153,7 +181,11 @@ impl Cluster {
 
     /// The KV engine of running store `i`, to look at what it holds locally.
     pub fn kv(&self, i: usize) -> Arc<dyn engine::KvEngine> {
-        self.slots[i].node.as_ref().expect("store running").kv_engine()
+        self.slots[i]
+            .node
+            .as_ref()
+            .expect("store running")
+            .kv_engine()
     }
 
     /// The client address of running store `i`.
@@ -162,12 +194,17 @@ impl Cluster {
     }
 
     fn running(&self) -> impl Iterator<Item = (usize, &server::Node)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n)))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n)))
     }
 
     /// Every running store's view of every region it holds.
     pub fn region_infos(&self) -> Vec<(usize, RegionInfo)> {
-        self.running().flat_map(|(i, n)| n.router().region_infos().into_iter().map(move |r| (i, r))).collect()
+        self.running()
+            .flat_map(|(i, n)| n.router().region_infos().into_iter().map(move |r| (i, r)))
+            .collect()
     }
 
     /// The region holding encoded `key`, as the store with the newest epoch sees it.
@@ -185,7 +222,10 @@ impl Cluster {
 
     /// The slot whose peer leads `region_id`, if any running store's peer leads it.
     pub fn leader_of(&self, region_id: u64) -> Option<usize> {
-        self.region_infos().into_iter().find(|(_, r)| r.region.id == region_id && r.is_leader).map(|(i, _)| i)
+        self.region_infos()
+            .into_iter()
+            .find(|(_, r)| r.region.id == region_id && r.is_leader)
+            .map(|(i, _)| i)
     }
 
     /// Polls `cond` every 50 ms until it holds or `timeout` passes.
@@ -203,14 +243,29 @@ impl Cluster {
     /// Writes `value` at raw `key` through the region's leader on slot `slot`.
     pub fn put_on(&self, slot: usize, key: &[u8], value: &[u8]) -> Result<(), RegionError> {
         let ekey = encode(key);
-        let region = self.region_of(&ekey).ok_or(RegionError::Other("no region".into()))?;
-        let header = RequestHeader { region_id: region.id, region_epoch: region.region_epoch, peer: None };
+        let region = self
+            .region_of(&ekey)
+            .ok_or(RegionError::Other("no region".into()))?;
+        let header = RequestHeader {
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            peer: None,
+        };
         let (tx, rx) = oneshot::channel();
-        let modify = DataModify::Put { cf: CF_DEFAULT, key: ekey, value: value.to_vec() };
-        self.router(slot).propose_write(header, vec![modify], Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
-        self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
+        let modify = DataModify::Put {
+            cf: CF_DEFAULT,
+            key: ekey,
+            value: value.to_vec(),
+        };
+        self.router(slot).propose_write(
+            header,
+            vec![modify],
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
             .map_err(|_| RegionError::Other("timeout".into()))?
             .map_err(|_| RegionError::Other("dropped".into()))?
     }
@@ -218,12 +273,21 @@ impl Cluster {
     /// Reads raw `key` through the region's leader on slot `slot`.
     pub fn get_on(&self, slot: usize, key: &[u8]) -> Result<Option<Vec<u8>>, RegionError> {
         let ekey = encode(key);
-        let region = self.region_of(&ekey).ok_or(RegionError::Other("no region".into()))?;
-        let header = RequestHeader { region_id: region.id, region_epoch: region.region_epoch, peer: None };
+        let region = self
+            .region_of(&ekey)
+            .ok_or(RegionError::Other("no region".into()))?;
+        let header = RequestHeader {
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            peer: None,
+        };
         let (tx, rx) = oneshot::channel();
-        self.router(slot).read(header, Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        self.router(slot).read(
+            header,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         let resp = self
             .rt
             .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
@@ -237,12 +301,14 @@ impl Cluster {
     /// Writes through whichever store leads the key's region, retrying through elections,
     /// splits and busy stores for up to 20 s. Panics if the write never succeeds.
     pub fn must_put(&self, key: &[u8], value: &[u8]) {
-        self.retry(key, |c, slot| c.put_on(slot, key, value)).unwrap_or_else(|e| panic!("must_put {key:?}: {e}"))
+        self.retry(key, |c, slot| c.put_on(slot, key, value))
+            .unwrap_or_else(|e| panic!("must_put {key:?}: {e}"))
     }
 
     /// Reads through the leader, retrying like [`Cluster::must_put`].
     pub fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.retry(key, |c, slot| c.get_on(slot, key)).unwrap_or_else(|e| panic!("must_get {key:?}: {e}"))
+        self.retry(key, |c, slot| c.get_on(slot, key))
+            .unwrap_or_else(|e| panic!("must_get {key:?}: {e}"))
     }
 
     fn retry<T>(
@@ -255,7 +321,10 @@ impl Cluster {
         while Instant::now() < deadline {
             // The believed leader first, then every other running store.
             let mut slots: Vec<usize> = self.running().map(|(i, _)| i).collect();
-            if let Some(leader) = self.region_of(&encode(key)).and_then(|r| self.leader_of(r.id)) {
+            if let Some(leader) = self
+                .region_of(&encode(key))
+                .and_then(|r| self.leader_of(r.id))
+            {
                 slots.sort_by_key(|i| *i != leader);
             }
             for i in slots {
@@ -276,7 +345,12 @@ impl Cluster {
             let leaders: Vec<_> = infos.iter().filter(|(_, r)| r.is_leader).collect();
             !leaders.is_empty()
                 && leaders.iter().all(|(_, r)| {
-                    r.region.peers.iter().filter(|p| p.role == metapb::PeerRole::Voter as i32).count() == n
+                    r.region
+                        .peers
+                        .iter()
+                        .filter(|p| p.role == metapb::PeerRole::Voter as i32)
+                        .count()
+                        == n
                 })
         })
     }

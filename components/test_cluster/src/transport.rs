@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use proto::flotillapb::RaftMessage;
+use raftstore::{RaftRouter, Transport};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raftstore::{RaftRouter, Transport};
 
 /// What a filter decides for one message.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,12 +49,16 @@ impl Filter {
             Filter::DropRate(p) if rng.gen_bool(*p) => Verdict::Drop,
             Filter::DelayUpTo(d) => Verdict::Delay(d.mul_f64(rng.gen::<f64>())),
             Filter::Partition(a, b)
-                if (a.contains(&from) && b.contains(&to)) || (b.contains(&from) && a.contains(&to)) =>
+                if (a.contains(&from) && b.contains(&to))
+                    || (b.contains(&from) && a.contains(&to)) =>
             {
                 Verdict::Drop
             }
             Filter::Isolate(s) if *s == from || *s == to => Verdict::Drop,
-            Filter::DropRegionTo { region_id: r, store_id: s } if *r == region_id && *s == to => Verdict::Drop,
+            Filter::DropRegionTo {
+                region_id: r,
+                store_id: s,
+            } if *r == region_id && *s == to => Verdict::Drop,
             _ => Verdict::Pass,
         }
     }
@@ -140,9 +144,15 @@ impl Network {
     fn deliver(&self, msg: RaftMessage) {
         let to = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or(0);
         let router = self.routers.read().get(&to).cloned();
-        let from_router = msg.from_peer.as_ref().and_then(|p| self.routers.read().get(&p.store_id).cloned());
+        let from_router = msg
+            .from_peer
+            .as_ref()
+            .and_then(|p| self.routers.read().get(&p.store_id).cloned());
         let is_snapshot = is_snapshot(&msg);
-        let (region_id, to_peer) = (msg.region_id, msg.to_peer.as_ref().map(|p| p.id).unwrap_or(0));
+        let (region_id, to_peer) = (
+            msg.region_id,
+            msg.to_peer.as_ref().map(|p| p.id).unwrap_or(0),
+        );
         let delivered = match router {
             Some(r) => r.send_raft_message(msg).is_ok(),
             None => false,
@@ -176,8 +186,16 @@ impl Network {
             Verdict::Pass => self.deliver(msg),
             Verdict::Drop => {
                 if is_snapshot(&msg) {
-                    if let Some(r) = msg.from_peer.as_ref().and_then(|p| self.routers.read().get(&p.store_id).cloned()) {
-                        r.report_snapshot_status(msg.region_id, msg.to_peer.as_ref().map(|p| p.id).unwrap_or(0), false);
+                    if let Some(r) = msg
+                        .from_peer
+                        .as_ref()
+                        .and_then(|p| self.routers.read().get(&p.store_id).cloned())
+                    {
+                        r.report_snapshot_status(
+                            msg.region_id,
+                            msg.to_peer.as_ref().map(|p| p.id).unwrap_or(0),
+                            false,
+                        );
                     }
                 }
             }
@@ -185,7 +203,11 @@ impl Network {
                 let mut q = self.delayed.lock();
                 q.1 += 1;
                 let seq = q.1;
-                q.0.push(Delayed { at: Instant::now() + d, seq, msg });
+                q.0.push(Delayed {
+                    at: Instant::now() + d,
+                    seq,
+                    msg,
+                });
                 self.wake.notify_all();
             }
         }
@@ -194,7 +216,9 @@ impl Network {
 
 fn is_snapshot(msg: &RaftMessage) -> bool {
     protobuf::Message::parse_from_bytes(&msg.message)
-        .map(|m: raft::eraftpb::Message| m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot)
+        .map(|m: raft::eraftpb::Message| {
+            m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
+        })
         .unwrap_or(false)
 }
 
@@ -212,8 +236,12 @@ fn delay_loop(net: std::sync::Weak<Network>) {
                 due.push(q.0.pop().expect("peeked").msg);
             }
             if due.is_empty() {
-                let wait = q.0.peek().map(|d| d.at - now).unwrap_or(Duration::from_millis(50));
-                net.wake.wait_for(&mut q, wait.min(Duration::from_millis(50)));
+                let wait =
+                    q.0.peek()
+                        .map(|d| d.at - now)
+                        .unwrap_or(Duration::from_millis(50));
+                net.wake
+                    .wait_for(&mut q, wait.min(Duration::from_millis(50)));
             }
         }
         for m in due {

@@ -7,7 +7,10 @@ use test_cluster::{encode, fast_config, seed_from_env, Cluster};
 
 fn three_stores() -> Cluster {
     let c = Cluster::start(3, seed_from_env(), fast_config());
-    assert!(c.wait_replicated(3, Duration::from_secs(60)), "regions never reached 3 voters");
+    assert!(
+        c.wait_replicated(3, Duration::from_secs(60)),
+        "regions never reached 3 voters"
+    );
     c
 }
 
@@ -30,8 +33,12 @@ fn leader_failover_serves_writes_and_old_leader_never_reads_stale() {
         }));
         found.expect("new leader")
     };
-    c.put_on(new, b"k1", b"v2").expect("new leader takes writes");
-    assert_eq!(c.get_on(new, b"k1").expect("read on new leader"), Some(b"v2".to_vec()));
+    c.put_on(new, b"k1", b"v2")
+        .expect("new leader takes writes");
+    assert_eq!(
+        c.get_on(new, b"k1").expect("read on new leader"),
+        Some(b"v2".to_vec())
+    );
     // The isolated old leader has lost its lease: it must not answer v1 (or anything).
     match c.get_on(old, b"k1") {
         Ok(v) => panic!("isolated old leader served a read: {v:?}"),
@@ -39,7 +46,9 @@ fn leader_failover_serves_writes_and_old_leader_never_reads_stale() {
     }
     c.heal();
     assert!(c.wait_until(Duration::from_secs(20), |c| {
-        !c.region_infos().into_iter().any(|(i, r)| i == old && r.region.id == region.id && r.is_leader)
+        !c.region_infos()
+            .into_iter()
+            .any(|(i, r)| i == old && r.region.id == region.id && r.is_leader)
             || c.get_on(old, b"k1").ok().flatten() == Some(b"v2".to_vec())
     }));
     assert_eq!(c.must_get(b"k1"), Some(b"v2".to_vec()));
@@ -49,7 +58,10 @@ fn leader_failover_serves_writes_and_old_leader_never_reads_stale() {
 fn whole_cluster_restart_keeps_every_acknowledged_write() {
     let mut c = three_stores();
     for i in 0..200u32 {
-        c.must_put(format!("key{i:04}").as_bytes(), format!("value{i}").as_bytes());
+        c.must_put(
+            format!("key{i:04}").as_bytes(),
+            format!("value{i}").as_bytes(),
+        );
     }
     for i in 0..c.len() {
         c.stop_store(i);
@@ -58,7 +70,11 @@ fn whole_cluster_restart_keeps_every_acknowledged_write() {
         c.start_store(i);
     }
     for i in 0..200u32 {
-        assert_eq!(c.must_get(format!("key{i:04}").as_bytes()), Some(format!("value{i}").into_bytes()), "key{i:04}");
+        assert_eq!(
+            c.must_get(format!("key{i:04}").as_bytes()),
+            Some(format!("value{i}").into_bytes()),
+            "key{i:04}"
+        );
     }
 }
 
@@ -86,7 +102,9 @@ fn store_down_during_log_compaction_catches_up_by_snapshot() {
         c.wait_until(Duration::from_secs(30), |c| c
             .region_infos()
             .into_iter()
-            .any(|(_, r)| r.region.id == region.id && r.is_leader && r.truncated_index > down_applied)),
+            .any(|(_, r)| r.region.id == region.id
+                && r.is_leader
+                && r.truncated_index > down_applied)),
         "the leader never compacted its log past the down store"
     );
     c.start_store(down);
@@ -100,11 +118,18 @@ fn store_down_during_log_compaction_catches_up_by_snapshot() {
         c.wait_until(Duration::from_secs(30), |c| c
             .region_infos()
             .into_iter()
-            .any(|(i, r)| i == down && r.region.id == region.id && r.applied_index >= target)),
+            .any(|(i, r)| i == down
+                && r.region.id == region.id
+                && r.applied_index >= target)),
         "the restarted store never caught up"
     );
     // Its own engine holds the data written while it was down.
     let kv = c.kv(down);
-    let got = kv.get_cf(engine::CF_DEFAULT, &codec::keys::data_key(&encode(b"a0299"))).expect("read engine");
+    let got = kv
+        .get_cf(
+            engine::CF_DEFAULT,
+            &codec::keys::data_key(&encode(b"a0299")),
+        )
+        .expect("read engine");
     assert_eq!(got, Some(b"after".to_vec()));
 }

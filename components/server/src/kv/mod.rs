@@ -261,7 +261,7 @@ pub(crate) fn check_in_region<K: AsRef<[u8]>>(
     match range.first_outside(keys) {
         Some(key) => Err(RegionError::KeyNotInRegion {
             key: key.to_vec(),
-            region: region.clone(),
+            region: Box::new(region.clone()),
         }
         .into()),
         None => Ok(()),
