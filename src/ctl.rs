@@ -185,22 +185,22 @@ async fn print_regions(pd: &str) -> Result<()> {
             .collect();
         println!(
             "{:<6} {:<28} {:<28} {:<8} {:<24} {:>10} {:>8}",
-            r["id"],
-            show_key(r["start_key"].as_str().unwrap_or("")),
-            show_key(r["end_key"].as_str().unwrap_or("")),
-            r["leader"]["store_id"],
+            r["id"].to_string(),
+            show_key(r["start_key"].as_str().unwrap_or(""), "-inf"),
+            show_key(r["end_key"].as_str().unwrap_or(""), "+inf"),
+            r["leader"]["store_id"].to_string(),
             peers.join(","),
-            r["approximate_size"],
-            r["approximate_keys"],
+            r["approximate_size"].to_string(),
+            r["approximate_keys"].to_string(),
         );
     }
     Ok(())
 }
 
 /// Shows an encoded region boundary (hex) as the raw key it stands for, printable if possible.
-fn show_key(hex_key: &str) -> String {
+fn show_key(hex_key: &str, empty: &str) -> String {
     if hex_key.is_empty() {
-        return "-inf/+inf".into();
+        return empty.into();
     }
     let Some(bytes) = unhex(hex_key) else {
         return hex_key.to_string();

@@ -12,7 +12,7 @@ use proto::Message;
 
 use crate::meta_store::MetaStore;
 use crate::operator::{OpStatus, Operator};
-use crate::region_dir::{RegionDirectory, RegionInfo};
+use crate::region_dir::{epoch_is_stale, RegionDirectory, RegionInfo};
 use crate::scheduler::{self, ClusterSnapshot, RegionSnap, StoreSnap};
 use crate::tso::decode_u64;
 use crate::{IdAllocator, PdConfig, PdError, Result, Tso};
@@ -359,6 +359,14 @@ impl Cluster {
             term: req.term,
         };
         let region_id = info.region.id;
+        // A heartbeat from a leader of an older term (queued before a leader change) must not
+        // overwrite the newer leader's report: balance-leader would chase stale counts.
+        if let Some(known) = inner.regions.get(region_id) {
+            if known.term > info.term && !epoch_is_stale(&known.epoch(), &info.epoch()) {
+                tracing::debug!(region_id, known = known.term, got = info.term, "stale-term heartbeat ignored");
+                return Ok(None);
+            }
+        }
         self.apply_region(&mut inner, info)?;
         self.next_step(&mut inner, region_id, now_ms)
     }
@@ -471,6 +479,32 @@ impl Cluster {
         self.inner.lock().operators.get(&region_id).cloned()
     }
 
+    /// Counts leaders as they will be once the running transfer operators finish: operators
+    /// reach stores only on the regions' next heartbeats, and a run that ignored them would
+    /// move the same imbalance again and overshoot.
+    fn count_pending_transfers(inner: &Inner, snap: &mut ClusterSnapshot) {
+        for op in inner.operators.values() {
+            let Some(crate::operator::Step::TransferLeader { store_id: to, .. }) =
+                op.steps.iter().find(|s| matches!(s, crate::operator::Step::TransferLeader { .. }))
+            else {
+                continue;
+            };
+            let Some(from) = inner.regions.get(op.region_id).and_then(|r| r.leader).map(|l| l.store_id) else {
+                continue;
+            };
+            if from == *to {
+                continue;
+            }
+            for st in snap.stores.iter_mut() {
+                if st.id == from {
+                    st.leader_count = st.leader_count.saturating_sub(1);
+                } else if st.id == *to {
+                    st.leader_count += 1;
+                }
+            }
+        }
+    }
+
     /// Runs balance-leader once; its operators are sent on the regions' next heartbeats.
     pub fn run_balance_leader(&self, now_ms: u64) -> usize {
         let mut inner = self.inner.lock();
@@ -479,7 +513,8 @@ impl Cluster {
         if !inner.bootstrapped || limit == 0 {
             return 0;
         }
-        let snap = Self::snapshot(&inner, &self.cfg, now_ms);
+        let mut snap = Self::snapshot(&inner, &self.cfg, now_ms);
+        Self::count_pending_transfers(&inner, &mut snap);
         let ops = scheduler::balance_leader(&snap, self.cfg.leader_balance_tolerance, limit);
         let n = ops.len();
         for mut op in ops {

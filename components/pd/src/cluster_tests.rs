@@ -120,3 +120,27 @@ fn heartbeat_presplits_then_split_report_routes() {
     drop(c);
     assert_eq!(must_open(&meta).all_regions().len(), 5);
 }
+
+#[test]
+fn heartbeat_of_an_older_term_does_not_move_the_leader_back() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open(&meta);
+    let mut region = first_region();
+    region.peers.push(Peer { id: 4, store_id: 2, role: PeerRole::Voter as i32, is_witness: false });
+    c.bootstrap(store(1), region.clone(), 1_000).unwrap();
+    c.put_store(store(2), 1_000).unwrap();
+    let hb = |leader: usize, term: u64| RegionHeartbeatRequest {
+        region: Some(region.clone()),
+        leader: Some(region.peers[leader]),
+        term,
+        ..Default::default()
+    };
+    c.region_heartbeat(hb(1, 7), 1_000).unwrap();
+    assert_eq!(c.get_region(b"").unwrap().unwrap().leader.unwrap().id, 4);
+    // The old leader's report from term 6 arrives late.
+    c.region_heartbeat(hb(0, 6), 1_001).unwrap();
+    assert_eq!(c.get_region(b"").unwrap().unwrap().leader.unwrap().id, 4);
+    // A newer term wins.
+    c.region_heartbeat(hb(0, 8), 1_002).unwrap();
+    assert_eq!(c.get_region(b"").unwrap().unwrap().leader.unwrap().id, 3);
+}

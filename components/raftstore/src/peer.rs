@@ -58,6 +58,10 @@ pub struct Peer {
     /// Peers this peer has heard from, so it can answer them before it knows the region
     /// (an uninitialized peer has no member list yet).
     pub peer_cache: HashMap<u64, metapb::Peer>,
+    /// The poller tick at which each peer was last heard from.
+    pub peer_heard: HashMap<u64, u64>,
+    /// The tick at which this peer last became leader (peers not heard from since count from it).
+    pub leader_since: u64,
 }
 
 impl Peer {
@@ -357,32 +361,29 @@ impl Peer {
         out
     }
 
-    /// Followers that have not been heard from in an election timeout.
-    pub fn down_peers(&self) -> Vec<pdpb::PeerStats> {
+    /// Followers not heard from for `down_after_ticks` ticks (as of tick `now`).
+    pub fn down_peers(&self, now: u64, down_after_ticks: u64, tick_ms: u64) -> Vec<pdpb::PeerStats> {
         let mut out = vec![];
         for p in &self.region().peers {
             if p.id == self.meta.id {
                 continue;
             }
-            if let Some(pr) = self.raw.raft.prs().get(p.id) {
-                if !pr.recent_active {
-                    out.push(pdpb::PeerStats {
-                        peer: Some(*p),
-                        down_seconds: 1,
-                    });
-                }
+            let last = self.peer_heard.get(&p.id).copied().unwrap_or(self.leader_since);
+            let silent = now.saturating_sub(last);
+            if silent > down_after_ticks {
+                out.push(pdpb::PeerStats { peer: Some(*p), down_seconds: silent * tick_ms / 1000 });
             }
         }
         out
     }
 
-    /// The heartbeat PD expects from a leader.
-    pub fn heartbeat_task(&self) -> crate::msg::PdTask {
+    /// The heartbeat PD expects from a leader, as of tick `now`.
+    pub fn heartbeat_task(&self, now: u64, cfg: &StoreConfig) -> crate::msg::PdTask {
         crate::msg::PdTask::RegionHeartbeat {
             region: self.region().clone(),
             leader: self.meta,
             pending_peers: self.pending_peers(),
-            down_peers: self.down_peers(),
+            down_peers: self.down_peers(now, 2 * cfg.raft_election_ticks as u64, cfg.raft_tick_interval_ms),
             approximate_size: self.approximate_size,
             approximate_keys: self.approximate_keys,
             term: self.raw.raft.term,

@@ -272,6 +272,8 @@ impl Poller {
             snapshot_ticks: HashMap::new(),
             last_leader_id: 0,
             peer_cache: HashMap::new(),
+            peer_heard: HashMap::new(),
+            leader_since: 0,
         };
         let _ = self.apply_tx.send(ApplyTask::Register {
             region,
@@ -422,6 +424,7 @@ impl Poller {
         let p = self.peers.get_mut(&region_id).expect("peer exists");
         if let Some(from) = &msg.from_peer {
             p.peer_cache.insert(from.id, *from);
+            p.peer_heard.insert(from.id, self.tick_count);
         }
         if let Err(e) = p.raw.step(raft_msg) {
             tracing::debug!(region_id, "step failed: {e}");
@@ -524,7 +527,7 @@ impl Poller {
                 });
             }
             if heartbeat {
-                let _ = self.pd_tx.try_send(p.heartbeat_task());
+                let _ = self.pd_tx.try_send(p.heartbeat_task(self.tick_count, &self.cfg));
             }
         }
         if gc {
@@ -717,7 +720,8 @@ impl Poller {
                 leader: p.leader(),
             });
         } else {
-            let _ = self.pd_tx.try_send(p.heartbeat_task());
+            p.leader_since = self.tick_count;
+            let _ = self.pd_tx.try_send(p.heartbeat_task(self.tick_count, &self.cfg));
         }
         p.last_leader_id = p.raw.raft.leader_id;
         self.regions.insert(id, p.info());
@@ -767,7 +771,7 @@ impl Poller {
             p.meta = *meta;
         }
         if p.is_leader() {
-            let _ = self.pd_tx.try_send(p.heartbeat_task());
+            let _ = self.pd_tx.try_send(p.heartbeat_task(self.tick_count, &self.cfg));
         }
         if removed {
             tracing::info!(region_id = id, "peer removed from region; destroying");
@@ -814,7 +818,7 @@ impl Poller {
                 regions: regions.clone(),
             });
             if let Some(p) = self.peers.get(&id) {
-                let _ = self.pd_tx.try_send(p.heartbeat_task());
+                let _ = self.pd_tx.try_send(p.heartbeat_task(self.tick_count, &self.cfg));
             }
         }
         tracing::info!(region_id = id, parts = regions.len(), "split applied");
