@@ -363,7 +363,12 @@ impl Cluster {
         // overwrite the newer leader's report: balance-leader would chase stale counts.
         if let Some(known) = inner.regions.get(region_id) {
             if known.term > info.term && !epoch_is_stale(&known.epoch(), &info.epoch()) {
-                tracing::debug!(region_id, known = known.term, got = info.term, "stale-term heartbeat ignored");
+                tracing::debug!(
+                    region_id,
+                    known = known.term,
+                    got = info.term,
+                    "stale-term heartbeat ignored"
+                );
                 return Ok(None);
             }
         }
@@ -484,12 +489,19 @@ impl Cluster {
     /// move the same imbalance again and overshoot.
     fn count_pending_transfers(inner: &Inner, snap: &mut ClusterSnapshot) {
         for op in inner.operators.values() {
-            let Some(crate::operator::Step::TransferLeader { store_id: to, .. }) =
-                op.steps.iter().find(|s| matches!(s, crate::operator::Step::TransferLeader { .. }))
+            let Some(crate::operator::Step::TransferLeader { store_id: to, .. }) = op
+                .steps
+                .iter()
+                .find(|s| matches!(s, crate::operator::Step::TransferLeader { .. }))
             else {
                 continue;
             };
-            let Some(from) = inner.regions.get(op.region_id).and_then(|r| r.leader).map(|l| l.store_id) else {
+            let Some(from) = inner
+                .regions
+                .get(op.region_id)
+                .and_then(|r| r.leader)
+                .map(|l| l.store_id)
+            else {
                 continue;
             };
             if from == *to {

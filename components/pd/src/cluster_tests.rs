@@ -126,7 +126,12 @@ fn heartbeat_of_an_older_term_does_not_move_the_leader_back() {
     let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
     let c = must_open(&meta);
     let mut region = first_region();
-    region.peers.push(Peer { id: 4, store_id: 2, role: PeerRole::Voter as i32, is_witness: false });
+    region.peers.push(Peer {
+        id: 4,
+        store_id: 2,
+        role: PeerRole::Voter as i32,
+        is_witness: false,
+    });
     c.bootstrap(store(1), region.clone(), 1_000).unwrap();
     c.put_store(store(2), 1_000).unwrap();
     let hb = |leader: usize, term: u64| RegionHeartbeatRequest {

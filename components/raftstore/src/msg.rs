@@ -164,36 +164,10 @@ pub struct RequestHeader {
     pub peer: Option<metapb::Peer>,
 }
 
-/// One change to the region's data. Keys are memcomparable-encoded user keys (the form of
-/// region boundaries); the raftstore adds its data prefix.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DataModify {
-    /// Set `key` to `value` in `cf`.
-    Put {
-        /// Column family.
-        cf: engine::CfName,
-        /// Encoded key.
-        key: Vec<u8>,
-        /// Value.
-        value: Vec<u8>,
-    },
-    /// Remove `key` from `cf`.
-    Delete {
-        /// Column family.
-        cf: engine::CfName,
-        /// Encoded key.
-        key: Vec<u8>,
-    },
-    /// Remove `[start, end)` from `cf`; an empty `end` means the region's end.
-    DeleteRange {
-        /// Column family.
-        cf: engine::CfName,
-        /// Encoded start key.
-        start: Vec<u8>,
-        /// Encoded end key, exclusive.
-        end: Vec<u8>,
-    },
-}
+/// One change to the region's data, as a write proposal carries it: keys are
+/// memcomparable-encoded user keys (the form of region boundaries; the raftstore adds its data
+/// prefix), and an empty `DeleteRange` end means the region's end.
+pub use engine::Modify as DataModify;
 
 /// A consistent view of one region's data, proven current by the leader.
 pub struct ReadResponse {

@@ -362,16 +362,28 @@ impl Peer {
     }
 
     /// Followers not heard from for `down_after_ticks` ticks (as of tick `now`).
-    pub fn down_peers(&self, now: u64, down_after_ticks: u64, tick_ms: u64) -> Vec<pdpb::PeerStats> {
+    pub fn down_peers(
+        &self,
+        now: u64,
+        down_after_ticks: u64,
+        tick_ms: u64,
+    ) -> Vec<pdpb::PeerStats> {
         let mut out = vec![];
         for p in &self.region().peers {
             if p.id == self.meta.id {
                 continue;
             }
-            let last = self.peer_heard.get(&p.id).copied().unwrap_or(self.leader_since);
+            let last = self
+                .peer_heard
+                .get(&p.id)
+                .copied()
+                .unwrap_or(self.leader_since);
             let silent = now.saturating_sub(last);
             if silent > down_after_ticks {
-                out.push(pdpb::PeerStats { peer: Some(*p), down_seconds: silent * tick_ms / 1000 });
+                out.push(pdpb::PeerStats {
+                    peer: Some(*p),
+                    down_seconds: silent * tick_ms / 1000,
+                });
             }
         }
         out
@@ -383,7 +395,11 @@ impl Peer {
             region: self.region().clone(),
             leader: self.meta,
             pending_peers: self.pending_peers(),
-            down_peers: self.down_peers(now, 2 * cfg.raft_election_ticks as u64, cfg.raft_tick_interval_ms),
+            down_peers: self.down_peers(
+                now,
+                2 * cfg.raft_election_ticks as u64,
+                cfg.raft_tick_interval_ms,
+            ),
             approximate_size: self.approximate_size,
             approximate_keys: self.approximate_keys,
             term: self.raw.raft.term,

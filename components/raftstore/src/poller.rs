@@ -527,7 +527,9 @@ impl Poller {
                 });
             }
             if heartbeat {
-                let _ = self.pd_tx.try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+                let _ = self
+                    .pd_tx
+                    .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
             }
         }
         if gc {
@@ -721,7 +723,9 @@ impl Poller {
             });
         } else {
             p.leader_since = self.tick_count;
-            let _ = self.pd_tx.try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+            let _ = self
+                .pd_tx
+                .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
         }
         p.last_leader_id = p.raw.raft.leader_id;
         self.regions.insert(id, p.info());
@@ -771,7 +775,9 @@ impl Poller {
             p.meta = *meta;
         }
         if p.is_leader() {
-            let _ = self.pd_tx.try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+            let _ = self
+                .pd_tx
+                .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
         }
         if removed {
             tracing::info!(region_id = id, "peer removed from region; destroying");
@@ -818,7 +824,9 @@ impl Poller {
                 regions: regions.clone(),
             });
             if let Some(p) = self.peers.get(&id) {
-                let _ = self.pd_tx.try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+                let _ = self
+                    .pd_tx
+                    .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
             }
         }
         tracing::info!(region_id = id, parts = regions.len(), "split applied");

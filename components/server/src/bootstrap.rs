@@ -5,7 +5,7 @@ use engine::{KvEngine, WriteBatch, CF_RAFT};
 use prost::Message as _;
 use proto::flotillapb::RegionLocalState;
 use proto::metapb;
-use raft_log::{LogBatch, RaftLogStore};
+use raft_log::RaftLogStore;
 
 use crate::pd::{BootstrapOutcome, Pd};
 use crate::ServerError;
@@ -139,7 +139,7 @@ pub(crate) async fn bootstrap_cluster_if_needed(
                 region_id = region.id,
                 "another store bootstrapped the cluster; removing our first region"
             );
-            clear_region_meta(kv, raft_log, region.id)?;
+            raftstore::clear_region_meta(kv, raft_log, region.id)?;
         }
     }
     Ok(())
@@ -161,22 +161,6 @@ pub fn first_region(region_id: u64, peer_id: u64, store_id: u64) -> metapb::Regi
             ..Default::default()
         }],
     }
-}
-
-/// Removes a region's metadata and raft state from this store.
-fn clear_region_meta(
-    kv: &dyn KvEngine,
-    raft_log: &dyn RaftLogStore,
-    region_id: u64,
-) -> Result<(), ServerError> {
-    let mut wb = WriteBatch::default();
-    wb.delete_cf(CF_RAFT, &codec::keys::region_state_key(region_id));
-    wb.delete_cf(CF_RAFT, &codec::keys::apply_state_key(region_id));
-    kv.write(&wb, true)?;
-    let mut lb = LogBatch::default();
-    lb.clean_region(region_id);
-    raft_log.write(lb, true)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use engine::KvEngine;
 use proto::tikvpb::tikv_server::Tikv;
 use proto::{errorpb, kvrpcpb, metapb};
-use raftstore::{DataModify, RaftRouter, ReadResponse, RegionError, RequestHeader};
+use raftstore::{RaftRouter, ReadResponse, RegionError, RequestHeader};
 use storage::{Latches, Modify, RegionRange, StorageConfig, StorageError};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
@@ -215,7 +215,6 @@ impl KvInner {
     /// Proposes `modifies` and waits until they are applied.
     async fn write(&self, header: RequestHeader, modifies: Vec<Modify>) -> Result<(), ReqError> {
         let (tx, rx) = oneshot::channel();
-        let modifies = modifies.into_iter().map(to_data_modify).collect();
         self.router.propose_write(
             header,
             modifies,
@@ -227,15 +226,6 @@ impl KvInner {
             Ok(result) => result.map_err(ReqError::from),
             Err(_) => Err(RegionError::Other("raftstore dropped the write".into()).into()),
         }
-    }
-}
-
-/// The raftstore's form of a storage change (same fields; the crates do not know each other).
-pub(crate) fn to_data_modify(m: Modify) -> DataModify {
-    match m {
-        Modify::Put { cf, key, value } => DataModify::Put { cf, key, value },
-        Modify::Delete { cf, key } => DataModify::Delete { cf, key },
-        Modify::DeleteRange { cf, start, end } => DataModify::DeleteRange { cf, start, end },
     }
 }
 

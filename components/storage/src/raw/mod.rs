@@ -29,35 +29,9 @@ pub struct KvPair {
     pub value: Vec<u8>,
 }
 
-/// One change to a region's data; keys are memcomparable-encoded client keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Modify {
-    /// Set `key` to the stored form of a value.
-    Put {
-        /// Column family.
-        cf: CfName,
-        /// Encoded key.
-        key: Vec<u8>,
-        /// Stored value (see [`value`]).
-        value: Vec<u8>,
-    },
-    /// Remove `key`.
-    Delete {
-        /// Column family.
-        cf: CfName,
-        /// Encoded key.
-        key: Vec<u8>,
-    },
-    /// Remove `[start, end)`; an empty `end` means the region's end.
-    DeleteRange {
-        /// Column family.
-        cf: CfName,
-        /// Encoded start key.
-        start: Vec<u8>,
-        /// Encoded end key, exclusive; empty for the region's end.
-        end: Vec<u8>,
-    },
-}
+/// One change to a region's data: keys are memcomparable-encoded client keys, values are in
+/// their stored form (see [`value`]), and an empty `DeleteRange` end means the region's end.
+pub use engine::Modify;
 
 /// A region's key range, memcomparable-encoded as region boundaries are; an empty end is
 /// +infinity.
