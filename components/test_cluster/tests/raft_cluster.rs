@@ -133,3 +133,27 @@ fn store_down_during_log_compaction_catches_up_by_snapshot() {
         .expect("read engine");
     assert_eq!(got, Some(b"after".to_vec()));
 }
+
+#[test]
+fn a_follower_refuses_with_the_leader_hint_and_writes_nothing() {
+    let c = three_stores();
+    c.must_put(b"f1", b"before");
+    let region = c.region_of(&encode(b"f1")).expect("region");
+    let leader = c.leader_of(region.id).expect("leader");
+    let follower = (leader + 1) % c.len();
+    match c.put_on(follower, b"f1", b"after") {
+        Err(raftstore::RegionError::NotLeader {
+            region_id,
+            leader: Some(hint),
+        }) => {
+            assert_eq!(region_id, region.id);
+            assert_eq!(hint.store_id, c.store_id(leader));
+        }
+        other => panic!("a follower took a write: {other:?}"),
+    }
+    assert!(matches!(
+        c.get_on(follower, b"f1"),
+        Err(raftstore::RegionError::NotLeader { .. })
+    ));
+    assert_eq!(c.must_get(b"f1"), Some(b"before".to_vec()));
+}
