@@ -240,17 +240,33 @@ impl Cluster {
         cond(self)
     }
 
-    /// Writes `value` at raw `key` through the region's leader on slot `slot`.
-    pub fn put_on(&self, slot: usize, key: &[u8], value: &[u8]) -> Result<(), RegionError> {
-        let ekey = encode(key);
+    /// The request header for the region holding encoded `ekey`, as the cluster sees it now.
+    fn header_for(&self, ekey: &[u8]) -> Result<RequestHeader, RegionError> {
         let region = self
-            .region_of(&ekey)
+            .region_of(ekey)
             .ok_or(RegionError::Other("no region".into()))?;
-        let header = RequestHeader {
+        Ok(RequestHeader {
             region_id: region.id,
             region_epoch: region.region_epoch,
             peer: None,
-        };
+        })
+    }
+
+    /// Waits up to 5 s for a raftstore callback's answer.
+    fn wait_answer<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, RegionError>>,
+    ) -> Result<T, RegionError> {
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
+            .map_err(|_| RegionError::Other("timeout".into()))?
+            .map_err(|_| RegionError::Other("dropped".into()))?
+    }
+
+    /// Writes `value` at raw `key` through the region's leader on slot `slot`.
+    pub fn put_on(&self, slot: usize, key: &[u8], value: &[u8]) -> Result<(), RegionError> {
+        let ekey = encode(key);
+        let header = self.header_for(&ekey)?;
         let (tx, rx) = oneshot::channel();
         let modify = DataModify::Put {
             cf: CF_DEFAULT,
@@ -264,23 +280,13 @@ impl Cluster {
                 let _ = tx.send(r);
             }),
         );
-        self.rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
-            .map_err(|_| RegionError::Other("timeout".into()))?
-            .map_err(|_| RegionError::Other("dropped".into()))?
+        self.wait_answer(rx)
     }
 
     /// Reads raw `key` through the region's leader on slot `slot`.
     pub fn get_on(&self, slot: usize, key: &[u8]) -> Result<Option<Vec<u8>>, RegionError> {
         let ekey = encode(key);
-        let region = self
-            .region_of(&ekey)
-            .ok_or(RegionError::Other("no region".into()))?;
-        let header = RequestHeader {
-            region_id: region.id,
-            region_epoch: region.region_epoch,
-            peer: None,
-        };
+        let header = self.header_for(&ekey)?;
         let (tx, rx) = oneshot::channel();
         self.router(slot).read(
             header,
@@ -288,11 +294,7 @@ impl Cluster {
                 let _ = tx.send(r);
             }),
         );
-        let resp = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx).await })
-            .map_err(|_| RegionError::Other("timeout".into()))?
-            .map_err(|_| RegionError::Other("dropped".into()))??;
+        let resp = self.wait_answer(rx)?;
         resp.snapshot
             .get_cf(CF_DEFAULT, &codec::keys::data_key(&ekey))
             .map_err(|e| RegionError::Other(e.to_string()))
