@@ -76,9 +76,9 @@ async fn raw_api_through_the_official_client() {
             chunk.iter().map(|i| (key(*i), format!("v{i}"))).collect();
         raw.batch_put(pairs).await.unwrap();
     }
-    if !c.wait_regions(14, 3, Duration::from_secs(120)).await {
+    if !c.wait_regions(15, 3, Duration::from_secs(120)).await {
         c.dump_logs();
-        panic!("the raw keyspace never split into at least 10 regions");
+        panic!("the raw keyspace never split into at least 11 regions");
     }
 
     // Batch get, across regions.
@@ -160,6 +160,20 @@ async fn raw_api_through_the_official_client() {
         raw.get("forever".to_owned()).await.unwrap(),
         Some(b"y".to_vec())
     );
+
+    // Oversize key and value: a typed error, and nothing written.
+    let big_key = "k".repeat(10 * 1024);
+    assert!(
+        raw.put(big_key.clone(), "v".to_owned()).await.is_err(),
+        "oversize key accepted"
+    );
+    let big_value = vec![b'v'; 9 << 20];
+    let err = raw
+        .put("big".to_owned(), big_value)
+        .await
+        .expect_err("oversize value accepted");
+    eprintln!("oversize value refused: {err}");
+    assert_eq!(raw.get("big".to_owned()).await.unwrap(), None);
 
     // Compare and swap (needs the client's atomic mode).
     let cas = raw.with_atomic_for_cas();
