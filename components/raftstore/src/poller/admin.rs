@@ -1,0 +1,293 @@
+//! The poller's handling of what applying produced (membership changes, splits, log
+//! compaction) and of the admin flows that lead there (split requests, PD's answers).
+
+use super::*;
+
+impl Poller {
+    pub(super) fn on_apply_res(&mut self, res: ApplyRes) {
+        let id = res.region_id;
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let ps = p.raw.mut_store();
+        ps.apply_state.applied_index = res.apply_state.applied_index;
+        ps.apply_state.applied_term = res.apply_state.applied_term;
+        p.raw.advance_apply_to(res.apply_state.applied_index);
+        p.written_since_check += res.written_bytes;
+        p.approximate_size += res.written_bytes;
+        for r in res.results {
+            match r {
+                ExecResult::ChangePeer { cc, region } => self.on_change_peer(id, cc, region),
+                ExecResult::Split { derived, regions } => {
+                    self.on_split_applied(id, derived, regions)
+                }
+                ExecResult::CompactLog { index, term } => self.on_compact_log(id, index, term),
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.serve_ready_reads(&self.kv);
+            self.regions.insert(id, p.info());
+        }
+    }
+
+    pub(super) fn on_change_peer(
+        &mut self,
+        id: RegionId,
+        cc: raft::eraftpb::ConfChange,
+        region: metapb::Region,
+    ) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = p.raw.apply_conf_change(&cc) {
+            panic!("region {id}: raft refused an applied conf change: {e}");
+        }
+        p.raw.mut_store().region = region.clone();
+        let removed = find_peer_by_id(&region, p.meta.id).is_none();
+        if let Some(meta) = find_peer_by_id(&region, p.meta.id) {
+            p.meta = *meta;
+        }
+        if p.is_leader() {
+            let _ = self
+                .pd_tx
+                .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+        }
+        if removed {
+            tracing::info!(region_id = id, "peer removed from region; destroying");
+            self.destroy_peer(id, true);
+        }
+    }
+
+    pub(super) fn on_split_applied(
+        &mut self,
+        id: RegionId,
+        derived: metapb::Region,
+        regions: Vec<metapb::Region>,
+    ) {
+        let was_leader = match self.peers.get_mut(&id) {
+            Some(p) => {
+                p.raw.mut_store().region = derived.clone();
+                p.splitting = None;
+                p.approximate_size /= regions.len() as u64;
+                p.approximate_keys /= regions.len() as u64;
+                p.is_leader()
+            }
+            None => return,
+        };
+        for r in regions.iter().filter(|r| r.id != id) {
+            if let Some(existing) = self.peers.get(&r.id) {
+                if existing.raw.store().is_initialized() {
+                    continue;
+                }
+                self.peers.remove(&r.id);
+            }
+            let Some(meta) = find_peer(r, self.store_id).cloned() else {
+                continue;
+            };
+            if let Err(e) = self.create_peer(r.clone(), meta) {
+                panic!("region {}: cannot create split peer: {e}", r.id);
+            }
+            if was_leader {
+                let np = self.peers.get_mut(&r.id).expect("created");
+                let _ = np.raw.campaign();
+            }
+        }
+        if was_leader {
+            let _ = self.pd_tx.try_send(PdTask::ReportBatchSplit {
+                regions: regions.clone(),
+            });
+            if let Some(p) = self.peers.get(&id) {
+                let _ = self
+                    .pd_tx
+                    .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+            }
+        }
+        tracing::info!(region_id = id, parts = regions.len(), "split applied");
+    }
+
+    pub(super) fn on_compact_log(&mut self, id: RegionId, index: u64, term: u64) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let ps = p.raw.mut_store();
+        if index <= ps.apply_state.truncated_index {
+            return;
+        }
+        ps.apply_state.truncated_index = index;
+        ps.apply_state.truncated_term = term;
+        if let Err(e) = self.raft_log.compact_to(id, index + 1) {
+            tracing::warn!(region_id = id, "log compaction failed: {e}");
+        }
+    }
+
+    pub(super) fn destroy_peer(&mut self, id: RegionId, clear_data: bool) {
+        let Some(mut p) = self.peers.remove(&id) else {
+            return;
+        };
+        p.fail_reads(RegionError::RegionNotFound(id));
+        p.fail_proposals(RegionError::RegionNotFound(id));
+        self.regions.remove(&id);
+        self.dirty.remove(&id);
+        let _ = self.apply_tx.send(ApplyTask::Destroy {
+            region_id: id,
+            clear_data,
+        });
+        let mut lb = LogBatch::default();
+        lb.clean_region(id);
+        if let Err(e) = self.raft_log.write(lb, true) {
+            panic!("store {}: raft log write failed: {e}", self.store_id);
+        }
+    }
+
+    pub(super) fn on_heartbeat_response(&mut self, resp: pdpb::RegionHeartbeatResponse) {
+        let id = resp.region_id;
+        if let Some(split) = &resp.split_region {
+            self.ask_split(id, split.keys.clone());
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.on_heartbeat_response(&resp);
+        }
+    }
+
+    pub(super) fn ask_split(&mut self, id: RegionId, split_keys: Vec<Vec<u8>>) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !p.is_leader()
+            || p.splitting
+                .is_some_and(|since| self.tick_count < since + SPLIT_TIMEOUT_TICKS)
+        {
+            return;
+        }
+        let region = p.region().clone();
+        let mut keys: Vec<Vec<u8>> = split_keys
+            .into_iter()
+            .filter(|k| key_in_region(k, &region) && *k != region.start_key)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return;
+        }
+        p.splitting = Some(self.tick_count);
+        if self
+            .pd_tx
+            .try_send(PdTask::AskBatchSplit {
+                region,
+                split_keys: keys,
+            })
+            .is_err()
+        {
+            p.splitting = None;
+        }
+    }
+
+    pub(super) fn on_split_ids(
+        &mut self,
+        id: RegionId,
+        epoch: metapb::RegionEpoch,
+        keys: Vec<Vec<u8>>,
+        ids: Vec<pdpb::SplitId>,
+    ) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !p.is_leader() || epoch_of(p.region()) != epoch || ids.len() != keys.len() {
+            p.splitting = None;
+            return;
+        }
+        let requests = keys
+            .into_iter()
+            .zip(ids)
+            .map(|(k, i)| SplitRequest {
+                split_key: k,
+                new_region_id: i.new_region_id,
+                new_peer_ids: i.new_peer_ids,
+            })
+            .collect();
+        let cmd = RaftCmdRequest {
+            region_id: id,
+            peer_id: p.meta.id,
+            region_epoch: Some(epoch),
+            requests: vec![],
+            admin: Some(AdminRequest {
+                cmd_type: AdminCmdType::BatchSplit as i32,
+                splits: Some(BatchSplitRequest {
+                    requests,
+                    right_derive: false,
+                }),
+                compact_log: None,
+            }),
+        };
+        let tx = self.self_tx.clone();
+        let cb: WriteCallback = Box::new(move |r| {
+            if let Err(e) = r {
+                tracing::info!(region_id = id, "split not applied: {e}");
+                // Clears the in-progress mark so that a later check can try again.
+                let _ = tx.try_send(StoreMsg::SplitFailed { region_id: id });
+            }
+        });
+        let cfg = self.cfg.clone();
+        p.propose_cmd(&cfg, cmd, cb);
+    }
+}
+
+/// Ticks after which a split that has not come back is given up.
+const SPLIT_TIMEOUT_TICKS: u64 = 100;
+
+/// A follower that has sat in snapshot state too long is reported as failed, so the leader
+/// sends a new snapshot instead of waiting forever for one that was lost.
+pub(super) fn check_snapshot_progress(p: &mut Peer) {
+    let mut failed = vec![];
+    for (peer_id, ticks) in p.snapshot_ticks.iter_mut() {
+        *ticks += 1;
+        if *ticks > 300 {
+            failed.push(*peer_id);
+        }
+    }
+    for id in failed {
+        p.snapshot_ticks.remove(&id);
+        p.raw.report_snapshot(id, SnapshotStatus::Failure);
+    }
+}
+
+/// Proposes a log compaction once enough applied entries have piled up. Followers that are
+/// active hold the compaction point back; a follower that is down does not (it will catch up
+/// by snapshot).
+pub(super) fn maybe_compact_log(cfg: &StoreConfig, p: &mut Peer) {
+    let ps = p.raw.store();
+    let applied = ps.apply_state.applied_index;
+    let truncated = ps.apply_state.truncated_index;
+    let mut replicated = applied;
+    for (id, pr) in p.raw.raft.prs().iter() {
+        if *id != p.meta.id && pr.recent_active {
+            replicated = replicated.min(pr.matched);
+        }
+    }
+    let mut compact_idx = replicated;
+    if applied.saturating_sub(truncated) > cfg.raft_log_gc_threshold_entries * 4 {
+        compact_idx = applied; // a slow follower must not hold the log forever
+    }
+    if compact_idx <= truncated || compact_idx - truncated < cfg.raft_log_gc_threshold_entries {
+        return;
+    }
+    let Ok(term) = raft::Storage::term(ps, compact_idx) else {
+        return;
+    };
+    let cmd = RaftCmdRequest {
+        region_id: ps.region.id,
+        peer_id: p.meta.id,
+        region_epoch: Some(epoch_of(&ps.region)),
+        requests: vec![],
+        admin: Some(AdminRequest {
+            cmd_type: AdminCmdType::CompactLog as i32,
+            splits: None,
+            compact_log: Some(CompactLogRequest {
+                compact_index: compact_idx,
+                compact_term: term,
+            }),
+        }),
+    };
+    p.propose_cmd(cfg, cmd, Box::new(|_| {}));
+}
