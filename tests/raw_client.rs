@@ -208,7 +208,7 @@ async fn killed_stores_lose_no_acknowledged_write() {
     }
     let raw = client(&c).await;
     for i in 0..600u32 {
-        raw.put(key(i), format!("v{i}")).await.unwrap();
+        retry(|| raw.put(key(i), format!("v{i}"))).await;
     }
     // SIGKILL one store, keep writing, bring it back, then kill and restart every store.
     c.kill_store(1);
