@@ -37,7 +37,8 @@ pub use msg::{
     RequestHeader, StoreId, WriteCallback,
 };
 pub use peer_storage::{
-    bootstrap_first_region, clear_region_meta, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM,
+    bootstrap_first_region, clear_region_meta, load_region_states, RAFT_INIT_LOG_INDEX,
+    RAFT_INIT_LOG_TERM,
 };
 pub use poller::RaftStore;
 pub use router::RaftRouter;

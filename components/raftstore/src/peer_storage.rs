@@ -47,6 +47,34 @@ pub fn load_apply_state(
     }
 }
 
+/// Every region state this store has in its engine (tombstones included), in region-id order.
+/// Undecodable metadata is an error, never skipped.
+pub fn load_region_states(kv: &dyn KvEngine) -> Result<Vec<RegionLocalState>, StoreError> {
+    let mut states = Vec::new();
+    let mut corrupt = None;
+    kv.snapshot().scan_cf(
+        CF_RAFT,
+        codec::keys::REGION_META_MIN_KEY,
+        Some(codec::keys::REGION_META_MAX_KEY),
+        false,
+        &mut |k, v| {
+            if let Some((_, codec::keys::REGION_STATE_SUFFIX)) =
+                codec::keys::region_id_from_local_key(k)
+            {
+                match RegionLocalState::decode(v) {
+                    Ok(state) => states.push(state),
+                    Err(e) => corrupt = Some(e.to_string()),
+                }
+            }
+            Ok(corrupt.is_none())
+        },
+    )?;
+    match corrupt {
+        Some(e) => Err(StoreError::Corrupt(format!("unreadable region state: {e}"))),
+        None => Ok(states),
+    }
+}
+
 /// The apply state of a region that was just created (bootstrap or split).
 pub fn init_apply_state() -> RaftApplyState {
     RaftApplyState {
@@ -95,17 +123,7 @@ pub fn bootstrap_first_region(
     raft_log: &dyn RaftLogStore,
     region: &metapb::Region,
 ) -> Result<(), StoreError> {
-    let mut existing = false;
-    kv.snapshot().scan_cf(
-        CF_RAFT,
-        codec::keys::REGION_META_MIN_KEY,
-        Some(codec::keys::REGION_META_MAX_KEY),
-        false,
-        &mut |_, _| {
-            existing = true;
-            Ok(false)
-        },
-    )?;
+    let existing = !load_region_states(kv)?.is_empty();
     if existing {
         return Err(StoreError::AlreadyBootstrapped);
     }

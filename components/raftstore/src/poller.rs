@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use dashmap::DashMap;
-use engine::{KvEngine, CF_RAFT};
+use engine::KvEngine;
 use prost::Message as _;
 use proto::flotillapb::{
     self, AdminCmdType, AdminRequest, BatchSplitRequest, CompactLogRequest, PeerState,
-    RaftCmdRequest, RegionLocalState, SnapshotData, SplitRequest,
+    RaftCmdRequest, SnapshotData, SplitRequest,
 };
 use proto::{metapb, pdpb};
 use raft::eraftpb::{Entry, Message as RaftMsg, MessageType};
@@ -200,25 +200,12 @@ struct Poller {
 
 impl Poller {
     fn recover(&mut self) -> Result<(), StoreError> {
-        let mut regions = vec![];
-        self.kv.snapshot().scan_cf(
-            CF_RAFT,
-            codec::keys::REGION_META_MIN_KEY,
-            Some(codec::keys::REGION_META_MAX_KEY),
-            false,
-            &mut |k, v| {
-                if let Some((_, suffix)) = codec::keys::region_id_from_local_key(k) {
-                    if suffix == codec::keys::REGION_STATE_SUFFIX {
-                        if let Ok(state) = RegionLocalState::decode(v) {
-                            if state.state != PeerState::Tombstone as i32 {
-                                regions.extend(state.region);
-                            }
-                        }
-                    }
-                }
-                Ok(true)
-            },
-        )?;
+        let regions: Vec<metapb::Region> =
+            crate::peer_storage::load_region_states(self.kv.as_ref())?
+                .into_iter()
+                .filter(|s| s.state != PeerState::Tombstone as i32)
+                .filter_map(|s| s.region)
+                .collect();
         for region in regions {
             let Some(meta) = find_peer(&region, self.store_id).cloned() else {
                 continue;

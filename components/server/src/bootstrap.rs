@@ -2,8 +2,6 @@
 //! column family) and, for a new cluster, the first region.
 
 use engine::{KvEngine, WriteBatch, CF_RAFT};
-use prost::Message as _;
-use proto::flotillapb::RegionLocalState;
 use proto::metapb;
 use raft_log::RaftLogStore;
 
@@ -80,29 +78,9 @@ pub(crate) async fn ensure_store_id(kv: &dyn KvEngine, pd: &Pd) -> Result<u64, S
 
 /// Regions this store has metadata for.
 fn local_regions(kv: &dyn KvEngine) -> Result<Vec<metapb::Region>, ServerError> {
-    let mut regions = Vec::new();
-    let mut corrupt = None;
-    kv.snapshot().scan_cf(
-        CF_RAFT,
-        codec::keys::REGION_META_MIN_KEY,
-        Some(codec::keys::REGION_META_MAX_KEY),
-        false,
-        &mut |k, v| {
-            if let Some((_, codec::keys::REGION_STATE_SUFFIX)) =
-                codec::keys::region_id_from_local_key(k)
-            {
-                match RegionLocalState::decode(v) {
-                    Ok(state) => regions.extend(state.region),
-                    Err(e) => corrupt = Some(e.to_string()),
-                }
-            }
-            Ok(true)
-        },
-    )?;
-    match corrupt {
-        Some(e) => Err(ServerError::Ident(format!("unreadable region state: {e}"))),
-        None => Ok(regions),
-    }
+    let states = raftstore::load_region_states(kv)
+        .map_err(|e| ServerError::Ident(format!("reading local regions: {e}")))?;
+    Ok(states.into_iter().filter_map(|s| s.region).collect())
 }
 
 /// If PD has no cluster yet, offers this store's first region (the whole key space, one
