@@ -162,6 +162,10 @@ pub struct RequestHeader {
     pub region_epoch: Option<metapb::RegionEpoch>,
     /// The peer the client addressed; `None` skips the check.
     pub peer: Option<metapb::Peer>,
+    /// For a write computed from a read view: the leader term of that view. The proposal is
+    /// refused (`StaleCommand`) if the leader's term has changed since, because another
+    /// leader may have written in between. `None` skips the check.
+    pub term: Option<u64>,
 }
 
 /// One change to the region's data, as a write proposal carries it: keys are
@@ -175,6 +179,8 @@ pub struct ReadResponse {
     pub snapshot: Arc<dyn EngineSnapshot>,
     /// The region as it was when the read was served.
     pub region: metapb::Region,
+    /// The leader's term when the view was taken (see [`RequestHeader::term`]).
+    pub term: u64,
 }
 
 /// Called once when a write has been applied (or has failed).

@@ -111,6 +111,9 @@ impl Peer {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
+        if header.term.is_some_and(|t| t != self.raw.raft.term) {
+            return Err(RegionError::StaleCommand);
+        }
         if let Some(req) = &header.region_epoch {
             let cur = epoch_of(self.region());
             if req.version != cur.version {
@@ -216,6 +219,35 @@ impl Peer {
         self.waiting_reads.push(cb);
     }
 
+    /// A read view for computing a write (a transactional command), without a ReadIndex round.
+    ///
+    /// Safe because the write it feeds is proposed with the view's term (see
+    /// [`RequestHeader::term`]) and only applies if committed in that term: every entry before
+    /// it is then either from an earlier term, which this leader has applied (checked here:
+    /// the applied term is the current one), or this leader's own proposal, which the caller's
+    /// latches have waited for when it touches the same keys. A deposed leader's proposal never
+    /// commits in its old term after a new leader wrote. Until the current term's first entry
+    /// is applied, the read goes the ReadIndex way, which waits for it.
+    pub fn write_view(
+        &mut self,
+        cfg: &StoreConfig,
+        header: &RequestHeader,
+        kv: &Arc<dyn KvEngine>,
+        cb: ReadCallback,
+    ) {
+        if let Err(e) = self.check_request(header) {
+            return cb(Err(e));
+        }
+        if self.raw.store().apply_state.applied_term != self.raw.raft.term {
+            return self.read(cfg, header, cb);
+        }
+        cb(Ok(ReadResponse {
+            snapshot: kv.snapshot(),
+            region: self.region().clone(),
+            term: self.raw.raft.term,
+        }))
+    }
+
     /// Sends one ReadIndex for every queued read. raft-rs (safe mode) confirms the index with a
     /// heartbeat quorum, so a deposed leader that has not noticed yet never serves a read.
     /// Waits while the leader has not committed an entry in its term (raft-rs would drop it).
@@ -262,6 +294,7 @@ impl Peer {
                 cb(Ok(ReadResponse {
                     snapshot: snap.clone(),
                     region: self.region().clone(),
+                    term: self.raw.raft.term,
                 }));
             }
         }

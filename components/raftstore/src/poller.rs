@@ -54,6 +54,11 @@ pub enum StoreMsg {
         header: RequestHeader,
         cb: ReadCallback,
     },
+    /// A read view to compute a write from (see `Peer::write_view`).
+    WriteView {
+        header: RequestHeader,
+        cb: ReadCallback,
+    },
     /// PD's answer to a region heartbeat.
     HeartbeatResponse(Box<pdpb::RegionHeartbeatResponse>),
     /// Ids for a split.
@@ -326,6 +331,10 @@ impl Poller {
             },
             StoreMsg::Read { header, cb } => match self.peers.get_mut(&header.region_id) {
                 Some(p) => p.read(&self.cfg, &header, cb),
+                None => cb(Err(RegionError::RegionNotFound(header.region_id))),
+            },
+            StoreMsg::WriteView { header, cb } => match self.peers.get_mut(&header.region_id) {
+                Some(p) => p.write_view(&self.cfg, &header, &self.kv, cb),
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
             StoreMsg::HeartbeatResponse(resp) => self.on_heartbeat_response(*resp),

@@ -69,6 +69,16 @@ impl RaftRouter {
         }
     }
 
+    /// Asks the region's leader for a view to compute a write from, checked by term instead of
+    /// a ReadIndex round (see `Peer::write_view`); the write must carry the view's term.
+    pub fn write_view(&self, header: RequestHeader, cb: ReadCallback) {
+        if let Err((StoreMsg::WriteView { cb, .. }, e)) =
+            self.send(StoreMsg::WriteView { header, cb })
+        {
+            cb(Err(e));
+        }
+    }
+
     /// Delivers PD's answer to a region heartbeat (a membership change, a leader transfer or a
     /// split request).
     pub fn on_heartbeat_response(&self, resp: pdpb::RegionHeartbeatResponse) {

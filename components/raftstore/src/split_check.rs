@@ -69,26 +69,52 @@ pub fn measure(
     let mut by_size = vec![];
     let mut by_keys = vec![];
     let (mut part_size, mut part_keys) = (0u64, 0u64);
-    snap.scan_cf(CF_DEFAULT, &lower, Some(&upper), false, &mut |k, v| {
+    // Raw data lives in `default`; transactional data is counted by its `write` records, one
+    // key per user key however many versions it has. A split key is always a user key (the
+    // timestamp suffix stripped), so every version of a key stays in one region.
+    let mut last_user_key: Vec<u8> = vec![];
+    let mut visit = |cf: &str, k: &[u8], v: &[u8]| {
+        let origin = codec::keys::origin_key(k);
+        let versioned = cf == CF_WRITE || is_txn_key(origin);
+        let user_key = if versioned {
+            origin
+                .get(..origin.len().saturating_sub(8))
+                .unwrap_or(origin)
+        } else {
+            origin
+        };
         let n = (k.len() + v.len()) as u64;
         m.size += n;
-        m.keys += 1;
         part_size += n;
-        part_keys += 1;
+        let counts = if cf == CF_WRITE {
+            user_key != last_user_key.as_slice()
+        } else {
+            !versioned
+        };
+        if counts {
+            m.keys += 1;
+            part_keys += 1;
+            if cf == CF_WRITE {
+                last_user_key = user_key.to_vec();
+            }
+        }
         if part_size >= cfg.region_split_size_bytes {
-            by_size.push(codec::keys::origin_key(k).to_vec());
+            by_size.push(user_key.to_vec());
             part_size = 0;
         }
         if part_keys >= cfg.region_split_keys {
-            by_keys.push(codec::keys::origin_key(k).to_vec());
+            by_keys.push(user_key.to_vec());
             part_keys = 0;
         }
-        Ok(true)
-    })?;
-    snap.scan_cf(CF_WRITE, &lower, Some(&upper), false, &mut |k, v| {
-        m.size += (k.len() + v.len()) as u64;
-        Ok(true)
-    })?;
+    };
+    for cf in [CF_DEFAULT, CF_WRITE] {
+        snap.scan_cf(cf, &lower, Some(&upper), false, &mut |k, v| {
+            visit(cf, k, v);
+            Ok(true)
+        })?;
+    }
+    by_size.sort();
+    by_keys.sort();
     let mut keys = if m.size > cfg.region_max_size_bytes {
         by_size
     } else if m.keys > cfg.region_max_keys {
@@ -101,6 +127,12 @@ pub fn measure(
     keys.truncate(SPLIT_KEYS_MAX);
     m.split_keys = keys;
     Ok(m)
+}
+
+/// Whether an encoded key is in a transactional keyspace (`x` + keyspace id): its `default`
+/// CF entries carry a timestamp suffix.
+fn is_txn_key(encoded: &[u8]) -> bool {
+    encoded.first() == Some(&b'x')
 }
 
 #[cfg(test)]
@@ -137,5 +169,34 @@ mod tests {
         assert!(!m.split_keys.is_empty());
         let cfg = StoreConfig::default();
         assert!(measure(&kv, &cfg, &region).unwrap().split_keys.is_empty());
+    }
+
+    #[test]
+    fn transactional_keys_split_between_user_keys() {
+        let kv = MemEngine::default();
+        let mut wb = WriteBatch::default();
+        for i in 0..40u32 {
+            let key = codec::memcomparable::encode_bytes(format!("x\0\0\0k{i:04}").as_bytes());
+            for ts in 1..=3u64 {
+                let versioned = codec::keys::append_ts(&key, ts);
+                wb.put_cf(CF_WRITE, &codec::keys::data_key(&versioned), &[1u8; 20]);
+            }
+        }
+        kv.write(&wb, false).unwrap();
+        let cfg = StoreConfig {
+            region_max_keys: 30,
+            region_split_keys: 20,
+            ..Default::default()
+        };
+        let m = measure(&kv, &cfg, &metapb::Region::default()).unwrap();
+        assert_eq!(m.keys, 40, "versions of one key count once");
+        assert_eq!(m.split_keys.len(), 2);
+        for k in &m.split_keys {
+            let raw = codec::memcomparable::decode_bytes(k).unwrap().0;
+            assert!(
+                raw.starts_with(b"x\0\0\0k"),
+                "split key {raw:?} is not a user key"
+            );
+        }
     }
 }

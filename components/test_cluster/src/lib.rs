@@ -249,6 +249,7 @@ impl Cluster {
             region_id: region.id,
             region_epoch: region.region_epoch,
             peer: None,
+            term: None,
         })
     }
 
