@@ -28,6 +28,9 @@ pub mod mvcc;
 pub mod raw;
 pub mod txn;
 
+#[cfg(test)]
+mod test_util;
+
 pub use concurrency_manager::{ConcurrencyManager, MemoryLockGuard};
 pub use config::StorageConfig;
 pub use errors::{Result, StorageError};

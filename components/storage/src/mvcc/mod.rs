@@ -15,6 +15,9 @@
 mod reader;
 mod scan;
 
+#[cfg(test)]
+mod tests;
+
 
 pub use reader::{batch_get, check_lock_conflict, get, TxnKvPair};
 pub(crate) use reader::{
