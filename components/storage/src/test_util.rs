@@ -29,7 +29,11 @@ pub(crate) fn must_apply(engine: &MemEngine, modifies: Vec<Modify>) {
 }
 
 /// An optimistic 2PC prewrite request of `mutations`.
-pub(crate) fn prewrite_req(mutations: Vec<Mutation>, primary: &[u8], start: u64) -> PrewriteRequest {
+pub(crate) fn prewrite_req(
+    mutations: Vec<Mutation>,
+    primary: &[u8],
+    start: u64,
+) -> PrewriteRequest {
     PrewriteRequest {
         mutations,
         primary: primary.to_vec(),
@@ -48,7 +52,11 @@ pub(crate) fn delete(key: &[u8]) -> Mutation {
 }
 
 /// Runs a prewrite and applies it; returns the outcome (key errors included).
-pub(crate) fn try_prewrite(engine: &MemEngine, req: &PrewriteRequest, max_ts: u64) -> PrewriteOutcome {
+pub(crate) fn try_prewrite(
+    engine: &MemEngine,
+    req: &PrewriteRequest,
+    max_ts: u64,
+) -> PrewriteOutcome {
     let out = txn::prewrite(engine.snapshot().as_ref(), req, ts(max_ts)).unwrap();
     must_apply(engine, out.modifies.clone());
     out
@@ -56,11 +64,21 @@ pub(crate) fn try_prewrite(engine: &MemEngine, req: &PrewriteRequest, max_ts: u6
 
 pub(crate) fn must_prewrite(engine: &MemEngine, req: &PrewriteRequest) -> PrewriteOutcome {
     let out = try_prewrite(engine, req, 0);
-    assert!(out.key_errors.is_empty(), "prewrite failed: {:?}", out.key_errors);
+    assert!(
+        out.key_errors.is_empty(),
+        "prewrite failed: {:?}",
+        out.key_errors
+    );
     out
 }
 
-pub(crate) fn must_prewrite_put(engine: &MemEngine, key: &[u8], value: &[u8], primary: &[u8], start: u64) {
+pub(crate) fn must_prewrite_put(
+    engine: &MemEngine,
+    key: &[u8],
+    value: &[u8],
+    primary: &[u8],
+    start: u64,
+) {
     must_prewrite(engine, &prewrite_req(vec![put(key, value)], primary, start));
 }
 
@@ -76,7 +94,12 @@ pub(crate) fn must_prewrite_err(engine: &MemEngine, req: &PrewriteRequest) -> Tx
     out.key_errors.into_iter().next().unwrap()
 }
 
-pub(crate) fn try_commit(engine: &MemEngine, keys: &[&[u8]], start: u64, commit: u64) -> Result<(), TxnError> {
+pub(crate) fn try_commit(
+    engine: &MemEngine,
+    keys: &[&[u8]],
+    start: u64,
+    commit: u64,
+) -> Result<(), TxnError> {
     let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
     let out = txn::commit(engine.snapshot().as_ref(), &keys, ts(start), ts(commit))?;
     must_apply(engine, out.modifies);
@@ -109,7 +132,13 @@ pub(crate) fn must_get_locked(engine: &MemEngine, key: &[u8], read: u64) -> Lock
     }
 }
 
-pub(crate) fn must_put_committed(engine: &MemEngine, key: &[u8], value: &[u8], start: u64, commit: u64) {
+pub(crate) fn must_put_committed(
+    engine: &MemEngine,
+    key: &[u8],
+    value: &[u8],
+    start: u64,
+    commit: u64,
+) {
     must_prewrite_put(engine, key, value, key, start);
     must_commit(engine, key, start, commit);
 }

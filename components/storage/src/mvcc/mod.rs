@@ -18,12 +18,11 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
-
+/// Exclusive bound past the versions of a key, for tests of other modules.
+#[cfg(test)]
+pub(crate) use reader::versions_end as tests_versions_end;
 pub use reader::{batch_get, check_lock_conflict, get, TxnKvPair};
 pub(crate) use reader::{
     get_txn_commit_record, latest_data_write, load_lock, read_value, seek_write, CommitRecord,
 };
-/// Exclusive bound past the versions of a key, for tests of other modules.
-#[cfg(test)]
-pub(crate) use reader::versions_end as tests_versions_end;
 pub use scan::{scan, scan_locks, ScanEntry, TxnScanOptions};

@@ -72,7 +72,11 @@ fn write_conflicts_and_locked_keys() {
     must_prewrite_put(&engine, b"b", b"v", b"b", 31);
     let out = txn::prewrite(
         engine.snapshot().as_ref(),
-        &prewrite_req(vec![put(b"a", b"1"), put(b"b", b"2"), put(b"c", b"3")], b"a", 40),
+        &prewrite_req(
+            vec![put(b"a", b"1"), put(b"b", b"2"), put(b"c", b"3")],
+            b"a",
+            40,
+        ),
         ts(0),
     )
     .unwrap();
@@ -101,7 +105,13 @@ fn rollback_protects_against_late_prewrite() {
     // Rollback before the prewrite arrives: it leaves a record.
     must_rollback(&engine, b"k", 10);
     let err = must_prewrite_err(&engine, &prewrite_req(vec![put(b"k", b"v")], b"k", 10));
-    assert!(matches!(err, TxnError::WriteConflict { reason: WriteConflictReason::SelfRolledBack, .. }));
+    assert!(matches!(
+        err,
+        TxnError::WriteConflict {
+            reason: WriteConflictReason::SelfRolledBack,
+            ..
+        }
+    ));
     // A rolled-back transaction cannot commit.
     must_prewrite_put(&engine, b"j", b"v", b"j", 20);
     must_rollback(&engine, b"j", 20);
@@ -114,7 +124,9 @@ fn rollback_protects_against_late_prewrite() {
     // Rollback is idempotent; a committed transaction cannot roll back.
     must_rollback(&engine, b"j", 20);
     must_put_committed(&engine, b"c", b"v", 50, 60);
-    assert!(matches!(try_rollback(&engine, &[b"c"], 50), Err(TxnError::Committed { commit_ts, .. }) if commit_ts == ts(60)));
+    assert!(
+        matches!(try_rollback(&engine, &[b"c"], 50), Err(TxnError::Committed { commit_ts, .. }) if commit_ts == ts(60))
+    );
 }
 
 #[test]
@@ -125,14 +137,26 @@ fn rollback_does_not_overwrite_a_commit_at_the_same_ts() {
     must_rollback(&engine, b"k", 20);
     assert_eq!(must_get(&engine, b"k", 25), Some(b"v".to_vec()));
     let err = must_prewrite_err(&engine, &prewrite_req(vec![put(b"k", b"x")], b"k", 20));
-    assert!(matches!(err, TxnError::WriteConflict { reason: WriteConflictReason::SelfRolledBack, .. }));
+    assert!(matches!(
+        err,
+        TxnError::WriteConflict {
+            reason: WriteConflictReason::SelfRolledBack,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn commit_errors() {
     let engine = MemEngine::new();
-    assert!(matches!(try_commit(&engine, &[b"k"], 10, 10), Err(TxnError::Invalid(_))));
-    assert!(matches!(try_commit(&engine, &[b"k"], 10, 20), Err(TxnError::TxnLockNotFound { .. })));
+    assert!(matches!(
+        try_commit(&engine, &[b"k"], 10, 10),
+        Err(TxnError::Invalid(_))
+    ));
+    assert!(matches!(
+        try_commit(&engine, &[b"k"], 10, 20),
+        Err(TxnError::TxnLockNotFound { .. })
+    ));
     let mut req = prewrite_req(vec![put(b"k", b"v")], b"k", 10);
     req.min_commit_ts = ts(30);
     must_prewrite(&engine, &req);
@@ -143,7 +167,10 @@ fn commit_errors() {
     must_commit(&engine, b"k", 10, 30);
     // Request errors write nothing.
     let bad = prewrite_req(vec![put(b"x", b"v")], b"", 10);
-    assert!(matches!(txn::prewrite(engine.snapshot().as_ref(), &bad, ts(0)), Err(TxnError::Invalid(_))));
+    assert!(matches!(
+        txn::prewrite(engine.snapshot().as_ref(), &bad, ts(0)),
+        Err(TxnError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -154,7 +181,10 @@ fn insert_and_check_not_exists() {
     let err = must_prewrite_err(&engine, &prewrite_req(vec![insert.clone()], b"k", 10));
     assert!(matches!(err, TxnError::AlreadyExist { ref key } if key == b"k"));
     let check = Mutation::CheckNotExists(Key::from_raw(b"k"));
-    assert!(matches!(must_prewrite_err(&engine, &prewrite_req(vec![check], b"k", 10)), TxnError::AlreadyExist { .. }));
+    assert!(matches!(
+        must_prewrite_err(&engine, &prewrite_req(vec![check], b"k", 10)),
+        TxnError::AlreadyExist { .. }
+    ));
     // The constraint check can be skipped.
     let mut skip = prewrite_req(vec![insert], b"k", 10);
     skip.skip_constraint_check = true;
@@ -179,10 +209,19 @@ fn short_and_long_values() {
     let long = vec![b'l'; SHORT_VALUE_MAX_LEN + 1];
     let req = prewrite_req(vec![put(b"s", &short), put(b"l", &long)], b"s", 10);
     let out = must_prewrite(&engine, &req);
-    let defaults: Vec<_> = out.modifies.iter().filter(|m| m.cf() == CF_DEFAULT).collect();
+    let defaults: Vec<_> = out
+        .modifies
+        .iter()
+        .filter(|m| m.cf() == CF_DEFAULT)
+        .collect();
     assert_eq!(defaults.len(), 1);
-    assert!(matches!(defaults[0], Modify::Put { key, .. } if *key == Key::from_raw(b"l").append_ts(ts(10))));
-    assert_eq!(lock_of(&engine, b"s").unwrap().short_value, Some(short.clone()));
+    assert!(
+        matches!(defaults[0], Modify::Put { key, .. } if *key == Key::from_raw(b"l").append_ts(ts(10)))
+    );
+    assert_eq!(
+        lock_of(&engine, b"s").unwrap().short_value,
+        Some(short.clone())
+    );
     assert_eq!(lock_of(&engine, b"l").unwrap().short_value, None);
     try_commit(&engine, &[b"s", b"l"], 10, 20).unwrap();
     assert_eq!(must_get(&engine, b"s", 20), Some(short));
@@ -191,7 +230,10 @@ fn short_and_long_values() {
     let req = prewrite_req(vec![put(b"m", &long)], b"m", 30);
     must_prewrite(&engine, &req);
     let out = txn::batch_rollback(engine.snapshot().as_ref(), &[b"m".to_vec()], ts(30)).unwrap();
-    assert!(out.modifies.iter().any(|m| matches!(m, Modify::Delete { cf, .. } if cf == &CF_DEFAULT)));
+    assert!(out
+        .modifies
+        .iter()
+        .any(|m| matches!(m, Modify::Delete { cf, .. } if cf == &CF_DEFAULT)));
 }
 
 #[test]

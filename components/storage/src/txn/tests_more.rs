@@ -49,23 +49,41 @@ fn check_txn_status_shapes() {
     // Expired: rolled back, both zero.
     let out = check_status(&engine, b"p", start, 0, phys(1_001 + TTL_MS), false).unwrap();
     assert_eq!(out.action, CheckTxnStatusAction::TtlExpireRollback);
-    assert_eq!((out.lock_ttl, out.commit_version, out.lock_info), (0, ts(0), None));
+    assert_eq!(
+        (out.lock_ttl, out.commit_version, out.lock_info),
+        (0, ts(0), None)
+    );
     assert!(lock_of(&engine, b"p").is_none());
-    assert!(matches!(try_commit(&engine, &[b"p"], start, start + 10), Err(TxnError::TxnLockNotFound { .. })));
+    assert!(matches!(
+        try_commit(&engine, &[b"p"], start, start + 10),
+        Err(TxnError::TxnLockNotFound { .. })
+    ));
     // Asked again: rolled back, no action.
     let out = check_status(&engine, b"p", start, 0, phys(5_000), false).unwrap();
-    assert_eq!((out.lock_ttl, out.commit_version, out.action), (0, ts(0), CheckTxnStatusAction::NoAction));
+    assert_eq!(
+        (out.lock_ttl, out.commit_version, out.action),
+        (0, ts(0), CheckTxnStatusAction::NoAction)
+    );
     // Committed.
     must_put_committed(&engine, b"c", b"v", start, start + 7);
     let out = check_status(&engine, b"c", start, 0, phys(5_000), false).unwrap();
     assert_eq!((out.lock_ttl, out.commit_version), (0, ts(start + 7)));
     // Not there: error, or a rollback record when asked.
-    assert!(matches!(check_status(&engine, b"n", start, 0, phys(1_001), false), Err(TxnError::TxnNotFound { .. })));
+    assert!(matches!(
+        check_status(&engine, b"n", start, 0, phys(1_001), false),
+        Err(TxnError::TxnNotFound { .. })
+    ));
     let out = check_status(&engine, b"n", start, 0, phys(1_001), true).unwrap();
     assert_eq!(out.action, CheckTxnStatusAction::LockNotExistRollback);
     assert_eq!((out.lock_ttl, out.commit_version), (0, ts(0)));
     let err = must_prewrite_err(&engine, &prewrite_req(vec![put(b"n", b"v")], b"n", start));
-    assert!(matches!(err, TxnError::WriteConflict { reason: WriteConflictReason::SelfRolledBack, .. }));
+    assert!(matches!(
+        err,
+        TxnError::WriteConflict {
+            reason: WriteConflictReason::SelfRolledBack,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -82,7 +100,10 @@ fn check_txn_status_pushes_min_commit_ts() {
     assert_eq!(out.lock_info.unwrap().min_commit_ts, ts(caller + 1));
     // The reader now passes; the committer must use a newer ts.
     assert_eq!(must_get(&engine, b"p", caller), None);
-    assert!(matches!(try_commit(&engine, &[b"p"], start, caller), Err(TxnError::CommitTsExpired { .. })));
+    assert!(matches!(
+        try_commit(&engine, &[b"p"], start, caller),
+        Err(TxnError::CommitTsExpired { .. })
+    ));
     must_commit(&engine, b"p", start, caller + 1);
 }
 
@@ -100,7 +121,14 @@ fn check_txn_status_async_commit_and_pessimistic() {
     assert!(out.lock_info.unwrap().use_async_commit);
     // With force_sync_commit it is treated as 2PC.
     let out = txn::check_txn_status(
-        engine.snapshot().as_ref(), b"p", ts(start), ts(0), ts(phys(1_000 + 10 * TTL_MS)), false, true, false,
+        engine.snapshot().as_ref(),
+        b"p",
+        ts(start),
+        ts(0),
+        ts(phys(1_000 + 10 * TTL_MS)),
+        false,
+        true,
+        false,
     )
     .unwrap();
     assert_eq!(out.action, CheckTxnStatusAction::TtlExpireRollback);
@@ -113,15 +141,37 @@ fn check_txn_status_async_commit_and_pessimistic() {
         lock_ttl_ms: TTL_MS,
         ..PessimisticLockRequest::default()
     };
-    must_apply(&engine, txn::pessimistic_lock(engine.snapshot().as_ref(), &lock).unwrap().modifies);
+    must_apply(
+        &engine,
+        txn::pessimistic_lock(engine.snapshot().as_ref(), &lock)
+            .unwrap()
+            .modifies,
+    );
     let out = txn::check_txn_status(
-        engine.snapshot().as_ref(), b"q", ts(start), ts(0), ts(phys(1_000 + 10 * TTL_MS)), false, false, true,
+        engine.snapshot().as_ref(),
+        b"q",
+        ts(start),
+        ts(0),
+        ts(phys(1_000 + 10 * TTL_MS)),
+        false,
+        false,
+        true,
     )
     .unwrap();
-    assert_eq!(out.action, CheckTxnStatusAction::TtlExpirePessimisticRollback);
+    assert_eq!(
+        out.action,
+        CheckTxnStatusAction::TtlExpirePessimisticRollback
+    );
     assert_eq!(out.modifies.len(), 1, "only the lock is removed");
     let out = txn::check_txn_status(
-        engine.snapshot().as_ref(), b"z", ts(start), ts(0), ts(phys(2_000)), true, false, true,
+        engine.snapshot().as_ref(),
+        b"z",
+        ts(start),
+        ts(0),
+        ts(phys(2_000)),
+        true,
+        false,
+        true,
     )
     .unwrap();
     assert_eq!(out.action, CheckTxnStatusAction::LockNotExistDoNothing);
@@ -148,7 +198,11 @@ fn heart_beat_extends_ttl() {
 #[test]
 fn check_secondary_locks_outcomes() {
     let engine = MemEngine::new();
-    let mut req = prewrite_req(vec![put(b"p", b"1"), put(b"s1", b"2"), put(b"s2", b"3")], b"p", 10);
+    let mut req = prewrite_req(
+        vec![put(b"p", b"1"), put(b"s1", b"2"), put(b"s2", b"3")],
+        b"p",
+        10,
+    );
     req.use_async_commit = true;
     req.secondaries = vec![b"s1".to_vec(), b"s2".to_vec()];
     must_prewrite(&engine, &req);
@@ -163,12 +217,22 @@ fn check_secondary_locks_outcomes() {
     assert_eq!(out.commit_ts, ts(20));
     assert!(out.locks.is_empty());
     // A secondary that never got its prewrite is rolled back, and so is the transaction.
-    let out = txn::check_secondary_locks(engine.snapshot().as_ref(), &[b"never".to_vec()], ts(30)).unwrap();
+    let out = txn::check_secondary_locks(engine.snapshot().as_ref(), &[b"never".to_vec()], ts(30))
+        .unwrap();
     assert!(out.locks.is_empty() && out.commit_ts.is_zero());
     assert_eq!(out.modifies.len(), 1);
     must_apply(&engine, out.modifies);
-    let err = must_prewrite_err(&engine, &prewrite_req(vec![put(b"never", b"v")], b"never", 30));
-    assert!(matches!(err, TxnError::WriteConflict { reason: WriteConflictReason::SelfRolledBack, .. }));
+    let err = must_prewrite_err(
+        &engine,
+        &prewrite_req(vec![put(b"never", b"v")], b"never", 30),
+    );
+    assert!(matches!(
+        err,
+        TxnError::WriteConflict {
+            reason: WriteConflictReason::SelfRolledBack,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -181,7 +245,8 @@ fn resolve_lock_in_batches() {
     let status = [(ts(10), ts(20))];
     let mut rounds = 0;
     loop {
-        let out = txn::resolve_lock(engine.snapshot().as_ref(), &status, None, b"", b"", 2).unwrap();
+        let out =
+            txn::resolve_lock(engine.snapshot().as_ref(), &status, None, b"", b"", 2).unwrap();
         must_apply(&engine, out.modifies);
         rounds += 1;
         if !out.has_more {
@@ -192,13 +257,30 @@ fn resolve_lock_in_batches() {
     for k in &keys {
         assert_eq!(must_get(&engine, k, 20), Some(b"v".to_vec()));
     }
-    assert!(lock_of(&engine, b"other").is_some(), "other transactions untouched");
+    assert!(
+        lock_of(&engine, b"other").is_some(),
+        "other transactions untouched"
+    );
     // Roll back by explicit keys; a key without lock still gets a rollback record.
-    let out = txn::resolve_lock(engine.snapshot().as_ref(), &[(ts(11), ts(0))], Some(&[b"other".to_vec(), b"x".to_vec()]), b"", b"", 0).unwrap();
+    let out = txn::resolve_lock(
+        engine.snapshot().as_ref(),
+        &[(ts(11), ts(0))],
+        Some(&[b"other".to_vec(), b"x".to_vec()]),
+        b"",
+        b"",
+        0,
+    )
+    .unwrap();
     must_apply(&engine, out.modifies);
     assert!(lock_of(&engine, b"other").is_none());
     let err = must_prewrite_err(&engine, &prewrite_req(vec![put(b"x", b"v")], b"x", 11));
-    assert!(matches!(err, TxnError::WriteConflict { reason: WriteConflictReason::SelfRolledBack, .. }));
+    assert!(matches!(
+        err,
+        TxnError::WriteConflict {
+            reason: WriteConflictReason::SelfRolledBack,
+            ..
+        }
+    ));
 }
 
 fn lock_req(keys: &[&[u8]], start: u64, for_update: u64) -> PessimisticLockRequest {
@@ -228,7 +310,10 @@ fn pessimistic_lock_prewrite_commit() {
     assert!(out.key_errors.is_empty());
     assert_eq!(out.values, vec![Some(b"old".to_vec()), None]);
     assert_eq!(out.exists, vec![true, false]);
-    assert_eq!(lock_of(&engine, b"a").unwrap().lock_type, LockType::Pessimistic);
+    assert_eq!(
+        lock_of(&engine, b"a").unwrap().lock_type,
+        LockType::Pessimistic
+    );
     // Pessimistic locks never block readers; other writers meet them.
     assert_eq!(must_get(&engine, b"a", 20), Some(b"old".to_vec()));
     let out = pessimistic(&engine, &lock_req(&[b"a"], 11, 11));
@@ -244,7 +329,10 @@ fn pessimistic_lock_prewrite_commit() {
     must_prewrite(&engine, &req);
     let mut missing = prewrite_req(vec![put(b"c", b"c")], b"a", 10);
     missing.pessimistic_actions = vec![PessimisticAction::DoPessimisticCheck];
-    assert!(matches!(must_prewrite_err(&engine, &missing), TxnError::PessimisticLockNotFound { .. }));
+    assert!(matches!(
+        must_prewrite_err(&engine, &missing),
+        TxnError::PessimisticLockNotFound { .. }
+    ));
     try_commit(&engine, &[b"a", b"b"], 10, 20).unwrap();
     assert_eq!(must_get(&engine, b"a", 20), Some(b"new".to_vec()));
 }
@@ -256,11 +344,16 @@ fn pessimistic_conflicts_and_rollback() {
     let out = pessimistic(&engine, &lock_req(&[b"k"], 5, 15));
     assert!(matches!(
         out.key_errors[..],
-        [TxnError::WriteConflict { reason: WriteConflictReason::PessimisticRetry, .. }]
+        [TxnError::WriteConflict {
+            reason: WriteConflictReason::PessimisticRetry,
+            ..
+        }]
     ));
     assert!(out.modifies.is_empty());
     // Retry with a newer for_update_ts succeeds.
-    assert!(pessimistic(&engine, &lock_req(&[b"k"], 5, 25)).key_errors.is_empty());
+    assert!(pessimistic(&engine, &lock_req(&[b"k"], 5, 25))
+        .key_errors
+        .is_empty());
     // pessimistic_rollback removes only our pessimistic locks up to for_update_ts.
     let keys = vec![b"k".to_vec()];
     let out = txn::pessimistic_rollback(engine.snapshot().as_ref(), &keys, ts(5), ts(24)).unwrap();
@@ -271,20 +364,32 @@ fn pessimistic_conflicts_and_rollback() {
     // After a rollback record, the lock request learns it was rolled back.
     must_rollback(&engine, b"r", 30);
     let out = pessimistic(&engine, &lock_req(&[b"r"], 30, 30));
-    assert!(matches!(out.key_errors[..], [TxnError::PessimisticLockRolledBack { .. }]));
+    assert!(matches!(
+        out.key_errors[..],
+        [TxnError::PessimisticLockRolledBack { .. }]
+    ));
     // A prewritten (non-pessimistic) lock is not removed by pessimistic rollback.
     must_prewrite_put(&engine, b"w", b"v", b"w", 40);
-    let out = txn::pessimistic_rollback(engine.snapshot().as_ref(), &[b"w".to_vec()], ts(40), ts(50)).unwrap();
+    let out =
+        txn::pessimistic_rollback(engine.snapshot().as_ref(), &[b"w".to_vec()], ts(40), ts(50))
+            .unwrap();
     assert!(out.modifies.is_empty());
     // A non-locked key of a pessimistic txn is checked against for_update_ts.
     must_put_committed(&engine, b"u", b"v", 41, 45);
-    let mut req = prewrite_req(vec![Mutation::Put(Key::from_raw(b"u"), b"x".to_vec())], b"w2", 42);
+    let mut req = prewrite_req(
+        vec![Mutation::Put(Key::from_raw(b"u"), b"x".to_vec())],
+        b"w2",
+        42,
+    );
     req.pessimistic_actions = vec![PessimisticAction::SkipPessimisticCheck];
     req.for_update_ts = ts(50);
     must_prewrite(&engine, &req);
     req.start_ts = ts(43);
     req.for_update_ts = ts(44);
-    assert!(matches!(must_prewrite_err(&engine, &req), TxnError::KeyIsLocked(_)));
+    assert!(matches!(
+        must_prewrite_err(&engine, &req),
+        TxnError::KeyIsLocked(_)
+    ));
 }
 
 #[test]
