@@ -1,4 +1,4 @@
-//! Raw key-value semantics of a store, pure over an engine snapshot.
+//! Raw and transactional key-value semantics of a store, pure over an engine snapshot.
 //!
 //! Key types: [`StorageConfig`] (request limits, checked before anything is read or written),
 //! [`StorageError`] (typed request errors, answered in the response's `error` string),
@@ -11,15 +11,27 @@
 //! modifications to raft. Values carry an optional expiry (see [`raw::value`]); `now_secs` is
 //! always passed in, so nothing here reads a clock or does I/O besides reading the snapshot.
 //!
+//! Transactions: [`mvcc`] reads at a timestamp (snapshot isolation), [`txn`] holds the
+//! Percolator write actions (prewrite, commit, rollback, lock resolution, pessimistic locks,
+//! GC), each returning the [`Modify`]s to propose; [`ConcurrencyManager`] keeps the store's
+//! `max_ts` and in-memory locks for async commit. Types come from `txn_types`.
+//!
 //! Must not depend on: `raftstore`, `pd_client`, `proto`, tonic. The server joins this crate
 //! with the raftstore.
 #![deny(missing_docs)]
 
+mod concurrency_manager;
 mod config;
 mod errors;
 mod latch;
+pub mod mvcc;
 pub mod raw;
+pub mod txn;
 
+#[cfg(test)]
+mod test_util;
+
+pub use concurrency_manager::{ConcurrencyManager, MemoryLockGuard};
 pub use config::StorageConfig;
 pub use errors::{Result, StorageError};
 pub use latch::{LatchGuard, Latches};
