@@ -19,10 +19,18 @@
 //! must not depend on the store, its engines or any client; it only knows the history.
 #![deny(missing_docs)]
 
+mod anomaly;
 mod gen;
+mod graph;
 mod history;
+mod list_append;
 
+#[cfg(test)]
+mod list_append_tests;
+
+pub use anomaly::{Anomaly, AnomalyKind, CycleStep, EdgeKind, Report, ANOMALIES_PER_KIND_MAX};
 pub use gen::{ListAppendGen, APPENDS_PER_KEY_DEFAULT};
 pub use history::{
     decode_list, encode_list, history_from_json, history_to_json, HistoryError, Op, Outcome, Txn,
 };
+pub use list_append::{check_list_append, check_list_append_with, CheckOptions};
