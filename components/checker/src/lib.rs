@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod anomaly;
+mod bank;
 mod gen;
 mod graph;
 mod history;
@@ -29,6 +30,10 @@ mod list_append;
 mod list_append_tests;
 
 pub use anomaly::{Anomaly, AnomalyKind, CycleStep, EdgeKind, Report, ANOMALIES_PER_KIND_MAX};
+pub use bank::{
+    check_bank, check_bank_with, BankOptions, BankRead, BankSummary, BankTransfer, BankViolation,
+    UNDETERMINED_TRANSFERS_DEFAULT_MAX,
+};
 pub use gen::{ListAppendGen, APPENDS_PER_KEY_DEFAULT};
 pub use history::{
     decode_list, encode_list, history_from_json, history_to_json, HistoryError, Op, Outcome, Txn,
