@@ -28,6 +28,8 @@ mod list_append;
 
 #[cfg(test)]
 mod list_append_tests;
+#[cfg(test)]
+mod sim;
 
 pub use anomaly::{Anomaly, AnomalyKind, CycleStep, EdgeKind, Report, ANOMALIES_PER_KIND_MAX};
 pub use bank::{
