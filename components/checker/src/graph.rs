@@ -343,6 +343,8 @@ impl Tarjan {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn graph(n: usize, edges: &[(u32, u32, u8)]) -> Adj {
@@ -414,5 +416,105 @@ mod tests {
         assert_eq!(steps.len(), 4);
         assert_eq!(steps[0], (0, 1, EdgeKind::Rw));
         assert_eq!(steps.last().unwrap().1, 0);
+    }
+
+    /// `r[a][b]`: a path of one or more edges meeting `allowed` leads from a to b.
+    fn closure(adj: &Adj, allowed: u8) -> Vec<Vec<bool>> {
+        let n = adj.len();
+        let mut r = vec![vec![false; n]; n];
+        for (a, es) in adj.iter().enumerate() {
+            for &(b, m) in es {
+                r[a][b as usize] |= m & allowed != 0;
+            }
+        }
+        for k in 0..n {
+            for a in 0..n {
+                for b in 0..n {
+                    r[a][b] |= r[a][k] && r[k][b];
+                }
+            }
+        }
+        r
+    }
+
+    /// The classes `find_cycles` should report, from transitive closures instead of SCCs.
+    fn expected_kinds(adj: &Adj) -> Vec<AnomalyKind> {
+        let n = adj.len();
+        let (ww, wwr, all) = (closure(adj, WW), closure(adj, WW | WR), closure(adj, ALL));
+        let edges = |bit: u8| {
+            adj.iter().enumerate().flat_map(move |(a, es)| {
+                es.iter()
+                    .filter(move |(_, m)| m & bit != 0)
+                    .map(move |&(b, _)| (a, b as usize))
+            })
+        };
+        let back = |v: usize, u: usize| v == u || wwr[v][u];
+        let mut kinds = Vec::new();
+        if (0..n).any(|a| ww[a][a]) {
+            kinds.push(AnomalyKind::G0);
+        }
+        if edges(WR).any(|(u, v)| back(v, u)) {
+            kinds.push(AnomalyKind::G1c);
+        }
+        let singles: Vec<(usize, usize)> = edges(RW).filter(|&(u, v)| back(v, u)).collect();
+        if !singles.is_empty() {
+            kinds.push(AnomalyKind::GSingle);
+        }
+        // G2-item: an SCC with an rw edge inside and no G-single there.
+        let same_scc = |a: usize, b: usize| a == b || (all[a][b] && all[b][a]);
+        if edges(RW).any(|(u, v)| all[v][u] && !singles.iter().any(|&(x, _)| same_scc(x, u))) {
+            kinds.push(AnomalyKind::G2Item);
+        }
+        kinds
+    }
+
+    fn random_graph() -> impl Strategy<Value = Adj> {
+        (2usize..8).prop_flat_map(|n| {
+            proptest::collection::vec((0..n as u32, 0..n as u32, 1u8..8), 0..3 * n).prop_map(
+                move |edges| {
+                    let mut adj: Adj = vec![Vec::new(); n];
+                    for (a, b, m) in edges {
+                        if a == b {
+                            continue;
+                        }
+                        match adj[a as usize].iter_mut().find(|(w, _)| *w == b) {
+                            Some(e) => e.1 |= m,
+                            None => adj[a as usize].push((b, m)),
+                        }
+                    }
+                    adj
+                },
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn cycles_match_closures_and_are_well_formed(adj in random_graph()) {
+            let found = find_cycles(&adj);
+            let mut got = kinds(&found);
+            got.dedup();
+            prop_assert_eq!(got, expected_kinds(&adj));
+            for c in &found {
+                let first = c.steps[0].0;
+                prop_assert_eq!(c.steps.last().unwrap().1, first);
+                for (i, &(a, b, k)) in c.steps.iter().enumerate() {
+                    let mask = adj[a as usize].iter().find(|(w, _)| *w == b).map(|e| e.1);
+                    prop_assert!(mask.is_some_and(|m| m & k.bit() != 0));
+                    if i > 0 {
+                        prop_assert_eq!(c.steps[i - 1].1, a);
+                    }
+                }
+                let count = |k: EdgeKind| c.steps.iter().filter(|s| s.2 == k).count();
+                let (wr, rw) = (count(EdgeKind::Wr), count(EdgeKind::Rw));
+                match c.kind {
+                    AnomalyKind::G0 => prop_assert_eq!((wr, rw), (0, 0)),
+                    AnomalyKind::G1c => prop_assert!(wr > 0 && rw == 0),
+                    AnomalyKind::GSingle => prop_assert_eq!(rw, 1),
+                    AnomalyKind::G2Item => prop_assert!(rw >= 2),
+                    k => prop_assert!(false, "unexpected {:?}", k),
+                }
+            }
+        }
     }
 }

@@ -15,6 +15,22 @@
 //! isolation holds (G2-item write skew is allowed). [`check_bank`] checks a bank workload's
 //! full-table reads.
 //!
+//! # Recording a history
+//!
+//! - Take `start` from the driver's monotonic counter just before beginning the transaction
+//!   (before its start timestamp is fetched) and `end` just after its outcome is known.
+//! - Run an append as read-modify-write inside the transaction: get the key's list (absent =
+//!   empty, [`decode_list`]), push the value, put it back ([`encode_list`]).
+//! - Fill in every read that returned: `values: Some(list)`, `Some(vec![])` for an absent key.
+//!   Keep those reads even if the transaction later aborts or its outcome is unknown: a
+//!   snapshot read is an observation either way. Leave a read that failed or never ran `None`.
+//! - Outcome: `Committed` only when commit returned Ok. `Aborted` when the transaction surely
+//!   did not commit: rolled back, failed before commit was sent, or commit was refused with a
+//!   definite error (write conflict, key already locked by a winner). Anything else at commit
+//!   (timeout, region or transport error, undetermined result) is `Unknown`: never guess
+//!   `Aborted`, which would turn a visible commit into a false G1a.
+//! - Record every transaction begun, whatever its outcome, with ids unique in the history.
+//!
 //! Everything here is pure: no I/O, no clock, randomness only from a caller's seed. This crate
 //! must not depend on the store, its engines or any client; it only knows the history.
 #![deny(missing_docs)]
