@@ -74,6 +74,8 @@ pub struct TransportConfig {
 pub struct PdWorkerConfig {
     /// Interval between store heartbeats. Default 10 s.
     pub store_heartbeat_interval_ms: u64,
+    /// How often the GC worker asks PD for the GC safe point. Default 10 s.
+    pub gc_safe_point_poll_ms: u64,
     /// Capacity of the raftstore → PD worker task queue. Default 4 096.
     pub task_queue_max: usize,
 }
@@ -119,6 +121,7 @@ impl Default for PdWorkerConfig {
     fn default() -> Self {
         PdWorkerConfig {
             store_heartbeat_interval_ms: 10_000,
+            gc_safe_point_poll_ms: 10_000,
             task_queue_max: 4_096,
         }
     }

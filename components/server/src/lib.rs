@@ -19,6 +19,7 @@
 mod bootstrap;
 mod config;
 mod error;
+mod gc_worker;
 mod kv;
 pub mod metrics;
 mod node;

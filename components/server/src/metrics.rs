@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, Encoder, HistogramVec, IntCounterVec,
-    TextEncoder,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, Encoder, HistogramVec,
+    IntCounter, IntCounterVec, TextEncoder,
 };
 
 /// Client requests received, by request type.
@@ -50,6 +50,15 @@ pub static RAFT_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Regions the GC worker has garbage-collected (one per region and safe point).
+pub static GC_REGIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "flotilla_gc_regions_total",
+        "Regions garbage-collected below a GC safe point"
+    )
+    .expect("metric registers once")
+});
+
 /// Counts one transport event.
 pub fn raft_event(event: &str, n: u64) {
     RAFT_MESSAGES.with_label_values(&[event]).inc_by(n);
@@ -62,6 +71,7 @@ pub fn render() -> String {
     LazyLock::force(&REQUEST_ERRORS);
     LazyLock::force(&REQUEST_DURATION);
     LazyLock::force(&RAFT_MESSAGES);
+    LazyLock::force(&GC_REGIONS);
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
         tracing::warn!(error = %e, "encoding metrics failed");

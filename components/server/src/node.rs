@@ -11,9 +11,11 @@ use proto::metapb;
 use proto::tikvpb::tikv_server::TikvServer;
 use raft_log::{RaftEngineLog, RaftLogStore};
 use raftstore::{RaftRouter, RaftStore, Transport};
+use storage::ConcurrencyManager;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use txn_types::TimeStamp;
 
 use crate::bootstrap::{bootstrap_cluster_if_needed, ensure_store_id};
 use crate::kv::KvService;
@@ -36,6 +38,7 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     status_task: JoinHandle<()>,
+    gc_task: JoinHandle<()>,
     grace: Duration,
 }
 
@@ -104,18 +107,33 @@ impl Node {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let pd_worker = PdWorker::start(
-            pd,
+            pd.clone(),
             router.clone(),
             pd_rx,
             cfg.pd_worker.clone(),
             cfg.data_dir.clone(),
             shutdown_rx.clone(),
         )?;
+        // Every timestamp a client read with before this start came from PD earlier.
+        let cm = Arc::new(ConcurrencyManager::new(TimeStamp::new(pd.get_tso().await?)));
+        let kv_service = KvService::new(
+            router.clone(),
+            kv.clone(),
+            cfg.storage.clone(),
+            Duration::from_millis(cfg.request_timeout_ms),
+            cm,
+            pd.clone(),
+        );
+        let gc_task = tokio::spawn(crate::gc_worker::run(
+            kv_service.inner(),
+            Duration::from_millis(cfg.pd_worker.gc_safe_point_poll_ms),
+            shutdown_rx.clone(),
+        ));
         let grpc_task = tokio::spawn(serve_grpc(
             &cfg,
             grpc_listener,
+            kv_service,
             router.clone(),
-            kv.clone(),
             shutdown_rx.clone(),
         ));
         let status_task = tokio::spawn(crate::status::serve(
@@ -137,6 +155,7 @@ impl Node {
             shutdown,
             grpc_task,
             status_task,
+            gc_task,
             grace: Duration::from_millis(cfg.shutdown_grace_ms),
         })
     }
@@ -183,6 +202,12 @@ impl Node {
         {
             self.status_task.abort();
         }
+        if tokio::time::timeout(self.grace, &mut self.gc_task)
+            .await
+            .is_err()
+        {
+            self.gc_task.abort();
+        }
         if let Some(w) = self.pd_worker.take() {
             w.stop().await;
         }
@@ -224,13 +249,11 @@ fn store_record(
 fn serve_grpc(
     cfg: &ServerConfig,
     listener: TcpListener,
+    kv_service: KvService,
     router: RaftRouter,
-    kv: Arc<dyn KvEngine>,
     mut shutdown: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = Result<(), tonic::transport::Error>> {
     let max = cfg.grpc_message_max_bytes;
-    let timeout = Duration::from_millis(cfg.request_timeout_ms);
-    let kv_service = KvService::new(router.clone(), kv, cfg.storage.clone(), timeout);
     let raft_service = RaftService::new(router, cfg.transport.snapshot_recv_max_bytes);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -83,6 +83,16 @@ impl Pd {
         self.client.get_store(store_id).await.map_err(pd_err)
     }
 
+    /// A fresh timestamp from PD's TSO.
+    pub async fn get_tso(&self) -> Result<u64, ServerError> {
+        self.client.get_tso().await.map_err(pd_err)
+    }
+
+    /// The cluster's GC safe point (0 if none was set).
+    pub async fn get_gc_safe_point(&self) -> Result<u64, ServerError> {
+        self.client.get_gc_safe_point().await.map_err(pd_err)
+    }
+
     /// Reports this store's statistics.
     pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> Result<(), ServerError> {
         self.client.store_heartbeat(stats).await.map_err(pd_err)

@@ -1,23 +1,37 @@
-//! The client-facing `tikvpb.Tikv` service: raw requests checked against the storage limits,
-//! read through a leader's read view or written through raft, and answered with region and
-//! storage errors as data.
+//! The client-facing `tikvpb.Tikv` service: raw and transactional requests checked against
+//! the storage limits, read through a leader's read view or computed from one and written
+//! through raft, and answered with region, key and storage errors as data.
 
 mod read;
+mod txn_pb;
+mod txn_read;
+mod txn_resolve;
+mod txn_write;
 mod write;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dashmap::DashMap;
+use engine::EngineSnapshot;
 use engine::KvEngine;
 use proto::tikvpb::tikv_server::Tikv;
 use proto::{errorpb, kvrpcpb, metapb};
 use raftstore::{RaftRouter, ReadResponse, RegionError, RequestHeader};
-use storage::{Latches, Modify, RegionRange, StorageConfig, StorageError};
+use storage::txn::TxnError;
+use storage::{
+    ConcurrencyManager, LatchGuard, Latches, Modify, RegionRange, StorageConfig, StorageError,
+};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
+use txn_types::TimeStamp;
 
 use crate::metrics;
+use crate::pd::Pd;
+
+use read::scan_range;
+pub(crate) use txn_resolve::GC_KEYS_PER_ROUND;
 
 /// Why one client request failed; both kinds are answered inside the response.
 #[derive(Debug)]
@@ -26,6 +40,9 @@ pub(crate) enum ReqError {
     Region(Box<RegionError>),
     /// The request itself is bad, or the data could not be read.
     Storage(StorageError),
+    /// The request is malformed in a way the storage limits do not cover (a zero timestamp,
+    /// a prewrite without a primary, an unknown operation).
+    Invalid(String),
 }
 
 impl From<RegionError> for ReqError {
@@ -71,6 +88,56 @@ error_string_response!(
     kvrpcpb::RawGetKeyTtlResponse,
     kvrpcpb::RawCasResponse,
     kvrpcpb::UnsafeDestroyRangeResponse,
+    kvrpcpb::DeleteRangeResponse,
+);
+
+/// Responses whose request error is a `KeyError` with `abort` set.
+macro_rules! key_error_response {
+    ($($t:ty),* $(,)?) => {$(
+        impl ErrorResponse for $t {
+            fn set_region_error(&mut self, e: errorpb::Error) {
+                self.region_error = Some(e);
+            }
+            fn set_error(&mut self, msg: String) {
+                self.error = Some(abort_error(msg));
+            }
+        }
+    )*};
+}
+
+key_error_response!(
+    kvrpcpb::ScanLockResponse,
+    kvrpcpb::GetResponse,
+    kvrpcpb::BatchGetResponse,
+    kvrpcpb::ScanResponse,
+    kvrpcpb::CommitResponse,
+    kvrpcpb::BatchRollbackResponse,
+    kvrpcpb::CleanupResponse,
+    kvrpcpb::TxnHeartBeatResponse,
+    kvrpcpb::CheckTxnStatusResponse,
+    kvrpcpb::CheckSecondaryLocksResponse,
+    kvrpcpb::ResolveLockResponse,
+    kvrpcpb::GcResponse,
+);
+
+/// Responses with a list of key errors: the request error is the only one.
+macro_rules! key_errors_response {
+    ($($t:ty),* $(,)?) => {$(
+        impl ErrorResponse for $t {
+            fn set_region_error(&mut self, e: errorpb::Error) {
+                self.region_error = Some(e);
+            }
+            fn set_error(&mut self, msg: String) {
+                self.errors = vec![abort_error(msg)];
+            }
+        }
+    )*};
+}
+
+key_errors_response!(
+    kvrpcpb::PrewriteResponse,
+    kvrpcpb::PessimisticLockResponse,
+    kvrpcpb::PessimisticRollbackResponse,
 );
 
 /// As TiKV does for responses without an `error` field: one pair carrying the error.
@@ -98,24 +165,16 @@ impl ErrorResponse for kvrpcpb::RawBatchGetResponse {
     }
 }
 
-impl ErrorResponse for kvrpcpb::ScanLockResponse {
-    fn set_region_error(&mut self, e: errorpb::Error) {
-        self.region_error = Some(e);
-    }
-    fn set_error(&mut self, msg: String) {
-        self.error = Some(kvrpcpb::KeyError {
-            abort: msg,
-            ..Default::default()
-        });
+fn abort_error(msg: String) -> kvrpcpb::KeyError {
+    kvrpcpb::KeyError {
+        abort: msg,
+        ..Default::default()
     }
 }
 
 fn abort_pair(msg: String) -> kvrpcpb::KvPair {
     kvrpcpb::KvPair {
-        error: Some(kvrpcpb::KeyError {
-            abort: msg,
-            ..Default::default()
-        }),
+        error: Some(abort_error(msg)),
         ..Default::default()
     }
 }
@@ -127,6 +186,12 @@ pub(crate) struct KvInner {
     pub(crate) limits: StorageConfig,
     pub(crate) latches: Latches,
     pub(crate) request_timeout: Duration,
+    /// `max_ts` and the memory locks of async-commit and 1PC prewrites in flight.
+    pub(crate) cm: Arc<ConcurrencyManager>,
+    /// PD, for the timestamp that syncs `max_ts` when a region gets a new leader.
+    pub(crate) pd: Pd,
+    /// Per region, the leader term in which `max_ts` was last synced with PD's TSO.
+    pub(crate) max_ts_synced: DashMap<u64, u64>,
 }
 
 /// The `tikvpb.Tikv` service of one store. Cheap to clone.
@@ -137,12 +202,15 @@ pub struct KvService {
 
 impl KvService {
     /// A service over `router` (reads and writes through raft) and `kv` (for
-    /// `UnsafeDestroyRange`, which bypasses raft), with request limits and timeout.
+    /// `UnsafeDestroyRange`, which bypasses raft), with request limits and timeout; `cm` is
+    /// the store's concurrency manager and `pd` its PD client.
     pub fn new(
         router: RaftRouter,
         kv: Arc<dyn KvEngine>,
         limits: StorageConfig,
         request_timeout: Duration,
+        cm: Arc<ConcurrencyManager>,
+        pd: Pd,
     ) -> Self {
         let latches = Latches::new(limits.latch_slots);
         KvService {
@@ -152,8 +220,16 @@ impl KvService {
                 limits,
                 latches,
                 request_timeout,
+                cm,
+                pd,
+                max_ts_synced: DashMap::new(),
             }),
         }
+    }
+
+    /// The shared state, for the GC worker.
+    pub(crate) fn inner(&self) -> Arc<KvInner> {
+        self.inner.clone()
     }
 
     /// Runs one request: counts it, bounds its time, and turns its error into response data.
@@ -186,6 +262,12 @@ impl KvService {
                         .inc();
                     resp.set_error(e.to_string());
                 }
+                ReqError::Invalid(msg) => {
+                    metrics::REQUEST_ERRORS
+                        .with_label_values(&[kind, "invalid"])
+                        .inc();
+                    resp.set_error(format!("invalid request: {msg}"));
+                }
             }
             resp
         });
@@ -212,8 +294,95 @@ impl KvInner {
         }
     }
 
+    /// A read view to compute a write from: current as of the leader's term, without a
+    /// ReadIndex round (see `RaftRouter::write_view`).
+    pub(crate) async fn write_view(&self, header: RequestHeader) -> Result<ReadResponse, ReqError> {
+        let (tx, rx) = oneshot::channel();
+        self.router.write_view(
+            header,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        match rx.await {
+            Ok(result) => result.map_err(ReqError::from),
+            Err(_) => Err(RegionError::Other("raftstore dropped the read".into()).into()),
+        }
+    }
+
+    /// The first half of a transactional write: the keys' latches, then a write view of the
+    /// region holding them all. The returned header carries the view's term for
+    /// [`KvInner::finish_txn_write`].
+    async fn begin_txn_write<K: AsRef<[u8]>>(
+        &self,
+        ctx: Option<&kvrpcpb::Context>,
+        keys: &[K],
+    ) -> Result<(LatchGuard, ReadResponse, RequestHeader), ReqError> {
+        let latch = self.latches.acquire(keys).await;
+        let mut head = header(ctx);
+        let view = self.write_view(head.clone()).await?;
+        check_in_region(&view.region, keys)?;
+        head.term = Some(view.term);
+        Ok((latch, view, head))
+    }
+
+    /// The second half: proposes the action's changes in the view's term and waits until
+    /// they are applied. Nothing to write costs nothing.
+    async fn finish_txn_write(
+        &self,
+        head: RequestHeader,
+        modifies: Vec<Modify>,
+    ) -> Result<(), ReqError> {
+        if modifies.is_empty() {
+            return Ok(());
+        }
+        self.write(head, modifies).await
+    }
+
+    /// A whole transactional write around `action`, which reads the view and returns the
+    /// changes and its answer, or a key error (then nothing is written).
+    async fn txn_write<K, T, F>(
+        &self,
+        ctx: Option<&kvrpcpb::Context>,
+        keys: &[K],
+        action: F,
+    ) -> Result<Result<T, TxnError>, ReqError>
+    where
+        K: AsRef<[u8]>,
+        F: FnOnce(&dyn EngineSnapshot) -> Result<(Vec<Modify>, T), TxnError>,
+    {
+        let (_latch, view, head) = self.begin_txn_write(ctx, keys).await?;
+        match action(view.snapshot.as_ref()) {
+            Ok((modifies, out)) => {
+                self.finish_txn_write(head, modifies).await?;
+                Ok(Ok(out))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Makes `max_ts` cover every read the region served before this store's peer became
+    /// its leader in `term`: those reads were confirmed by a quorum before this term began,
+    /// so their timestamps are below a timestamp PD hands out now. Once per region and term.
+    async fn sync_max_ts(&self, region_id: u64, term: u64) -> Result<(), ReqError> {
+        if self.max_ts_synced.get(&region_id).map(|t| *t) == Some(term) {
+            return Ok(());
+        }
+        let now =
+            self.pd.get_tso().await.map_err(|e| {
+                RegionError::ServerIsBusy(format!("cannot sync max_ts with PD: {e}"))
+            })?;
+        self.cm.update_max_ts(TimeStamp::new(now));
+        self.max_ts_synced.insert(region_id, term);
+        Ok(())
+    }
+
     /// Proposes `modifies` and waits until they are applied.
-    async fn write(&self, header: RequestHeader, modifies: Vec<Modify>) -> Result<(), ReqError> {
+    pub(crate) async fn write(
+        &self,
+        header: RequestHeader,
+        modifies: Vec<Modify>,
+    ) -> Result<(), ReqError> {
         let (tx, rx) = oneshot::channel();
         self.router.propose_write(
             header,
@@ -236,6 +405,7 @@ pub(crate) fn header(ctx: Option<&kvrpcpb::Context>) -> RequestHeader {
         region_id: ctx.region_id,
         region_epoch: ctx.region_epoch,
         peer: ctx.peer,
+        term: None,
     }
 }
 
@@ -266,112 +436,64 @@ pub(crate) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-#[tonic::async_trait]
-impl Tikv for KvService {
-    async fn kv_scan_lock(
-        &self,
-        req: Request<kvrpcpb::ScanLockRequest>,
-    ) -> Result<Response<kvrpcpb::ScanLockResponse>, Status> {
-        self.handle("kv_scan_lock", self.inner.kv_scan_lock(req.into_inner()))
-            .await
-    }
-    async fn raw_get(
-        &self,
-        req: Request<kvrpcpb::RawGetRequest>,
-    ) -> Result<Response<kvrpcpb::RawGetResponse>, Status> {
-        self.handle("raw_get", self.inner.raw_get(req.into_inner()))
-            .await
-    }
-    async fn raw_batch_get(
-        &self,
-        req: Request<kvrpcpb::RawBatchGetRequest>,
-    ) -> Result<Response<kvrpcpb::RawBatchGetResponse>, Status> {
-        self.handle("raw_batch_get", self.inner.raw_batch_get(req.into_inner()))
-            .await
-    }
-    async fn raw_put(
-        &self,
-        req: Request<kvrpcpb::RawPutRequest>,
-    ) -> Result<Response<kvrpcpb::RawPutResponse>, Status> {
-        self.handle("raw_put", self.inner.raw_put(req.into_inner()))
-            .await
-    }
-    async fn raw_batch_put(
-        &self,
-        req: Request<kvrpcpb::RawBatchPutRequest>,
-    ) -> Result<Response<kvrpcpb::RawBatchPutResponse>, Status> {
-        self.handle("raw_batch_put", self.inner.raw_batch_put(req.into_inner()))
-            .await
-    }
-    async fn raw_delete(
-        &self,
-        req: Request<kvrpcpb::RawDeleteRequest>,
-    ) -> Result<Response<kvrpcpb::RawDeleteResponse>, Status> {
-        self.handle("raw_delete", self.inner.raw_delete(req.into_inner()))
-            .await
-    }
-    async fn raw_batch_delete(
-        &self,
-        req: Request<kvrpcpb::RawBatchDeleteRequest>,
-    ) -> Result<Response<kvrpcpb::RawBatchDeleteResponse>, Status> {
-        self.handle(
-            "raw_batch_delete",
-            self.inner.raw_batch_delete(req.into_inner()),
-        )
-        .await
-    }
-    async fn raw_scan(
-        &self,
-        req: Request<kvrpcpb::RawScanRequest>,
-    ) -> Result<Response<kvrpcpb::RawScanResponse>, Status> {
-        self.handle("raw_scan", self.inner.raw_scan(req.into_inner()))
-            .await
-    }
-    async fn raw_delete_range(
-        &self,
-        req: Request<kvrpcpb::RawDeleteRangeRequest>,
-    ) -> Result<Response<kvrpcpb::RawDeleteRangeResponse>, Status> {
-        self.handle(
-            "raw_delete_range",
-            self.inner.raw_delete_range(req.into_inner()),
-        )
-        .await
-    }
-    async fn raw_batch_scan(
-        &self,
-        req: Request<kvrpcpb::RawBatchScanRequest>,
-    ) -> Result<Response<kvrpcpb::RawBatchScanResponse>, Status> {
-        self.handle(
-            "raw_batch_scan",
-            self.inner.raw_batch_scan(req.into_inner()),
-        )
-        .await
-    }
-    async fn raw_get_key_ttl(
-        &self,
-        req: Request<kvrpcpb::RawGetKeyTtlRequest>,
-    ) -> Result<Response<kvrpcpb::RawGetKeyTtlResponse>, Status> {
-        self.handle(
-            "raw_get_key_ttl",
-            self.inner.raw_get_key_ttl(req.into_inner()),
-        )
-        .await
-    }
-    async fn raw_compare_and_swap(
-        &self,
-        req: Request<kvrpcpb::RawCasRequest>,
-    ) -> Result<Response<kvrpcpb::RawCasResponse>, Status> {
-        self.handle("raw_compare_and_swap", self.inner.raw_cas(req.into_inner()))
-            .await
-    }
-    async fn unsafe_destroy_range(
-        &self,
-        req: Request<kvrpcpb::UnsafeDestroyRangeRequest>,
-    ) -> Result<Response<kvrpcpb::UnsafeDestroyRangeResponse>, Status> {
-        self.handle(
-            "unsafe_destroy_range",
-            self.inner.unsafe_destroy_range(req.into_inner()),
-        )
-        .await
-    }
+/// Each RPC: its method, request and response types, and the handler on [`KvInner`].
+macro_rules! tikv_service {
+    ($($method:ident($req:ty) -> $resp:ty => $handler:ident;)*) => {
+        #[tonic::async_trait]
+        impl Tikv for KvService {
+            $(
+                async fn $method(
+                    &self,
+                    req: Request<$req>,
+                ) -> Result<Response<$resp>, Status> {
+                    self.handle(stringify!($method), self.inner.$handler(req.into_inner()))
+                        .await
+                }
+            )*
+        }
+    };
+}
+
+tikv_service! {
+    kv_get(kvrpcpb::GetRequest) -> kvrpcpb::GetResponse => kv_get;
+    kv_scan(kvrpcpb::ScanRequest) -> kvrpcpb::ScanResponse => kv_scan;
+    kv_batch_get(kvrpcpb::BatchGetRequest) -> kvrpcpb::BatchGetResponse => kv_batch_get;
+    kv_prewrite(kvrpcpb::PrewriteRequest) -> kvrpcpb::PrewriteResponse => kv_prewrite;
+    kv_pessimistic_lock(kvrpcpb::PessimisticLockRequest) -> kvrpcpb::PessimisticLockResponse
+        => kv_pessimistic_lock;
+    kv_pessimistic_rollback(kvrpcpb::PessimisticRollbackRequest)
+        -> kvrpcpb::PessimisticRollbackResponse => kv_pessimistic_rollback;
+    kv_txn_heart_beat(kvrpcpb::TxnHeartBeatRequest) -> kvrpcpb::TxnHeartBeatResponse
+        => kv_txn_heart_beat;
+    kv_check_txn_status(kvrpcpb::CheckTxnStatusRequest) -> kvrpcpb::CheckTxnStatusResponse
+        => kv_check_txn_status;
+    kv_check_secondary_locks(kvrpcpb::CheckSecondaryLocksRequest)
+        -> kvrpcpb::CheckSecondaryLocksResponse => kv_check_secondary_locks;
+    kv_commit(kvrpcpb::CommitRequest) -> kvrpcpb::CommitResponse => kv_commit;
+    kv_cleanup(kvrpcpb::CleanupRequest) -> kvrpcpb::CleanupResponse => kv_cleanup;
+    kv_batch_rollback(kvrpcpb::BatchRollbackRequest) -> kvrpcpb::BatchRollbackResponse
+        => kv_batch_rollback;
+    kv_scan_lock(kvrpcpb::ScanLockRequest) -> kvrpcpb::ScanLockResponse => kv_scan_lock;
+    kv_resolve_lock(kvrpcpb::ResolveLockRequest) -> kvrpcpb::ResolveLockResponse
+        => kv_resolve_lock;
+    kv_gc(kvrpcpb::GcRequest) -> kvrpcpb::GcResponse => kv_gc;
+    kv_delete_range(kvrpcpb::DeleteRangeRequest) -> kvrpcpb::DeleteRangeResponse
+        => kv_delete_range;
+    raw_get(kvrpcpb::RawGetRequest) -> kvrpcpb::RawGetResponse => raw_get;
+    raw_batch_get(kvrpcpb::RawBatchGetRequest) -> kvrpcpb::RawBatchGetResponse => raw_batch_get;
+    raw_put(kvrpcpb::RawPutRequest) -> kvrpcpb::RawPutResponse => raw_put;
+    raw_batch_put(kvrpcpb::RawBatchPutRequest) -> kvrpcpb::RawBatchPutResponse => raw_batch_put;
+    raw_delete(kvrpcpb::RawDeleteRequest) -> kvrpcpb::RawDeleteResponse => raw_delete;
+    raw_batch_delete(kvrpcpb::RawBatchDeleteRequest) -> kvrpcpb::RawBatchDeleteResponse
+        => raw_batch_delete;
+    raw_scan(kvrpcpb::RawScanRequest) -> kvrpcpb::RawScanResponse => raw_scan;
+    raw_delete_range(kvrpcpb::RawDeleteRangeRequest) -> kvrpcpb::RawDeleteRangeResponse
+        => raw_delete_range;
+    raw_batch_scan(kvrpcpb::RawBatchScanRequest) -> kvrpcpb::RawBatchScanResponse
+        => raw_batch_scan;
+    raw_get_key_ttl(kvrpcpb::RawGetKeyTtlRequest) -> kvrpcpb::RawGetKeyTtlResponse
+        => raw_get_key_ttl;
+    raw_compare_and_swap(kvrpcpb::RawCasRequest) -> kvrpcpb::RawCasResponse => raw_cas;
+    unsafe_destroy_range(kvrpcpb::UnsafeDestroyRangeRequest)
+        -> kvrpcpb::UnsafeDestroyRangeResponse => unsafe_destroy_range;
 }

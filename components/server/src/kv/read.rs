@@ -11,7 +11,11 @@ type Res<T> = Result<T, ReqError>;
 
 /// `[lower, upper)` of a scan request. For `reverse`, the protocol sends the upper bound
 /// (exclusive) as `start_key` and the lower bound (inclusive) as `end_key`, as tikv-client does.
-fn scan_range<'a>(start_key: &'a [u8], end_key: &'a [u8], reverse: bool) -> Res<ScanRange<'a>> {
+pub(super) fn scan_range<'a>(
+    start_key: &'a [u8],
+    end_key: &'a [u8],
+    reverse: bool,
+) -> Res<ScanRange<'a>> {
     let (lower, upper) = if reverse {
         (end_key, start_key)
     } else {
@@ -144,16 +148,6 @@ impl KvInner {
             kvs,
             ..Default::default()
         })
-    }
-
-    /// No locks exist yet: the region is checked (leader, epoch) and the answer is empty.
-    pub(super) async fn kv_scan_lock(
-        &self,
-        req: kvrpcpb::ScanLockRequest,
-    ) -> Res<kvrpcpb::ScanLockResponse> {
-        self.limits.check_range(&req.start_key, &req.end_key)?;
-        self.read_view(header(req.context.as_ref())).await?;
-        Ok(kvrpcpb::ScanLockResponse::default())
     }
 }
 

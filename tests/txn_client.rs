@@ -1,0 +1,407 @@
+//! End to end: real `flotilla` processes on 127.0.0.1 (PD + three stores) driven by the
+//! official client, `tikv-client` 0.4 `TransactionClient` with the default keyspace,
+//! unmodified: optimistic and pessimistic transactions, conflicts, lock resolution after a
+//! client died, async commit and 1PC across regions under concurrency, reverse scans, GC.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{ProcCluster, SMALL_REGIONS};
+use pd_client::PdClient;
+use proto::kvrpcpb;
+use proto::tikvpb::tikv_client::TikvClient;
+use rand::{Rng, SeedableRng};
+use tikv_client::transaction::HeartbeatOption;
+use tikv_client::{
+    CheckLevel, Config, Timestamp, TimestampExt, TransactionClient, TransactionOptions,
+};
+
+fn config() -> Config {
+    Config::default()
+        .with_default_keyspace()
+        .with_timeout(Duration::from_secs(20))
+}
+
+/// Stores with small regions and a GC worker that looks at the safe point every 300 ms.
+fn store_config() -> String {
+    format!("{SMALL_REGIONS}\n[pd_worker]\ngc_safe_point_poll_ms = 300\n")
+}
+
+async fn start() -> (ProcCluster, TransactionClient) {
+    let c = ProcCluster::start(3, &store_config());
+    if !c.wait_regions(5, 3, Duration::from_secs(90)).await {
+        c.dump_logs();
+        panic!("the cluster never reached 5 regions with 3 voters each");
+    }
+    for _ in 0..60 {
+        if let Ok(cl) = TransactionClient::new_with_config(vec![c.pd_addr.clone()], config()).await
+        {
+            return (c, cl);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.dump_logs();
+    panic!("client never connected");
+}
+
+fn optimistic() -> TransactionOptions {
+    TransactionOptions::new_optimistic().drop_check(CheckLevel::Warn)
+}
+
+async fn must_get(client: &TransactionClient, key: &str) -> Option<Vec<u8>> {
+    let mut snap = client.snapshot(client.current_timestamp().await.unwrap(), optimistic());
+    snap.get(key.to_owned()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_and_pessimistic_transactions() {
+    let (c, client) = start().await;
+
+    // CRUD.
+    let mut t = client.begin_optimistic().await.unwrap();
+    t.put("a".to_owned(), "1".to_owned()).await.unwrap();
+    t.put("b".to_owned(), vec![7u8; 1000]).await.unwrap(); // long value: CF default
+    t.put("c".to_owned(), "3".to_owned()).await.unwrap();
+    assert_eq!(t.get("a".to_owned()).await.unwrap(), Some(b"1".to_vec()));
+    t.commit().await.unwrap();
+    let mut t = client.begin_optimistic().await.unwrap();
+    assert_eq!(t.get("b".to_owned()).await.unwrap(), Some(vec![7u8; 1000]));
+    t.delete("c".to_owned()).await.unwrap();
+    t.put("a".to_owned(), "2".to_owned()).await.unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(must_get(&client, "a").await, Some(b"2".to_vec()));
+    assert_eq!(must_get(&client, "c").await, None);
+
+    // Insert of an existing key fails at commit; nothing of that transaction is written.
+    let mut t = client.begin_optimistic().await.unwrap();
+    t.insert("a".to_owned(), "x".to_owned()).await.unwrap();
+    t.put("d".to_owned(), "x".to_owned()).await.unwrap();
+    assert!(
+        t.commit().await.is_err(),
+        "insert of an existing key committed"
+    );
+    assert_eq!(must_get(&client, "a").await, Some(b"2".to_vec()));
+    assert_eq!(must_get(&client, "d").await, None);
+
+    // Write conflict: of two transactions writing the same key, the later committer aborts.
+    let mut t1 = client.begin_with_options(optimistic()).await.unwrap();
+    let mut t2 = client.begin_with_options(optimistic()).await.unwrap();
+    t1.put("k".to_owned(), "t1".to_owned()).await.unwrap();
+    t2.put("k".to_owned(), "t2".to_owned()).await.unwrap();
+    t1.commit().await.unwrap();
+    assert!(
+        t2.commit().await.is_err(),
+        "both conflicting transactions committed"
+    );
+    assert_eq!(must_get(&client, "k").await, Some(b"t1".to_vec()));
+
+    // Pessimistic: the lock is taken at once; a second locker fails at once (wait 0).
+    let mut p1 = client.begin_pessimistic().await.unwrap();
+    p1.put("p".to_owned(), "p1".to_owned()).await.unwrap();
+    let mut p2 = client.begin_pessimistic().await.unwrap();
+    assert!(
+        p2.lock_keys(vec!["p".to_owned()]).await.is_err(),
+        "two pessimistic locks"
+    );
+    p2.rollback().await.unwrap();
+    assert!(p1.send_heart_beat().await.unwrap() > 0);
+    p1.commit().await.unwrap();
+    assert_eq!(must_get(&client, "p").await, Some(b"p1".to_vec()));
+
+    // Pessimistic rollback leaves the key as it was and unlocked.
+    let mut p3 = client.begin_pessimistic().await.unwrap();
+    p3.put("p".to_owned(), "p3".to_owned()).await.unwrap();
+    p3.rollback().await.unwrap();
+    let mut p4 = client.begin_pessimistic().await.unwrap();
+    p4.put("p".to_owned(), "p4".to_owned()).await.unwrap();
+    p4.commit().await.unwrap();
+    assert_eq!(must_get(&client, "p").await, Some(b"p4".to_vec()));
+
+    // A pessimistic lock without heartbeats is rolled back by another transaction once its
+    // TTL has expired, and its owner can no longer commit.
+    let mut stale = client
+        .begin_with_options(
+            TransactionOptions::new_pessimistic()
+                .heartbeat_option(HeartbeatOption::NoHeartbeat)
+                .drop_check(CheckLevel::Warn),
+        )
+        .await
+        .unwrap();
+    stale.put("q".to_owned(), "stale".to_owned()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(23)).await;
+    let mut t = client.begin_optimistic().await.unwrap();
+    t.put("q".to_owned(), "fresh".to_owned()).await.unwrap();
+    t.commit().await.unwrap();
+    assert!(
+        stale.commit().await.is_err(),
+        "an expired lock's owner committed"
+    );
+    assert_eq!(must_get(&client, "q").await, Some(b"fresh".to_vec()));
+    drop(c);
+}
+
+/// Prewrites `key` as a client would and then "dies": the lock stays behind with `ttl_ms`.
+async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8], ttl_ms: u64) {
+    let start_ts = client.current_timestamp().await.unwrap().version();
+    let mut full_key = vec![b'x', 0, 0, 0];
+    full_key.extend_from_slice(key);
+    let pd = pd_client::RpcPdClient::connect(&[c.pd_addr.clone()])
+        .await
+        .unwrap();
+    let region = pd
+        .get_region(codec::memcomparable::encode_bytes(&full_key))
+        .await
+        .unwrap()
+        .expect("a region holds the key");
+    let leader = region.leader.clone().expect("the region has a leader");
+    let store = pd.get_store(leader.store_id).await.unwrap();
+    let mut kv = TikvClient::connect(format!("http://{}", store.address))
+        .await
+        .unwrap();
+    let ctx = kvrpcpb::Context {
+        region_id: region.region.id,
+        region_epoch: region.region.region_epoch.clone(),
+        peer: Some(leader),
+        ..Default::default()
+    };
+    let resp = kv
+        .kv_prewrite(kvrpcpb::PrewriteRequest {
+            context: Some(ctx),
+            mutations: vec![kvrpcpb::Mutation {
+                op: kvrpcpb::Op::Put as i32,
+                key: full_key.clone(),
+                value: b"orphan".to_vec(),
+            }],
+            primary_lock: full_key,
+            start_version: start_ts,
+            lock_ttl: ttl_ms,
+            txn_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.region_error.is_none(), "{:?}", resp.region_error);
+    assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_clients_locks_reverse_scans_and_gc() {
+    let (c, client) = start().await;
+
+    // Enough keys for several transactional regions.
+    let n = 600u32;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut t = client.begin_optimistic().await.unwrap();
+        for i in chunk {
+            t.put(format!("s{i:05}"), format!("v{i}")).await.unwrap();
+        }
+        t.commit().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Reverse scan across regions returns every key, descending.
+    let mut t = client.begin_optimistic().await.unwrap();
+    let keys: Vec<Vec<u8>> = t
+        .scan_keys_reverse("s".to_owned().."t".to_owned(), 10_000)
+        .await
+        .unwrap()
+        .map(|k| Vec::<u8>::from(k))
+        .collect();
+    let want: Vec<Vec<u8>> = (0..n)
+        .rev()
+        .map(|i| format!("s{i:05}").into_bytes())
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(sorted, want, "reverse scan lost or invented keys");
+    let pairs = t
+        .scan("s".to_owned().."t".to_owned(), 10_000)
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(pairs, n as usize);
+    t.rollback().await.unwrap();
+
+    // A lock left by a client that died is resolved by a reader once its TTL is over.
+    prewrite_and_die(&c, &client, b"orphan", 1_000).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(must_get(&client, "orphan").await, None);
+    let mut t = client.begin_optimistic().await.unwrap();
+    t.put("orphan".to_owned(), "adopted".to_owned())
+        .await
+        .unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(must_get(&client, "orphan").await, Some(b"adopted".to_vec()));
+
+    // GC: three versions of a key; after GC at a safe point above the second, the first is
+    // gone, the second (newest below the safe point) and the third stay readable.
+    let mut ts = vec![];
+    for v in ["g1", "g2"] {
+        let mut t = client.begin_optimistic().await.unwrap();
+        t.put("gc-key".to_owned(), v.to_owned()).await.unwrap();
+        t.commit().await.unwrap();
+        ts.push(client.current_timestamp().await.unwrap());
+    }
+    let safe_point = client.current_timestamp().await.unwrap();
+    let mut t = client.begin_optimistic().await.unwrap();
+    t.put("gc-key".to_owned(), "g3".to_owned()).await.unwrap();
+    t.commit().await.unwrap();
+    let read_at = |at: Timestamp| {
+        let client = &client;
+        async move {
+            let mut s = client.snapshot(at, optimistic());
+            s.get("gc-key".to_owned()).await.unwrap()
+        }
+    };
+    assert_eq!(read_at(ts[0].clone()).await, Some(b"g1".to_vec()));
+    assert!(client.gc(safe_point.clone()).await.unwrap());
+    let mut gone = false;
+    for _ in 0..100 {
+        if read_at(ts[0].clone()).await.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        gone,
+        "GC never removed the version below the newest one under the safe point"
+    );
+    assert_eq!(read_at(safe_point.clone()).await, Some(b"g2".to_vec()));
+    assert_eq!(must_get(&client, "gc-key").await, Some(b"g3".to_vec()));
+    assert_eq!(must_get(&client, "s00007").await, Some(b"v7".to_vec()));
+}
+
+fn account(i: usize) -> String {
+    format!("acct{i:04}")
+}
+
+fn decode_balance(v: &[u8]) -> i64 {
+    i64::from_be_bytes(v.try_into().expect("8-byte balance"))
+}
+
+/// Sum of every account, read in one snapshot by a scan across regions.
+async fn total(client: &TransactionClient, accounts: usize) -> i64 {
+    let mut snap = client.snapshot(client.current_timestamp().await.unwrap(), optimistic());
+    let pairs: Vec<_> = snap
+        .scan(account(0)..account(accounts), 10_000)
+        .await
+        .unwrap()
+        .collect();
+    assert_eq!(pairs.len(), accounts, "a scan lost accounts");
+    pairs.iter().map(|p| decode_balance(p.value())).sum()
+}
+
+/// One transfer between two accounts; `Ok(false)` when the transaction lost a conflict.
+async fn transfer(
+    client: &TransactionClient,
+    opts: TransactionOptions,
+    from: usize,
+    to: usize,
+    amount: i64,
+) -> tikv_client::Result<bool> {
+    let mut t = client.begin_with_options(opts).await?;
+    let a = t
+        .get(account(from))
+        .await?
+        .map(|v| decode_balance(&v))
+        .unwrap_or(0);
+    let b = t
+        .get(account(to))
+        .await?
+        .map(|v| decode_balance(&v))
+        .unwrap_or(0);
+    t.put(account(from), (a - amount).to_be_bytes().to_vec())
+        .await?;
+    t.put(account(to), (b + amount).to_be_bytes().to_vec())
+        .await?;
+    match t.commit().await {
+        Ok(_) => Ok(true),
+        Err(_) => {
+            let _ = t.rollback().await;
+            Ok(false)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_commit_bank_transfers_by_eight_clients_conserve_the_total() {
+    let (c, client) = start().await;
+    let accounts = 400usize;
+    let initial = 1_000i64;
+    for chunk in (0..accounts).collect::<Vec<_>>().chunks(100) {
+        let mut t = client.begin_optimistic().await.unwrap();
+        for i in chunk {
+            t.put(account(*i), initial.to_be_bytes().to_vec())
+                .await
+                .unwrap();
+        }
+        t.commit().await.unwrap();
+    }
+    let expected = initial * accounts as i64;
+    assert_eq!(total(&client, accounts).await, expected);
+    // Let the stores split the accounts over several regions.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let seed: u64 = std::env::var("FLOTILLA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("FLOTILLA_SEED={seed}");
+    let client = Arc::new(client);
+    let mut workers = vec![];
+    for w in 0..8u64 {
+        let client = client.clone();
+        workers.push(tokio::spawn(async move {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + w);
+            let mut committed = 0u32;
+            for n in 0..25 {
+                let from = rng.gen_range(0..accounts);
+                // Every third transfer is between neighbours (usually one region: 1PC).
+                let (to, opts) = if n % 3 == 0 {
+                    ((from + 1) % accounts, optimistic().try_one_pc())
+                } else {
+                    (rng.gen_range(0..accounts), optimistic().use_async_commit())
+                };
+                if to == from {
+                    continue;
+                }
+                if transfer(&client, opts, from, to, rng.gen_range(1..50))
+                    .await
+                    .unwrap_or(false)
+                {
+                    committed += 1;
+                }
+                if n % 10 == 0 {
+                    assert_eq!(
+                        total(&client, accounts).await,
+                        expected,
+                        "a snapshot saw money move"
+                    );
+                }
+            }
+            committed
+        }));
+    }
+    let mut committed = 0;
+    for w in workers {
+        committed += w.await.unwrap();
+    }
+    assert!(
+        committed > 100,
+        "only {committed} of 200 transfers committed"
+    );
+    assert_eq!(total(&client, accounts).await, expected);
+    let mut per_account: HashMap<usize, i64> = HashMap::new();
+    let mut snap = client.snapshot(client.current_timestamp().await.unwrap(), optimistic());
+    for i in 0..accounts {
+        let v = snap.get(account(i)).await.unwrap().expect("account exists");
+        per_account.insert(i, decode_balance(&v));
+    }
+    assert_eq!(per_account.values().sum::<i64>(), expected);
+    drop(c);
+}
