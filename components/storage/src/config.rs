@@ -22,6 +22,15 @@ pub struct StorageConfig {
     pub scan_limit_max: usize,
     /// Number of latch slots keys are hashed into. Default 2 048.
     pub latch_slots: usize,
+    /// A transaction at least this old (by its start timestamp against the request's
+    /// current_ts) whose primary key has neither a lock nor a commit record is rolled back by
+    /// `CheckTxnStatus` even when the caller did not ask for `rollback_if_not_exist`. Its
+    /// primary prewrite never landed, so a rollback record there makes sure it never commits.
+    /// `tikv-client` 0.4 cannot act on the `txn_not_found` error it would otherwise get (its
+    /// retry path never sees the error unwrapped), so without this an orphaned secondary lock
+    /// blocks its readers for good. Default 10 s (the client's locks live 3 s, 20 s at most
+    /// with heartbeats, which go to the primary lock this transaction does not have).
+    pub orphan_txn_rollback_after_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -32,6 +41,7 @@ impl Default for StorageConfig {
             batch_keys_max: 10_000,
             scan_limit_max: 10_240,
             latch_slots: 2_048,
+            orphan_txn_rollback_after_ms: 10_000,
         }
     }
 }

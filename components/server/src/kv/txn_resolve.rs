@@ -39,6 +39,10 @@ impl KvInner {
         let caller_start_ts = TimeStamp::new(req.caller_start_ts);
         // Pushing a lock's min_commit_ts past the caller is a read at caller_start_ts.
         self.cm.update_max_ts(caller_start_ts);
+        let current_ts = TimeStamp::new(req.current_ts);
+        let age_ms = current_ts.physical().saturating_sub(lock_ts.physical());
+        let rollback_if_not_exist = req.rollback_if_not_exist
+            || (!current_ts.is_max() && age_ms >= self.limits.orphan_txn_rollback_after_ms);
         let r = self
             .txn_write(req.context.as_ref(), &[&req.primary_key], |snap| {
                 txn::check_txn_status(
@@ -46,8 +50,8 @@ impl KvInner {
                     &req.primary_key,
                     lock_ts,
                     caller_start_ts,
-                    TimeStamp::new(req.current_ts),
-                    req.rollback_if_not_exist,
+                    current_ts,
+                    rollback_if_not_exist,
                     req.force_sync_commit,
                     req.resolving_pessimistic_lock,
                 )
@@ -61,6 +65,22 @@ impl KvInner {
                 resp.commit_version = o.commit_version.into_inner();
                 resp.action = action_to_pb(o.action) as i32;
                 resp.lock_info = o.lock_info.map(lock_info_to_pb);
+            }
+            // The primary's prewrite has not landed (yet): the transaction may still be
+            // running. TiKV answers `txn_not_found`, which client 0.4 cannot act on (it comes
+            // back wrapped, past the client's handler, and fails the read). Answered instead as
+            // a live lock of the transaction, so the reader backs off and retries; once the
+            // transaction is `orphan_txn_rollback_after_ms` old it is rolled back above.
+            Err(TxnError::TxnNotFound { start_ts, key }) => {
+                resp.lock_ttl = self.limits.orphan_txn_rollback_after_ms.max(1);
+                resp.lock_info = Some(kvrpcpb::LockInfo {
+                    primary_lock: key.clone(),
+                    lock_version: start_ts.into_inner(),
+                    key,
+                    lock_ttl: resp.lock_ttl,
+                    lock_type: kvrpcpb::Op::Put as i32,
+                    ..Default::default()
+                });
             }
             Err(e) => resp.error = some_key_error(e)?,
         }
