@@ -148,7 +148,7 @@ async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8
     let start_ts = client.current_timestamp().await.unwrap().version();
     let mut full_key = vec![b'x', 0, 0, 0];
     full_key.extend_from_slice(key);
-    let pd = pd_client::RpcPdClient::connect(&[c.pd_addr.clone()])
+    let pd = pd_client::RpcPdClient::connect(std::slice::from_ref(&c.pd_addr))
         .await
         .unwrap();
     let region = pd
@@ -156,14 +156,14 @@ async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8
         .await
         .unwrap()
         .expect("a region holds the key");
-    let leader = region.leader.clone().expect("the region has a leader");
+    let leader = region.leader.expect("the region has a leader");
     let store = pd.get_store(leader.store_id).await.unwrap();
     let mut kv = TikvClient::connect(format!("http://{}", store.address))
         .await
         .unwrap();
     let ctx = kvrpcpb::Context {
         region_id: region.region.id,
-        region_epoch: region.region.region_epoch.clone(),
+        region_epoch: region.region.region_epoch,
         peer: Some(leader),
         ..Default::default()
     };
@@ -218,7 +218,7 @@ async fn dead_clients_locks_reverse_scans_and_gc() {
         .scan_keys_reverse("s".to_owned().."t".to_owned(), 10_000)
         .await
         .unwrap()
-        .map(|k| Vec::<u8>::from(k))
+        .map(Vec::<u8>::from)
         .collect();
     let want: Vec<Vec<u8>> = (0..n)
         .rev()

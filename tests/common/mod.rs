@@ -208,16 +208,32 @@ fn p(path: &Path) -> String {
 }
 
 pub async fn http_get_json(addr: &str, path: &str) -> Option<Value> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    match http_request(addr, &req).await? {
+        (200, body) if !body.is_null() => Some(body),
+        _ => None,
+    }
+}
+
+/// POSTs `body` as JSON; the status code and the JSON answer (Null if it is not JSON).
+pub async fn http_post_json(addr: &str, path: &str, body: &Value) -> Option<(u16, Value)> {
+    let body = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_request(addr, &req).await
+}
+
+async fn http_request(addr: &str, req: &str) -> Option<(u16, Value)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
+    let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -236,5 +252,5 @@ pub async fn http_get_json(addr: &str, path: &str) -> Option<Value> {
     } else {
         body.to_string()
     };
-    serde_json::from_str(&body).ok()
+    Some((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }

@@ -517,6 +517,51 @@ impl Cluster {
         }
     }
 
+    /// Queues an operator moving the leader of `region_id` to its voter on `to_store_id`, sent
+    /// on the region's next heartbeat (an operator's request, as PD's `transfer-leader`).
+    pub fn add_transfer_leader_operator(
+        &self,
+        region_id: u64,
+        to_store_id: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut inner = self.inner.lock();
+        Self::must_bootstrapped(&inner)?;
+        let info = inner
+            .regions
+            .get(region_id)
+            .ok_or(PdError::RegionNotFound(region_id))?;
+        let peer = info
+            .region
+            .peers
+            .iter()
+            .find(|p| p.store_id == to_store_id && p.role == proto::metapb::PeerRole::Voter as i32)
+            .ok_or_else(|| {
+                PdError::InvalidValue(format!(
+                    "region {region_id} has no voter on store {to_store_id}"
+                ))
+            })?;
+        let step = crate::operator::Step::TransferLeader {
+            store_id: to_store_id,
+            peer_id: peer.id,
+        };
+        let mut op = Operator::new(info, "transfer-leader", vec![step]);
+        op.created_ms = now_ms;
+        if inner.operators.contains_key(&region_id) {
+            return Err(PdError::Busy(format!(
+                "region {region_id} already has an operator"
+            )));
+        }
+        if inner.operators.len() >= self.cfg.operators_max {
+            return Err(PdError::Busy(format!(
+                "{} operators running (operators_max)",
+                inner.operators.len()
+            )));
+        }
+        inner.operators.insert(region_id, op);
+        Ok(())
+    }
+
     /// Runs balance-leader once; its operators are sent on the regions' next heartbeats.
     pub fn run_balance_leader(&self, now_ms: u64) -> usize {
         let mut inner = self.inner.lock();

@@ -149,3 +149,55 @@ fn heartbeat_of_an_older_term_does_not_move_the_leader_back() {
     c.region_heartbeat(hb(0, 8), 1_002).unwrap();
     assert_eq!(c.get_region(b"").unwrap().unwrap().leader.unwrap().id, 3);
 }
+
+#[test]
+fn transfer_leader_operator_is_sent_on_the_next_heartbeat_until_done() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open(&meta);
+    let mut region = first_region();
+    region.peers.push(Peer {
+        id: 4,
+        store_id: 2,
+        role: PeerRole::Voter as i32,
+        is_witness: false,
+    });
+    region.peers.push(Peer {
+        id: 5,
+        store_id: 3,
+        role: PeerRole::Learner as i32,
+        is_witness: false,
+    });
+    c.bootstrap(store(1), region.clone(), 1_000).unwrap();
+    c.put_store(store(2), 1_000).unwrap();
+    c.put_store(store(3), 1_000).unwrap();
+    let hb = |leader: usize| RegionHeartbeatRequest {
+        region: Some(region.clone()),
+        leader: Some(region.peers[leader]),
+        term: 2,
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.add_transfer_leader_operator(99, 2, 1_000),
+        Err(PdError::RegionNotFound(99))
+    ));
+    assert!(
+        matches!(
+            c.add_transfer_leader_operator(2, 3, 1_000),
+            Err(PdError::InvalidValue(_))
+        ),
+        "a learner cannot lead"
+    );
+    c.add_transfer_leader_operator(2, 2, 1_000).unwrap();
+    assert!(matches!(
+        c.add_transfer_leader_operator(2, 1, 1_000),
+        Err(PdError::Busy(_))
+    ));
+    let resp = c.region_heartbeat(hb(0), 1_100).unwrap().unwrap();
+    let to = resp.transfer_leader.unwrap().peer.unwrap();
+    assert_eq!((to.id, to.store_id), (4, 2));
+    // Re-sent until the heartbeat shows the new leader; then the operator is gone.
+    assert!(c.region_heartbeat(hb(0), 1_200).unwrap().is_some());
+    let after = c.region_heartbeat(hb(1), 1_300).unwrap();
+    assert!(after.is_none_or(|r| r.transfer_leader.is_none()));
+    assert!(c.operator(2).is_none_or(|op| op.name != "transfer-leader"));
+}

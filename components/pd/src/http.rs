@@ -1,10 +1,12 @@
 //! PD's HTTP API on the gRPC port: `/pd/api/v1/regions`, `/pd/api/v1/stores`, `/metrics`,
-//! `/status`. JSON shapes follow PD's API closely enough for scripts and `flotilla ctl`.
+//! `/status`, and `POST /pd/api/v1/operators` for an operator's `transfer-leader`. JSON shapes
+//! follow PD's API closely enough for scripts, `flotilla ctl` and fault tests.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use proto::metapb::{Peer, PeerRole, StoreState};
 use serde_json::{json, Value};
@@ -13,7 +15,7 @@ use crate::cluster::StoreStatus;
 use crate::metrics::Metrics;
 use crate::region_dir::RegionInfo;
 use crate::service::now_ms;
-use crate::Cluster;
+use crate::{Cluster, PdError};
 
 #[derive(Clone)]
 struct HttpState {
@@ -26,6 +28,7 @@ pub(crate) fn routes(router: Router, cluster: Arc<Cluster>, metrics: Arc<Metrics
     let api = Router::new()
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/stores", get(stores))
+        .route("/pd/api/v1/operators", post(add_operator))
         .route("/metrics", get(metrics_text))
         .route("/status", get(status))
         .with_state(HttpState { cluster, metrics });
@@ -90,6 +93,39 @@ async fn stores(State(st): State<HttpState>) -> Json<Value> {
         .map(store_json)
         .collect();
     Json(json!({"count": stores.len(), "stores": stores}))
+}
+
+/// The body of `POST /pd/api/v1/operators`, as PD takes it for `transfer-leader`.
+#[derive(serde::Deserialize)]
+struct OperatorRequest {
+    name: String,
+    region_id: u64,
+    to_store_id: u64,
+}
+
+async fn add_operator(
+    State(st): State<HttpState>,
+    Json(req): Json<OperatorRequest>,
+) -> (StatusCode, Json<Value>) {
+    if req.name != "transfer-leader" {
+        let error = format!("unsupported operator {:?}", req.name);
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": error })));
+    }
+    match st
+        .cluster
+        .add_transfer_leader_operator(req.region_id, req.to_store_id, now_ms())
+    {
+        Ok(()) => (StatusCode::OK, Json(json!({"ok": true}))),
+        Err(e) => {
+            let code = match e {
+                PdError::RegionNotFound(_) => StatusCode::NOT_FOUND,
+                PdError::Busy(_) => StatusCode::CONFLICT,
+                PdError::InvalidValue(_) | PdError::NotBootstrapped => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (code, Json(json!({"error": e.to_string()})))
+        }
+    }
 }
 
 async fn metrics_text(State(st): State<HttpState>) -> String {

@@ -84,7 +84,7 @@ pub(crate) async fn run(inner: Arc<KvInner>, poll: Duration, mut shutdown: watch
         {
             let head = RequestHeader {
                 region_id: info.region.id,
-                region_epoch: info.region.region_epoch.clone(),
+                region_epoch: info.region.region_epoch,
                 peer: None,
                 term: None,
             };
