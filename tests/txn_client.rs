@@ -405,12 +405,10 @@ async fn async_commit_bank_transfers_by_eight_clients_conserve_the_total() {
     bank_under_restart(false).await;
 }
 
-/// The same with every third transfer between neighbouring accounts tried as 1PC.
-/// Known failure, under investigation: with the store restart, a snapshot total was once off
-/// by the amount of one transfer (money appeared); without the restart, or without 1PC, the
-/// totals hold. Run with `cargo nextest run --run-ignored only`.
+/// The same with every third transfer between neighbouring accounts tried as 1PC. This caught
+/// a 1PC prewrite that held no memory locks: a read above its commit ts but before it applied
+/// missed it, and a transfer built on that read lost an update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: 1PC transfers across a store restart broke a snapshot total"]
 async fn one_pc_and_async_commit_bank_transfers_conserve_the_total() {
     bank_under_restart(true).await;
 }
@@ -533,9 +531,10 @@ async fn bank_under_restart(with_one_pc: bool) {
         balanced_reads >= 8,
         "only {balanced_reads} in-flight totals could be read"
     );
+    eprintln!("{committed} transfers committed");
     assert!(
         committed > 100,
-        "only {committed} of 200 transfers committed"
+        "only {committed} transfers committed in 15 s"
     );
     assert_eq!(total(&client, accounts).await, expected);
     let mut per_account: HashMap<usize, i64> = HashMap::new();

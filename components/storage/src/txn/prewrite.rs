@@ -73,7 +73,8 @@ pub struct PrewriteOutcome {
     pub min_commit_ts: TimeStamp,
     /// Non-zero iff the transaction committed here (1PC) at this ts.
     pub one_pc_commit_ts: TimeStamp,
-    /// The locks written, for the in-memory lock table (empty for 1PC).
+    /// The locks written, for the in-memory lock table; for 1PC the locks the commit records
+    /// stand for, held in memory until they are applied.
     pub locks: Vec<(Key, Lock)>,
 }
 
@@ -185,11 +186,14 @@ fn finish(
                 if one_pc {
                     let write_type = WriteType::from_lock_type(lock.lock_type)
                         .expect("prewrite never writes pessimistic locks");
-                    let write = Write::new(write_type, req.start_ts, lock.short_value);
+                    let write = Write::new(write_type, req.start_ts, lock.short_value.clone());
                     buf.put_write(&key, decided, &write);
                     if replaces_pessimistic {
                         buf.unlock(&key);
                     }
+                    // No lock is written, but until the commit records are applied a reader
+                    // above `decided` must not read past them: the memory table holds the lock.
+                    out.locks.push((key, lock));
                 } else {
                     buf.put_lock(&key, &lock);
                     out.locks.push((key, lock));
