@@ -235,6 +235,20 @@ async fn dead_clients_locks_reverse_scans_and_gc() {
     assert_eq!(pairs, n as usize);
     t.rollback().await.unwrap();
 
+    // A pessimistic transaction over keys of different regions: its prewrite is split by
+    // region, and every shard carries the whole list of pessimistic actions.
+    let mut p = client.begin_pessimistic().await.unwrap();
+    p.put("s00000".to_owned(), "p0".to_owned()).await.unwrap();
+    p.put(format!("s{:05}", n - 1), "p1".to_owned())
+        .await
+        .unwrap();
+    p.commit().await.unwrap();
+    assert_eq!(must_get(&client, "s00000").await, Some(b"p0".to_vec()));
+    assert_eq!(
+        must_get(&client, &format!("s{:05}", n - 1)).await,
+        Some(b"p1".to_vec())
+    );
+
     // A lock left by a client that died is resolved by a reader once its TTL is over.
     prewrite_and_die(&c, &client, b"orphan", 1_000).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;

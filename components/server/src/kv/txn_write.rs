@@ -40,9 +40,12 @@ fn prewrite_request(req: &kvrpcpb::PrewriteRequest) -> Res<PrewriteRequest> {
         start_ts: ts(req.start_version, "start_version")?,
         lock_ttl_ms: req.lock_ttl,
         skip_constraint_check: req.skip_constraint_check,
+        // One action per mutation. tikv-client 0.4 splits a prewrite by region but sends every
+        // shard the whole list (all the same action); like TiKV, the first ones are taken.
         pessimistic_actions: req
             .pessimistic_actions
             .iter()
+            .take(req.mutations.len())
             .map(|a| pessimistic_action(*a))
             .collect(),
         for_update_ts: TimeStamp::new(req.for_update_ts),
