@@ -349,7 +349,7 @@ async fn total(client: &TransactionClient, accounts: usize) -> i64 {
 
 /// The regions (ids, from PD) holding the transactional keys `keys`.
 async fn regions_of(c: &ProcCluster, keys: &[String]) -> std::collections::BTreeSet<u64> {
-    let pd = pd_client::RpcPdClient::connect(&[c.pd_addr.clone()])
+    let pd = pd_client::RpcPdClient::connect(std::slice::from_ref(&c.pd_addr))
         .await
         .unwrap();
     let mut ids = std::collections::BTreeSet::new();
@@ -476,7 +476,7 @@ async fn bank_under_restart(with_one_pc: bool) {
                 n += 1;
                 let from = rng.gen_range(0..accounts);
                 // With 1PC, every third transfer is between neighbours (usually one region).
-                let (to, opts) = if with_one_pc && n % 3 == 0 {
+                let (to, opts) = if with_one_pc && n.is_multiple_of(3) {
                     ((from + 1) % accounts, optimistic().try_one_pc())
                 } else {
                     (rng.gen_range(0..accounts), optimistic().use_async_commit())
@@ -493,7 +493,7 @@ async fn bank_under_restart(with_one_pc: bool) {
                 // Reads may fail while a store restarts, or when they meet an async-commit
                 // secondary lock whose primary is not prewritten yet (client 0.4 surfaces the
                 // TxnNotFound it gets then as an error); those that answer must balance.
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     match try_total(&client, accounts).await {
                         Ok(t) => {
                             assert_eq!(t, expected, "a snapshot saw money move");
