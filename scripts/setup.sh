@@ -10,12 +10,18 @@ have_libclang() {
     ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
 }
 
-if ! have_libclang; then
-    echo "setup: installing libclang-dev (needed by RocksDB's bindings)" >&2
+# Debian packages the build and tests need: libclang for RocksDB's bindings, protoc for
+# etcd-client's generated code (the benchmark's etcd target), etcd for the benchmark's tests.
+missing=()
+have_libclang || missing+=(libclang-dev clang)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -233,6 +233,12 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// A GET over plain HTTP/1.1 on loopback; PD's API is small enough not to need a client crate.
 pub async fn http_get_json(addr: &str, path: &str) -> Result<Value> {
+    let body = http_get(addr, path).await?;
+    serde_json::from_slice(&body).with_context(|| format!("{path}: bad JSON"))
+}
+
+/// The body of `GET path` at `addr` (plain HTTP/1.1); an error unless the status is 200.
+pub async fn http_get(addr: &str, path: &str) -> Result<Vec<u8>> {
     let host = addr.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(host)
         .await
@@ -241,34 +247,41 @@ pub async fn http_get_json(addr: &str, path: &str) -> Result<Value> {
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .context("malformed HTTP response")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let body = &buf[split + 4..];
     if !head.starts_with("HTTP/1.1 200") {
-        bail!("{path}: {}", head.lines().next().unwrap_or(""));
+        bail!(
+            "{path}: {} {}",
+            head.lines().next().unwrap_or(""),
+            String::from_utf8_lossy(body).trim()
+        );
     }
-    let body = if head
+    if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        Ok(dechunk(body))
     } else {
-        body.to_string()
-    };
-    serde_json::from_str(&body).with_context(|| format!("{path}: bad JSON"))
+        Ok(body.to_vec())
+    }
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
+fn dechunk(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..eol]);
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let after = &rest[eol + 2..];
         if n == 0 || after.len() < n {
             break;
         }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&after[..n]);
+        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
     }
     out
 }

@@ -26,6 +26,10 @@ pub struct PlaygroundArgs {
     /// small regions so the keyspace spreads over many of them).
     #[arg(long)]
     pub store_config: Option<PathBuf>,
+    /// Keep the cluster at one data region: stores never split (`raftstore.split_enabled =
+    /// false`); the single-Raft design measured on Flotilla's own code.
+    #[arg(long, conflicts_with = "store_config")]
+    pub single_region: bool,
 }
 
 /// Store settings of the playground: small regions, so that a modest data set spreads over
@@ -36,6 +40,14 @@ region_max_size_bytes = 4194304
 region_split_size_bytes = 3145728
 region_max_keys = 3000
 region_split_keys = 2000
+"#;
+
+/// Store settings of `--single-region`: no region ever splits. PD still splits the keyspace
+/// boundaries once at bootstrap, so each keyspace's raw and transactional data live in one
+/// region each.
+const SINGLE_REGION_STORE_CONFIG: &str = r#"# Written by `flotilla playground --single-region`.
+[raftstore]
+split_enabled = false
 "#;
 
 struct Proc {
@@ -84,6 +96,11 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
     let data_dir = args.data_dir.canonicalize()?;
     let store_config = match args.store_config {
         Some(p) => p,
+        None if args.single_region => {
+            let p = data_dir.join("store-single-region.toml");
+            std::fs::write(&p, SINGLE_REGION_STORE_CONFIG)?;
+            p
+        }
         None => {
             let p = data_dir.join("store.toml");
             if !p.exists() {
@@ -130,10 +147,12 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
     for p in procs.iter_mut() {
         p.start(&exe)?;
     }
+    let pids_file = data_dir.join("pids");
+    write_pids(&pids_file, &procs)?;
     println!("\nPD address: {pd_addr}");
     println!("data and logs: {}", data_dir.display());
     println!("try: flotilla ctl --pd {pd_addr} regions     (Ctrl-C stops the cluster)\n");
-    supervise(&exe, &mut procs).await;
+    supervise(&exe, &mut procs, &pids_file).await;
     stop_all(&mut procs);
     Ok(())
 }
@@ -142,8 +161,21 @@ fn path_arg(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// Writes the pids of the running processes, one per line (what `flotilla bench
+/// --server-pids-file` reads to count the servers' CPU time).
+fn write_pids(file: &Path, procs: &[Proc]) -> Result<()> {
+    let pids: String = procs
+        .iter()
+        .filter_map(|p| p.child.as_ref().map(|c| format!("{}\n", c.id())))
+        .collect();
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, pids)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
 /// Restarts any process that exits until Ctrl-C or SIGTERM.
-async fn supervise(exe: &Path, procs: &mut [Proc]) {
+async fn supervise(exe: &Path, procs: &mut [Proc], pids_file: &Path) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("signal handler");
     loop {
@@ -152,6 +184,7 @@ async fn supervise(exe: &Path, procs: &mut [Proc]) {
             _ = term.recv() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+        let mut restarted = false;
         for p in procs.iter_mut() {
             let exited = match p.child.as_mut().map(|c| c.try_wait()) {
                 Some(Ok(Some(status))) => Some(status),
@@ -163,6 +196,12 @@ async fn supervise(exe: &Path, procs: &mut [Proc]) {
                 if let Err(e) = p.start(exe) {
                     println!("cannot restart {}: {e:#}", p.name);
                 }
+                restarted = true;
+            }
+        }
+        if restarted {
+            if let Err(e) = write_pids(pids_file, procs) {
+                println!("cannot write {}: {e:#}", pids_file.display());
             }
         }
     }

@@ -256,7 +256,6 @@ fn serve_grpc(
     let max = cfg.grpc_message_max_bytes;
     let raft_service = RaftService::new(router, cfg.transport.snapshot_recv_max_bytes);
     let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             TikvServer::new(kv_service)
                 .max_decoding_message_size(max)
@@ -267,7 +266,10 @@ fn serve_grpc(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY on every accepted connection: with Nagle, a small response written behind an
+    // unacknowledged one waits for the peer's delayed ACK (40 ms). The builder's `tcp_nodelay`
+    // does not reach connections from `serve_with_incoming`, so it is set here.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     async move {
         router
             .serve_with_incoming_shutdown(incoming, async move {
