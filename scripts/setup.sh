@@ -10,12 +10,16 @@ have_libclang() {
     ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
 }
 
-if ! have_libclang; then
-    echo "setup: installing libclang-dev (needed by RocksDB's bindings)" >&2
+have_fonts() {
+    [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]
+}
+
+if ! have_libclang || ! have_fonts; then
+    echo "setup: installing libclang-dev (RocksDB's bindings) and fonts-dejavu-core (bench-report plots)" >&2
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang fonts-dejavu-core >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
