@@ -11,9 +11,11 @@ have_libclang() {
 }
 
 # Debian packages the build and tests need: libclang for RocksDB's bindings, protoc for
-# etcd-client's generated code (the benchmark's etcd target), etcd for the benchmark's tests.
+# etcd-client's generated code (the benchmark's etcd target), etcd for the benchmark's tests,
+# a TrueType font for `flotilla bench-report`'s plots.
 missing=()
 have_libclang || missing+=(libclang-dev clang)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -5,6 +5,7 @@
 mod bench;
 mod ctl;
 mod playground;
+mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,8 @@ enum Command {
     Playground(playground::PlaygroundArgs),
     /// Drive load against a cluster and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Turn `bench --json` results into markdown tables and PNG plots.
+    BenchReport(report::ReportArgs),
     /// Look at and operate a running cluster.
     Ctl {
         /// PD address.
@@ -171,6 +174,7 @@ fn main() -> Result<()> {
         }
         Command::Playground(a) => rt.block_on(playground::run(a)),
         Command::Bench(a) => rt.block_on(bench::run(a)),
+        Command::BenchReport(a) => report::run(a),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
     }
 }
