@@ -30,7 +30,7 @@ enum Command {
     /// Run PD and three stores on 127.0.0.1 (data under ./data/playground).
     Playground(playground::PlaygroundArgs),
     /// Drive load against a cluster and report throughput and latency.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Turn `bench --json` results into markdown tables and PNG plots.
     BenchReport(report::ReportArgs),
     /// Look at and operate a running cluster.
@@ -173,7 +173,7 @@ fn main() -> Result<()> {
             rt.block_on(run_server(a))
         }
         Command::Playground(a) => rt.block_on(playground::run(a)),
-        Command::Bench(a) => rt.block_on(bench::run(a)),
+        Command::Bench(a) => rt.block_on(bench::run(*a)),
         Command::BenchReport(a) => report::run(a),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
     }

@@ -39,7 +39,7 @@ pub enum Target {
         txn: Arc<TransactionClient>,
     },
     Etcd {
-        client: etcd_client::Client,
+        client: Box<etcd_client::Client>,
         serializable: bool,
     },
     Disk {
@@ -94,7 +94,7 @@ impl Target {
                 .await
                 .with_context(|| format!("connecting to etcd at {}", urls.join(",")))?;
             out.push(Target::Etcd {
-                client,
+                client: Box::new(client),
                 serializable,
             });
         }
