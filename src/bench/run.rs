@@ -172,8 +172,15 @@ async fn task(
         match result {
             Ok(()) => {
                 let us = started.elapsed().as_micros() as u64;
-                figures.latency_us.saturating_record(us.max(1));
-                shared.measured_ops.fetch_add(1, Ordering::Relaxed);
+                let before = shared.measured_ops.fetch_add(1, Ordering::Relaxed);
+                // With --ops, exactly that many are counted; the tasks then stop themselves.
+                let limit = args.ops.filter(|_| !w.is_load()).unwrap_or(u64::MAX);
+                if before < limit {
+                    figures.latency_us.saturating_record(us.max(1));
+                }
+                if before + 1 >= limit {
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 *figures.errors.entry(error_kind(&e)).or_default() += 1;
@@ -311,7 +318,7 @@ async fn wait_window(
     };
     let pb = progress_bar(len, prefix.to_string());
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let ops = shared.measured_ops.load(Ordering::Relaxed);
         let errs = shared.measured_errors.load(Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64();
@@ -323,8 +330,8 @@ async fn wait_window(
             pb.set_position(ops + errs);
             tasks.iter().all(|t| t.is_finished())
         } else if by_ops {
-            pb.set_position(ops);
-            ops >= len
+            pb.set_position(ops.min(len));
+            ops >= len && tasks.iter().all(|t| t.is_finished())
         } else {
             pb.set_position((secs * 10.0) as u64);
             secs >= args.duration_secs as f64
