@@ -41,6 +41,7 @@ FLOTILLA="$CARGO_TARGET_DIR/debug/flotilla"
 WORK=$(mktemp -d /tmp/flotilla-bench.XXXXXX)
 RESULTS="$WORK/results.jsonl"
 COMMANDS="$WORK/commands.txt"
+SHAPES="$WORK/shapes.txt"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -98,7 +99,9 @@ start_playground one --single-region
 bench --target flotilla --pd "$PD" --label flotilla-1region --server-pids-file "$WORK/one/pids" \
     --workload "load$txn_load,$WORKLOADS" "${common[@]}" \
     --profile "$OUT/bench/profiles" --profile-clients "$PROFILE_CLIENTS"
-"$FLOTILLA" ctl --pd "$PD" regions | head -1 | sed 's/^/flotilla-1region: /' >>"$COMMANDS"
+"$FLOTILLA" ctl --pd "$PD" regions >"$WORK/one-regions.txt"
+"$FLOTILLA" ctl --pd "$PD" stores >"$WORK/one-stores.txt"
+echo "flotilla-1region at the end: $(head -1 "$WORK/one-regions.txt")" >>"$SHAPES"
 stop_pid "$PG_PID"
 
 echo "== flotilla, many regions" >&2
@@ -106,7 +109,9 @@ start_playground many
 bench --target flotilla --pd "$PD" --label flotilla-many --server-pids-file "$WORK/many/pids" \
     --workload "load$txn_load,$WORKLOADS" "${common[@]}" --min-regions 32 \
     --profile "$OUT/bench/profiles" --profile-clients "$PROFILE_CLIENTS"
-"$FLOTILLA" ctl --pd "$PD" regions | head -1 | sed 's/^/flotilla-many: /' >>"$COMMANDS"
+"$FLOTILLA" ctl --pd "$PD" regions >"$WORK/many-regions.txt"
+"$FLOTILLA" ctl --pd "$PD" stores >"$WORK/many-stores.txt"
+echo "flotilla-many at the end: $(head -1 "$WORK/many-regions.txt")" >>"$SHAPES"
 stop_pid "$PG_PID"
 
 echo "== etcd, three members" >&2
@@ -160,6 +165,8 @@ cp "$RESULTS" "$OUT/bench/results.jsonl"
     echo "CLIENTS=$CLIENTS WORKLOADS=$WORKLOADS DURATION=$DURATION WARMUP=$WARMUP KEYS=$KEYS ./scripts/bench-compare.sh"
     cat "$COMMANDS"
     echo '```'
+    echo
+    sed 's/$/;/' "$SHAPES"
     echo
     cat "$WORK/tables.md"
     echo
