@@ -1,5 +1,6 @@
 //! One Flotilla store process: the client-facing `tikvpb.Tikv` service over tonic, the
-//! store-to-store raft transport over gRPC, the PD worker, the status HTTP server, and start-up.
+//! store-to-store raft transport over gRPC, the PD worker, the status HTTP server (metrics,
+//! status, CPU profiles), and start-up.
 //!
 //! Key types: [`Node`] (start a store on a [`ServerConfig`], stop it), [`KvService`] (raw
 //! requests: limits, latches, reads through a leader's read view, writes through raft, region
@@ -25,6 +26,7 @@ pub mod metrics;
 mod node;
 mod pd;
 mod pd_worker;
+mod profile;
 mod raft_service;
 mod status;
 mod transport;
@@ -35,6 +37,7 @@ pub use error::ServerError;
 pub use kv::KvService;
 pub use node::Node;
 pub use pd::{BootstrapOutcome, Pd, PdResolver};
+pub use profile::{PROFILE_FREQUENCY_HZ, PROFILE_SECONDS_DEFAULT, PROFILE_SECONDS_MAX};
 pub use raft_service::RaftService;
 pub use status::{store_status, RegionStatus, StoreStatus};
 pub use transport::{is_snapshot_message, snapshot_chunks, GrpcTransport, StoreResolver};

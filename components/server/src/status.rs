@@ -1,7 +1,9 @@
-//! The status HTTP server: `/metrics` (Prometheus text) and `/status` (JSON view of the
-//! store and its regions).
+//! The status HTTP server: `/metrics` (Prometheus text), `/status` (JSON view of the store and
+//! its regions) and `/debug/pprof/profile?seconds=N` (a CPU flamegraph, see [`crate::profile`]).
 
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use raftstore::RaftRouter;
@@ -9,7 +11,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::metrics;
+use crate::{metrics, profile};
 
 /// The store as `/status` shows it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -45,6 +47,8 @@ pub struct RegionStatus {
 struct StatusState {
     router: RaftRouter,
     address: String,
+    /// Turns true when the store stops; a running profile then ends early.
+    shutdown: watch::Receiver<bool>,
 }
 
 /// The current status of the store behind `router`.
@@ -78,6 +82,28 @@ async fn metrics_handler() -> String {
     metrics::render()
 }
 
+/// Query of `/debug/pprof/profile`; `seconds` is parsed by hand so that every bad value gets
+/// the same message.
+#[derive(serde::Deserialize)]
+struct ProfileQuery {
+    seconds: Option<String>,
+}
+
+async fn profile_handler(
+    State(state): State<StatusState>,
+    Query(query): Query<ProfileQuery>,
+) -> Response {
+    let duration = match profile::parse_seconds(query.seconds.as_deref()) {
+        Ok(duration) => duration,
+        Err(msg) => return (StatusCode::BAD_REQUEST, msg).into_response(),
+    };
+    let mut shutdown = state.shutdown;
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    profile::profile_response(duration, stop).await
+}
+
 /// Serves the status endpoints on `listener` until `shutdown` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -88,7 +114,12 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/status", get(status_handler))
-        .with_state(StatusState { router, address });
+        .route("/debug/pprof/profile", get(profile_handler))
+        .with_state(StatusState {
+            router,
+            address,
+            shutdown: shutdown.clone(),
+        });
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };

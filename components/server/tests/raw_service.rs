@@ -122,7 +122,8 @@ async fn must_scan(
     resp.kvs.into_iter().map(|p| p.key).collect()
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+/// An HTTP/1.0 GET's status code, headers (lower-cased) and body.
+async fn http_request(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
@@ -130,9 +131,17 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (code, head.to_lowercase(), body.to_owned())
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    http_request(addr, path).await.2
 }
 
 async fn check_reads_and_writes(node: &Node, c: &mut TikvClient<Channel>) {
@@ -343,16 +352,21 @@ async fn check_status(node: &Node) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_requests_against_one_store() {
-    let dir = tempfile::tempdir().unwrap();
+/// A one-replica PD on loopback, data under `dir/pd`.
+async fn must_start_pd(dir: &std::path::Path) -> pd::PdHandle {
     let pd_cfg = pd::PdConfig {
-        data_dir: dir.path().join("pd"),
+        data_dir: dir.join("pd"),
         listen_addr: "127.0.0.1:0".into(),
         max_replicas: 1,
         ..Default::default()
     };
-    let pd = pd::PdServer::start(pd_cfg).await.unwrap();
+    pd::PdServer::start(pd_cfg).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_requests_against_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = must_start_pd(dir.path()).await;
     let cfg = node_config(&dir.path().join("store"), &pd.endpoint());
     let node = Node::start(cfg.clone()).await.unwrap();
     let mut client = TikvClient::connect(format!("http://{}", node.addr()))
@@ -376,6 +390,78 @@ async fn raw_requests_against_one_store() {
         must_get(&node, &mut client, &key("a")).await,
         Some(b"1".to_vec())
     );
+    node.stop().await;
+    pd.shutdown().await;
+}
+
+/// Keeps one core busy for `duration` in a frame the flamegraph can name.
+#[inline(never)]
+fn burn_cpu(duration: Duration) -> u64 {
+    let deadline = Instant::now() + duration;
+    let mut x = 1u64;
+    while Instant::now() < deadline {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    x
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_server_serves_cpu_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = must_start_pd(dir.path()).await;
+    let node = Node::start(node_config(&dir.path().join("store"), &pd.endpoint()))
+        .await
+        .unwrap();
+    let addr = node.status_addr();
+    let path = "/debug/pprof/profile";
+
+    // Durations outside 1..=120 s are refused at once.
+    for bad in ["0", "121", "soon"] {
+        let (code, _, body) = http_request(addr, &format!("{path}?seconds={bad}")).await;
+        assert_eq!(code, 400, "seconds={bad}: {body}");
+        assert!(body.contains("1..=120"), "{body}");
+    }
+
+    // Two overlapping profiles: one runs, the other is refused without waiting for it.
+    let burner = tokio::task::spawn_blocking(|| burn_cpu(Duration::from_millis(1_500)));
+    let first = tokio::spawn(async move { http_request(addr, &format!("{path}?seconds=2")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    let second = http_request(addr, &format!("{path}?seconds=1")).await;
+    if second.0 == 409 {
+        assert!(
+            sent.elapsed() < Duration::from_millis(900),
+            "the refusal waited"
+        );
+    }
+    // Sampling runs off the runtime's workers: other requests are answered meanwhile.
+    let sent = Instant::now();
+    let status = http_get(addr, "/status").await;
+    assert!(status.contains("store_id"), "{status}");
+    assert!(sent.elapsed() < Duration::from_millis(900), "status waited");
+    let first = first.await.unwrap();
+    burner.await.unwrap();
+    let (done, refused) = if first.0 == 200 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(refused.0, 409, "{}", refused.2);
+    let (code, head, svg) = done;
+    assert_eq!(code, 200, "{svg}");
+    assert!(head.contains("content-type: image/svg+xml"), "{head}");
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg"),
+        "{svg:.200}"
+    );
+    assert!(svg.contains("burn_cpu"), "the busy frame is missing");
+
+    // The slot is free again once a profile ends.
+    let (code, _, _) = http_request(addr, &format!("{path}?seconds=1")).await;
+    assert_eq!(code, 200);
+
     node.stop().await;
     pd.shutdown().await;
 }
