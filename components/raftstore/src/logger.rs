@@ -20,6 +20,12 @@ impl Drain for TracingDrain {
     type Err = slog::Never;
 
     fn log(&self, record: &Record, values: &OwnedKVList) -> Result<(), slog::Never> {
+        // raft-rs logs every message at debug level with its fields formatted lazily; checking
+        // the level first keeps that formatting (protobuf text of whole entries) off the hot
+        // path when nobody reads it.
+        if !self.is_enabled(record.level()) {
+            return Ok(());
+        }
         let mut fields = FieldsToString(String::new());
         let _ = record.kv().serialize(record, &mut fields);
         let _ = values.serialize(record, &mut fields);
@@ -33,6 +39,18 @@ impl Drain for TracingDrain {
         }
         Ok(())
     }
+
+    fn is_enabled(&self, level: Level) -> bool {
+        match level {
+            Level::Critical | Level::Error => {
+                tracing::enabled!(target: "raft", tracing::Level::ERROR)
+            }
+            Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
+            Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
+            Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+            Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
+        }
+    }
 }
 
 /// A slog logger for raft-rs whose records land in `tracing`, tagged with the region.
@@ -41,4 +59,37 @@ pub fn raft_logger(region_id: u64, peer_id: u64) -> slog::Logger {
         TracingDrain.fuse(),
         slog::o!("region_id" => region_id, "peer_id" => peer_id),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing_subscriber::EnvFilter;
+
+    /// Counts how often it is formatted.
+    struct Counted<'a>(&'a AtomicUsize);
+
+    impl std::fmt::Debug for Counted<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            f.write_str("counted")
+        }
+    }
+
+    #[test]
+    fn records_below_the_raft_level_are_never_formatted() {
+        let formatted = AtomicUsize::new(0);
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("raft=warn"))
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let logger = super::raft_logger(1, 1);
+            slog::debug!(logger, "sent"; "msg" => ?Counted(&formatted));
+            assert_eq!(formatted.load(Ordering::SeqCst), 0, "a filtered record was formatted");
+            slog::warn!(logger, "lost"; "msg" => ?Counted(&formatted));
+            assert_eq!(formatted.load(Ordering::SeqCst), 1, "a kept record must be formatted");
+        });
+    }
 }
