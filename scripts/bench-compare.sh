@@ -10,7 +10,8 @@
 # docs/bench/, and the generated section of docs/perf.md (between the bench-compare markers).
 #
 # Knobs (environment): CLIENTS (1,16,64,256), WORKLOADS, DURATION (s per point, 10),
-# WARMUP (s, 3), KEYS (100000), PROFILE_CLIENTS (64: flamegraphs of the stores at that count),
+# WARMUP (s, 3), KEYS (100000), PROFILE_CLIENTS (64) and PROFILE_WORKLOADS (raw-put,ycsb-c,
+# txn-rmw): flamegraphs of the stores, taken in a separate pass,
 # OUT (docs), KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 KEYS=${KEYS:-100000}
 PROFILE_CLIENTS=${PROFILE_CLIENTS:-64}
+PROFILE_WORKLOADS=${PROFILE_WORKLOADS:-raw-put,ycsb-c,txn-rmw}
 OUT=${OUT:-docs}
 
 need_pkgs=()
@@ -56,6 +58,18 @@ bench() {
     "$FLOTILLA" bench --json "$RESULTS" --seed 1 "$@"
 }
 
+# profile LABEL ARGS...: flamegraphs of every store under a few workloads at PROFILE_CLIENTS
+# clients, in a pass of its own after the measured one (sampling costs the stores CPU, so the
+# profiled figures go to their own file, not into the tables).
+profile() {
+    local label=$1; shift
+    echo "flotilla bench --pd $PD --label $label $* --workload $PROFILE_WORKLOADS --concurrency $PROFILE_CLIENTS --profile $OUT/bench/profiles" \
+        | sed "s|$WORK|\$WORK|g" >>"$COMMANDS"
+    "$FLOTILLA" bench --pd "$PD" --label "$label" "$@" --workload "$PROFILE_WORKLOADS" \
+        --concurrency "$PROFILE_CLIENTS" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
+        --keys "$KEYS" --profile "$OUT/bench/profiles" --json "$WORK/profiled.jsonl" --seed 1
+}
+
 # A port nothing listens on (checked by connecting), from a random start.
 free_port() {
     local p=$((20000 + RANDOM % 30000))
@@ -86,6 +100,8 @@ stop_pid() {
     wait "$1" 2>/dev/null || true
 }
 
+rm -rf "$OUT/bench/profiles"
+
 echo "== disk: fsync latency" >&2
 bench --target disk --label disk-fsync --fsync-dir "$WORK/fsync" --concurrency 1 \
     --duration-secs "$DURATION" --warmup-secs 1
@@ -97,8 +113,8 @@ case ",$WORKLOADS," in *,txn-rmw,*) txn_load=",load-txn" ;; esac
 echo "== flotilla, one region" >&2
 start_playground one --single-region
 bench --target flotilla --pd "$PD" --label flotilla-1region --server-pids-file "$WORK/one/pids" \
-    --workload "load$txn_load,$WORKLOADS" "${common[@]}" \
-    --profile "$OUT/bench/profiles" --profile-clients "$PROFILE_CLIENTS"
+    --workload "load$txn_load,$WORKLOADS" "${common[@]}"
+profile flotilla-1region --server-pids-file "$WORK/one/pids"
 "$FLOTILLA" ctl --pd "$PD" regions >"$WORK/one-regions.txt"
 "$FLOTILLA" ctl --pd "$PD" stores >"$WORK/one-stores.txt"
 echo "flotilla-1region at the end: $(head -1 "$WORK/one-regions.txt")" >>"$SHAPES"
@@ -107,8 +123,8 @@ stop_pid "$PG_PID"
 echo "== flotilla, many regions" >&2
 start_playground many
 bench --target flotilla --pd "$PD" --label flotilla-many --server-pids-file "$WORK/many/pids" \
-    --workload "load$txn_load,$WORKLOADS" "${common[@]}" --min-regions 32 \
-    --profile "$OUT/bench/profiles" --profile-clients "$PROFILE_CLIENTS"
+    --workload "load$txn_load,$WORKLOADS" "${common[@]}" --min-regions 32
+profile flotilla-many --server-pids-file "$WORK/many/pids"
 "$FLOTILLA" ctl --pd "$PD" regions >"$WORK/many-regions.txt"
 "$FLOTILLA" ctl --pd "$PD" stores >"$WORK/many-stores.txt"
 echo "flotilla-many at the end: $(head -1 "$WORK/many-regions.txt")" >>"$SHAPES"
@@ -171,7 +187,8 @@ cp "$RESULTS" "$OUT/bench/results.jsonl"
     cat "$WORK/tables.md"
     echo
     echo "Plots: \`$OUT/bench/<workload>-throughput.png\` and \`$OUT/bench/<workload>-p99.png\`;"
-    echo "flamegraphs of the stores at $PROFILE_CLIENTS clients: \`$OUT/bench/profiles/\`."
+    echo "flamegraphs of the stores ($PROFILE_WORKLOADS at $PROFILE_CLIENTS clients, a separate pass"
+    echo "after the measured one): \`$OUT/bench/profiles/\`."
     echo
     echo "<!-- bench-compare:end -->"
 } >"$WORK/section.md"
