@@ -184,7 +184,7 @@ cp "$RESULTS" "$OUT/bench/results.jsonl"
     echo
     sed 's/$/;/' "$SHAPES"
     echo
-    cat "$WORK/tables.md"
+    sed "s/^## /### /" "$WORK/tables.md"
     echo
     echo "Plots: \`$OUT/bench/<workload>-throughput.png\` and \`$OUT/bench/<workload>-p99.png\`;"
     echo "flamegraphs of the stores ($PROFILE_WORKLOADS at $PROFILE_CLIENTS clients, a separate pass"

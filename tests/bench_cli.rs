@@ -329,3 +329,32 @@ async fn bench_drives_etcd_through_the_same_workloads() {
     let n = client.get("bench", Some(opts)).await.unwrap().count();
     assert_eq!(n, 300);
 }
+
+#[test]
+fn bench_rate_limit_caps_the_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.jsonl");
+    // 100 ops/s over 2 clients for 2 s: at most 200 scheduled operations (plus one in flight
+    // per client); the disk alone would do thousands.
+    bench(&[
+        "--target",
+        "disk",
+        "--fsync-dir",
+        dir.path().join("probe").to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--rate",
+        "100",
+        "--duration-secs",
+        "2",
+        "--warmup-secs",
+        "0",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let ops = records(&json)[0]["ops"].as_u64().unwrap();
+    assert!(
+        (40..=202).contains(&ops),
+        "{ops} operations at 100/s over 2 s"
+    );
+}

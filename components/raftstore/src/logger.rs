@@ -87,9 +87,17 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let logger = super::raft_logger(1, 1);
             slog::debug!(logger, "sent"; "msg" => ?Counted(&formatted));
-            assert_eq!(formatted.load(Ordering::SeqCst), 0, "a filtered record was formatted");
+            assert_eq!(
+                formatted.load(Ordering::SeqCst),
+                0,
+                "a filtered record was formatted"
+            );
             slog::warn!(logger, "lost"; "msg" => ?Counted(&formatted));
-            assert_eq!(formatted.load(Ordering::SeqCst), 1, "a kept record must be formatted");
+            assert_eq!(
+                formatted.load(Ordering::SeqCst),
+                1,
+                "a kept record must be formatted"
+            );
         });
     }
 }
