@@ -41,9 +41,12 @@ mod gen;
 mod graph;
 mod history;
 mod list_append;
+pub mod register;
 
 #[cfg(test)]
 mod list_append_tests;
+#[cfg(test)]
+mod register_tests;
 #[cfg(test)]
 mod sim;
 
@@ -57,3 +60,7 @@ pub use history::{
     decode_list, encode_list, history_from_json, history_to_json, HistoryError, Op, Outcome, Txn,
 };
 pub use list_append::{check_list_append, check_list_append_with, CheckOptions};
+pub use register::{
+    check_register, check_register_with, RegisterCheckOptions, RegisterOp, RegisterOpKind,
+    RegisterReport, RegisterValue, RegisterVerdict, RegisterViolation,
+};
