@@ -438,6 +438,108 @@ proptest! {
     }
 }
 
+/// Draws up to `n` ops on one key with values from a small set, random intervals and
+/// outcomes: about as often linearizable as not.
+fn random_small_history(seed: u64, n: usize) -> Vec<RegisterOp> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // 0 stands for absent.
+    let small = |rng: &mut ChaCha8Rng| val(Some(rng.gen_range(0..4)).filter(|v| *v != 0));
+    (0..n)
+        .map(|i| {
+            let call = rng.gen_range(0..20);
+            let ret = (rng.gen_range(0..100) >= 15).then(|| call + rng.gen_range(0..10));
+            let v = RegisterValue::Int(rng.gen_range(1..4));
+            let mut op = match rng.gen_range(0..3) {
+                0 => RegisterOp::read(i as u64, KEY, small(&mut rng), call, 0),
+                1 => RegisterOp::write(i as u64, KEY, v, call, ret),
+                _ => {
+                    let out = ret.map(|_| rng.gen_bool(0.5));
+                    RegisterOp::cas(i as u64, KEY, (small(&mut rng), v), out, call, ret)
+                }
+            };
+            op.ret_ns = ret;
+            op
+        })
+        .collect()
+}
+
+/// The definition, by exhaustion: some subset of the unknown-outcome ops, with every op of
+/// known outcome, has an order in which no op comes after one that was called after it
+/// returned, and every op's output matches a sequential register.
+fn linearizable_by_exhaustion(h: &[RegisterOp]) -> bool {
+    fn go(h: &[RegisterOp], left: &mut Vec<usize>, state: Option<RegisterValue>) -> bool {
+        if left.is_empty() {
+            return true;
+        }
+        for k in 0..left.len() {
+            let j = left[k];
+            let preceded = left
+                .iter()
+                .any(|&i| h[i].ret_ns.is_some_and(|r| r < h[j].call_ns));
+            let next = match &h[j].kind {
+                RegisterOpKind::Read { out } => (*out == state).then(|| state.clone()),
+                RegisterOpKind::Write { value } => Some(Some(value.clone())),
+                RegisterOpKind::Cas { expected, new, out } => match out {
+                    Some(false) => (*expected != state).then(|| state.clone()),
+                    _ => (*expected == state).then(|| Some(new.clone())),
+                },
+            };
+            if let (false, Some(next)) = (preceded, next) {
+                left.swap_remove(k);
+                let ok = go(h, left, next);
+                left.push(j);
+                let last = left.len() - 1;
+                left.swap(k, last);
+                if ok {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    let known: Vec<usize> = (0..h.len()).filter(|&i| h[i].ret_ns.is_some()).collect();
+    let unknown: Vec<usize> = (0..h.len())
+        .filter(|&i| h[i].ret_ns.is_none() && !matches!(h[i].kind, RegisterOpKind::Read { .. }))
+        .collect();
+    (0..1u32 << unknown.len()).any(|subset| {
+        let mut left = known.clone();
+        left.extend(
+            (0..unknown.len())
+                .filter(|b| subset & (1 << b) != 0)
+                .map(|b| unknown[b]),
+        );
+        go(h, &mut left, None)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn small_random_histories_agree_with_exhaustion(seed in any::<u64>(), n in 1usize..8) {
+        let h = random_small_history(seed, n);
+        let report = check_register(&h);
+        let expected = linearizable_by_exhaustion(&h);
+        prop_assert_eq!(report.is_linearizable(), expected, "{}\n{}", report, history_to_json_lines(&h));
+        for (_, v) in report.violations() {
+            prop_assert!(h[v.stuck].ret_ns.is_some(), "stuck on an optional op: {}", v);
+        }
+    }
+}
+
+#[test]
+fn exhaustion_sees_both_verdicts() {
+    // Guards the oracle test against a generator that only ever draws one kind of history.
+    let verdicts: Vec<bool> = (0..200)
+        .map(|s| linearizable_by_exhaustion(&random_small_history(s, 6)))
+        .collect();
+    let passing = verdicts.iter().filter(|v| **v).count();
+    assert!(
+        (20..180).contains(&passing),
+        "{passing} of 200 linearizable"
+    );
+}
+
 #[test]
 fn five_clients_of_two_hundred_ops_on_one_key_check_quickly() {
     for (seed, unknown_pct) in [(1, 0), (2, 0), (3, 2)] {
@@ -452,6 +554,17 @@ fn five_clients_of_two_hundred_ops_on_one_key_check_quickly() {
         let report = check_register(&h);
         assert!(report.is_linearizable(), "{report}");
         assert_eq!(report.keys.len(), 1);
-        eprintln!("{report}");
+        // A corrupted read near the end: the search must exhaust everything before it.
+        let mut bad = h.clone();
+        let last_read = (0..bad.len())
+            .rev()
+            .find(|&i| {
+                bad[i].ret_ns.is_some() && matches!(bad[i].kind, RegisterOpKind::Read { .. })
+            })
+            .expect("a long history has reads");
+        bad[last_read].kind = RegisterOpKind::Read { out: val(Some(-1)) };
+        let bad_report = check_register(&bad);
+        assert_eq!(bad_report.violations().count(), 1, "{bad_report}");
+        eprintln!("{report}{bad_report}");
     }
 }

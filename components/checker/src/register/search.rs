@@ -15,6 +15,9 @@ use super::{OptDisplay, RegisterOp, RegisterOpKind, RegisterValue};
 /// Distinct search states explored per key before [`check_register`] gives up on it.
 pub const REGISTER_STATES_DEFAULT_MAX: u64 = 10_000_000;
 
+/// Ops of a violation's prefix its `Display` names (the last ones).
+const PREFIX_SHOWN_MAX: usize = 12;
+
 /// Bounds of [`check_register_with`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterCheckOptions {
@@ -49,13 +52,18 @@ impl fmt::Display for RegisterViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "op #{} ({}) cannot take effect; longest linearizable prefix ({} ops, leaving {}):",
+            "op #{} ({}) cannot take effect; the longest linearizable prefix found has {} ops \
+             and leaves {}; it ends",
             self.stuck,
             self.stuck_op,
             self.prefix.len(),
             OptDisplay(&self.value)
         )?;
-        for i in &self.prefix {
+        let shown = self.prefix.len().saturating_sub(PREFIX_SHOWN_MAX);
+        if shown > 0 {
+            f.write_str(" ...")?;
+        }
+        for i in &self.prefix[shown..] {
             write!(f, " #{i}")?;
         }
         Ok(())
