@@ -15,6 +15,12 @@
 //! isolation holds (G2-item write skew is allowed). [`check_bank`] checks a bank workload's
 //! full-table reads.
 //!
+//! [`register`] checks single-key register histories (read, write, compare-and-set, one JSON
+//! line each, [`register::parse_history`]) for linearizability: [`check_register`] searches,
+//! per key, for an order of the ops that respects real time, with Wing & Gong's algorithm,
+//! Lowe's just-in-time linearization and a memo of visited states, bounded by
+//! [`RegisterCheckOptions::states_max`] (reaching it is an undecided key, not a pass).
+//!
 //! # Recording a history
 //!
 //! - Take `start` from the driver's monotonic counter just before beginning the transaction

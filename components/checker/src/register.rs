@@ -28,6 +28,16 @@
 //!
 //! Times are the driver's monotonic clock; two ops are ordered only when one returned strictly
 //! before the other was called.
+//!
+//! # What the checker assumes
+//!
+//! Keys are independent and start absent. An op that returned took effect at one instant
+//! between its call and return; a `cas` that returned `false` took effect as a read that saw
+//! a value other than `expected`. An op with an unknown outcome took effect at some instant
+//! after its call, or never: a write or cas may be placed or left out, and a read is dropped
+//! (it constrains nothing). The verdict per key is linearizable, not (with the op that could
+//! not be placed after the longest prefix found), or unknown when the search reached its
+//! bound of explored states.
 
 use std::fmt;
 
