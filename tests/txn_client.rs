@@ -356,12 +356,20 @@ async fn regions_of(c: &ProcCluster, keys: &[String]) -> std::collections::BTree
     for k in keys {
         let mut full = vec![b'x', 0, 0, 0];
         full.extend_from_slice(k.as_bytes());
-        let r = pd
-            .get_region(codec::memcomparable::encode_bytes(&full))
-            .await
-            .unwrap()
-            .expect("a region holds the key");
-        ids.insert(r.region.id);
+        // While a split is reported, PD may know the parent's new range before the new
+        // region's: the key falls in a gap for a moment, as clients see too. Ask again.
+        let mut found = None;
+        for _ in 0..50 {
+            found = pd
+                .get_region(codec::memcomparable::encode_bytes(&full))
+                .await
+                .unwrap();
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        ids.insert(found.expect("a region holds the key").region.id);
     }
     ids
 }
