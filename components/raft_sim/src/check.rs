@@ -182,3 +182,58 @@ pub fn check_log_matching(nodes: &[Node]) -> Result<(), Violation> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::ELECTION_TICKS;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    /// A node whose in-memory log holds `entries`, committed up to `commit`.
+    fn node_with_log(id: u64, entries: &[Entry], commit: u64) -> Node {
+        let mut node = Node::new(id, 3, ELECTION_TICKS);
+        node.raw.raft.raft_log.append(entries);
+        node.raw.raft.raft_log.commit_to(commit);
+        node
+    }
+
+    #[test]
+    fn diverged_tails_under_a_matching_term_are_caught() {
+        let a = node_with_log(1, &[entry(1, 1, b"x"), entry(2, 2, b"y")], 0);
+        let b = node_with_log(2, &[entry(1, 3, b"x"), entry(2, 2, b"y")], 0);
+        let err = check_log_matching(&[a, b]).unwrap_err();
+        assert_eq!(
+            err,
+            Violation::LogMismatch {
+                a: 1,
+                b: 2,
+                index: 1
+            }
+        );
+    }
+
+    #[test]
+    fn tails_that_differ_only_above_the_match_pass() {
+        let a = node_with_log(1, &[entry(1, 1, b"x"), entry(2, 2, b"y")], 0);
+        let b = node_with_log(2, &[entry(1, 1, b"x"), entry(2, 3, b"z")], 0);
+        check_log_matching(&[a, b]).unwrap();
+    }
+
+    #[test]
+    fn a_changed_committed_entry_is_caught() {
+        let mut checker = Checker::default();
+        let a = node_with_log(1, &[entry(1, 1, b"x")], 1);
+        let b = node_with_log(2, &[entry(1, 1, b"z")], 1);
+        checker.check_committed(&a).unwrap();
+        let err = checker.check_committed(&b).unwrap_err();
+        assert_eq!(err, Violation::CommittedChanged { node: 2, index: 1 });
+    }
+}
