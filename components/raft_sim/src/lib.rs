@@ -6,13 +6,16 @@
 //! in flight with delays, drops, duplicates, reordering and partitions), [`check::Checker`] (the
 //! invariants) and [`Stats`] / [`Violation`] (the outcome). Flow: [`run_seed`] draws the cluster
 //! size and fault rates from the seed, then on every virtual tick injects faults (partitions,
-//! restarts), ticks every node, lets a client propose a unique value to a leader, delivers due
+//! restarts at tick boundaries and inside a Ready, after it sent but before it persisted), ticks every node, lets a client propose a unique value to a leader, delivers due
 //! messages, runs each node's Ready procedure (raftstore's order, with `check_quorum` and
 //! `pre_vote` on as raftstore runs) and checks: one leader per term, committed prefixes never
 //! change, applied entries agree across nodes, and (periodically) log matching. It then heals
 //! everything, runs fault-free until every replica has applied the same commit index, and checks
 //! that applied states are equal and hold every acknowledged value. One thread, one ChaCha RNG, no
-//! wall clock: a seed replays exactly. It must not depend on any Flotilla crate, on I/O or on
+//! wall clock: a seed replays exactly (`cargo run -p raft_sim --example replay -- <seed>`);
+//! raft-rs draws election timeouts from `thread_rng`, so each node's timeout is pinned by the seed
+//! and missed ticks add the jitter. Not covered: log compaction and snapshots, membership
+//! changes, read index. It must not depend on any Flotilla crate, on I/O or on
 //! threads; only on `raft`, `rand`, `rand_chacha` and `slog`.
 #![deny(missing_docs)]
 

@@ -141,13 +141,18 @@ impl Node {
 
     /// Runs one pass of raft-rs's Ready procedure, in raftstore's order: send, apply snapshot,
     /// apply committed, append, persist hard state, send persisted messages, advance.
-    pub fn handle_ready(&mut self) -> Option<ReadyEffects> {
+    /// `crash_after_send` crashes the node right after the first step, before it persists
+    /// anything of this Ready; the caller must then [`Node::restart`] it.
+    pub fn handle_ready(&mut self, crash_after_send: bool) -> Option<ReadyEffects> {
         if !self.raw.has_ready() {
             return None;
         }
         let mut fx = ReadyEffects::default();
         let mut rd = self.raw.ready();
         fx.messages.extend(rd.take_messages());
+        if crash_after_send {
+            return Some(fx);
+        }
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             self.raw

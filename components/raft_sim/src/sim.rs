@@ -101,10 +101,14 @@ impl Sim {
         }
         if self.rng.gen_bool(self.restart_probability) {
             let i = self.rng.gen_range(0..self.nodes.len());
-            let forget_vote = self.opts.injected == Some(Injected::VoteBeforePersist);
-            self.nodes[i].restart(forget_vote);
-            self.stats.restarts += 1;
+            self.restart(i);
         }
+    }
+
+    fn restart(&mut self, i: usize) {
+        let forget_vote = self.opts.injected == Some(Injected::VoteBeforePersist);
+        self.nodes[i].restart(forget_vote);
+        self.stats.restarts += 1;
     }
 
     /// One tick: tick nodes, maybe propose, deliver, run Ready, check. Clock drift and client
@@ -156,12 +160,18 @@ impl Sim {
 
     fn run_ready(&mut self, i: usize) -> Result<(), Violation> {
         for _ in 0..READY_PASSES_MAX {
-            let Some(mut fx) = self.nodes[i].handle_ready() else {
+            // Restarts come a few times more often at tick boundaries than inside a Ready.
+            let crash = self.rng.gen_bool(self.restart_probability / 4.0);
+            let Some(mut fx) = self.nodes[i].handle_ready(crash) else {
                 return Ok(());
             };
             for msg in fx.messages {
                 self.net
                     .send(self.now_ticks, msg, &self.faults, &mut self.rng);
+            }
+            if crash {
+                self.restart(i);
+                return Ok(());
             }
             let id = self.nodes[i].id;
             if self.opts.injected == Some(Injected::FlipAppliedValue) && id == 1 && !self.flipped {
@@ -197,6 +207,7 @@ impl Sim {
         self.net.heal();
         self.heal_at_ticks = None;
         self.faults = NetworkFaults::reliable();
+        self.restart_probability = 0.0;
         for _ in 0..self.opts.converge_ticks_max {
             self.step(false)?;
             if self.converged() {
