@@ -64,6 +64,11 @@ pub enum Violation {
         /// The value.
         value: u64,
     },
+    /// raft-rs or the simulation panicked (an assertion failed).
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
 }
 
 impl fmt::Display for Violation {

@@ -34,6 +34,9 @@ pub enum Injected {
     FlipAppliedValue,
     /// A restarting node forgets its vote, as if it had granted it before persisting it.
     VoteBeforePersist,
+    /// A node that crashes inside a Ready has already sent the messages that acknowledge the
+    /// entries and hard state it had not persisted.
+    AppendAckBeforePersist,
 }
 
 /// What to run.

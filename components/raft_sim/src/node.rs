@@ -9,6 +9,17 @@ pub const ELECTION_TICKS: usize = 10;
 /// Ticks between a leader's heartbeats.
 pub const HEARTBEAT_TICKS: usize = 2;
 
+/// Whether a node crashes inside a Ready pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// It runs the whole pass.
+    No,
+    /// It crashes after sending the Ready's messages, before persisting.
+    BeforePersist,
+    /// An injected bug: it also sends the messages that acknowledge the unpersisted state.
+    BeforePersistAfterAck,
+}
+
 /// What one pass of the Ready procedure produced for the caller to carry out.
 #[derive(Default)]
 pub struct ReadyEffects {
@@ -141,16 +152,19 @@ impl Node {
 
     /// Runs one pass of raft-rs's Ready procedure, in raftstore's order: send, apply snapshot,
     /// apply committed, append, persist hard state, send persisted messages, advance.
-    /// `crash_after_send` crashes the node right after the first step, before it persists
-    /// anything of this Ready; the caller must then [`Node::restart`] it.
-    pub fn handle_ready(&mut self, crash_after_send: bool) -> Option<ReadyEffects> {
+    /// With `crash`, the node crashes right after the first step, before it persists anything of
+    /// this Ready; the caller must then [`Node::restart`] it.
+    pub fn handle_ready(&mut self, crash: Crash) -> Option<ReadyEffects> {
         if !self.raw.has_ready() {
             return None;
         }
         let mut fx = ReadyEffects::default();
         let mut rd = self.raw.ready();
         fx.messages.extend(rd.take_messages());
-        if crash_after_send {
+        if crash != Crash::No {
+            if crash == Crash::BeforePersistAfterAck {
+                fx.messages.extend(rd.take_persisted_messages());
+            }
             return Some(fx);
         }
         if !rd.snapshot().is_empty() {

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::check::{check_log_matching, Checker, Violation};
 use crate::network::{Network, NetworkFaults};
-use crate::node::{Node, ELECTION_TICKS};
+use crate::node::{Crash, Node, ELECTION_TICKS};
 use crate::{Injected, Options, Stats};
 
 /// Bound on Ready passes per node per tick.
@@ -32,8 +32,24 @@ struct Sim {
     flipped: bool,
 }
 
-/// Runs one seeded simulation; the same seed and options always take the same path.
+/// Runs one seeded simulation; the same seed and options always take the same path. A panic
+/// inside raft-rs (one of its own assertions) comes back as [`Violation::Panicked`], so that the
+/// caller can name the seed.
 pub fn run_seed(seed: u64, opts: Options) -> Result<Stats, Violation> {
+    // The simulation is dropped whole on a panic, so no broken state is observed after unwinding.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed, opts))).unwrap_or_else(
+        |payload| {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Violation::Panicked { message })
+        },
+    )
+}
+
+fn run(seed: u64, opts: Options) -> Result<Stats, Violation> {
     let mut sim = Sim::new(seed, opts);
     for _ in 0..opts.ticks {
         sim.inject_faults();
@@ -161,7 +177,13 @@ impl Sim {
     fn run_ready(&mut self, i: usize) -> Result<(), Violation> {
         for _ in 0..READY_PASSES_MAX {
             // Restarts come a few times more often at tick boundaries than inside a Ready.
-            let crash = self.rng.gen_bool(self.restart_probability / 4.0);
+            let crash = match self.rng.gen_bool(self.restart_probability / 4.0) {
+                false => Crash::No,
+                true if self.opts.injected == Some(Injected::AppendAckBeforePersist) => {
+                    Crash::BeforePersistAfterAck
+                }
+                true => Crash::BeforePersist,
+            };
             let Some(mut fx) = self.nodes[i].handle_ready(crash) else {
                 return Ok(());
             };
@@ -169,7 +191,7 @@ impl Sim {
                 self.net
                     .send(self.now_ticks, msg, &self.faults, &mut self.rng);
             }
-            if crash {
+            if crash != Crash::No {
                 self.restart(i);
                 return Ok(());
             }
