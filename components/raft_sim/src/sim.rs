@@ -141,8 +141,11 @@ impl Sim {
             self.propose();
         }
         for msg in self.net.take_due(self.now_ticks) {
+            let node = &mut self.nodes[msg.to as usize - 1];
             // Errors here are for messages a node may ignore (e.g. from a removed peer).
-            let _ = self.nodes[msg.to as usize - 1].raw.step(msg);
+            let _ = node.raw.step(msg);
+            // Checked per message: a node may win and lose a term within one tick.
+            self.checker.check_leader(node)?;
         }
         for i in 0..self.nodes.len() {
             self.run_ready(i)?;
