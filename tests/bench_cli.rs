@@ -172,27 +172,31 @@ async fn single_region_setting_keeps_the_data_in_one_region() {
     );
 }
 
-#[test]
-fn bench_disk_probe_counts_exactly_the_operations_asked_for() {
+/// Runs the disk target with `args` (no warm-up) in a fresh directory: the directory (the
+/// probe file is `probe/fsync-probe.dat`) and the records.
+fn disk_bench(args: &[&str]) -> (tempfile::TempDir, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("results.jsonl");
-    bench(&[
+    let probe = dir.path().join("probe");
+    let mut all = vec![
         "--target",
         "disk",
         "--fsync-dir",
-        dir.path().join("probe").to_str().unwrap(),
-        "--concurrency",
-        "1",
-        "--ops",
-        "20",
+        probe.to_str().unwrap(),
         "--warmup-secs",
         "0",
-        "--value-size",
-        "100",
         "--json",
         json.to_str().unwrap(),
-    ]);
+    ];
+    all.extend_from_slice(args);
+    bench(&all);
     let rs = records(&json);
+    (dir, rs)
+}
+
+#[test]
+fn bench_disk_probe_counts_exactly_the_operations_asked_for() {
+    let (dir, rs) = disk_bench(&["--concurrency", "1", "--ops", "20", "--value-size", "100"]);
     assert_eq!(rs.len(), 1);
     assert_eq!(rs[0]["ops"], 20);
     assert_eq!(rs[0]["errors"], 0);
@@ -332,27 +336,17 @@ async fn bench_drives_etcd_through_the_same_workloads() {
 
 #[test]
 fn bench_rate_limit_caps_the_operations() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("results.jsonl");
     // 100 ops/s over 2 clients for 2 s: at most 200 scheduled operations (plus one in flight
     // per client); the disk alone would do thousands.
-    bench(&[
-        "--target",
-        "disk",
-        "--fsync-dir",
-        dir.path().join("probe").to_str().unwrap(),
+    let (_dir, rs) = disk_bench(&[
         "--concurrency",
         "2",
         "--rate",
         "100",
         "--duration-secs",
         "2",
-        "--warmup-secs",
-        "0",
-        "--json",
-        json.to_str().unwrap(),
     ]);
-    let ops = records(&json)[0]["ops"].as_u64().unwrap();
+    let ops = rs[0]["ops"].as_u64().unwrap();
     assert!(
         (40..=202).contains(&ops),
         "{ops} operations at 100/s over 2 s"

@@ -140,14 +140,19 @@ pub enum Workload {
 impl Workload {
     /// The name as the command line spells it.
     pub fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
+        cli_name(&self)
     }
 
     fn is_load(self) -> bool {
         matches!(self, Workload::Load | Workload::LoadTxn)
     }
+}
+
+/// A `--flag` value as the command line spells it.
+pub fn cli_name(v: &impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn validate(args: &BenchArgs) -> Result<()> {

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use super::cluster::{self, ServerPids};
 use super::keys::{key_name, KeyChooser};
 use super::target::{Commit, Target, TargetKind};
-use super::{BenchArgs, Workload};
+use super::{cli_name, BenchArgs, Workload};
 use crate::report::{BenchRecord, Latency};
 
 /// One operation, with the key indexes it touches.
@@ -232,10 +232,7 @@ pub async fn point(
             ))
         })
         .collect();
-    let label = args
-        .label
-        .clone()
-        .unwrap_or_else(|| target_name(args.target).into());
+    let label = args.label.clone().unwrap_or_else(|| cli_name(&args.target));
     let prefix = format!("{label} {} x{clients}", w.name());
     let loading = w.is_load();
     if !loading && args.warmup_secs > 0 {
@@ -362,14 +359,6 @@ fn spawn_profile(
     }))
 }
 
-pub fn target_name(t: TargetKind) -> &'static str {
-    match t {
-        TargetKind::Flotilla => "flotilla",
-        TargetKind::Etcd => "etcd",
-        TargetKind::Disk => "disk",
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn make_record(
     args: &BenchArgs,
@@ -385,12 +374,12 @@ fn make_record(
     let ops = hist.len();
     BenchRecord {
         label,
-        target: target_name(args.target).to_string(),
+        target: cli_name(&args.target),
         workload: w.name(),
         clients,
         value_size: args.value_size,
         keys: args.keys,
-        distribution: format!("{:?}", args.distribution).to_lowercase(),
+        distribution: cli_name(&args.distribution),
         elapsed_s,
         ops,
         errors: errors.values().sum(),

@@ -179,21 +179,7 @@ impl Target {
     pub async fn read_modify_write(&mut self, keys: Vec<String>, value: Vec<u8>) -> Result<()> {
         match self {
             Target::Flotilla { txn, .. } => {
-                let opts = TransactionOptions::new_optimistic().drop_check(CheckLevel::Warn);
-                let mut t = txn.begin_with_options(opts).await?;
-                let result = async {
-                    t.batch_get(keys.clone()).await?.for_each(drop);
-                    for k in keys {
-                        t.put(k, value.clone()).await?;
-                    }
-                    t.commit().await
-                }
-                .await;
-                if let Err(e) = result {
-                    let _ = t.rollback().await;
-                    return Err(e.into());
-                }
-                Ok(())
+                flotilla_txn(txn, optimistic(), keys, value, true).await
             }
             Target::Etcd { client, .. } => etcd_read_modify_write(client, keys, value).await,
             Target::Disk { .. } => bail!("the disk target only does raw-put"),
@@ -210,22 +196,45 @@ impl Target {
         let Target::Flotilla { txn, .. } = self else {
             bail!("blind-write transactions (txn, txn-async, txn-1pc) are Flotilla's only");
         };
-        let opts = TransactionOptions::new_optimistic().drop_check(CheckLevel::Warn);
         let opts = match commit {
-            Commit::TwoPhase => opts,
-            Commit::Async => opts.use_async_commit(),
-            Commit::OnePc => opts.try_one_pc(),
+            Commit::TwoPhase => optimistic(),
+            Commit::Async => optimistic().use_async_commit(),
+            Commit::OnePc => optimistic().try_one_pc(),
         };
-        let mut t = txn.begin_with_options(opts).await?;
+        flotilla_txn(txn, opts, keys, value, false).await
+    }
+}
+
+/// Optimistic transactions that may be dropped uncommitted (a failed one is rolled back).
+fn optimistic() -> TransactionOptions {
+    TransactionOptions::new_optimistic().drop_check(CheckLevel::Warn)
+}
+
+/// One Flotilla transaction: reads `keys` first if `read_first`, writes `value` to each,
+/// commits; rolled back on any failure.
+async fn flotilla_txn(
+    txn: &TransactionClient,
+    opts: TransactionOptions,
+    keys: Vec<String>,
+    value: Vec<u8>,
+    read_first: bool,
+) -> Result<()> {
+    let mut t = txn.begin_with_options(opts).await?;
+    let result = async {
+        if read_first {
+            t.batch_get(keys.clone()).await?.for_each(drop);
+        }
         for k in keys {
             t.put(k, value.clone()).await?;
         }
-        if let Err(e) = t.commit().await {
-            let _ = t.rollback().await;
-            return Err(e.into());
-        }
-        Ok(())
+        t.commit().await
     }
+    .await;
+    if let Err(e) = result {
+        let _ = t.rollback().await;
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// etcd's read-modify-write: read every key in one transaction, then write them all in a second
