@@ -525,27 +525,65 @@ impl Cluster {
         to_store_id: u64,
         now_ms: u64,
     ) -> Result<()> {
+        self.add_manual_operator(region_id, "transfer-leader", now_ms, |info| {
+            let peer = info
+                .region
+                .peers
+                .iter()
+                .find(|p| {
+                    p.store_id == to_store_id && p.role == proto::metapb::PeerRole::Voter as i32
+                })
+                .ok_or_else(|| {
+                    PdError::InvalidValue(format!(
+                        "region {region_id} has no voter on store {to_store_id}"
+                    ))
+                })?;
+            Ok(crate::operator::Step::TransferLeader {
+                store_id: to_store_id,
+                peer_id: peer.id,
+            })
+        })
+    }
+
+    /// Queues an operator splitting `region_id` at `keys` (encoded region keys), sent on the
+    /// region's next heartbeat (an operator's request, as PD's `split-region` with the
+    /// `usekey` policy). Every key must lie strictly inside the region.
+    pub fn add_split_operator(&self, region_id: u64, keys: Vec<Vec<u8>>, now_ms: u64) -> Result<()> {
+        self.add_manual_operator(region_id, "split-region", now_ms, |info| {
+            let r = &info.region;
+            let inside = |k: &Vec<u8>| {
+                k.as_slice() > r.start_key.as_slice()
+                    && (r.end_key.is_empty() || k.as_slice() < r.end_key.as_slice())
+            };
+            if keys.is_empty() || !keys.iter().all(inside) {
+                return Err(PdError::InvalidValue(format!(
+                    "split keys must be non-empty and strictly inside region {region_id}"
+                )));
+            }
+            let mut keys = keys.clone();
+            keys.sort();
+            keys.dedup();
+            Ok(crate::operator::Step::Split { keys })
+        })
+    }
+
+    /// Queues a one-step operator an operator asked for over HTTP, unless the region already
+    /// has one or too many run.
+    fn add_manual_operator(
+        &self,
+        region_id: u64,
+        name: &'static str,
+        now_ms: u64,
+        step: impl FnOnce(&RegionInfo) -> Result<crate::operator::Step>,
+    ) -> Result<()> {
         let mut inner = self.inner.lock();
         Self::must_bootstrapped(&inner)?;
         let info = inner
             .regions
             .get(region_id)
             .ok_or(PdError::RegionNotFound(region_id))?;
-        let peer = info
-            .region
-            .peers
-            .iter()
-            .find(|p| p.store_id == to_store_id && p.role == proto::metapb::PeerRole::Voter as i32)
-            .ok_or_else(|| {
-                PdError::InvalidValue(format!(
-                    "region {region_id} has no voter on store {to_store_id}"
-                ))
-            })?;
-        let step = crate::operator::Step::TransferLeader {
-            store_id: to_store_id,
-            peer_id: peer.id,
-        };
-        let mut op = Operator::new(info, "transfer-leader", vec![step]);
+        let step = step(info)?;
+        let mut op = Operator::new(info, name, vec![step]);
         op.created_ms = now_ms;
         if inner.operators.contains_key(&region_id) {
             return Err(PdError::Busy(format!(

@@ -201,3 +201,51 @@ fn transfer_leader_operator_is_sent_on_the_next_heartbeat_until_done() {
     assert!(after.is_none_or(|r| r.transfer_leader.is_none()));
     assert!(c.operator(2).is_none_or(|op| op.name != "transfer-leader"));
 }
+
+#[test]
+fn split_operator_checks_its_keys_and_is_sent_until_the_version_grows() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open(&meta);
+    let bounds = codec::keys::keyspace_presplit_keys();
+    let mut region = first_region();
+    region.start_key = bounds[0].clone();
+    region.end_key = bounds[1].clone();
+    c.bootstrap(store(1), region.clone(), 1_000).unwrap();
+    let mut inside = bounds[0].clone();
+    inside.push(7);
+    for bad in [vec![], vec![bounds[0].clone()], vec![bounds[1].clone()]] {
+        assert!(
+            matches!(
+                c.add_split_operator(2, bad.clone(), 1_000),
+                Err(PdError::InvalidValue(_))
+            ),
+            "{bad:?} is not strictly inside the region"
+        );
+    }
+    assert!(matches!(
+        c.add_split_operator(99, vec![inside.clone()], 1_000),
+        Err(PdError::RegionNotFound(99))
+    ));
+    c.add_split_operator(2, vec![inside.clone(), inside.clone()], 1_000)
+        .unwrap();
+    let hb = |version: u64| RegionHeartbeatRequest {
+        region: Some(Region {
+            region_epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+            ..region.clone()
+        }),
+        leader: region.peers.first().cloned(),
+        term: 2,
+        ..Default::default()
+    };
+    let resp = c.region_heartbeat(hb(1), 1_100).unwrap().unwrap();
+    assert_eq!(resp.split_region.unwrap().keys, vec![inside.clone()]);
+    // Re-sent until the region's version shows the split.
+    let again = c.region_heartbeat(hb(1), 1_200).unwrap().unwrap();
+    assert!(again.split_region.is_some());
+    let after = c.region_heartbeat(hb(2), 1_300).unwrap();
+    assert!(after.is_none_or(|r| r.split_region.is_none()));
+    assert!(c.operator(2).is_none());
+}

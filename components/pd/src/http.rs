@@ -1,5 +1,6 @@
 //! PD's HTTP API on the gRPC port: `/pd/api/v1/regions`, `/pd/api/v1/stores`, `/metrics`,
-//! `/status`, and `POST /pd/api/v1/operators` for an operator's `transfer-leader`. JSON shapes
+//! `/status`, and `POST /pd/api/v1/operators` for an operator's `transfer-leader` or
+//! `split-region` (keys as uppercase hex of the encoded region keys). JSON shapes
 //! follow PD's API closely enough for scripts, `flotilla ctl` and fault tests.
 
 use std::sync::Arc;
@@ -95,26 +96,51 @@ async fn stores(State(st): State<HttpState>) -> Json<Value> {
     Json(json!({"count": stores.len(), "stores": stores}))
 }
 
-/// The body of `POST /pd/api/v1/operators`, as PD takes it for `transfer-leader`.
+/// The body of `POST /pd/api/v1/operators`, as PD takes it: `{"name": "transfer-leader",
+/// "region_id": 2, "to_store_id": 3}` or `{"name": "split-region", "region_id": 2, "policy":
+/// "usekey", "keys": ["7200..."]}`.
 #[derive(serde::Deserialize)]
 struct OperatorRequest {
     name: String,
     region_id: u64,
+    #[serde(default)]
     to_store_id: u64,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+fn bad_request(error: String) -> (StatusCode, Json<Value>) {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": error })))
 }
 
 async fn add_operator(
     State(st): State<HttpState>,
     Json(req): Json<OperatorRequest>,
 ) -> (StatusCode, Json<Value>) {
-    if req.name != "transfer-leader" {
-        let error = format!("unsupported operator {:?}", req.name);
-        return (StatusCode::BAD_REQUEST, Json(json!({ "error": error })));
-    }
-    match st
-        .cluster
-        .add_transfer_leader_operator(req.region_id, req.to_store_id, now_ms())
-    {
+    let now = now_ms();
+    let added = match req.name.as_str() {
+        "transfer-leader" => {
+            st.cluster
+                .add_transfer_leader_operator(req.region_id, req.to_store_id, now)
+        }
+        "split-region" => {
+            if req.policy.as_deref().is_some_and(|p| p != "usekey") {
+                return bad_request(format!(
+                    "unsupported split policy {:?} (only usekey)",
+                    req.policy
+                ));
+            }
+            let keys: Option<Vec<Vec<u8>>> = req.keys.iter().map(|k| unhex(k)).collect();
+            let Some(keys) = keys else {
+                return bad_request("split keys must be hex".into());
+            };
+            st.cluster.add_split_operator(req.region_id, keys, now)
+        }
+        other => return bad_request(format!("unsupported operator {other:?}")),
+    };
+    match added {
         Ok(()) => (StatusCode::OK, Json(json!({"ok": true}))),
         Err(e) => {
             let code = match e {
@@ -126,6 +152,17 @@ async fn add_operator(
             (code, Json(json!({"error": e.to_string()})))
         }
     }
+}
+
+/// Bytes of an even-length hex string (either case).
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 async fn metrics_text(State(st): State<HttpState>) -> String {
