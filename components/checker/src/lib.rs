@@ -46,6 +46,7 @@ mod bank;
 mod gen;
 mod graph;
 mod history;
+pub mod jsonl;
 mod list_append;
 pub mod register;
 
