@@ -239,11 +239,30 @@ pub async fn http_get_json(addr: &str, path: &str) -> Result<Value> {
 
 /// The body of `GET path` at `addr` (plain HTTP/1.1); an error unless the status is 200.
 pub async fn http_get(addr: &str, path: &str) -> Result<Vec<u8>> {
+    http_call(addr, "GET", path, None).await
+}
+
+/// POSTs `body` as JSON; the JSON answer, or an error unless the status is 200 (its text
+/// starts with the status line, e.g. `HTTP/1.1 409`).
+pub async fn http_post_json(addr: &str, path: &str, body: &Value) -> Result<Value> {
+    let answer = http_call(addr, "POST", path, Some(body.to_string())).await?;
+    Ok(serde_json::from_slice(&answer).unwrap_or(Value::Null))
+}
+
+async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -> Result<Vec<u8>> {
     let host = addr.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(host)
         .await
         .with_context(|| format!("connecting to {host}"))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(b) = &body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.as_deref().unwrap_or(""));
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
@@ -253,21 +272,22 @@ pub async fn http_get(addr: &str, path: &str) -> Result<Vec<u8>> {
         .context("malformed HTTP response")?;
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let body = &buf[split + 4..];
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
     if !head.starts_with("HTTP/1.1 200") {
         bail!(
             "{path}: {} {}",
             head.lines().next().unwrap_or(""),
-            String::from_utf8_lossy(body).trim()
+            String::from_utf8_lossy(&body).trim()
         );
     }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        Ok(dechunk(body))
-    } else {
-        Ok(body.to_vec())
-    }
+    Ok(body)
 }
 
 fn dechunk(body: &[u8]) -> Vec<u8> {

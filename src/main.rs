@@ -3,6 +3,7 @@
 //! `pd`, `server` and the modules beside this one.
 
 mod bench;
+mod chaos;
 mod ctl;
 mod playground;
 mod report;
@@ -33,6 +34,10 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
     /// Turn `bench --json` results into markdown tables and PNG plots.
     BenchReport(report::ReportArgs),
+    /// Run a seeded fault campaign against a cluster of local processes and check the history.
+    Chaos(Box<chaos::ChaosArgs>),
+    /// Check a history recorded by `flotilla chaos` (JSON lines).
+    Check(chaos::CheckArgs),
     /// Look at and operate a running cluster.
     Ctl {
         /// PD address.
@@ -175,6 +180,8 @@ fn main() -> Result<()> {
         Command::Playground(a) => rt.block_on(playground::run(a)),
         Command::Bench(a) => rt.block_on(bench::run(*a)),
         Command::BenchReport(a) => report::run(a),
+        Command::Chaos(a) => rt.block_on(chaos::run(*a)),
+        Command::Check(a) => chaos::check(a),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
     }
 }

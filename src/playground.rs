@@ -50,15 +50,17 @@ const SINGLE_REGION_STORE_CONFIG: &str = r#"# Written by `flotilla playground --
 split_enabled = false
 "#;
 
-struct Proc {
-    name: String,
-    args: Vec<String>,
-    child: Option<Child>,
-    log: PathBuf,
+/// One `flotilla` child process: how to start it again, and its log file (appended to).
+pub(crate) struct Proc {
+    pub(crate) name: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) child: Option<Child>,
+    pub(crate) log: PathBuf,
 }
 
 impl Proc {
-    fn start(&mut self, exe: &Path) -> Result<()> {
+    /// Starts the process (again) with its arguments, output appended to its log.
+    pub(crate) fn start(&mut self, exe: &Path) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -79,10 +81,31 @@ impl Proc {
         self.child = Some(child);
         Ok(())
     }
+
+    /// The pid of the running process.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` to the process, if this handle started it and it runs.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the pid of a child this process started and has not reaped.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
+    /// SIGKILL, as a crash would; waits for the process to be gone.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Picks `preferred` if it is free on 127.0.0.1, or a port the OS hands out.
-fn free_port(preferred: u16) -> Result<u16> {
+pub(crate) fn free_port(preferred: u16) -> Result<u16> {
     if let Ok(l) = TcpListener::bind(("127.0.0.1", preferred)) {
         return Ok(l.local_addr()?.port());
     }
@@ -157,7 +180,7 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
     Ok(())
 }
 
-fn path_arg(p: &Path) -> String {
+pub(crate) fn path_arg(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -209,13 +232,10 @@ async fn supervise(exe: &Path, procs: &mut [Proc], pids_file: &Path) {
 
 /// Asks every process to stop (SIGTERM), then kills those still running after 15 seconds.
 /// Stores first, PD last.
-fn stop_all(procs: &mut [Proc]) {
+pub(crate) fn stop_all(procs: &mut [Proc]) {
     println!("stopping...");
     for p in procs.iter().rev() {
-        if let Some(c) = &p.child {
-            // SAFETY: kill(2) on the pid of a child this process started and has not reaped.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        }
+        p.signal(libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     for p in procs.iter_mut().rev() {

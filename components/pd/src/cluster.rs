@@ -548,7 +548,12 @@ impl Cluster {
     /// Queues an operator splitting `region_id` at `keys` (encoded region keys), sent on the
     /// region's next heartbeat (an operator's request, as PD's `split-region` with the
     /// `usekey` policy). Every key must lie strictly inside the region.
-    pub fn add_split_operator(&self, region_id: u64, keys: Vec<Vec<u8>>, now_ms: u64) -> Result<()> {
+    pub fn add_split_operator(
+        &self,
+        region_id: u64,
+        keys: Vec<Vec<u8>>,
+        now_ms: u64,
+    ) -> Result<()> {
         self.add_manual_operator(region_id, "split-region", now_ms, |info| {
             let r = &info.region;
             let inside = |k: &Vec<u8>| {

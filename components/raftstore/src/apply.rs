@@ -125,7 +125,7 @@ pub fn run(
                         round.apply(d, entries, proposals);
                     } else {
                         for p in proposals {
-                            (p.cb)(Err(RegionError::RegionNotFound(region_id)));
+                            (p.cb)(Err(RegionError::outcome_unknown(region_id)));
                         }
                     }
                 }

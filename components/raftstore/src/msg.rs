@@ -80,6 +80,15 @@ pub enum RegionError {
 }
 
 impl RegionError {
+    /// The answer to a proposal whose peer went away before the entry was applied here: the
+    /// entry may still commit on the other peers. Carried as a region error with no
+    /// retryable kind, so that a client reports it instead of sending the write again.
+    pub fn outcome_unknown(region_id: RegionId) -> RegionError {
+        RegionError::Other(format!(
+            "region {region_id}: the peer was removed while the write was in flight; its outcome is unknown"
+        ))
+    }
+
     /// The protocol form, as the client expects it in `region_error`.
     pub fn to_pb(&self) -> errorpb::Error {
         let mut e = errorpb::Error {

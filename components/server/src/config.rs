@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub rocksdb: engine::RocksConfig,
     /// Raft log options.
     pub raft_log: raft_log::RaftLogConfig,
+    /// Accept fault-injection requests on the status port (`POST /debug/fault/partition`),
+    /// for chaos testing (`flotilla chaos`). Default false: a production store refuses them.
+    pub fault_injection: bool,
 }
 
 /// Bounds of the gRPC raft transport.
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             storage: storage::StorageConfig::default(),
             rocksdb: engine::RocksConfig::default(),
             raft_log: raft_log::RaftLogConfig::default(),
+            fault_injection: false,
         }
     }
 }

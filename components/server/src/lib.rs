@@ -20,6 +20,7 @@
 mod bootstrap;
 mod config;
 mod error;
+pub mod fault;
 mod gc_worker;
 mod kv;
 pub mod metrics;

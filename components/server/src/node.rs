@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use txn_types::TimeStamp;
 
 use crate::bootstrap::{bootstrap_cluster_if_needed, ensure_store_id};
+use crate::fault::RaftPartition;
 use crate::kv::KvService;
 use crate::pd::{Pd, PdResolver};
 use crate::pd_worker::PdWorker;
@@ -79,6 +80,7 @@ impl Node {
         bootstrap_cluster_if_needed(kv.as_ref(), raft_log.as_ref(), &pd, &store).await?;
         pd.put_store(store.clone()).await?;
 
+        let partition = Arc::new(RaftPartition::default());
         let grpc_transport = transport.is_none().then(|| {
             let resolver = Arc::new(PdResolver::new(pd.clone()));
             let rt = tokio::runtime::Handle::current();
@@ -87,6 +89,7 @@ impl Node {
                 cfg.grpc_message_max_bytes,
                 resolver,
                 rt,
+                partition.clone(),
             )
         });
         let transport =
@@ -134,12 +137,14 @@ impl Node {
             grpc_listener,
             kv_service,
             router.clone(),
+            partition.clone(),
             shutdown_rx.clone(),
         ));
         let status_task = tokio::spawn(crate::status::serve(
             status_listener,
             router.clone(),
             store.address.clone(),
+            cfg.fault_injection.then_some(partition),
             shutdown_rx,
         ));
         tracing::info!(store_id, %addr, %status_addr, "store started");
@@ -251,10 +256,11 @@ fn serve_grpc(
     listener: TcpListener,
     kv_service: KvService,
     router: RaftRouter,
+    partition: Arc<RaftPartition>,
     mut shutdown: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = Result<(), tonic::transport::Error>> {
     let max = cfg.grpc_message_max_bytes;
-    let raft_service = RaftService::new(router, cfg.transport.snapshot_recv_max_bytes);
+    let raft_service = RaftService::new(router, cfg.transport.snapshot_recv_max_bytes, partition);
     let router = tonic::transport::Server::builder()
         .add_service(
             TikvServer::new(kv_service)

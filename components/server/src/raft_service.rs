@@ -1,12 +1,15 @@
 //! The store-to-store raft transport, receiving side: every message of a `Raft` stream goes
 //! to the raftstore's router; a `Snapshot` stream is reassembled (bounded) and then delivered.
 
+use std::sync::Arc;
+
 use prost::Message as _;
 use proto::flotillapb::raft_transport_server::RaftTransport;
 use proto::flotillapb::{BatchRaftMessage, Done, SnapshotChunk};
 use raftstore::RaftRouter;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::fault::RaftPartition;
 use crate::metrics::raft_event;
 
 /// The `flotillapb.RaftTransport` service of one store.
@@ -14,20 +17,34 @@ use crate::metrics::raft_event;
 pub struct RaftService {
     router: RaftRouter,
     snapshot_recv_max_bytes: u64,
+    partition: Arc<RaftPartition>,
 }
 
 impl RaftService {
-    /// Delivers into `router`; snapshots larger than `snapshot_recv_max_bytes` are refused.
-    pub fn new(router: RaftRouter, snapshot_recv_max_bytes: u64) -> Self {
+    /// Delivers into `router`; snapshots larger than `snapshot_recv_max_bytes` are refused,
+    /// messages from the stores `partition` blocks are dropped.
+    pub fn new(
+        router: RaftRouter,
+        snapshot_recv_max_bytes: u64,
+        partition: Arc<RaftPartition>,
+    ) -> Self {
         RaftService {
             router,
             snapshot_recv_max_bytes,
+            partition,
         }
     }
 
     fn deliver(&self, batch: BatchRaftMessage) {
         raft_event("received", batch.msgs.len() as u64);
         for msg in batch.msgs {
+            if self
+                .partition
+                .blocks(msg.from_peer.as_ref().map_or(0, |p| p.store_id))
+            {
+                raft_event("dropped_partition", 1);
+                continue;
+            }
             // A full mailbox drops the message: raft retransmits.
             if let Err(e) = self.router.send_raft_message(msg) {
                 raft_event("dropped_full", 1);

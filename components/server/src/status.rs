@@ -1,16 +1,20 @@
 //! The status HTTP server: `/metrics` (Prometheus text), `/status` (JSON view of the store and
-//! its regions) and `/debug/pprof/profile?seconds=N` (a CPU flamegraph, see [`crate::profile`]).
+//! its regions), `/debug/pprof/profile?seconds=N` (a CPU flamegraph, see [`crate::profile`])
+//! and, when the store allows fault injection, `/debug/fault/partition` (see [`crate::fault`]).
+
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use raftstore::RaftRouter;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::fault::RaftPartition;
 use crate::{metrics, profile};
 
 /// The store as `/status` shows it.
@@ -47,6 +51,8 @@ pub struct RegionStatus {
 struct StatusState {
     router: RaftRouter,
     address: String,
+    /// The store's raft partition, if fault injection is allowed.
+    partition: Option<Arc<RaftPartition>>,
     /// Turns true when the store stops; a running profile then ends early.
     shutdown: watch::Receiver<bool>,
 }
@@ -104,20 +110,67 @@ async fn profile_handler(
     profile::profile_response(duration, stop).await
 }
 
+/// The body of `POST /debug/fault/partition` and the answer of `GET`: the stores whose raft
+/// traffic this store drops (empty: healed).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct PartitionBody {
+    /// Store ids.
+    pub blocked_stores: Vec<u64>,
+}
+
+fn fault_injection_disabled() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "fault injection is disabled on this store (set fault_injection = true)\n",
+    )
+        .into_response()
+}
+
+async fn set_partition_handler(
+    State(state): State<StatusState>,
+    Json(body): Json<PartitionBody>,
+) -> Response {
+    let Some(p) = &state.partition else {
+        return fault_injection_disabled();
+    };
+    p.set(body.blocked_stores);
+    tracing::warn!(blocked_stores = ?p.blocked(), "raft partition set by fault injection");
+    Json(PartitionBody {
+        blocked_stores: p.blocked(),
+    })
+    .into_response()
+}
+
+async fn get_partition_handler(State(state): State<StatusState>) -> Response {
+    match &state.partition {
+        Some(p) => Json(PartitionBody {
+            blocked_stores: p.blocked(),
+        })
+        .into_response(),
+        None => fault_injection_disabled(),
+    }
+}
+
 /// Serves the status endpoints on `listener` until `shutdown` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: RaftRouter,
     address: String,
+    partition: Option<Arc<RaftPartition>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/status", get(status_handler))
         .route("/debug/pprof/profile", get(profile_handler))
+        .route(
+            "/debug/fault/partition",
+            post(set_partition_handler).get(get_partition_handler),
+        )
         .with_state(StatusState {
             router,
             address,
+            partition,
             shutdown: shutdown.clone(),
         });
     let stop = async move {

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::TransportConfig;
+use crate::fault::RaftPartition;
 use crate::metrics::raft_event;
 use crate::ServerError;
 
@@ -53,6 +54,7 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     snapshot_permits: Arc<Semaphore>,
     closed: std::sync::atomic::AtomicBool,
+    partition: Arc<RaftPartition>,
 }
 
 impl GrpcTransport {
@@ -63,6 +65,7 @@ impl GrpcTransport {
         message_max_bytes: usize,
         resolver: Arc<dyn StoreResolver>,
         runtime: tokio::runtime::Handle,
+        partition: Arc<RaftPartition>,
     ) -> Self {
         let snapshot_permits = Arc::new(Semaphore::new(cfg.snapshot_send_concurrency_max));
         GrpcTransport {
@@ -75,6 +78,7 @@ impl GrpcTransport {
                 runtime,
                 snapshot_permits,
                 closed: Default::default(),
+                partition,
             }),
         }
     }
@@ -99,6 +103,11 @@ impl Transport for GrpcTransport {
             return;
         }
         let store_id = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+        if self.inner.partition.blocks(store_id) {
+            raft_event("dropped_partition", 1);
+            self.inner.report_if_snapshot(&msg, false);
+            return;
+        }
         let queue = self
             .inner
             .queues

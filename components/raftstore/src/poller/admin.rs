@@ -125,7 +125,9 @@ impl Poller {
             return;
         };
         p.fail_reads(RegionError::RegionNotFound(id));
-        p.fail_proposals(RegionError::RegionNotFound(id));
+        // A proposal in flight may still commit on the region's other peers: a retryable
+        // error would invite a client to apply the write twice.
+        p.fail_proposals(RegionError::outcome_unknown(id));
         self.regions.remove(&id);
         self.dirty.remove(&id);
         let _ = self.apply_tx.send(ApplyTask::Destroy {

@@ -242,6 +242,14 @@ impl KvService {
         metrics::REQUESTS.with_label_values(&[kind]).inc();
         let result = match tokio::time::timeout(self.inner.request_timeout, fut).await {
             Ok(r) => r,
+            // A raw write may have been proposed and may still apply: a retryable error would
+            // let the client apply it twice. Transactional writes are safe to retry.
+            Err(_) if RAW_WRITES.contains(&kind) => {
+                Err(ReqError::from(RegionError::Other(format!(
+                    "{kind} timed out after {:?}; its outcome is unknown",
+                    self.inner.request_timeout
+                ))))
+            }
             Err(_) => Err(ReqError::from(RegionError::ServerIsBusy(format!(
                 "{kind} timed out after {:?}",
                 self.inner.request_timeout
@@ -435,6 +443,16 @@ pub(crate) fn now_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// The RPCs that change raw data: not idempotent under a client's retry.
+const RAW_WRITES: [&str; 6] = [
+    "raw_put",
+    "raw_batch_put",
+    "raw_delete",
+    "raw_batch_delete",
+    "raw_delete_range",
+    "raw_compare_and_swap",
+];
 
 /// Each RPC: its method, request and response types, and the handler on [`KvInner`].
 macro_rules! tikv_service {

@@ -1,0 +1,302 @@
+//! The cluster a campaign runs against: PD and N stores, each its own `flotilla` process on
+//! 127.0.0.1 with OS-chosen ports, data and logs under the run's directory. The nemesis
+//! drives it through the methods here: kill -9 and restart, SIGSTOP/SIGCONT, and a raft
+//! partition set through each store's fault-injection endpoint.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::ctl::{http_get_json, http_post_json};
+use crate::playground::{free_port, path_arg, stop_all, Proc};
+
+/// Store settings of a campaign: small regions (a split every few dozen keys), quick split
+/// checks and heartbeats, and the fault-injection endpoint on.
+pub const CHAOS_STORE_CONFIG: &str = r#"# Written by `flotilla chaos`.
+fault_injection = true
+
+[raftstore]
+region_max_keys = 40
+region_split_keys = 30
+region_max_size_bytes = 1048576
+region_split_size_bytes = 786432
+split_check_tick_interval_ticks = 5
+pd_heartbeat_tick_interval_ticks = 10
+"#;
+
+/// A process of the cluster a fault can target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// The placement driver.
+    Pd,
+    /// Store process `i` (0-based, in start order).
+    Store(usize),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Pd => f.write_str("pd"),
+            Target::Store(i) => write!(f, "store{i}"),
+        }
+    }
+}
+
+/// The running cluster. Dropping it kills every process it started (by pid).
+pub struct ChaosCluster {
+    exe: PathBuf,
+    /// PD's address.
+    pub pd_addr: String,
+    /// `procs[0]` is PD, `procs[1 + i]` store `i`.
+    procs: Vec<Proc>,
+    status_addrs: Vec<String>,
+    /// Store ids, by store process, learned from each store's `/status`.
+    store_ids: Vec<Option<u64>>,
+}
+
+impl ChaosCluster {
+    /// Starts PD and `stores` stores under `dir`.
+    pub fn start(dir: &Path, stores: usize) -> Result<ChaosCluster> {
+        let exe = std::env::current_exe()?;
+        std::fs::create_dir_all(dir)?;
+        let cfg = dir.join("store.toml");
+        std::fs::write(&cfg, CHAOS_STORE_CONFIG)?;
+        let pd_addr = format!("127.0.0.1:{}", free_port(0)?);
+        let mut procs = vec![Proc {
+            name: "pd".into(),
+            args: vec![
+                "pd".into(),
+                "--data-dir".into(),
+                path_arg(&dir.join("pd")),
+                "--addr".into(),
+                pd_addr.clone(),
+            ],
+            child: None,
+            log: dir.join("pd.log"),
+        }];
+        let mut status_addrs = Vec::new();
+        for i in 0..stores {
+            let status = format!("127.0.0.1:{}", free_port(0)?);
+            status_addrs.push(status.clone());
+            procs.push(Proc {
+                name: format!("store{i}"),
+                args: vec![
+                    "server".into(),
+                    "--data-dir".into(),
+                    path_arg(&dir.join(format!("store{i}"))),
+                    "--addr".into(),
+                    format!("127.0.0.1:{}", free_port(0)?),
+                    "--status-addr".into(),
+                    status,
+                    "--pd".into(),
+                    pd_addr.clone(),
+                    "--config".into(),
+                    path_arg(&cfg),
+                ],
+                child: None,
+                log: dir.join(format!("store{i}.log")),
+            });
+        }
+        let mut c = ChaosCluster {
+            exe,
+            pd_addr,
+            procs,
+            status_addrs,
+            store_ids: vec![None; stores],
+        };
+        for i in 0..c.procs.len() {
+            c.spawn(i)?;
+        }
+        Ok(c)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let exe = self.exe.clone();
+        let p = &mut self.procs[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)?;
+        use std::io::Write as _;
+        writeln!(&log, "==== flotilla chaos: starting {}", p.name)?;
+        p.start(&exe).map(|_| ())
+    }
+
+    fn index(t: Target) -> usize {
+        match t {
+            Target::Pd => 0,
+            Target::Store(i) => 1 + i,
+        }
+    }
+
+    /// Number of stores.
+    pub fn stores(&self) -> usize {
+        self.procs.len() - 1
+    }
+
+    /// Every target: PD and each store.
+    pub fn targets(&self) -> Vec<Target> {
+        std::iter::once(Target::Pd)
+            .chain((0..self.stores()).map(Target::Store))
+            .collect()
+    }
+
+    /// The pids of the running processes (for `--server-pids` style tooling and logs).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.procs
+            .iter()
+            .filter_map(|p| p.pid().map(|pid| (p.name.clone(), pid)))
+            .collect()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, t: Target) {
+        let p = &mut self.procs[Self::index(t)];
+        // A stopped process dies on SIGKILL too; nothing to continue first.
+        p.kill9();
+    }
+
+    /// Starts a killed process again on its data directory and addresses.
+    pub fn restart(&mut self, t: Target) -> Result<()> {
+        let i = Self::index(t);
+        if self.procs[i].child.is_some() {
+            return Ok(());
+        }
+        self.spawn(i)
+    }
+
+    /// SIGSTOP (true) or SIGCONT (false).
+    pub fn pause(&self, t: Target, stop: bool) {
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        self.procs[Self::index(t)].signal(sig);
+    }
+
+    /// Whether the process has exited on its own (a crash the nemesis did not cause).
+    pub fn exited(&mut self, t: Target) -> Option<std::process::ExitStatus> {
+        let p = &mut self.procs[Self::index(t)];
+        p.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Store `i`'s id, asked of its status port (remembered).
+    pub async fn store_id(&mut self, i: usize) -> Result<u64> {
+        if let Some(id) = self.store_ids[i] {
+            return Ok(id);
+        }
+        let v = http_get_json(&self.status_addrs[i], "/status").await?;
+        let id = v["store_id"]
+            .as_u64()
+            .with_context(|| format!("store{i} /status has no store_id"))?;
+        self.store_ids[i] = Some(id);
+        Ok(id)
+    }
+
+    /// Cuts store `i`'s raft traffic from every other store (both directions, on both sides).
+    pub async fn partition(&mut self, i: usize) -> Result<()> {
+        let mut ids = Vec::new();
+        for j in 0..self.stores() {
+            ids.push(self.store_id(j).await?);
+        }
+        // A store that is down starts unpartitioned; faults are healed together.
+        for j in (0..self.stores()).filter(|j| self.procs[1 + j].child.is_some()) {
+            let blocked: Vec<u64> = if j == i {
+                ids.iter().copied().filter(|id| *id != ids[i]).collect()
+            } else {
+                vec![ids[i]]
+            };
+            self.set_partition(j, blocked).await?;
+        }
+        Ok(())
+    }
+
+    /// Heals every partition (stores that are down are healed when they restart: the
+    /// partition lives in memory).
+    pub async fn heal_partitions(&mut self) -> Result<()> {
+        for j in 0..self.stores() {
+            if self.procs[1 + j].child.is_some() {
+                self.set_partition(j, vec![]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_partition(&self, i: usize, blocked: Vec<u64>) -> Result<()> {
+        let body = json!({ "blocked_stores": blocked });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match http_post_json(&self.status_addrs[i], "/debug/fault/partition", &body).await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("setting the partition of store{i}")))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// PD's region list (`/pd/api/v1/regions`).
+    pub async fn regions(&self) -> Result<Value> {
+        http_get_json(&self.pd_addr, "/pd/api/v1/regions").await
+    }
+
+    /// Posts an operator to PD; Ok(false) if PD declined it (busy region, stale key).
+    pub async fn add_operator(&self, body: &Value) -> Result<bool> {
+        match http_post_json(&self.pd_addr, "/pd/api/v1/operators", body).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("HTTP/1.1 4") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until PD knows at least `min_regions` regions, each with a leader and as many
+    /// voters as there are stores (up to 3).
+    pub async fn wait_ready(&self, min_regions: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let voters = self.stores().min(3);
+        let mut last = String::from("PD not reachable");
+        while Instant::now() < deadline {
+            match self.regions().await {
+                Ok(v) => {
+                    let regions = v["regions"].as_array().cloned().unwrap_or_default();
+                    let ready = regions
+                        .iter()
+                        .filter(|r| {
+                            let n = r["peers"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter(|p| p["role"] == "Voter")
+                                .count();
+                            n >= voters && !r["leader"].is_null()
+                        })
+                        .count();
+                    if regions.len() >= min_regions && ready == regions.len() {
+                        return Ok(());
+                    }
+                    last = format!("{} regions, {ready} ready", regions.len());
+                }
+                Err(e) => last = format!("{e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        bail!("the cluster was not ready after {timeout:?}: {last}")
+    }
+
+    /// Stops every process (SIGCONT first, then SIGTERM, SIGKILL after 15 s).
+    pub fn stop(&mut self) {
+        for p in &self.procs {
+            p.signal(libc::SIGCONT);
+        }
+        stop_all(&mut self.procs);
+    }
+}
+
+impl Drop for ChaosCluster {
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut() {
+            p.signal(libc::SIGCONT);
+            p.kill9();
+        }
+    }
+}

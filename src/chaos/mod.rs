@@ -1,0 +1,532 @@
+//! `flotilla chaos`: a seeded fault campaign. It starts PD and 3 or 5 stores as processes on
+//! 127.0.0.1 (small regions, fault injection on), runs a workload from concurrent clients of
+//! the official client while the [`nemesis`] partitions, kills, pauses, moves leaders and
+//! splits regions, records every operation as a JSON line, heals, checks the history with the
+//! `checker` crate and prints a verdict with the seed. `flotilla check` re-checks a recorded
+//! history.
+//!
+//! A run lives in `<dir>/<workload>-<seed>/`: `history.jsonl`, `timeline.jsonl`,
+//! `verdict.json`, the processes' logs and their data directories. A passing run removes the
+//! data directories (unless `--keep`); a failing one keeps everything.
+
+mod bank;
+mod cluster;
+mod history;
+mod list_append;
+mod nemesis;
+mod raw;
+mod register;
+mod txn;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use rand::Rng;
+use serde_json::json;
+use tikv_client::RawClient;
+use tokio::sync::Notify;
+use tokio::time::{timeout, Instant};
+
+use cluster::ChaosCluster;
+use history::{Clock, Lines};
+use nemesis::{FaultKind, Nemesis, NemesisConfig, NemesisReport, Probe};
+
+/// The liveness bar: after a heal, writes are back within this (p99).
+const RECOVERY_P99_MAX: Duration = Duration::from_secs(10);
+
+/// A campaign's workload.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Single-key reads, writes and compare-and-swap (raw API), checked for linearizability.
+    Register,
+    /// Transfers between accounts and snapshot reads of all, checked for a constant total.
+    Bank,
+    /// Transactions appending to and reading lists, checked for snapshot isolation.
+    ListAppend,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Bank => "bank",
+            Workload::ListAppend => "list-append",
+        }
+    }
+
+    fn default_keys(self) -> u64 {
+        match self {
+            Workload::Register => 16,
+            Workload::Bank => 8,
+            Workload::ListAppend => 40,
+        }
+    }
+
+    fn key(self, k: u64) -> String {
+        match self {
+            Workload::Register => register::key(k),
+            Workload::Bank => bank::key(k),
+            Workload::ListAppend => list_append::key(k),
+        }
+    }
+}
+
+/// Options of `flotilla chaos`.
+#[derive(Args, Debug)]
+pub struct ChaosArgs {
+    /// What the clients do.
+    #[arg(long, value_enum, default_value = "register")]
+    pub workload: Workload,
+    /// How long faults are injected (e.g. 90s, 2m, 30m, 1h).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// The run's seed (default: random); the same seed replays the same schedule of faults and
+    /// operations (timing still differs).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stores (3 or 5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
+    pub stores: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub clients: u64,
+    /// Keys (register), accounts (bank) or active keys (list-append); default 16, 8, 40.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub keys: Option<u64>,
+    /// Faults to pick from, comma separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "partition,kill,kill-pd,pause,transfer-leader,split,mix"
+    )]
+    pub nemesis: Vec<FaultKind>,
+    /// Longest quiet gap between faults.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    pub gap_max: Duration,
+    /// Longest time a fault is held.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub hold_max: Duration,
+    /// Where runs keep their files (a run uses `<dir>/<workload>-<seed>`).
+    #[arg(long, default_value = "./data/chaos")]
+    pub dir: PathBuf,
+    /// Keep the data directories of a passing run too.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Options of `flotilla check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The workload that recorded the history.
+    #[arg(long, value_enum)]
+    pub workload: Workload,
+    /// The history (JSON lines), e.g. `data/chaos/register-42/history.jsonl`.
+    pub history: PathBuf,
+}
+
+/// `90`, `90s`, `1500ms`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 2m or 1h"))?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n * 1_000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// What a workload's check found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Operations (or transactions) in the history.
+    pub ops: usize,
+    /// Those whose outcome the client knows.
+    pub ok_ops: usize,
+    /// Those whose outcome is unknown.
+    pub unknown_ops: usize,
+    /// Whether the checker accepted the history.
+    pub passed: bool,
+    /// What the checker says, for people.
+    pub summary: String,
+    /// When acknowledged writes returned (run clock), for the clients' view of liveness.
+    pub write_acks_ns: Vec<u64>,
+}
+
+/// What every part of a run shares.
+pub struct Ctx {
+    /// PD's address.
+    pub pd: String,
+    /// The run's clock.
+    pub clock: Clock,
+    /// `history.jsonl`.
+    pub history: Lines,
+    /// `timeline.jsonl`.
+    pub timeline: Lines,
+    /// The run's seed.
+    pub seed: u64,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// See [`ChaosArgs::keys`].
+    pub keys: u64,
+    /// Set when the clients must stop.
+    pub stop: Arc<AtomicBool>,
+    /// Notified when the workload is set up and faults may begin.
+    pub ready: Notify,
+    /// The user keys the workload touches, `[lo, hi)`.
+    pub key_range: (String, String),
+    /// Highest key id in use (list-append's generator retires keys and takes new ones).
+    pub key_high: AtomicU64,
+    workload: Workload,
+    processes: AtomicU64,
+    txn_ids: AtomicU64,
+}
+
+impl Ctx {
+    /// A fresh client id for the history.
+    pub fn new_process(&self) -> u64 {
+        self.processes.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// A fresh transaction id for the history.
+    pub fn new_txn_id(&self) -> u64 {
+        self.txn_ids.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The key ids in use now.
+    fn key_window(&self) -> std::ops::Range<u64> {
+        let high = self.key_high.load(Ordering::Relaxed).max(self.keys);
+        high.saturating_sub(self.keys)..high
+    }
+
+    /// A random key of the workload, from the keys in use.
+    pub fn random_key(&self, rng: &mut impl Rng) -> String {
+        self.workload.key(rng.gen_range(self.key_window()))
+    }
+
+    /// Up to 16 probe keys spread over the keys in use, each just after a workload key (so in
+    /// that key's region) and never read by the workload.
+    pub fn probe_keys(&self) -> Vec<String> {
+        let w = self.key_window();
+        let step = ((w.end - w.start) / 16).max(1);
+        w.step_by(step as usize)
+            .map(|k| format!("{}~probe", self.workload.key(k)))
+            .collect()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// For each heal, how long until a client's write was next acknowledged.
+fn client_recoveries(heals_ns: &[u64], acks_ns: &[u64]) -> Vec<Duration> {
+    let mut acks = acks_ns.to_vec();
+    acks.sort_unstable();
+    heals_ns
+        .iter()
+        .filter_map(|h| {
+            let i = acks.partition_point(|a| a < h);
+            acks.get(i).map(|a| Duration::from_nanos(a - h))
+        })
+        .collect()
+}
+
+fn ms(d: Option<Duration>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| json!(d.as_millis() as u64))
+}
+
+/// Runs a campaign; an error (non-zero exit) unless every check passed.
+pub async fn run(args: ChaosArgs) -> Result<()> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let workload = args.workload;
+    let keys = args.keys.unwrap_or(workload.default_keys());
+    println!(
+        "flotilla chaos: workload {}, seed {seed}, {} stores, {} clients, {} keys, faults {:?} for {:?}",
+        workload.name(),
+        args.stores,
+        args.clients,
+        keys,
+        args.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        args.duration
+    );
+    let dir = args.dir.join(format!("{}-{seed}", workload.name()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let dir = dir.canonicalize()?;
+    println!("run directory: {}", dir.display());
+    let mut cluster = ChaosCluster::start(&dir, args.stores as usize)?;
+    for (name, pid) in cluster.pids() {
+        println!("  {name}: pid {pid}");
+    }
+    cluster.wait_ready(5, Duration::from_secs(120)).await?;
+    let key_range = match workload {
+        Workload::Register => register::key_range(keys),
+        Workload::Bank => bank::key_range(keys),
+        Workload::ListAppend => list_append::key_range(),
+    };
+    let ctx = Arc::new(Ctx {
+        pd: cluster.pd_addr.clone(),
+        clock: Clock::start(),
+        history: Lines::create(&dir.join("history.jsonl"))?,
+        timeline: Lines::create(&dir.join("timeline.jsonl"))?,
+        seed,
+        clients: args.clients,
+        keys,
+        stop: Arc::new(AtomicBool::new(false)),
+        ready: Notify::new(),
+        key_range,
+        key_high: AtomicU64::new(0),
+        workload,
+        processes: AtomicU64::new(0),
+        txn_ids: AtomicU64::new(0),
+    });
+    let healed = Arc::new(Notify::new());
+    let mut work = tokio::spawn({
+        let (ctx, healed) = (ctx.clone(), healed.clone());
+        async move {
+            match workload {
+                Workload::Register => register::campaign(ctx, healed).await,
+                Workload::Bank => bank::campaign(ctx, healed).await,
+                Workload::ListAppend => list_append::campaign(ctx, healed).await,
+            }
+        }
+    });
+    tokio::select! {
+        _ = ctx.ready.notified() => {}
+        r = &mut work => bail!("the workload ended before the faults began: {:?}", r?.err()),
+    }
+    let probe = match workload {
+        Workload::Register => Probe::Raw(
+            RawClient::new_with_config(vec![ctx.pd.clone()], txn::client_config()).await?,
+        ),
+        Workload::Bank | Workload::ListAppend => Probe::Txn(txn::connect(&ctx.pd).await?),
+    };
+    println!("faults begin");
+    let cfg = NemesisConfig {
+        kinds: args.nemesis.clone(),
+        gap_max: args.gap_max,
+        hold_max: args.hold_max,
+        recovery_max: Duration::from_secs(60),
+        txn_keys: workload != Workload::Register,
+    };
+    let report = Nemesis::new(&mut cluster, cfg, &ctx, probe)
+        .run(Instant::now() + args.duration)
+        .await;
+    ctx.stop.store(true, Ordering::SeqCst);
+    println!("faults end; waiting for the cluster to settle");
+    if let Err(e) = cluster.wait_ready(1, Duration::from_secs(60)).await {
+        println!("  {e:#}; checking anyway");
+    }
+    healed.notify_one();
+    let checked = match timeout(Duration::from_secs(600), work).await {
+        Ok(r) => r.context("the workload task panicked")?,
+        Err(_) => Err(anyhow::anyhow!(
+            "the workload did not finish 10 minutes after the faults"
+        )),
+    };
+    ctx.history.flush()?;
+    ctx.timeline.flush()?;
+    cluster.stop();
+    let verdict = Verdict::new(workload, seed, &args, &report, checked);
+    std::fs::write(dir.join("verdict.json"), verdict.json.to_string() + "\n")?;
+    println!("{}", verdict.text);
+    if verdict.passed {
+        if !args.keep {
+            for d in std::iter::once("pd".to_owned())
+                .chain((0..args.stores).map(|i| format!("store{i}")))
+            {
+                let _ = std::fs::remove_dir_all(dir.join(d));
+            }
+        }
+        println!(
+            "PASS seed {seed} (history and timeline in {})",
+            dir.display()
+        );
+        Ok(())
+    } else {
+        bail!(
+            "FAIL seed {seed}: replay with `flotilla chaos --workload {} --seed {seed}`; history, timeline, logs and data kept in {}",
+            workload.name(),
+            dir.display()
+        )
+    }
+}
+
+/// The run's verdict, for people and as `verdict.json`.
+struct Verdict {
+    passed: bool,
+    text: String,
+    json: serde_json::Value,
+}
+
+impl Verdict {
+    fn new(
+        workload: Workload,
+        seed: u64,
+        args: &ChaosArgs,
+        report: &NemesisReport,
+        checked: Result<Checked>,
+    ) -> Verdict {
+        let (checked, error) = match checked {
+            Ok(c) => (c, None),
+            Err(e) => (Checked::default(), Some(format!("{e:#}"))),
+        };
+        let mut probe = report.recoveries.clone();
+        probe.sort_unstable();
+        let mut clients = client_recoveries(&report.heals_ns, &checked.write_acks_ns);
+        clients.sort_unstable();
+        let p99 = percentile(&probe, 0.99);
+        let live = report.unrecovered == 0 && p99.is_none_or(|d| d < RECOVERY_P99_MAX);
+        let injected: u32 = report
+            .faults
+            .iter()
+            .filter(|(k, _)| **k != "mix")
+            .map(|(_, n)| n)
+            .sum();
+        let passed = error.is_none()
+            && checked.passed
+            && report.crashes.is_empty()
+            && live
+            && checked.ok_ops > 0;
+        let mut text = format!(
+            "\n== verdict: {} (workload {}, seed {seed})\n",
+            if passed { "PASS" } else { "FAIL" },
+            workload.name()
+        );
+        text += &format!("checker: {}\n", checked.summary);
+        if let Some(e) = &error {
+            text += &format!("workload error: {e}\n");
+        }
+        text += &format!("faults injected: {injected} {:?}\n", report.faults);
+        text += &format!(
+            "liveness (heal -> write on every probe key): {} heals, p50 {:?}, p99 {:?}, max {:?}, {} unrecovered (bar: p99 < {RECOVERY_P99_MAX:?})\n",
+            report.heals_ns.len(),
+            percentile(&probe, 0.5),
+            p99,
+            probe.last(),
+            report.unrecovered
+        );
+        text += &format!(
+            "clients' view (heal -> next acknowledged write): p50 {:?}, p99 {:?}, max {:?}\n",
+            percentile(&clients, 0.5),
+            percentile(&clients, 0.99),
+            clients.last()
+        );
+        if !report.crashes.is_empty() {
+            text += &format!("CRASHES: {:?}\n", report.crashes);
+        }
+        if !report.errors.is_empty() {
+            text += &format!(
+                "nemesis errors ({}): {:?}\n",
+                report.errors.len(),
+                report.errors
+            );
+        }
+        let json = json!({
+            "workload": workload.name(),
+            "seed": seed,
+            "passed": passed,
+            "duration_s": args.duration.as_secs(),
+            "stores": args.stores,
+            "clients": args.clients,
+            "ops": checked.ops,
+            "ops_known_outcome": checked.ok_ops,
+            "ops_unknown_outcome": checked.unknown_ops,
+            "checker": checked.summary,
+            "workload_error": error,
+            "faults": report.faults,
+            "faults_injected": injected,
+            "heals": report.heals_ns.len(),
+            "recovery_ms": {
+                "p50": ms(percentile(&probe, 0.5)),
+                "p99": ms(p99),
+                "max": ms(probe.last().copied()),
+                "unrecovered": report.unrecovered,
+            },
+            "client_recovery_ms": {
+                "p50": ms(percentile(&clients, 0.5)),
+                "p99": ms(percentile(&clients, 0.99)),
+                "max": ms(clients.last().copied()),
+            },
+            "crashes": report.crashes,
+            "nemesis_errors": report.errors,
+        });
+        Verdict { passed, text, json }
+    }
+}
+
+/// `flotilla check`: re-checks a recorded history; an error unless it passes.
+pub fn check(args: CheckArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.history)
+        .with_context(|| format!("reading {}", args.history.display()))?;
+    let checked = match args.workload {
+        Workload::Register => register::check(&checker::register::parse_history(&text)?),
+        Workload::ListAppend => {
+            list_append::check(&checker::jsonl::parse_list_append_lines(&text)?)
+        }
+        Workload::Bank => {
+            let h = checker::jsonl::parse_bank_lines(&text)?;
+            bank::check(h.total, &h.reads, &h.options)?
+        }
+    };
+    println!("{}", checked.summary);
+    if checked.passed {
+        println!("PASS");
+        Ok(())
+    } else {
+        bail!(
+            "FAIL: the history of {} does not pass",
+            args.history.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn client_recovery_is_the_next_ack_after_each_heal() {
+        let r = client_recoveries(&[100, 500, 900], &[50, 130, 700, 120]);
+        assert_eq!(r, vec![Duration::from_nanos(20), Duration::from_nanos(200)]);
+    }
+
+    #[test]
+    fn percentiles_take_the_rank_at_or_above() {
+        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&d, 0.99), Some(Duration::from_millis(99)));
+        assert_eq!(percentile(&d, 0.5), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}

@@ -1,0 +1,475 @@
+//! The nemesis: a seeded schedule of faults against the cluster. Each round waits a random
+//! gap, injects one fault (or two at once for `mix`), holds it a random while, heals it, and
+//! then measures liveness: the time from the heal until a write succeeds on every probe key
+//! (one beside each of the workload's keys, so every region the workload uses is probed).
+//! Every step is a line of the fault timeline.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use tikv_client::{RawClient, TransactionClient};
+use tokio::time::{sleep, timeout, Instant};
+
+use super::cluster::{ChaosCluster, Target};
+use super::Ctx;
+
+/// A kind of fault.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// Cut one store's raft traffic from the other stores.
+    Partition,
+    /// kill -9 one store, restart it at the heal.
+    Kill,
+    /// kill -9 PD, restart it at the heal.
+    KillPd,
+    /// SIGSTOP a store or PD, SIGCONT at the heal.
+    Pause,
+    /// Ask PD to move the leaders of a few of the workload's regions.
+    TransferLeader,
+    /// Ask PD to split the workload's regions at random workload keys.
+    Split,
+    /// Two of the above at once, on different processes.
+    Mix,
+}
+
+impl FaultKind {
+    /// The name used on the command line and in the timeline.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Kill => "kill",
+            FaultKind::KillPd => "kill-pd",
+            FaultKind::Pause => "pause",
+            FaultKind::TransferLeader => "transfer-leader",
+            FaultKind::Split => "split",
+            FaultKind::Mix => "mix",
+        }
+    }
+
+    /// Every kind but `mix`.
+    const SINGLE: [FaultKind; 6] = [
+        FaultKind::Partition,
+        FaultKind::Kill,
+        FaultKind::KillPd,
+        FaultKind::Pause,
+        FaultKind::TransferLeader,
+        FaultKind::Split,
+    ];
+}
+
+/// How the nemesis runs.
+pub struct NemesisConfig {
+    /// The kinds it picks from, uniformly.
+    pub kinds: Vec<FaultKind>,
+    /// Longest quiet gap between a recovery and the next fault (the gap is 1 s to this).
+    pub gap_max: Duration,
+    /// Longest time a fault is held before it heals (held 1 s to this).
+    pub hold_max: Duration,
+    /// Bound of one liveness measurement; a write not back by then fails the run.
+    pub recovery_max: Duration,
+    /// Whether the workload's keys are transactional (else raw).
+    pub txn_keys: bool,
+}
+
+/// What the nemesis did and saw.
+#[derive(Debug, Default)]
+pub struct NemesisReport {
+    /// Faults injected, by kind (a `mix` counts as itself and as each of its parts).
+    pub faults: BTreeMap<&'static str, u32>,
+    /// Heal to first successful write on every probe key, one per heal.
+    pub recoveries: Vec<Duration>,
+    /// Heals after which writes did not come back within the bound.
+    pub unrecovered: u32,
+    /// Heal instants (run clock).
+    pub heals_ns: Vec<u64>,
+    /// Processes that exited without the nemesis killing them.
+    pub crashes: Vec<String>,
+    /// Faults that could not be injected or healed (not a verdict by themselves).
+    pub errors: Vec<String>,
+}
+
+/// A fault in force, to heal.
+#[derive(Debug, Clone, Copy)]
+enum Active {
+    Partitioned,
+    Killed(Target),
+    Paused(Target),
+}
+
+/// Writes beside the workload's keys, raw or transactional as the workload's are.
+pub enum Probe {
+    /// Raw puts.
+    Raw(RawClient),
+    /// One-key optimistic transactions.
+    Txn(TransactionClient),
+}
+
+impl Probe {
+    async fn write(&self, key: String) -> bool {
+        let value = b"probe".to_vec();
+        let attempt = async {
+            match self {
+                Probe::Raw(c) => c.put(key, value).await.is_ok(),
+                Probe::Txn(c) => {
+                    let Ok(mut t) = c.begin_optimistic().await else {
+                        return false;
+                    };
+                    if t.put(key, value).await.is_err() {
+                        let _ = t.rollback().await;
+                        return false;
+                    }
+                    t.commit().await.is_ok()
+                }
+            }
+        };
+        matches!(timeout(Duration::from_secs(3), attempt).await, Ok(true))
+    }
+
+    /// Time until every key took a write, or None after `bound`.
+    async fn until_writable(&self, keys: &[String], bound: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let deadline = start + bound;
+        let each = keys.iter().map(|k| async move {
+            while Instant::now() < deadline {
+                if self.write(k.clone()).await {
+                    return true;
+                }
+                sleep(Duration::from_millis(100)).await;
+            }
+            false
+        });
+        let all = futures::future::join_all(each).await;
+        all.into_iter().all(|ok| ok).then(|| start.elapsed())
+    }
+}
+
+/// The nemesis's state over a run.
+pub struct Nemesis<'a> {
+    cluster: &'a mut ChaosCluster,
+    cfg: NemesisConfig,
+    ctx: &'a Ctx,
+    rng: ChaCha8Rng,
+    probe: Probe,
+    report: NemesisReport,
+    /// Processes the nemesis has down on purpose (not crashes).
+    down: Vec<Target>,
+}
+
+impl<'a> Nemesis<'a> {
+    /// A nemesis with its own RNG stream from the run's seed.
+    pub fn new(
+        cluster: &'a mut ChaosCluster,
+        cfg: NemesisConfig,
+        ctx: &'a Ctx,
+        probe: Probe,
+    ) -> Self {
+        Nemesis {
+            cluster,
+            cfg,
+            ctx,
+            rng: ChaCha8Rng::seed_from_u64(ctx.seed.wrapping_add(0xD00D_F00D)),
+            probe,
+            report: NemesisReport::default(),
+            down: Vec::new(),
+        }
+    }
+
+    fn log(&self, event: &str, fields: serde_json::Value) {
+        let mut line = json!({ "t_ns": self.ctx.clock.now_ns(), "event": event });
+        if let (Some(l), Some(f)) = (line.as_object_mut(), fields.as_object()) {
+            l.extend(f.clone());
+        }
+        self.ctx.timeline.push_json(&line);
+    }
+
+    /// Runs rounds until `until`, then leaves the cluster healed; the report.
+    pub async fn run(mut self, until: Instant) -> NemesisReport {
+        while Instant::now() < until {
+            let gap = self
+                .rng
+                .gen_range(Duration::from_secs(1)..=self.cfg.gap_max.max(Duration::from_secs(1)));
+            sleep(gap.min(until.saturating_duration_since(Instant::now()))).await;
+            self.check_crashes().await;
+            if Instant::now() >= until || self.cfg.kinds.is_empty() {
+                continue;
+            }
+            self.round().await;
+        }
+        self.check_crashes().await;
+        self.report
+    }
+
+    /// One fault (or a mix), held, healed, and the recovery measured.
+    async fn round(&mut self) {
+        let kind = *self
+            .cfg
+            .kinds
+            .choose(&mut self.rng)
+            .expect("kinds is not empty");
+        let parts: Vec<FaultKind> = if kind == FaultKind::Mix {
+            let mut pool = FaultKind::SINGLE.to_vec();
+            pool.shuffle(&mut self.rng);
+            pool.truncate(2);
+            pool
+        } else {
+            vec![kind]
+        };
+        *self.report.faults.entry(kind.name()).or_default() += 1;
+        let mut active = Vec::new();
+        let mut used = Vec::new();
+        for part in parts {
+            if kind == FaultKind::Mix {
+                *self.report.faults.entry(part.name()).or_default() += 1;
+            }
+            match self.inject(part, &used).await {
+                Ok(Some((a, target))) => {
+                    active.push(a);
+                    used.push(target);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.log(
+                        "error",
+                        json!({ "fault": part.name(), "error": format!("{e:#}") }),
+                    );
+                    self.report.errors.push(format!("{}: {e:#}", part.name()));
+                }
+            }
+        }
+        if active.is_empty() {
+            return;
+        }
+        let hold = self
+            .rng
+            .gen_range(Duration::from_secs(1)..=self.cfg.hold_max.max(Duration::from_secs(1)));
+        sleep(hold).await;
+        self.heal(&active).await;
+        let heal_ns = self.ctx.clock.now_ns();
+        self.report.heals_ns.push(heal_ns);
+        let keys = self.ctx.probe_keys();
+        match self
+            .probe
+            .until_writable(&keys, self.cfg.recovery_max)
+            .await
+        {
+            Some(d) => {
+                self.log(
+                    "recovered",
+                    json!({ "after_ms": d.as_millis() as u64, "probe_keys": keys.len() }),
+                );
+                self.report.recoveries.push(d);
+            }
+            None => {
+                self.log(
+                    "unrecovered",
+                    json!({ "bound_ms": self.cfg.recovery_max.as_millis() as u64 }),
+                );
+                self.report.unrecovered += 1;
+            }
+        }
+    }
+
+    /// Injects one fault on a process not in `used`; the fault to heal and its target, or
+    /// None for the instant ones.
+    async fn inject(
+        &mut self,
+        kind: FaultKind,
+        used: &[Target],
+    ) -> Result<Option<(Active, Target)>> {
+        let stores: Vec<usize> = (0..self.cluster.stores())
+            .filter(|i| !used.contains(&Target::Store(*i)))
+            .collect();
+        let pick_store = |rng: &mut ChaCha8Rng| stores.choose(rng).copied();
+        match kind {
+            FaultKind::Partition => {
+                let Some(i) = pick_store(&mut self.rng) else {
+                    return Ok(None);
+                };
+                self.log(
+                    "fault",
+                    json!({ "fault": "partition", "target": format!("store{i}") }),
+                );
+                self.cluster.partition(i).await?;
+                Ok(Some((Active::Partitioned, Target::Store(i))))
+            }
+            FaultKind::Kill => {
+                let Some(i) = pick_store(&mut self.rng) else {
+                    return Ok(None);
+                };
+                let t = Target::Store(i);
+                self.log("fault", json!({ "fault": "kill", "target": t.to_string() }));
+                self.down.push(t);
+                self.cluster.kill(t);
+                Ok(Some((Active::Killed(t), t)))
+            }
+            FaultKind::KillPd => {
+                if used.contains(&Target::Pd) {
+                    return Ok(None);
+                }
+                self.log("fault", json!({ "fault": "kill-pd", "target": "pd" }));
+                self.down.push(Target::Pd);
+                self.cluster.kill(Target::Pd);
+                Ok(Some((Active::Killed(Target::Pd), Target::Pd)))
+            }
+            FaultKind::Pause => {
+                let targets: Vec<Target> = self
+                    .cluster
+                    .targets()
+                    .into_iter()
+                    .filter(|t| !used.contains(t))
+                    .collect();
+                let Some(&t) = targets.choose(&mut self.rng) else {
+                    return Ok(None);
+                };
+                self.log(
+                    "fault",
+                    json!({ "fault": "pause", "target": t.to_string() }),
+                );
+                self.cluster.pause(t, true);
+                Ok(Some((Active::Paused(t), t)))
+            }
+            FaultKind::TransferLeader => {
+                let n = self.transfer_leaders().await?;
+                self.log("fault", json!({ "fault": "transfer-leader", "queued": n }));
+                Ok(None)
+            }
+            FaultKind::Split => {
+                let n = self.split().await?;
+                self.log("fault", json!({ "fault": "split", "queued": n }));
+                Ok(None)
+            }
+            FaultKind::Mix => Ok(None),
+        }
+    }
+
+    async fn heal(&mut self, active: &[Active]) {
+        for a in active {
+            let r = match *a {
+                Active::Killed(t) => {
+                    self.down.retain(|d| *d != t);
+                    self.cluster.restart(t)
+                }
+                Active::Paused(t) => {
+                    self.cluster.pause(t, false);
+                    Ok(())
+                }
+                Active::Partitioned => self.cluster.heal_partitions().await,
+            };
+            self.log("heal", json!({ "fault": format!("{a:?}") }));
+            if let Err(e) = r {
+                self.report.errors.push(format!("healing {a:?}: {e:#}"));
+            }
+        }
+    }
+
+    /// Restarts any process that exited without being killed, and reports it as a crash.
+    async fn check_crashes(&mut self) {
+        for t in self.cluster.targets() {
+            if self.down.contains(&t) {
+                continue;
+            }
+            if let Some(status) = self.cluster.exited(t) {
+                self.log(
+                    "crash",
+                    json!({ "target": t.to_string(), "status": status.to_string() }),
+                );
+                self.report.crashes.push(format!("{t} exited: {status}"));
+                self.cluster.kill(t);
+                if let Err(e) = self.cluster.restart(t) {
+                    self.report.errors.push(format!("restarting {t}: {e:#}"));
+                }
+            }
+        }
+    }
+
+    /// The workload's regions in PD's list: (id, start, end, leader store, voter stores).
+    async fn workload_regions(
+        &self,
+    ) -> Result<Vec<(u64, Vec<u8>, Vec<u8>, Option<u64>, Vec<u64>)>> {
+        let (lo, hi) = self.ctx.key_range.clone();
+        let (lo, hi) = (self.encode(&lo), self.encode(&hi));
+        let v = self.cluster.regions().await?;
+        let mut out = Vec::new();
+        for r in v["regions"].as_array().into_iter().flatten() {
+            let start = unhex(r["start_key"].as_str().unwrap_or(""));
+            let end = unhex(r["end_key"].as_str().unwrap_or(""));
+            if start < hi && (end.is_empty() || end > lo) {
+                let voters = r["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["role"] == "Voter")
+                    .filter_map(|p| p["store_id"].as_u64())
+                    .collect();
+                let id = r["id"].as_u64().unwrap_or(0);
+                out.push((id, start, end, r["leader"]["store_id"].as_u64(), voters));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A user key as region boundaries see it: keyspace prefix, memcomparable-encoded.
+    fn encode(&self, key: &str) -> Vec<u8> {
+        let prefix: &[u8] = if self.cfg.txn_keys {
+            b"x\0\0\0"
+        } else {
+            b"r\0\0\0"
+        };
+        codec::memcomparable::encode_bytes(&[prefix, key.as_bytes()].concat())
+    }
+
+    async fn transfer_leaders(&mut self) -> Result<u32> {
+        let regions = self.workload_regions().await?;
+        let mut queued = 0;
+        for _ in 0..3 {
+            let Some((id, _, _, leader, voters)) = regions.choose(&mut self.rng) else {
+                break;
+            };
+            let others: Vec<u64> = voters
+                .iter()
+                .copied()
+                .filter(|s| Some(*s) != *leader)
+                .collect();
+            let Some(to) = others.choose(&mut self.rng) else {
+                continue;
+            };
+            let body = json!({ "name": "transfer-leader", "region_id": id, "to_store_id": to });
+            if self.cluster.add_operator(&body).await? {
+                queued += 1;
+            }
+        }
+        Ok(queued)
+    }
+
+    async fn split(&mut self) -> Result<u32> {
+        let regions = self.workload_regions().await?;
+        let mut queued = 0;
+        for _ in 0..2 {
+            let k = self.ctx.random_key(&mut self.rng);
+            let at = self.encode(&k);
+            let Some((id, ..)) = regions
+                .iter()
+                .find(|(_, s, e, ..)| *s < at && (e.is_empty() || at < *e))
+            else {
+                continue;
+            };
+            let hex: String = at.iter().map(|b| format!("{b:02X}")).collect();
+            let body = json!({ "name": "split-region", "region_id": id, "policy": "usekey", "keys": [hex] });
+            if self.cluster.add_operator(&body).await? {
+                queued += 1;
+            }
+        }
+        Ok(queued)
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}

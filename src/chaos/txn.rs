@@ -1,0 +1,201 @@
+//! What the transactional workloads (bank, list-append) share: the official client's
+//! configuration, the three transaction modes, how a commit's outcome is classified, and the
+//! lock resolver that cleans up after clients that gave up.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use checker::Outcome;
+use rand::Rng;
+use tikv_client::transaction::ResolveLocksOptions;
+use tikv_client::{
+    CheckLevel, Config, Error, Timestamp, TimestampExt, Transaction, TransactionClient,
+    TransactionOptions,
+};
+use tokio::time::{sleep, timeout, timeout_at, Instant};
+
+/// Per-request timeout of the workloads' clients.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A transaction's bound from begin to the end of commit.
+pub const TXN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound of a best-effort rollback after a failure.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the resolver cleans up abandoned locks.
+const RESOLVE_INTERVAL: Duration = Duration::from_secs(3);
+/// Locks younger than this may belong to a running transaction; the resolver leaves them.
+const RESOLVE_AGE: Duration = Duration::from_secs(15);
+
+/// The workloads' client configuration: the default keyspace, short request timeouts.
+pub fn client_config() -> Config {
+    Config::default()
+        .with_default_keyspace()
+        .with_timeout(REQUEST_TIMEOUT)
+}
+
+/// Connects to PD, retrying for up to a minute (PD may be restarting).
+pub async fn connect(pd: &str) -> Result<TransactionClient> {
+    let mut last = None;
+    for _ in 0..120 {
+        match TransactionClient::new_with_config(vec![pd.to_owned()], client_config()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+        sleep(Duration::from_millis(500)).await;
+    }
+    bail!("cannot connect to PD at {pd}: {last:?}")
+}
+
+/// How a transaction runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Optimistic two-phase commit.
+    Optimistic,
+    /// Optimistic with async commit.
+    AsyncCommit,
+    /// Pessimistic: reads that feed writes lock the key.
+    Pessimistic,
+}
+
+impl Mode {
+    /// One of the three, uniformly.
+    pub fn random(rng: &mut impl Rng) -> Mode {
+        match rng.gen_range(0..3) {
+            0 => Mode::Optimistic,
+            1 => Mode::AsyncCommit,
+            _ => Mode::Pessimistic,
+        }
+    }
+
+    /// The client's options for this mode.
+    pub fn options(self) -> TransactionOptions {
+        let opts = match self {
+            Mode::Optimistic => TransactionOptions::new_optimistic(),
+            Mode::AsyncCommit => TransactionOptions::new_optimistic().use_async_commit(),
+            Mode::Pessimistic => TransactionOptions::new_pessimistic(),
+        };
+        // A transaction cut off by its timeout is dropped active; that is not a bug here.
+        opts.drop_check(CheckLevel::Warn)
+    }
+}
+
+/// Whether a commit error proves the transaction can never commit: a key's prewrite was
+/// refused (write conflict, a lock that would not resolve, deadlock), so that key holds no
+/// lock of this transaction: 2PC never commits the primary, and async commit's secondary
+/// check finds the lock missing.
+pub fn is_definite_refusal(e: &Error) -> bool {
+    match e {
+        Error::KeyError(k) => {
+            k.conflict.is_some() || k.already_exist.is_some() || k.deadlock.is_some()
+        }
+        Error::ResolveLockError(_) => true,
+        Error::ExtractedErrors(es) | Error::MultipleKeyErrors(es) => {
+            es.iter().any(is_definite_refusal)
+        }
+        Error::PessimisticLockError { inner, .. } => is_definite_refusal(inner),
+        _ => false,
+    }
+}
+
+/// What a transaction body decided.
+pub enum Body {
+    /// Commit the buffered writes.
+    Commit,
+    /// Roll back (nothing to do, e.g. a transfer without funds).
+    Rollback,
+}
+
+/// Runs one transaction within [`TXN_TIMEOUT`]: begin in `mode`, run `body`, commit. The
+/// outcome is `Committed` only when commit returned Ok; `Aborted` when the body failed or was
+/// declined (commit never sent) or the commit was refused definitely; `Unknown` otherwise.
+pub async fn run_txn<F, Fut>(client: &TransactionClient, mode: Mode, body: F) -> Outcome
+where
+    F: FnOnce(Transaction) -> Fut,
+    Fut: Future<Output = (Transaction, tikv_client::Result<Body>)>,
+{
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    let Ok(Ok(txn)) = timeout_at(deadline, client.begin_with_options(mode.options())).await else {
+        return Outcome::Aborted;
+    };
+    let (mut txn, decided) = match timeout_at(deadline, body(txn)).await {
+        Ok(r) => r,
+        // The body holds the transaction; dropping it unfinished sends nothing more.
+        Err(_) => return Outcome::Aborted,
+    };
+    if !matches!(decided, Ok(Body::Commit)) {
+        // Commit was never sent: whatever the rollback does, nothing is visible.
+        let _ = timeout(ROLLBACK_TIMEOUT, txn.rollback()).await;
+        return Outcome::Aborted;
+    }
+    match timeout_at(deadline, txn.commit()).await {
+        Ok(Ok(_)) => Outcome::Committed,
+        Ok(Err(e)) if is_definite_refusal(&e) => {
+            let _ = timeout(ROLLBACK_TIMEOUT, txn.rollback()).await;
+            Outcome::Aborted
+        }
+        // A timeout, a region or transport error, an undetermined commit: it may have landed.
+        _ => Outcome::Unknown,
+    }
+}
+
+/// Cleans up locks on keys `range` from transactions started more than `age` ago (all of
+/// them, if `age` is zero): committed if their primary (or, for async commit, every
+/// secondary) says so, rolled back otherwise.
+pub async fn resolve_old_locks(
+    client: &TransactionClient,
+    range: (String, String),
+    age: Duration,
+) -> tikv_client::Result<()> {
+    let now = client.current_timestamp().await?.version();
+    let age_ts = (age.as_millis() as u64) << 18;
+    let safe_point = Timestamp::from_version(now.saturating_sub(age_ts));
+    client
+        .cleanup_locks(
+            range.0..range.1,
+            &safe_point,
+            ResolveLocksOptions::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The lock resolver, as TiDB's GC worker does it: the official client's readers cannot
+/// resolve an async-commit lock whose client gave up, so every few seconds locks older than any
+/// running transaction are resolved. Runs until `stop`; returns how many rounds failed.
+pub async fn resolver_task(pd: String, range: (String, String), stop: Arc<AtomicBool>) -> u32 {
+    let Ok(client) = connect(&pd).await else {
+        return 1;
+    };
+    let mut failures = 0;
+    while !stop.load(Ordering::SeqCst) {
+        sleep(RESOLVE_INTERVAL).await;
+        if resolve_old_locks(&client, range.clone(), RESOLVE_AGE)
+            .await
+            .is_err()
+        {
+            failures += 1;
+        }
+    }
+    failures
+}
+
+/// Resolves every lock left in `range` (all clients have stopped), retrying for a while.
+pub async fn resolve_all_locks(client: &TransactionClient, range: (String, String)) -> Result<()> {
+    let mut last = None;
+    for _ in 0..30 {
+        match timeout(
+            Duration::from_secs(20),
+            resolve_old_locks(client, range.clone(), Duration::ZERO),
+        )
+        .await
+        {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last = Some(e.to_string()),
+            Err(_) => last = Some("timed out".into()),
+        }
+        sleep(Duration::from_secs(1)).await;
+    }
+    bail!("the final lock cleanup never succeeded: {last:?}")
+}
