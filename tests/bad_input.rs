@@ -151,6 +151,45 @@ async fn state(raw: &RawClient, txn: &TransactionClient) -> Vec<(Vec<u8>, Vec<u8
     out
 }
 
+/// Every store process runs, the leader of `r`'s region still serves it, and a write through
+/// the official client goes through.
+async fn must_serve(c: &mut ProcCluster, r: &mut Target, raw: &RawClient, after: &str) {
+    for s in c.stores.iter_mut() {
+        let exited = s.child.as_mut().unwrap().try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "after {after}: a store exited: {exited:?}"
+        );
+    }
+    let mut served = false;
+    for _ in 0..50 {
+        let get = kvrpcpb::RawGetRequest {
+            context: Some(r.ctx.clone()),
+            key: raw_key("k1"),
+            ..Default::default()
+        };
+        let resp = r.kv.raw_get(get).await.unwrap().into_inner();
+        if let Some(e) = &resp.region_error {
+            assert!(
+                e.region_not_found.is_none(),
+                "after {after}: the leader lost its region: {e:?}"
+            );
+        } else {
+            assert_eq!(resp.value, b"raw-k1");
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        served,
+        "after {after}: the leader store stopped serving its region"
+    );
+    raw.put("k1".to_owned(), "raw-k1".to_owned())
+        .await
+        .unwrap_or_else(|e| panic!("after {after}: a write failed: {e}"));
+}
+
 fn region_error(e: Option<errorpb::Error>) -> errorpb::Error {
     e.expect("a region error")
 }
@@ -191,23 +230,39 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     };
 
     // Misaddressed requests: region errors as data.
-    let resp = r.kv.raw_put(put(None, raw_key("k1"))).await.unwrap().into_inner();
+    let resp =
+        r.kv.raw_put(put(None, raw_key("k1")))
+            .await
+            .unwrap()
+            .into_inner();
     assert!(region_error(resp.region_error).region_not_found.is_some());
     let mut unknown = r.ctx.clone();
     unknown.region_id = 987_654_321;
-    let resp = r.kv.raw_put(put(Some(unknown), raw_key("k1"))).await.unwrap().into_inner();
+    let resp =
+        r.kv.raw_put(put(Some(unknown), raw_key("k1")))
+            .await
+            .unwrap()
+            .into_inner();
     assert!(region_error(resp.region_error).region_not_found.is_some());
     let mut stale = r.ctx.clone();
     let epoch = stale.region_epoch.as_mut().unwrap();
     assert!(epoch.version > 0 && epoch.conf_ver > 0, "{epoch:?}");
     epoch.version -= 1;
     epoch.conf_ver -= 1;
-    let resp = r.kv.raw_put(put(Some(stale), raw_key("k1"))).await.unwrap().into_inner();
+    let resp =
+        r.kv.raw_put(put(Some(stale), raw_key("k1")))
+            .await
+            .unwrap()
+            .into_inner();
     let e = region_error(resp.region_error);
     assert!(e.epoch_not_match.is_some(), "{e:?}");
     let mut wrong_peer = r.ctx.clone();
     wrong_peer.peer.as_mut().unwrap().id += 1_000_000;
-    let resp = r.kv.raw_put(put(Some(wrong_peer), raw_key("k1"))).await.unwrap().into_inner();
+    let resp =
+        r.kv.raw_put(put(Some(wrong_peer), raw_key("k1")))
+            .await
+            .unwrap()
+            .into_inner();
     assert!(region_error(resp.region_error).mismatch_peer_id.is_some());
     // A follower answers NotLeader with the leader.
     let follower = r
@@ -218,16 +273,26 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         .copied()
         .unwrap();
     let follower_addr = pd.get_store(follower.store_id).await.unwrap().address;
-    let mut fkv = TikvClient::connect(format!("http://{follower_addr}")).await.unwrap();
+    let mut fkv = TikvClient::connect(format!("http://{follower_addr}"))
+        .await
+        .unwrap();
     let fctx = kvrpcpb::Context {
         peer: Some(follower),
         ..r.ctx.clone()
     };
-    let resp = fkv.raw_put(put(Some(fctx), raw_key("k1"))).await.unwrap().into_inner();
+    let resp = fkv
+        .raw_put(put(Some(fctx), raw_key("k1")))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(region_error(resp.region_error).not_leader.is_some());
     // Keys of another keyspace lie in another region.
     let other_keyspace = [b"r\0\0\x01".as_slice(), b"k1"].concat();
-    let resp = r.kv.raw_put(put(Some(r.ctx.clone()), other_keyspace.clone())).await.unwrap().into_inner();
+    let resp =
+        r.kv.raw_put(put(Some(r.ctx.clone()), other_keyspace.clone()))
+            .await
+            .unwrap()
+            .into_inner();
     assert!(region_error(resp.region_error).key_not_in_region.is_some());
     let get = kvrpcpb::RawGetRequest {
         context: Some(r.ctx.clone()),
@@ -247,7 +312,10 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
             ..put(Some(x.ctx.clone()), txn_key("k1"))
         };
         let resp = xkv.raw_put(req).await.unwrap().into_inner();
-        assert!(resp.error.contains("invalid key mode"), "cf {cf:?}: {resp:?}");
+        assert!(
+            resp.error.contains("invalid key mode"),
+            "cf {cf:?}: {resp:?}"
+        );
     }
     let req = kvrpcpb::RawDeleteRangeRequest {
         context: Some(x.ctx.clone()),
@@ -268,8 +336,15 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
 
     // Empty and oversize keys, oversize values and batches.
     for key in [vec![], b"r".to_vec(), raw_key(&"k".repeat(8 * 1024 + 1))] {
-        let resp = r.kv.raw_put(put(Some(r.ctx.clone()), key.clone())).await.unwrap().into_inner();
-        assert!(!resp.error.is_empty() && resp.region_error.is_none(), "{key:?}: {resp:?}");
+        let resp =
+            r.kv.raw_put(put(Some(r.ctx.clone()), key.clone()))
+                .await
+                .unwrap()
+                .into_inner();
+        assert!(
+            !resp.error.is_empty() && resp.region_error.is_none(),
+            "{key:?}: {resp:?}"
+        );
     }
     let req = kvrpcpb::RawPutRequest {
         value: vec![7; 8 * 1024 * 1024 + 1],
@@ -297,7 +372,10 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     };
     let status = r.kv.raw_put(req).await.unwrap_err();
     assert!(
-        matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::Internal),
+        matches!(
+            status.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::Internal
+        ),
         "{status:?}"
     );
 
@@ -309,13 +387,40 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         limit,
         ..Default::default()
     };
-    let resp = r.kv.raw_scan(scan("k3", "k1", 10)).await.unwrap().into_inner();
-    assert!(resp.kvs.len() == 1 && resp.kvs[0].error.is_some(), "{resp:?}");
-    let resp = r.kv.raw_scan(scan("k1", "k9", 0)).await.unwrap().into_inner();
-    assert!(resp.kvs.is_empty() && resp.region_error.is_none(), "{resp:?}");
-    let resp = r.kv.raw_scan(scan("k1", "k9", u32::MAX)).await.unwrap().into_inner();
-    assert!(resp.kvs[0].error.as_ref().unwrap().abort.contains("scan limit"));
-    let resp = r.kv.raw_scan(scan("k1", "k9", 10)).await.unwrap().into_inner();
+    let resp =
+        r.kv.raw_scan(scan("k3", "k1", 10))
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(
+        resp.kvs.len() == 1 && resp.kvs[0].error.is_some(),
+        "{resp:?}"
+    );
+    let resp =
+        r.kv.raw_scan(scan("k1", "k9", 0))
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(
+        resp.kvs.is_empty() && resp.region_error.is_none(),
+        "{resp:?}"
+    );
+    let resp =
+        r.kv.raw_scan(scan("k1", "k9", u32::MAX))
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(resp.kvs[0]
+        .error
+        .as_ref()
+        .unwrap()
+        .abort
+        .contains("scan limit"));
+    let resp =
+        r.kv.raw_scan(scan("k1", "k9", 10))
+            .await
+            .unwrap()
+            .into_inner();
     assert_eq!(resp.kvs.len(), 3, "a good scan still works: {resp:?}");
 
     // Compare-and-swap on a missing key: fails, and the key stays missing.
@@ -336,20 +441,33 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         key: txn_key("k1"),
         value: b"bad".to_vec(),
     };
-    let prewrite = |mutations: Vec<kvrpcpb::Mutation>, start_version: u64| kvrpcpb::PrewriteRequest {
-        context: Some(x.ctx.clone()),
-        mutations,
-        primary_lock: txn_key("k1"),
-        start_version,
-        lock_ttl: 3_000,
-        ..Default::default()
-    };
-    let resp = xkv.kv_prewrite(prewrite(vec![], start_ts)).await.unwrap().into_inner();
+    let prewrite =
+        |mutations: Vec<kvrpcpb::Mutation>, start_version: u64| kvrpcpb::PrewriteRequest {
+            context: Some(x.ctx.clone()),
+            mutations,
+            primary_lock: txn_key("k1"),
+            start_version,
+            lock_ttl: 3_000,
+            ..Default::default()
+        };
+    let resp = xkv
+        .kv_prewrite(prewrite(vec![], start_ts))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(resp.region_error.is_none(), "{resp:?}");
-    let resp = xkv.kv_prewrite(prewrite(vec![mutation(0)], 0)).await.unwrap().into_inner();
+    let resp = xkv
+        .kv_prewrite(prewrite(vec![mutation(0)], 0))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(resp.errors[0].abort.contains("zero"), "{resp:?}");
     for op in [kvrpcpb::Op::Rollback as i32, 99] {
-        let resp = xkv.kv_prewrite(prewrite(vec![mutation(op)], start_ts)).await.unwrap().into_inner();
+        let resp = xkv
+            .kv_prewrite(prewrite(vec![mutation(op)], start_ts))
+            .await
+            .unwrap()
+            .into_inner();
         assert!(resp.errors[0].abort.contains("not a prewrite"), "{resp:?}");
     }
     let commit = kvrpcpb::CommitRequest {
@@ -374,7 +492,10 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     // Undecodable frames, and one request type's bytes sent to another method.
     for (path, body) in [
         ("/tikvpb.Tikv/RawPut", vec![0xFF; 16]),
-        ("/tikvpb.Tikv/KvPrewrite", vec![0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]),
+        (
+            "/tikvpb.Tikv/KvPrewrite",
+            vec![0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F],
+        ),
     ] {
         let status = raw_call(&r.addr, path, body).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Internal, "{path}: {status:?}");
@@ -388,11 +509,20 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         }],
         ..Default::default()
     };
-    let bytes = raw_call(&r.addr, "/tikvpb.Tikv/RawPut", batch.encode_to_vec()).await.unwrap();
+    let bytes = raw_call(&r.addr, "/tikvpb.Tikv/RawPut", batch.encode_to_vec())
+        .await
+        .unwrap();
     let resp = kvrpcpb::RawPutResponse::decode(bytes.as_slice()).unwrap();
-    assert!(!resp.error.is_empty() || resp.region_error.is_some(), "{resp:?}");
+    assert!(
+        !resp.error.is_empty() || resp.region_error.is_some(),
+        "{resp:?}"
+    );
 
-    assert_eq!(state(&raw, &txn).await, before, "a bad request changed data");
+    assert_eq!(
+        state(&raw, &txn).await,
+        before,
+        "a bad request changed data"
+    );
 
     // Garbage on the store-to-store raft service of the leader of `r`'s region.
     let leader_store = r.leader.store_id;
@@ -414,9 +544,10 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     propose.set_msg_type(MessageType::MsgPropose);
     propose.from = follower.id;
     propose.to = r.leader.id;
-    let mut e = Entry::default();
-    e.data = vec![0xFF; 32].into();
-    propose.mut_entries().push(e);
+    propose.mut_entries().push(Entry {
+        data: vec![0xFF; 32].into(),
+        ..Default::default()
+    });
     let mut snapshot = RaftMsg::default();
     snapshot.set_msg_type(MessageType::MsgSnapshot);
     snapshot.from = follower.id;
@@ -436,27 +567,51 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     }
     .encode_to_vec()
     .into();
-    let msgs = vec![
+    let garbage = [
+        ("undecodable", envelope(vec![0xFF; 8], r.leader.id)),
+        ("empty", flotillapb::RaftMessage::default()),
+        // A forged proposal of an undecodable command: once killed the apply thread of every
+        // replica.
+        (
+            "forged proposal",
+            envelope(
+                protobuf::Message::write_to_bytes(&propose).unwrap(),
+                r.leader.id,
+            ),
+        ),
+        // A snapshot from a far future term that the apply thread cannot install.
+        (
+            "bad snapshot",
+            envelope(
+                protobuf::Message::write_to_bytes(&snapshot).unwrap(),
+                r.leader.id,
+            ),
+        ),
         // Undecodable, to a newer incarnation of the leader's peer: once destroyed the peer.
-        envelope(vec![0xFF; 8], r.leader.id + 1_000),
-        envelope(vec![0xFF; 8], r.leader.id),
-        // A forged proposal of an undecodable command: once crashed every replica at apply.
-        envelope(protobuf::Message::write_to_bytes(&propose).unwrap(), r.leader.id),
-        // A snapshot from a far future term.
-        envelope(protobuf::Message::write_to_bytes(&snapshot).unwrap(), r.leader.id),
-        flotillapb::RaftMessage::default(),
+        (
+            "newer peer id",
+            envelope(vec![0xFF; 8], r.leader.id + 1_000),
+        ),
     ];
-    let mut rt = RaftTransportClient::connect(format!("http://{}", r.addr)).await.unwrap();
-    rt.raft(futures::stream::iter(vec![BatchRaftMessage { msgs }]))
+    let mut rt = RaftTransportClient::connect(format!("http://{}", r.addr))
         .await
         .unwrap();
-    let chunks = vec![
-        SnapshotChunk {
-            total_bytes: 4,
-            data: vec![0xFF; 4],
-        },
-    ];
-    let status = rt.snapshot(futures::stream::iter(chunks)).await.unwrap_err();
+    for (what, msg) in garbage {
+        rt.raft(futures::stream::iter(vec![BatchRaftMessage {
+            msgs: vec![msg],
+        }]))
+        .await
+        .unwrap();
+        must_serve(&mut c, &mut r, &raw, what).await;
+    }
+    let chunks = vec![SnapshotChunk {
+        total_bytes: 4,
+        data: vec![0xFF; 4],
+    }];
+    let status = rt
+        .snapshot(futures::stream::iter(chunks))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     let huge = vec![SnapshotChunk {
         total_bytes: u64::MAX,
@@ -464,34 +619,16 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     }];
     let status = rt.snapshot(futures::stream::iter(huge)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    let status = raw_call(&r.addr, "/flotillapb.RaftTransport/Raft", vec![0xFF; 64]).await.unwrap_err();
+    let status = raw_call(&r.addr, "/flotillapb.RaftTransport/Raft", vec![0xFF; 64])
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
 
     // Every store still runs, the leader still serves its region, and nothing changed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for s in c.stores.iter_mut() {
-        let exited = s.child.as_mut().unwrap().try_wait().unwrap();
-        assert!(exited.is_none(), "a store exited: {exited:?}");
-    }
-    let mut served = false;
-    for _ in 0..50 {
-        let get = kvrpcpb::RawGetRequest {
-            context: Some(r.ctx.clone()),
-            key: raw_key("k1"),
-            ..Default::default()
-        };
-        let resp = r.kv.raw_get(get).await.unwrap().into_inner();
-        if let Some(e) = &resp.region_error {
-            assert!(e.region_not_found.is_none(), "the leader lost its region: {e:?}");
-        } else {
-            assert_eq!(resp.value, b"raw-k1");
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(served, "the leader store stopped serving its region");
-    raw.put("k4".to_owned(), "after".to_owned()).await.unwrap();
-    raw.delete("k4".to_owned()).await.unwrap();
-    assert_eq!(state(&raw, &txn).await, before, "garbage raft messages changed data");
+    must_serve(&mut c, &mut r, &raw, "raw garbage").await;
+    assert_eq!(
+        state(&raw, &txn).await,
+        before,
+        "garbage raft messages changed data"
+    );
 }

@@ -137,11 +137,9 @@ pub fn check_entry(e: &Entry) -> Result<(), RaftMessageError> {
         EntryType::EntryNormal => RaftCmdRequest::decode(e.data.as_ref())
             .map(drop)
             .map_err(|err| bad(format!("undecodable command: {err}"))),
-        EntryType::EntryConfChange => {
-            protobuf::Message::parse_from_bytes(e.data.as_ref())
-                .map(|_: ConfChange| ())
-                .map_err(|err| bad(format!("undecodable conf change: {err}")))
-        }
+        EntryType::EntryConfChange => protobuf::Message::parse_from_bytes(e.data.as_ref())
+            .map(|_: ConfChange| ())
+            .map_err(|err| bad(format!("undecodable conf change: {err}"))),
         EntryType::EntryConfChangeV2 => Err(bad("v2 conf change".into())),
     }
 }
@@ -174,7 +172,11 @@ pub fn check_snapshot(region_id: u64, data: &[u8]) -> Result<SnapshotData, RaftM
             return Err(bad(format!("unknown column family {:?}", cf.cf)));
         }
         if cf.keys.len() != cf.values.len() {
-            return Err(bad(format!("{} keys, {} values", cf.keys.len(), cf.values.len())));
+            return Err(bad(format!(
+                "{} keys, {} values",
+                cf.keys.len(),
+                cf.values.len()
+            )));
         }
         if let Some(k) = cf.keys.iter().find(|k| **k < lower || **k >= upper) {
             return Err(bad(format!("key {k:?} outside the region")));
@@ -246,15 +248,43 @@ mod tests {
     #[test]
     fn refuses_bad_envelopes() {
         let good = envelope(&heartbeat());
-        assert_eq!(check_raft_message(&good, 3), Err(RaftMessageError::WrongStore { store_id: 3, to_store: 2 }));
+        assert_eq!(
+            check_raft_message(&good, 3),
+            Err(RaftMessageError::WrongStore {
+                store_id: 3,
+                to_store: 2
+            })
+        );
         let cases = [
-            flotillapb::RaftMessage { region_id: 0, ..good.clone() },
-            flotillapb::RaftMessage { to_peer: None, ..good.clone() },
-            flotillapb::RaftMessage { from_peer: peer(0, 1), ..good.clone() },
-            flotillapb::RaftMessage { from_peer: peer(2, 1), ..good.clone() },
-            flotillapb::RaftMessage { to_peer: peer(9, 2), ..good.clone() },
-            flotillapb::RaftMessage { message: vec![0xFF; 5], ..good.clone() },
-            flotillapb::RaftMessage { start_key: b"b".to_vec(), end_key: b"a".to_vec(), ..good },
+            flotillapb::RaftMessage {
+                region_id: 0,
+                ..good.clone()
+            },
+            flotillapb::RaftMessage {
+                to_peer: None,
+                ..good.clone()
+            },
+            flotillapb::RaftMessage {
+                from_peer: peer(0, 1),
+                ..good.clone()
+            },
+            flotillapb::RaftMessage {
+                from_peer: peer(2, 1),
+                ..good.clone()
+            },
+            flotillapb::RaftMessage {
+                to_peer: peer(9, 2),
+                ..good.clone()
+            },
+            flotillapb::RaftMessage {
+                message: vec![0xFF; 5],
+                ..good.clone()
+            },
+            flotillapb::RaftMessage {
+                start_key: b"b".to_vec(),
+                end_key: b"a".to_vec(),
+                ..good
+            },
         ];
         for c in cases {
             assert!(check_raft_message(&c, 2).is_err(), "{c:?}");
@@ -263,7 +293,11 @@ mod tests {
 
     #[test]
     fn refuses_local_messages_and_proposals() {
-        for t in [MessageType::MsgHup, MessageType::MsgPropose, MessageType::MsgBeat] {
+        for t in [
+            MessageType::MsgHup,
+            MessageType::MsgPropose,
+            MessageType::MsgBeat,
+        ] {
             let mut m = heartbeat();
             m.set_msg_type(t);
             assert_eq!(
@@ -277,9 +311,11 @@ mod tests {
     fn refuses_undecodable_entries() {
         let mut m = heartbeat();
         m.set_msg_type(MessageType::MsgAppend);
-        let mut e = Entry::default();
-        e.index = 5;
-        e.data = RaftCmdRequest::default().encode_to_vec().into();
+        let mut e = Entry {
+            index: 5,
+            data: RaftCmdRequest::default().encode_to_vec().into(),
+            ..Default::default()
+        };
         m.mut_entries().push(e.clone());
         assert!(check_raft_message(&envelope(&m), 2).is_ok());
         e.data = vec![0xFF, 0xFF].into();

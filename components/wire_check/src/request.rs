@@ -146,7 +146,8 @@ impl Limits {
     /// A batch of keys: their count, then each key.
     pub fn check_keys<K: AsRef<[u8]>>(&self, keys: &[K], mode: KeyMode) -> Result<()> {
         self.check_batch(keys.len())?;
-        keys.iter().try_for_each(|k| self.check_key(k.as_ref(), mode))
+        keys.iter()
+            .try_for_each(|k| self.check_key(k.as_ref(), mode))
     }
 
     /// A scan's limit.
@@ -205,7 +206,11 @@ impl Limits {
 
 /// `(lower, upper)` of a scan: a reverse scan sends its upper bound (exclusive) as `start_key`
 /// and its lower bound (inclusive) as `end_key`, as tikv-client does.
-pub fn scan_bounds<'a>(start_key: &'a [u8], end_key: &'a [u8], reverse: bool) -> (&'a [u8], &'a [u8]) {
+pub fn scan_bounds<'a>(
+    start_key: &'a [u8],
+    end_key: &'a [u8],
+    reverse: bool,
+) -> (&'a [u8], &'a [u8]) {
     if reverse {
         (end_key, start_key)
     } else {

@@ -105,7 +105,11 @@ where
     let [small, large] = LIMIT_SETS.map(|l| req.check(&l));
     // Raising the limits never refuses a request the lower ones accepted.
     assert!(small.is_err() || large.is_ok(), "{req:?}: {large:?}");
-    assert_eq!(req.check(&LIMIT_SETS[1]), large, "the check is deterministic");
+    assert_eq!(
+        req.check(&LIMIT_SETS[1]),
+        large,
+        "the check is deterministic"
+    );
 }
 
 /// Every request type the `tikvpb.Tikv` service decodes, in the order of the selector byte.
@@ -236,9 +240,10 @@ mod tests {
         m.set_msg_type(MessageType::MsgAppend);
         m.from = 1;
         m.to = 2;
-        let mut e = Entry::default();
-        e.data = flotillapb::RaftCmdRequest::default().encode_to_vec().into();
-        m.mut_entries().push(e);
+        m.mut_entries().push(Entry {
+            data: flotillapb::RaftCmdRequest::default().encode_to_vec().into(),
+            ..Default::default()
+        });
         let bytes = protobuf::Message::write_to_bytes(&m).unwrap();
         seeds.push(bytes.clone());
         seeds.push(

@@ -25,8 +25,8 @@ use storage::{
 };
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
-use wire_check::CheckRequest;
 use txn_types::TimeStamp;
+use wire_check::CheckRequest;
 
 use crate::metrics;
 use crate::pd::Pd;

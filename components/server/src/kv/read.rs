@@ -12,7 +12,11 @@ type Res<T> = Result<T, ReqError>;
 
 /// `[lower, upper)` of a scan request (already checked by `wire_check`): a reverse scan sends
 /// its upper bound as `start_key`.
-pub(super) fn scan_range<'a>(start_key: &'a [u8], end_key: &'a [u8], reverse: bool) -> ScanRange<'a> {
+pub(super) fn scan_range<'a>(
+    start_key: &'a [u8],
+    end_key: &'a [u8],
+    reverse: bool,
+) -> ScanRange<'a> {
     let (lower, upper) = wire_check::request::scan_bounds(start_key, end_key, reverse);
     ScanRange { lower, upper }
 }
