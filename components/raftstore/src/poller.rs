@@ -388,13 +388,17 @@ impl Poller {
         }
     }
 
+    /// Steps a peer with a message from another store. The message is checked first
+    /// (`wire_check`): nothing about a malformed one may destroy, create or step a peer.
     fn on_raft_message(&mut self, msg: flotillapb::RaftMessage) {
-        let Some(to) = msg.to_peer else {
-            return;
+        let raft_msg = match wire_check::check_raft_message(&msg, self.store_id) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(region_id = msg.region_id, "dropping raft message: {e}");
+                return;
+            }
         };
-        if to.store_id != self.store_id {
-            return;
-        }
+        let to = msg.to_peer.expect("checked");
         let region_id = msg.region_id;
         if let Some(p) = self.peers.get(&region_id) {
             if to.id < p.meta.id {
@@ -405,13 +409,6 @@ impl Poller {
                 self.destroy_peer(region_id, false);
             }
         }
-        let raft_msg: RaftMsg = match protobuf::Message::parse_from_bytes(&msg.message) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(region_id, "undecodable raft message: {e}");
-                return;
-            }
-        };
         if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg, &raft_msg, to) {
             return;
         }

@@ -1,14 +1,10 @@
-//! Request limits of the raw API, with documented defaults.
+//! Request limits and storage settings, with documented defaults.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, StorageError};
-
-/// Bytes of the API V2 keyspace prefix (`r` + 3-byte keyspace id) that clients put in front of
-/// every key; the key limit is measured after it.
-pub const KEYSPACE_PREFIX_BYTES: usize = 4;
-
-/// Limits every raw request is checked against before anything is read or written.
+/// Limits every request is checked against before anything is read or written (the checks
+/// are `wire_check`'s, which the server runs with these numbers), and latch and orphan-lock
+/// settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StorageConfig {
@@ -60,71 +56,6 @@ impl StorageConfig {
         }
         Ok(())
     }
-
-    /// Checks one key's size (the keyspace prefix does not count).
-    pub fn check_key(&self, key: &[u8]) -> Result<()> {
-        let size = key.len().saturating_sub(KEYSPACE_PREFIX_BYTES);
-        if size > self.key_max_bytes {
-            return Err(StorageError::KeyTooLarge {
-                size,
-                max: self.key_max_bytes,
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks one value's size.
-    pub fn check_value(&self, value: &[u8]) -> Result<()> {
-        if value.len() > self.value_max_bytes {
-            return Err(StorageError::ValueTooLarge {
-                size: value.len(),
-                max: self.value_max_bytes,
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks the number of items in a batch.
-    pub fn check_batch(&self, size: usize) -> Result<()> {
-        if size > self.batch_keys_max {
-            return Err(StorageError::BatchTooLarge {
-                size,
-                max: self.batch_keys_max,
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks a batch of keys: their count and each size.
-    pub fn check_keys<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<()> {
-        self.check_batch(keys.len())?;
-        keys.iter().try_for_each(|k| self.check_key(k.as_ref()))
-    }
-
-    /// Checks a scan's limit.
-    pub fn check_scan_limit(&self, limit: usize) -> Result<()> {
-        if limit > self.scan_limit_max {
-            return Err(StorageError::ScanLimitTooLarge {
-                limit,
-                max: self.scan_limit_max,
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks a `[start, end)` range: both key sizes, and `start <= end` unless `end` is empty
-    /// (unbounded).
-    pub fn check_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
-        self.check_key(start)?;
-        self.check_key(end)?;
-        if !end.is_empty() && start > end {
-            return Err(StorageError::InvalidRange {
-                start: start.to_vec(),
-                end: end.to_vec(),
-            });
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -140,25 +71,6 @@ mod tests {
             ..Default::default()
         };
         cfg.validate().unwrap();
-        assert!(cfg.check_key(b"r\0\0\0abcd").is_ok());
-        assert_eq!(
-            cfg.check_key(b"r\0\0\0abcde"),
-            Err(StorageError::KeyTooLarge { size: 5, max: 4 })
-        );
-        assert!(cfg.check_value(b"abc").is_ok());
-        assert!(matches!(
-            cfg.check_value(b"abcd"),
-            Err(StorageError::ValueTooLarge { .. })
-        ));
-        assert!(matches!(
-            cfg.check_keys(&[b"a", b"b", b"c"]),
-            Err(StorageError::BatchTooLarge { .. })
-        ));
-        assert!(cfg.check_range(b"a", b"").is_ok());
-        assert!(matches!(
-            cfg.check_range(b"b", b"a"),
-            Err(StorageError::InvalidRange { .. })
-        ));
         assert!(StorageConfig {
             latch_slots: 0,
             ..Default::default()

@@ -4,49 +4,9 @@
 /// written when one of these is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
-    /// A key is longer than the limit (measured after the 4-byte keyspace prefix).
-    #[error("key of {size} bytes exceeds the limit of {max} bytes")]
-    KeyTooLarge {
-        /// Size of the key.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A value is longer than the limit.
-    #[error("value of {size} bytes exceeds the limit of {max} bytes")]
-    ValueTooLarge {
-        /// Size of the value.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A batch names more keys or ranges than the limit.
-    #[error("batch of {size} items exceeds the limit of {max}")]
-    BatchTooLarge {
-        /// Items in the batch.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A scan asks for more pairs than the limit.
-    #[error("scan limit {limit} exceeds the maximum {max}")]
-    ScanLimitTooLarge {
-        /// The requested limit.
-        limit: usize,
-        /// The maximum.
-        max: usize,
-    },
     /// The column family is unknown or not open to clients.
     #[error("invalid column family {0:?}")]
     InvalidCf(String),
-    /// A range whose start is after its end.
-    #[error("invalid range: start {start:?} > end {end:?}")]
-    InvalidRange {
-        /// Start key.
-        start: Vec<u8>,
-        /// End key.
-        end: Vec<u8>,
-    },
     /// `ttls` does not have one entry per pair.
     #[error("{ttls} ttls for {pairs} pairs")]
     TtlCountMismatch {

@@ -1,11 +1,12 @@
 //! Raw and transactional key-value semantics of a store, pure over an engine snapshot.
 //!
-//! Key types: [`StorageConfig`] (request limits, checked before anything is read or written),
+//! Key types: [`StorageConfig`] (request limits, which the server checks with `wire_check`
+//! before anything is read or written),
 //! [`StorageError`] (typed request errors, answered in the response's `error` string),
 //! [`Modify`] (a change to apply through raft, keys memcomparable-encoded), [`Latches`]
 //! (per-key serialization of CAS and writes on one store), and the functions of [`raw`].
 //!
-//! Flow: the server validates a request with [`StorageConfig`], takes the latches of the keys it
+//! Flow: the server checks a request against the [`StorageConfig`] limits, takes the latches of the keys it
 //! writes, obtains a read view of the region from the raftstore, calls a `raw_*` function here
 //! (reads return user keys and values, writes return [`Modify`] lists), and proposes the
 //! modifications to raft. Values carry an optional expiry (see [`raw::value`]); `now_secs` is

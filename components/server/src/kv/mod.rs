@@ -1,5 +1,5 @@
 //! The client-facing `tikvpb.Tikv` service: raw and transactional requests checked against
-//! the storage limits, read through a leader's read view or computed from one and written
+//! the storage limits and the API V2 key modes (`wire_check`, before anything else), read through a leader's read view or computed from one and written
 //! through raft, and answered with region, key and storage errors as data.
 
 mod read;
@@ -26,6 +26,7 @@ use storage::{
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 use txn_types::TimeStamp;
+use wire_check::CheckRequest;
 
 use crate::metrics;
 use crate::pd::Pd;
@@ -48,6 +49,12 @@ pub(crate) enum ReqError {
 impl From<RegionError> for ReqError {
     fn from(e: RegionError) -> Self {
         ReqError::Region(Box::new(e))
+    }
+}
+
+impl From<wire_check::RequestError> for ReqError {
+    fn from(e: wire_check::RequestError) -> Self {
+        ReqError::Invalid(e.to_string())
     }
 }
 
@@ -184,6 +191,8 @@ pub(crate) struct KvInner {
     pub(crate) router: RaftRouter,
     pub(crate) kv: Arc<dyn KvEngine>,
     pub(crate) limits: StorageConfig,
+    /// The request limits of `limits`, as every request is checked against them.
+    pub(crate) request_limits: wire_check::Limits,
     pub(crate) latches: Latches,
     pub(crate) request_timeout: Duration,
     /// `max_ts` and the memory locks of async-commit and 1PC prewrites in flight.
@@ -213,11 +222,18 @@ impl KvService {
         pd: Pd,
     ) -> Self {
         let latches = Latches::new(limits.latch_slots);
+        let request_limits = wire_check::Limits {
+            key_max_bytes: limits.key_max_bytes,
+            value_max_bytes: limits.value_max_bytes,
+            batch_keys_max: limits.batch_keys_max,
+            scan_limit_max: limits.scan_limit_max,
+        };
         KvService {
             inner: Arc::new(KvInner {
                 router,
                 kv,
                 limits,
+                request_limits,
                 latches,
                 request_timeout,
                 cm,
@@ -454,7 +470,8 @@ const RAW_WRITES: [&str; 6] = [
     "raw_compare_and_swap",
 ];
 
-/// Each RPC: its method, request and response types, and the handler on [`KvInner`].
+/// Each RPC: its method, request and response types, and the handler on [`KvInner`]. Every
+/// request is checked (`wire_check`) before its handler sees it.
 macro_rules! tikv_service {
     ($($method:ident($req:ty) -> $resp:ty => $handler:ident;)*) => {
         #[tonic::async_trait]
@@ -464,8 +481,13 @@ macro_rules! tikv_service {
                     &self,
                     req: Request<$req>,
                 ) -> Result<Response<$resp>, Status> {
-                    self.handle(stringify!($method), self.inner.$handler(req.into_inner()))
-                        .await
+                    let req = req.into_inner();
+                    let inner = &self.inner;
+                    self.handle(stringify!($method), async move {
+                        CheckRequest::check(&req, &inner.request_limits)?;
+                        inner.$handler(req).await
+                    })
+                    .await
                 }
             )*
         }

@@ -1,34 +1,24 @@
-//! Raw reads: every key is checked against the limits first, then against the region the
+//! Raw reads: every request was checked against the limits (`wire_check`); each key is then
+//! checked against the region the
 //! read view was served for.
 
 use proto::kvrpcpb;
 use storage::raw::{self, ScanOptions, ScanRange};
-use storage::{cf_from_request, RegionRange, StorageError};
+use storage::{cf_from_request, RegionRange};
 
 use super::{check_in_region, header, now_secs, KvInner, ReqError};
 
 type Res<T> = Result<T, ReqError>;
 
-/// `[lower, upper)` of a scan request. For `reverse`, the protocol sends the upper bound
-/// (exclusive) as `start_key` and the lower bound (inclusive) as `end_key`, as tikv-client does.
+/// `[lower, upper)` of a scan request (already checked by `wire_check`): a reverse scan sends
+/// its upper bound as `start_key`.
 pub(super) fn scan_range<'a>(
     start_key: &'a [u8],
     end_key: &'a [u8],
     reverse: bool,
-) -> Res<ScanRange<'a>> {
-    let (lower, upper) = if reverse {
-        (end_key, start_key)
-    } else {
-        (start_key, end_key)
-    };
-    if !upper.is_empty() && lower > upper {
-        return Err(StorageError::InvalidRange {
-            start: lower.to_vec(),
-            end: upper.to_vec(),
-        }
-        .into());
-    }
-    Ok(ScanRange { lower, upper })
+) -> ScanRange<'a> {
+    let (lower, upper) = wire_check::request::scan_bounds(start_key, end_key, reverse);
+    ScanRange { lower, upper }
 }
 
 impl KvInner {
@@ -36,7 +26,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawGetRequest,
     ) -> Res<kvrpcpb::RawGetResponse> {
-        self.limits.check_key(&req.key)?;
         let cf = cf_from_request(&req.cf)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &[&req.key])?;
@@ -53,7 +42,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawBatchGetRequest,
     ) -> Res<kvrpcpb::RawBatchGetResponse> {
-        self.limits.check_keys(&req.keys)?;
         let cf = cf_from_request(&req.cf)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &req.keys)?;
@@ -68,7 +56,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawGetKeyTtlRequest,
     ) -> Res<kvrpcpb::RawGetKeyTtlResponse> {
-        self.limits.check_key(&req.key)?;
         let cf = cf_from_request(&req.cf)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &[&req.key])?;
@@ -84,11 +71,8 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawScanRequest,
     ) -> Res<kvrpcpb::RawScanResponse> {
-        self.limits.check_key(&req.start_key)?;
-        self.limits.check_key(&req.end_key)?;
-        self.limits.check_scan_limit(req.limit as usize)?;
         let cf = cf_from_request(&req.cf)?;
-        let range = scan_range(&req.start_key, &req.end_key, req.reverse)?;
+        let range = scan_range(&req.start_key, &req.end_key, req.reverse);
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &[range.lower])?;
         let region = RegionRange {
@@ -111,14 +95,10 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawBatchScanRequest,
     ) -> Res<kvrpcpb::RawBatchScanResponse> {
-        self.limits.check_batch(req.ranges.len())?;
-        self.limits.check_scan_limit(req.each_limit as usize)?;
         let cf = cf_from_request(&req.cf)?;
         let mut ranges = Vec::with_capacity(req.ranges.len());
         for r in &req.ranges {
-            self.limits.check_key(&r.start_key)?;
-            self.limits.check_key(&r.end_key)?;
-            ranges.push(scan_range(&r.start_key, &r.end_key, req.reverse)?);
+            ranges.push(scan_range(&r.start_key, &r.end_key, req.reverse));
         }
         let view = self.read_view(header(req.context.as_ref())).await?;
         let lowers: Vec<&[u8]> = ranges.iter().map(|r| r.lower).collect();
@@ -168,11 +148,9 @@ mod tests {
 
     #[test]
     fn reverse_scan_swaps_bounds() {
-        let r = scan_range(b"b", b"d", false).unwrap();
+        let r = scan_range(b"b", b"d", false);
         assert_eq!((r.lower, r.upper), (b"b".as_slice(), b"d".as_slice()));
-        let r = scan_range(b"d", b"b", true).unwrap();
+        let r = scan_range(b"d", b"b", true);
         assert_eq!((r.lower, r.upper), (b"b".as_slice(), b"d".as_slice()));
-        assert!(scan_range(b"d", b"b", false).is_err());
-        assert!(scan_range(b"", b"b", true).is_ok());
     }
 }

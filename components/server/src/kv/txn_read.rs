@@ -46,7 +46,6 @@ impl KvInner {
     }
 
     pub(super) async fn kv_get(&self, req: kvrpcpb::GetRequest) -> Res<kvrpcpb::GetResponse> {
-        self.limits.check_key(&req.key)?;
         let read_ts = TimeStamp::new(req.version);
         let bypass = bypass_locks(req.context.as_ref());
         let mut resp = kvrpcpb::GetResponse::default();
@@ -68,7 +67,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::BatchGetRequest,
     ) -> Res<kvrpcpb::BatchGetResponse> {
-        self.limits.check_keys(&req.keys)?;
         let read_ts = TimeStamp::new(req.version);
         let bypass = bypass_locks(req.context.as_ref());
         let mut resp = kvrpcpb::BatchGetResponse::default();
@@ -96,8 +94,7 @@ impl KvInner {
     }
 
     pub(super) async fn kv_scan(&self, req: kvrpcpb::ScanRequest) -> Res<kvrpcpb::ScanResponse> {
-        self.limits.check_scan_limit(req.limit as usize)?;
-        let range = scan_range(&req.start_key, &req.end_key, req.reverse)?;
+        let range = scan_range(&req.start_key, &req.end_key, req.reverse);
         let read_ts = TimeStamp::new(req.version);
         let bypass = bypass_locks(req.context.as_ref());
         let mut resp = kvrpcpb::ScanResponse::default();
@@ -151,8 +148,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::ScanLockRequest,
     ) -> Res<kvrpcpb::ScanLockResponse> {
-        self.limits.check_range(&req.start_key, &req.end_key)?;
-        self.limits.check_scan_limit(req.limit as usize)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         let mut resp = kvrpcpb::ScanLockResponse::default();
         match mvcc::scan_locks(

@@ -34,7 +34,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::CheckTxnStatusRequest,
     ) -> Res<kvrpcpb::CheckTxnStatusResponse> {
-        self.limits.check_key(&req.primary_key)?;
         let lock_ts = ts(req.lock_ts, "lock_ts")?;
         let caller_start_ts = TimeStamp::new(req.caller_start_ts);
         // Pushing a lock's min_commit_ts past the caller is a read at caller_start_ts.
@@ -91,7 +90,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::CheckSecondaryLocksRequest,
     ) -> Res<kvrpcpb::CheckSecondaryLocksResponse> {
-        self.limits.check_keys(&req.keys)?;
         let start_ts = ts(req.start_version, "start_version")?;
         let r = self
             .txn_write(req.context.as_ref(), &req.keys, |snap| {
@@ -117,7 +115,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::ResolveLockRequest,
     ) -> Res<kvrpcpb::ResolveLockResponse> {
-        self.limits.check_keys(&req.keys)?;
         let mut txns: Vec<(TimeStamp, TimeStamp)> = req
             .txn_infos
             .iter()
@@ -211,7 +208,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::DeleteRangeRequest,
     ) -> Res<kvrpcpb::DeleteRangeResponse> {
-        self.limits.check_range(&req.start_key, &req.end_key)?;
         if req.notify_only {
             return Ok(Default::default());
         }

@@ -68,11 +68,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::PrewriteRequest,
     ) -> Res<kvrpcpb::PrewriteResponse> {
-        self.limits.check_batch(req.mutations.len())?;
-        for m in &req.mutations {
-            self.limits.check_key(&m.key)?;
-            self.limits.check_value(&m.value)?;
-        }
         let preq = prewrite_request(&req)?;
         let keys: Vec<&[u8]> = req.mutations.iter().map(|m| m.key.as_slice()).collect();
         let (_latch, view, head) = self.begin_txn_write(req.context.as_ref(), &keys).await?;
@@ -118,7 +113,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::CommitRequest,
     ) -> Res<kvrpcpb::CommitResponse> {
-        self.limits.check_keys(&req.keys)?;
         let start_ts = ts(req.start_version, "start_version")?;
         let commit_ts = ts(req.commit_version, "commit_version")?;
         let r = self
@@ -138,7 +132,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::BatchRollbackRequest,
     ) -> Res<kvrpcpb::BatchRollbackResponse> {
-        self.limits.check_keys(&req.keys)?;
         let start_ts = ts(req.start_version, "start_version")?;
         let r = self
             .txn_write(req.context.as_ref(), &req.keys, |snap| {
@@ -155,7 +148,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::CleanupRequest,
     ) -> Res<kvrpcpb::CleanupResponse> {
-        self.limits.check_key(&req.key)?;
         let start_ts = ts(req.start_version, "start_version")?;
         let current_ts = TimeStamp::new(req.current_ts);
         let r = self
@@ -176,7 +168,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::TxnHeartBeatRequest,
     ) -> Res<kvrpcpb::TxnHeartBeatResponse> {
-        self.limits.check_key(&req.primary_lock)?;
         let start_ts = ts(req.start_version, "start_version")?;
         let r = self
             .txn_write(req.context.as_ref(), &[&req.primary_lock], |snap| {
@@ -199,10 +190,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::PessimisticLockRequest,
     ) -> Res<kvrpcpb::PessimisticLockResponse> {
-        self.limits.check_batch(req.mutations.len())?;
-        for m in &req.mutations {
-            self.limits.check_key(&m.key)?;
-        }
         let preq = PessimisticLockRequest {
             keys: req.mutations.iter().map(|m| m.key.clone()).collect(),
             primary: req.primary_lock.clone(),
@@ -268,7 +255,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::PessimisticRollbackRequest,
     ) -> Res<kvrpcpb::PessimisticRollbackResponse> {
-        self.limits.check_keys(&req.keys)?;
         let start_ts = ts(req.start_version, "start_version")?;
         let for_update_ts = TimeStamp::new(req.for_update_ts);
         let r = self

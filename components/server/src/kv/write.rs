@@ -15,8 +15,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawPutRequest,
     ) -> Res<kvrpcpb::RawPutResponse> {
-        self.limits.check_key(&req.key)?;
-        self.limits.check_value(&req.value)?;
         let cf = cf_from_request(&req.cf)?;
         let modifies = raw::put_modifies(cf, &[(&req.key, &req.value)], &[], req.ttl, now_secs())?;
         let _latch = self.latches.acquire(&[&req.key]).await;
@@ -28,11 +26,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawBatchPutRequest,
     ) -> Res<kvrpcpb::RawBatchPutResponse> {
-        self.limits.check_batch(req.pairs.len())?;
-        for p in &req.pairs {
-            self.limits.check_key(&p.key)?;
-            self.limits.check_value(&p.value)?;
-        }
         let cf = cf_from_request(&req.cf)?;
         let pairs: Vec<(&[u8], &[u8])> = req
             .pairs
@@ -50,7 +43,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawDeleteRequest,
     ) -> Res<kvrpcpb::RawDeleteResponse> {
-        self.limits.check_key(&req.key)?;
         let cf = cf_from_request(&req.cf)?;
         let _latch = self.latches.acquire(&[&req.key]).await;
         self.write(
@@ -65,7 +57,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawBatchDeleteRequest,
     ) -> Res<kvrpcpb::RawBatchDeleteResponse> {
-        self.limits.check_keys(&req.keys)?;
         let cf = cf_from_request(&req.cf)?;
         let _latch = self.latches.acquire(&req.keys).await;
         self.write(
@@ -81,7 +72,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawDeleteRangeRequest,
     ) -> Res<kvrpcpb::RawDeleteRangeResponse> {
-        self.limits.check_range(&req.start_key, &req.end_key)?;
         let cf = cf_from_request(&req.cf)?;
         let modify = raw::delete_range_modify(cf, &req.start_key, &req.end_key);
         self.write(header(req.context.as_ref()), vec![modify])
@@ -93,8 +83,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::RawCasRequest,
     ) -> Res<kvrpcpb::RawCasResponse> {
-        self.limits.check_key(&req.key)?;
-        self.limits.check_value(&req.value)?;
         let cf = cf_from_request(&req.cf)?;
         let expect = if req.previous_not_exist {
             CasExpect::NotExist
@@ -132,7 +120,6 @@ impl KvInner {
         &self,
         req: kvrpcpb::UnsafeDestroyRangeRequest,
     ) -> Res<kvrpcpb::UnsafeDestroyRangeResponse> {
-        self.limits.check_range(&req.start_key, &req.end_key)?;
         let lower = codec::keys::data_key(&codec::memcomparable::encode_bytes(&req.start_key));
         let upper = if req.end_key.is_empty() {
             codec::keys::DATA_MAX_KEY.to_vec()
