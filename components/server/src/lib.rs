@@ -19,6 +19,7 @@
 
 mod bootstrap;
 mod config;
+pub mod disk;
 mod error;
 mod gc_worker;
 mod kv;
