@@ -181,6 +181,17 @@ impl ProcCluster {
         true
     }
 
+    /// Store `i`'s data directory.
+    pub fn store_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("store{i}"))
+    }
+
+    /// Store `i`'s status HTTP address.
+    pub fn store_status_addr(&self, i: usize) -> String {
+        let args = &self.stores[i].args;
+        args[args.iter().position(|a| a == "--status-addr").unwrap() + 1].clone()
+    }
+
     pub fn dump_logs(&self) {
         for f in ["pd.log", "store0.log", "store1.log", "store2.log"] {
             if let Ok(s) = std::fs::read_to_string(self.dir.path().join(f)) {
@@ -226,7 +237,18 @@ pub async fn http_post_json(addr: &str, path: &str, body: &Value) -> Option<(u16
     http_request(addr, &req).await
 }
 
+/// GETs `path`: the status code and the body as text (e.g. `/metrics`).
+pub async fn http_get_text(addr: &str, path: &str) -> Option<(u16, String)> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_request_text(addr, &req).await
+}
+
 async fn http_request(addr: &str, req: &str) -> Option<(u16, Value)> {
+    let (code, body) = http_request_text(addr, req).await?;
+    Some((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+async fn http_request_text(addr: &str, req: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
@@ -252,5 +274,5 @@ async fn http_request(addr: &str, req: &str) -> Option<(u16, Value)> {
     } else {
         body.to_string()
     };
-    Some((code, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    Some((code, body))
 }

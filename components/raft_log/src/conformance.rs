@@ -248,6 +248,7 @@ fn small_config() -> RaftLogConfig {
         batch_compression_threshold_bytes: 1 << 10,
         recovery_threads: 1,
         enable_log_recycle: false,
+        ..Default::default()
     }
 }
 

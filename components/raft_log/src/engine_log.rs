@@ -7,6 +7,7 @@ use raft_engine::{Command, Config, Engine, MessageExt, ReadableSize};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{check_fetch_range, span_after_compact, LogOp};
+use crate::recovery::{self, RecoveryMode};
 use crate::state::{meta_key, RAFT_STATE_KEY};
 use crate::{LogBatch, RaftLogError, RaftLogStore, RaftState, Result};
 
@@ -25,6 +26,13 @@ pub struct RaftLogConfig {
     pub recovery_threads: usize,
     /// Reuse purged files instead of deleting them (saves fsync of new files). Default true.
     pub enable_log_recycle: bool,
+    /// What a damaged log does at start-up: `tolerate-tail-corruption` (default: a torn tail
+    /// of the newest file is cut, other damage refuses to open) or `absolute-consistency`
+    /// (any damage refuses to open).
+    pub recovery_mode: RecoveryMode,
+    /// Read every live entry once at start-up, so that damaged entries refuse the start
+    /// rather than fail a read later. Default true.
+    pub check_entries_on_open: bool,
 }
 
 impl Default for RaftLogConfig {
@@ -35,6 +43,8 @@ impl Default for RaftLogConfig {
             batch_compression_threshold_bytes: 8 << 10,
             recovery_threads: 2,
             enable_log_recycle: true,
+            recovery_mode: RecoveryMode::default(),
+            check_entries_on_open: true,
         }
     }
 }
@@ -67,6 +77,7 @@ impl RaftLogConfig {
             batch_compression_threshold: ReadableSize(self.batch_compression_threshold_bytes),
             recovery_threads: self.recovery_threads,
             enable_log_recycle: self.enable_log_recycle,
+            recovery_mode: self.recovery_mode.to_engine(),
             ..Config::default()
         })
     }
@@ -74,7 +85,7 @@ impl RaftLogConfig {
 
 /// Tells raft-engine how to find the index of a raft-rs entry.
 #[derive(Clone, Copy)]
-struct EntryExt;
+pub(crate) struct EntryExt;
 
 impl MessageExt for EntryExt {
     type Entry = Entry;
@@ -115,9 +126,15 @@ pub struct RaftEngineLog {
 }
 
 impl RaftEngineLog {
-    /// Opens (creating if missing) the log in `dir`, replaying it.
+    /// Opens (creating if missing) the log in `dir`, replaying it. Damage is cut or refused
+    /// as `cfg.recovery_mode` says (see the `recovery` module).
     pub fn open(dir: impl AsRef<Path>, cfg: &RaftLogConfig) -> Result<RaftEngineLog> {
-        let engine = Engine::open(cfg.to_engine_config(dir.as_ref())?)?;
+        let dir = dir.as_ref();
+        let engine =
+            Engine::open(cfg.to_engine_config(dir)?).map_err(|e| recovery::open_error(dir, e))?;
+        if cfg.check_entries_on_open {
+            recovery::check_entries(&engine, dir)?;
+        }
         Ok(RaftEngineLog { engine })
     }
 

@@ -22,6 +22,7 @@
 mod batch;
 mod engine_log;
 mod mem;
+mod recovery;
 mod state;
 
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub use batch::LogBatch;
 pub use engine_log::{RaftEngineLog, RaftLogConfig};
 pub use mem::MemRaftLog;
 pub use raft::eraftpb::{Entry, HardState};
+pub use recovery::RecoveryMode;
 pub use state::RaftState;
 
 /// Errors of the raft log.

@@ -26,6 +26,7 @@ mod msg;
 mod peer;
 mod peer_storage;
 mod poller;
+mod repair;
 mod router;
 mod split_check;
 mod transport;

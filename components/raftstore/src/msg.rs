@@ -71,9 +71,14 @@ pub enum RegionError {
         /// Peer id on this store.
         store_peer_id: PeerId,
     },
-    /// The disk is full; writes are refused until space returns.
-    #[error("disk full: {0}")]
-    DiskFull(String),
+    /// The store's disk is full; writes that add data are refused until space returns.
+    #[error("store {store_id}: disk full: {reason}")]
+    DiskFull {
+        /// The full store.
+        store_id: StoreId,
+        /// Available bytes against the reserve.
+        reason: String,
+    },
     /// Anything else, with its reason.
     #[error("{0}")]
     Other(String),
@@ -150,9 +155,9 @@ impl RegionError {
                     store_peer_id: *store_peer_id,
                 });
             }
-            RegionError::DiskFull(reason) => {
+            RegionError::DiskFull { store_id, reason } => {
                 e.disk_full = Some(errorpb::DiskFull {
-                    store_id: vec![],
+                    store_id: vec![*store_id],
                     reason: reason.clone(),
                 });
             }

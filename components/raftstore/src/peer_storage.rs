@@ -153,6 +153,44 @@ pub fn clear_region_meta(
     Ok(())
 }
 
+/// Makes the log of `region_id` start right after its applied index, durably: the truncation
+/// point moves up to the applied index (in the engine first), then the stale entries still in
+/// the log are dropped, so that the next append (at applied + 1) is contiguous. Every step
+/// can be repeated after a crash.
+fn restart_log_after_applied(
+    kv: &dyn KvEngine,
+    raft_log: &dyn RaftLogStore,
+    region_id: u64,
+    raft_state: &mut RaftState,
+    apply_state: &mut RaftApplyState,
+) -> Result<(), StoreError> {
+    tracing::warn!(
+        region_id,
+        last_index = raft_state.last_index,
+        applied_index = apply_state.applied_index,
+        "raft log ends before the applied index; restarting it after the applied index"
+    );
+    if apply_state.truncated_index < apply_state.applied_index {
+        apply_state.truncated_index = apply_state.applied_index;
+        apply_state.truncated_term = apply_state.applied_term;
+        let mut wb = WriteBatch::default();
+        wb.put_cf(
+            CF_RAFT,
+            &codec::keys::apply_state_key(region_id),
+            &apply_state.encode_to_vec(),
+        );
+        kv.write(&wb, true)?;
+    }
+    raft_state.last_index = apply_state.applied_index;
+    raft_state.hard_state.commit = apply_state.applied_index;
+    raft_state.hard_state.term = raft_state.hard_state.term.max(apply_state.applied_term);
+    let mut lb = LogBatch::default();
+    lb.clean_region(region_id);
+    lb.put_raft_state(region_id, raft_state);
+    raft_log.write(lb, true)?;
+    Ok(())
+}
+
 /// raft-rs storage of one region.
 pub struct PeerStorage {
     /// The region as this peer knows it (empty range and no peers while uninitialized).
@@ -177,7 +215,7 @@ impl PeerStorage {
         snapshot_max_bytes: u64,
     ) -> Result<Self, StoreError> {
         let initialized = !region.peers.is_empty();
-        let apply_state = match load_apply_state(kv.as_ref(), region.id)? {
+        let mut apply_state = match load_apply_state(kv.as_ref(), region.id)? {
             Some(s) => s,
             None if initialized => init_apply_state(),
             None => RaftApplyState::default(),
@@ -190,12 +228,18 @@ impl PeerStorage {
                 last_index: 0,
             },
         };
-        // A snapshot reached the engine but the log did not record it before a crash: the log
-        // restarts right after the snapshot.
+        // The log ends before the applied index: a snapshot reached the engine but the log did
+        // not record it before a crash, or the log lost a damaged tail (cut at start-up) whose
+        // entries were already applied. Either way the log restarts right after the applied
+        // index, as after a snapshot (see `restart_log_after_applied`).
         if raft_state.last_index < apply_state.applied_index {
-            raft_state.last_index = apply_state.applied_index;
-            raft_state.hard_state.commit = apply_state.applied_index;
-            raft_state.hard_state.term = raft_state.hard_state.term.max(apply_state.applied_term);
+            restart_log_after_applied(
+                kv.as_ref(),
+                raft_log.as_ref(),
+                region.id,
+                &mut raft_state,
+                &mut apply_state,
+            )?;
         }
         if raft_state.hard_state.commit < apply_state.applied_index {
             raft_state.hard_state.commit = apply_state.applied_index;
@@ -403,5 +447,87 @@ impl raft::Storage for PeerStorage {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         self.generate_snapshot(request_index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::MemEngine;
+    use raft::Storage as _;
+    use raft_log::MemRaftLog;
+
+    use super::*;
+
+    fn region() -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 3,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    /// The log lost a damaged tail at start-up, but the engine had applied past it: the peer
+    /// must start (not fail on the missing term) and take appends after the applied index.
+    #[test]
+    fn a_log_cut_below_the_applied_index_restarts_after_it() {
+        let kv: Arc<dyn KvEngine> = Arc::new(MemEngine::default());
+        let raft_log: Arc<dyn RaftLogStore> = Arc::new(MemRaftLog::new());
+        let mut wb = WriteBatch::default();
+        write_initial_region(&mut wb, &region());
+        let applied = RaftApplyState {
+            applied_index: 12,
+            applied_term: 6,
+            truncated_index: RAFT_INIT_LOG_INDEX,
+            truncated_term: RAFT_INIT_LOG_TERM,
+        };
+        wb.put_cf(
+            CF_RAFT,
+            &codec::keys::apply_state_key(1),
+            &applied.encode_to_vec(),
+        );
+        kv.write(&wb, true).unwrap();
+        // What survived of the log: entries 6..=8 (9..=12 were in the cut tail).
+        let mut lb = LogBatch::default();
+        lb.add_entries(1, (6..=8).map(|i| entry(i, 6)).collect());
+        let mut state = init_raft_state();
+        state.last_index = 8;
+        state.hard_state.term = 6;
+        state.hard_state.commit = 8;
+        lb.put_raft_state(1, &state);
+        raft_log.write(lb, true).unwrap();
+
+        // Twice: the repair is durable and a second start finds nothing to repair.
+        for start in 0..2 {
+            let ps = PeerStorage::new(region(), kv.clone(), raft_log.clone(), 1 << 20)
+                .unwrap_or_else(|e| panic!("start {start}: {e}"));
+            assert_eq!(ps.last_index().unwrap(), 12);
+            assert_eq!(ps.first_index().unwrap(), 13);
+            assert_eq!(ps.term(12).unwrap(), 6);
+            assert_eq!(ps.raft_state.hard_state.commit, 12);
+        }
+        let mut ps = PeerStorage::new(region(), kv.clone(), raft_log.clone(), 1 << 20).unwrap();
+        let mut lb = LogBatch::default();
+        ps.append(vec![entry(13, 7)], &mut lb);
+        ps.persist_state(&mut lb);
+        raft_log
+            .write(lb, true)
+            .expect("append right after the applied index");
+        assert_eq!(raft_log.last_index(1), Some(13));
     }
 }

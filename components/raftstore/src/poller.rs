@@ -422,7 +422,7 @@ impl Poller {
             p.peer_cache.insert(from.id, *from);
             p.peer_heard.insert(from.id, self.tick_count);
         }
-        if let Err(e) = p.raw.step(raft_msg) {
+        if let Err(e) = crate::repair::step(region_id, &mut p.raw, raft_msg) {
             tracing::debug!(region_id, "step failed: {e}");
         }
     }

@@ -19,6 +19,7 @@
 
 mod bootstrap;
 mod config;
+pub mod disk;
 mod error;
 pub mod fault;
 mod gc_worker;

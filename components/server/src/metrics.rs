@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, Encoder, HistogramVec,
-    IntCounter, IntCounterVec, TextEncoder,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    Encoder, HistogramVec, IntCounter, IntCounterVec, IntGauge, TextEncoder,
 };
 
 /// Client requests received, by request type.
@@ -59,6 +59,24 @@ pub static GC_REGIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Bytes the store may still write before its reserve (see `crate::disk`).
+pub static DISK_AVAILABLE_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "flotilla_store_disk_available_bytes",
+        "Bytes the store may still write: free space, capped by storage.capacity_bytes"
+    )
+    .expect("metric registers once")
+});
+
+/// 1 while the store refuses writes for lack of disk space, else 0.
+pub static DISK_FULL: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "flotilla_store_disk_full",
+        "1 while available bytes are below storage.reserve_space_bytes and writes are refused"
+    )
+    .expect("metric registers once")
+});
+
 /// Counts one transport event.
 pub fn raft_event(event: &str, n: u64) {
     RAFT_MESSAGES.with_label_values(&[event]).inc_by(n);
@@ -72,6 +90,8 @@ pub fn render() -> String {
     LazyLock::force(&REQUEST_DURATION);
     LazyLock::force(&RAFT_MESSAGES);
     LazyLock::force(&GC_REGIONS);
+    LazyLock::force(&DISK_AVAILABLE_BYTES);
+    LazyLock::force(&DISK_FULL);
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
         tracing::warn!(error = %e, "encoding metrics failed");

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use txn_types::TimeStamp;
 
 use crate::bootstrap::{bootstrap_cluster_if_needed, ensure_store_id};
+use crate::disk::DiskMonitor;
 use crate::fault::RaftPartition;
 use crate::kv::KvService;
 use crate::pd::{Pd, PdResolver};
@@ -40,6 +41,7 @@ pub struct Node {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     status_task: JoinHandle<()>,
     gc_task: JoinHandle<()>,
+    disk_task: JoinHandle<()>,
     grace: Duration,
 }
 
@@ -64,6 +66,12 @@ impl Node {
     ) -> Result<Node, ServerError> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)?;
+        let disk = DiskMonitor::new(
+            cfg.data_dir.clone(),
+            cfg.storage.capacity_bytes,
+            cfg.storage.reserve_space_bytes,
+        );
+        disk.check();
         let kv: Arc<dyn KvEngine> =
             Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocksdb)?);
         let raft_log: Arc<dyn RaftLogStore> = Arc::new(RaftEngineLog::open(
@@ -126,7 +134,13 @@ impl Node {
             Duration::from_millis(cfg.request_timeout_ms),
             cm,
             pd.clone(),
+            disk.clone(),
         );
+        let disk_task = tokio::spawn(crate::disk::run(
+            disk,
+            Duration::from_millis(cfg.storage.disk_check_interval_ms),
+            shutdown_rx.clone(),
+        ));
         let gc_task = tokio::spawn(crate::gc_worker::run(
             kv_service.inner(),
             Duration::from_millis(cfg.pd_worker.gc_safe_point_poll_ms),
@@ -161,6 +175,7 @@ impl Node {
             grpc_task,
             status_task,
             gc_task,
+            disk_task,
             grace: Duration::from_millis(cfg.shutdown_grace_ms),
         })
     }
@@ -213,6 +228,8 @@ impl Node {
         {
             self.gc_task.abort();
         }
+        // The disk check ends at the shutdown signal; at worst it finishes one measurement.
+        let _ = tokio::time::timeout(self.grace, &mut self.disk_task).await;
         if let Some(w) = self.pd_worker.take() {
             w.stop().await;
         }

@@ -27,6 +27,17 @@ pub struct StorageConfig {
     /// blocks its readers for good. Default 10 s (the client's locks live 3 s, 20 s at most
     /// with heartbeats, which go to the primary lock this transaction does not have).
     pub orphan_txn_rollback_after_ms: u64,
+    /// Below this many available bytes the store refuses writes that add data (answered with
+    /// the `DiskFull` region error; deletes, GC and reads go on) until space returns. The room
+    /// keeps RocksDB and the raft log clear of a real "no space left". 0 never refuses.
+    /// Default 256 MiB.
+    pub reserve_space_bytes: u64,
+    /// Space the store may use for its data dir; 0 (default) means the whole filesystem.
+    /// Available bytes are then the smaller of the filesystem's free space and this minus the
+    /// bytes under the data dir (set it to test disk-full handling, or to share a disk).
+    pub capacity_bytes: u64,
+    /// How often the free space is measured. Default 1 s.
+    pub disk_check_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -38,6 +49,9 @@ impl Default for StorageConfig {
             scan_limit_max: 10_240,
             latch_slots: 2_048,
             orphan_txn_rollback_after_ms: 10_000,
+            reserve_space_bytes: 256 << 20,
+            capacity_bytes: 0,
+            disk_check_interval_ms: 1_000,
         }
     }
 }
@@ -53,6 +67,12 @@ impl StorageConfig {
         }
         if self.latch_slots == 0 {
             return Err("latch_slots must be > 0".into());
+        }
+        if self.disk_check_interval_ms == 0 {
+            return Err("disk_check_interval_ms must be > 0".into());
+        }
+        if self.capacity_bytes != 0 && self.capacity_bytes <= self.reserve_space_bytes {
+            return Err("capacity_bytes must be 0 or above reserve_space_bytes".into());
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 use txn_types::TimeStamp;
 use wire_check::CheckRequest;
 
+use crate::disk::DiskMonitor;
 use crate::metrics;
 use crate::pd::Pd;
 
@@ -201,6 +202,8 @@ pub(crate) struct KvInner {
     pub(crate) pd: Pd,
     /// Per region, the leader term in which `max_ts` was last synced with PD's TSO.
     pub(crate) max_ts_synced: DashMap<u64, u64>,
+    /// Whether the store's disk is below its reserve (writes adding data are refused).
+    pub(crate) disk: DiskMonitor,
 }
 
 /// The `tikvpb.Tikv` service of one store. Cheap to clone.
@@ -212,7 +215,7 @@ pub struct KvService {
 impl KvService {
     /// A service over `router` (reads and writes through raft) and `kv` (for
     /// `UnsafeDestroyRange`, which bypasses raft), with request limits and timeout; `cm` is
-    /// the store's concurrency manager and `pd` its PD client.
+    /// the store's concurrency manager, `pd` its PD client, `disk` its disk space.
     pub fn new(
         router: RaftRouter,
         kv: Arc<dyn KvEngine>,
@@ -220,6 +223,7 @@ impl KvService {
         request_timeout: Duration,
         cm: Arc<ConcurrencyManager>,
         pd: Pd,
+        disk: DiskMonitor,
     ) -> Self {
         let latches = Latches::new(limits.latch_slots);
         let request_limits = wire_check::Limits {
@@ -239,6 +243,7 @@ impl KvService {
                 cm,
                 pd,
                 max_ts_synced: DashMap::new(),
+                disk,
             }),
         }
     }
@@ -401,12 +406,21 @@ impl KvInner {
         Ok(())
     }
 
-    /// Proposes `modifies` and waits until they are applied.
+    /// Proposes `modifies` and waits until they are applied. With the disk full, a write that
+    /// puts anything is refused with `DiskFull`; pure deletions (raw deletes, GC) go through,
+    /// as they are what frees space.
     pub(crate) async fn write(
         &self,
         header: RequestHeader,
         modifies: Vec<Modify>,
     ) -> Result<(), ReqError> {
+        if self.disk.is_full() && modifies.iter().any(|m| matches!(m, Modify::Put { .. })) {
+            return Err(RegionError::DiskFull {
+                store_id: self.router.store_id(),
+                reason: self.disk.full_reason(),
+            }
+            .into());
+        }
         let (tx, rx) = oneshot::channel();
         self.router.propose_write(
             header,
