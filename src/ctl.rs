@@ -249,7 +249,21 @@ pub async fn http_post_json(addr: &str, path: &str, body: &Value) -> Result<Valu
     Ok(serde_json::from_slice(&answer).unwrap_or(Value::Null))
 }
 
+/// How long one HTTP exchange may take (a paused or partitioned process never answers).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -> Result<Vec<u8>> {
+    tokio::time::timeout(HTTP_TIMEOUT, http_exchange(addr, method, path, body))
+        .await
+        .with_context(|| format!("{method} {path} at {addr}: no answer within {HTTP_TIMEOUT:?}"))?
+}
+
+async fn http_exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<Vec<u8>> {
     let host = addr.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(host)
         .await

@@ -53,9 +53,11 @@ impl Lines {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends one JSON value as a line.
+    /// Appends one JSON value as a line and flushes (the timeline: few lines, each wanted
+    /// even if the driver is killed).
     pub fn push_json(&self, v: &Value) {
         self.push(&v.to_string());
+        let _ = self.flush();
     }
 
     /// Flushes to the file.
