@@ -165,12 +165,16 @@ pub struct PeerStorage {
     pub apply_state: RaftApplyState,
     last_term: u64,
     snapshot_max_bytes: u64,
+    /// Names the store-scoped failpoints.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    store_id: u64,
 }
 
 impl PeerStorage {
     /// Loads a region's storage at start-up, or creates it for a new peer. `region` without
     /// peers means an uninitialized peer, waiting for a snapshot.
     pub fn new(
+        store_id: u64,
         region: metapb::Region,
         kv: Arc<dyn KvEngine>,
         raft_log: Arc<dyn RaftLogStore>,
@@ -208,6 +212,7 @@ impl PeerStorage {
             apply_state,
             last_term: 0,
             snapshot_max_bytes,
+            store_id,
         };
         ps.last_term = ps.term_of(ps.raft_state.last_index).map_err(|e| {
             StoreError::Corrupt(format!(
@@ -302,6 +307,7 @@ impl PeerStorage {
     /// Builds a snapshot of the region from the engine's current state.
     fn generate_snapshot(&self, request_index: u64) -> raft::Result<Snapshot> {
         let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        fail_point_at!(self.store_id, "snapshot_generate", |_| Err(unavailable()));
         let snap = self.kv.snapshot();
         let get = |key: Vec<u8>| snap.get_cf(CF_RAFT, &key).map_err(|_| unavailable());
         let region_state = get(codec::keys::region_state_key(self.region.id))?
