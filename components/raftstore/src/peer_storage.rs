@@ -195,11 +195,17 @@ impl PeerStorage {
             },
         };
         // A snapshot reached the engine but the log did not record it before a crash: the log
-        // restarts right after the snapshot.
+        // restarts right after the snapshot. The entries it still holds all lie below the
+        // snapshot and must go, as `on_snapshot_applied` would have done, or the next append
+        // would leave a hole after them and fail the store at every start.
         if raft_state.last_index < apply_state.applied_index {
             raft_state.last_index = apply_state.applied_index;
             raft_state.hard_state.commit = apply_state.applied_index;
             raft_state.hard_state.term = raft_state.hard_state.term.max(apply_state.applied_term);
+            let mut lb = LogBatch::default();
+            lb.clean_region(region.id);
+            lb.put_raft_state(region.id, &raft_state);
+            raft_log.write(lb, true)?;
         }
         if raft_state.hard_state.commit < apply_state.applied_index {
             raft_state.hard_state.commit = apply_state.applied_index;
@@ -409,5 +415,73 @@ impl raft::Storage for PeerStorage {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         self.generate_snapshot(request_index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::MemEngine;
+    use raft_log::MemRaftLog;
+
+    use super::*;
+
+    fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+        range
+            .map(|index| Entry {
+                index,
+                term,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_in_the_engine_but_not_in_the_log_restarts_the_log_after_it() {
+        let kv = Arc::new(MemEngine::new());
+        let log = Arc::new(MemRaftLog::new());
+        let region = metapb::Region {
+            id: 1,
+            peers: vec![metapb::Peer {
+                id: 1,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // The log as a crash between the snapshot's engine write and the log reset left it.
+        let mut lb = LogBatch::default();
+        lb.add_entries(1, entries(6..=8, 6));
+        let mut stale = init_raft_state();
+        stale.last_index = 8;
+        lb.put_raft_state(1, &stale);
+        log.write(lb, true).unwrap();
+        let mut wb = WriteBatch::default();
+        write_initial_region(&mut wb, &region);
+        let snapshot_state = RaftApplyState {
+            applied_index: 20,
+            applied_term: 7,
+            truncated_index: 20,
+            truncated_term: 7,
+        };
+        wb.put_cf(
+            CF_RAFT,
+            &codec::keys::apply_state_key(1),
+            &snapshot_state.encode_to_vec(),
+        );
+        kv.write(&wb, true).unwrap();
+
+        let mut ps = PeerStorage::new(1, region, kv, log.clone(), u64::MAX).unwrap();
+        assert_eq!(ps.raft_state.last_index, 20);
+        assert_eq!(
+            log.first_index(1),
+            None,
+            "entries below the snapshot stayed"
+        );
+        assert_eq!(log.raft_state(1).unwrap().map(|s| s.last_index), Some(20));
+        // The next entry appends right after the snapshot.
+        let mut lb = LogBatch::default();
+        ps.append(entries(21..=21, 7), &mut lb);
+        log.write(lb, true).unwrap();
+        assert_eq!(log.last_index(1), Some(21));
     }
 }
