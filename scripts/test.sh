@@ -10,10 +10,13 @@ cargo build --workspace --all-targets --locked
 echo "== lint" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p raft_log -p raftstore -p test_cluster --all-targets --locked --features failpoints -- -D warnings
 
 echo "== test" >&2
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run -p test_cluster --locked --no-fail-fast --features failpoints --test failpoints
 else
     cargo test --workspace --locked --no-fail-fast
+    cargo test -p test_cluster --locked --no-fail-fast --features failpoints --test failpoints
 fi

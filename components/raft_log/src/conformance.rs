@@ -256,6 +256,10 @@ fn engine_log(dir: &Path) -> RaftEngineLog {
     RaftEngineLog::open(dir, &small_config()).unwrap()
 }
 
+fn fault_fs_log(dir: &Path) -> RaftEngineLog<FaultFileSystem> {
+    RaftEngineLog::open_with_faults(dir, &small_config(), FaultInjector::new()).unwrap()
+}
+
 macro_rules! conformance {
     ($name:ident, $factory:expr) => {
         mod $name {
@@ -296,6 +300,7 @@ macro_rules! conformance {
 
 conformance!(mem, mem_log);
 conformance!(raft_engine, engine_log);
+conformance!(raft_engine_fault_fs, fault_fs_log);
 
 #[test]
 fn raft_engine_reopen_keeps_everything() {

@@ -1,12 +1,15 @@
 //! [`RaftEngineLog`]: the raft-engine implementation of [`RaftLogStore`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use raft::eraftpb::Entry;
+use raft_engine::env::{DefaultFileSystem, FileSystem};
 use raft_engine::{Command, Config, Engine, MessageExt, ReadableSize};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{check_fetch_range, span_after_compact, LogOp};
+use crate::fault_fs::{FaultFileSystem, FaultInjector};
 use crate::recovery::{self, RecoveryMode};
 use crate::state::{meta_key, RAFT_STATE_KEY};
 use crate::{LogBatch, RaftLogError, RaftLogStore, RaftState, Result};
@@ -120,9 +123,10 @@ impl From<raft_engine::Error> for RaftLogError {
     }
 }
 
-/// One raft-engine instance holding the logs of every region of a store.
-pub struct RaftEngineLog {
-    engine: Engine,
+/// One raft-engine instance holding the logs of every region of a store. `F` is raft-engine's
+/// file system: the default one in production, a [`FaultFileSystem`] in fault tests.
+pub struct RaftEngineLog<F: FileSystem = DefaultFileSystem> {
+    engine: Engine<F>,
 }
 
 impl RaftEngineLog {
@@ -137,7 +141,24 @@ impl RaftEngineLog {
         }
         Ok(RaftEngineLog { engine })
     }
+}
 
+impl RaftEngineLog<FaultFileSystem> {
+    /// Opens the log in `dir` on a [`FaultFileSystem`] controlled by `faults` (tests only).
+    pub fn open_with_faults(
+        dir: impl AsRef<Path>,
+        cfg: &RaftLogConfig,
+        faults: Arc<FaultInjector>,
+    ) -> Result<RaftEngineLog<FaultFileSystem>> {
+        let engine = Engine::open_with_file_system(
+            cfg.to_engine_config(dir.as_ref())?,
+            Arc::new(FaultFileSystem::new(faults)),
+        )?;
+        Ok(RaftEngineLog { engine })
+    }
+}
+
+impl<F: FileSystem> RaftEngineLog<F> {
     /// Bytes of log files on disk.
     pub fn used_size_bytes(&self) -> usize {
         self.engine.get_used_size()
@@ -181,7 +202,7 @@ impl RaftEngineLog {
     }
 }
 
-impl RaftLogStore for RaftEngineLog {
+impl<F: FileSystem + 'static> RaftLogStore for RaftEngineLog<F> {
     fn write(&self, batch: LogBatch, sync: bool) -> Result<usize> {
         // raft-engine panics on a non-contiguous append, and would again on every replay.
         batch.check_appends(|region_id| self.span(region_id))?;

@@ -3,7 +3,9 @@
 //! Key types: [`RaftLogStore`] (the trait), [`LogBatch`] (an owned, engine-agnostic batch that
 //! can span many regions), [`RaftState`] (hard state + last index, persisted per region), and
 //! two implementations passing one conformance suite: [`RaftEngineLog`] (one `raft-engine`
-//! instance per store) and [`MemRaftLog`] (ordered maps, for tests).
+//! instance per store) and [`MemRaftLog`] (ordered maps, for tests). For crash tests,
+//! [`RaftEngineLog::open_with_faults`] puts raft-engine on a [`FaultFileSystem`] that can drop
+//! unsynced writes (power loss) and inject I/O errors, steered by a shared [`FaultInjector`].
 //!
 //! Flow: the store writer gathers the ready entries and hard states of many regions into one
 //! [`LogBatch`] and persists it with one [`RaftLogStore::write`] (one fsync: group commit across
@@ -21,6 +23,7 @@
 
 mod batch;
 mod engine_log;
+mod fault_fs;
 mod mem;
 mod recovery;
 mod state;
@@ -30,6 +33,7 @@ mod conformance;
 
 pub use batch::LogBatch;
 pub use engine_log::{RaftEngineLog, RaftLogConfig};
+pub use fault_fs::{FaultFileSystem, FaultInjector, FsOp, PowerLossReport};
 pub use mem::MemRaftLog;
 pub use raft::eraftpb::{Entry, HardState};
 pub use recovery::RecoveryMode;

@@ -89,8 +89,9 @@ struct Delegate {
     apply_state: RaftApplyState,
 }
 
-/// Runs the apply loop until the task channel closes.
+/// Runs the apply loop of store `store_id` until the task channel closes.
 pub fn run(
+    store_id: u64,
     kv: Arc<dyn KvEngine>,
     rx: Receiver<ApplyTask>,
     poller: Sender<StoreMsg>,
@@ -98,7 +99,10 @@ pub fn run(
 ) {
     let mut delegates: HashMap<u64, Delegate> = HashMap::new();
     while let Ok(first) = rx.recv() {
-        let mut round = Round::default();
+        let mut round = Round {
+            store_id,
+            ..Round::default()
+        };
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(task) = next.take() {
@@ -135,7 +139,8 @@ pub fn run(
                     done,
                 } => {
                     round.flush(kv.as_ref(), &poller);
-                    let res = apply_snapshot(kv.as_ref(), &mut delegates, region_id, *data);
+                    let res =
+                        apply_snapshot(store_id, kv.as_ref(), &mut delegates, region_id, *data);
                     let _ = done.send(res);
                 }
                 ApplyTask::Destroy {
@@ -165,6 +170,12 @@ pub fn run(
 
 #[derive(Default)]
 struct Round {
+    /// Names the store-scoped failpoints.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    store_id: u64,
+    /// Whether the batch holds a split (for failpoint `split_after_apply`).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    has_split: bool,
     wb: WriteBatch,
     sync: bool,
     callbacks: Vec<(WriteCallback, Result<(), RegionError>)>,
@@ -316,6 +327,7 @@ impl Round {
         admin: AdminRequest,
         results: &mut Vec<ExecResult>,
     ) -> Result<(), RegionError> {
+        fail_point_at!(self.store_id, "split_before_apply");
         let splits = admin.splits.unwrap_or_default();
         let mut prev = d.region.start_key.clone();
         for s in &splits.requests {
@@ -374,6 +386,7 @@ impl Round {
             &state.encode_to_vec(),
         );
         d.region = derived.clone();
+        self.has_split = true;
         results.push(ExecResult::Split { derived, regions });
         Ok(())
     }
@@ -441,14 +454,20 @@ impl Round {
     /// Writes the round's batch, then answers clients and reports to the poller.
     fn flush(&mut self, kv: &dyn KvEngine, poller: &Sender<StoreMsg>) {
         if !self.wb.is_empty() {
+            fail_point_at!(self.store_id, "apply_before_write");
             if let Err(e) = kv.write(&self.wb, self.sync) {
                 // Applied state cannot fall behind silently: the raft log still has the entries,
                 // and a restart re-applies them.
                 panic!("apply: engine write failed: {e}");
             }
+            fail_point_at!(self.store_id, "apply_after_write");
+            if self.has_split {
+                fail_point_at!(self.store_id, "split_after_apply");
+            }
             self.wb.clear();
         }
         self.sync = false;
+        self.has_split = false;
         for (cb, r) in self.callbacks.drain(..) {
             cb(r);
         }
@@ -486,7 +505,9 @@ fn clear_range(wb: &mut WriteBatch, region: &metapb::Region) {
     }
 }
 
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 fn apply_snapshot(
+    store_id: u64,
     kv: &dyn KvEngine,
     delegates: &mut HashMap<u64, Delegate>,
     region_id: u64,
@@ -531,7 +552,9 @@ fn apply_snapshot(
         &codec::keys::apply_state_key(region_id),
         &new_apply.encode_to_vec(),
     );
+    fail_point_at!(store_id, "snapshot_before_apply");
     kv.write(&wb, true).map_err(|e| e.to_string())?;
+    fail_point_at!(store_id, "snapshot_after_apply");
     delegates.insert(
         region_id,
         Delegate {

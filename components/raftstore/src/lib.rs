@@ -16,8 +16,14 @@
 //! once the region has applied up to it. A split checker thread measures regions; splits and
 //! membership changes go through raft as admin commands.
 //!
+//! Crash windows (raft-log write, apply, split, snapshot send and apply) carry failpoints,
+//! compiled in with the `failpoints` feature (see `failpoints.rs` for the names).
+//!
 //! Must not depend on: `storage` (the raw and transactional semantics), `pd_client`, tonic.
 #![deny(missing_docs)]
+
+#[macro_use]
+mod failpoints;
 
 mod apply;
 mod config;

@@ -203,12 +203,16 @@ pub struct PeerStorage {
     pub apply_state: RaftApplyState,
     last_term: u64,
     snapshot_max_bytes: u64,
+    /// Names the store-scoped failpoints.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    store_id: u64,
 }
 
 impl PeerStorage {
     /// Loads a region's storage at start-up, or creates it for a new peer. `region` without
     /// peers means an uninitialized peer, waiting for a snapshot.
     pub fn new(
+        store_id: u64,
         region: metapb::Region,
         kv: Arc<dyn KvEngine>,
         raft_log: Arc<dyn RaftLogStore>,
@@ -252,6 +256,7 @@ impl PeerStorage {
             apply_state,
             last_term: 0,
             snapshot_max_bytes,
+            store_id,
         };
         ps.last_term = ps.term_of(ps.raft_state.last_index).map_err(|e| {
             StoreError::Corrupt(format!(
@@ -346,6 +351,7 @@ impl PeerStorage {
     /// Builds a snapshot of the region from the engine's current state.
     fn generate_snapshot(&self, request_index: u64) -> raft::Result<Snapshot> {
         let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        fail_point_at!(self.store_id, "snapshot_generate", |_| Err(unavailable()));
         let snap = self.kv.snapshot();
         let get = |key: Vec<u8>| snap.get_cf(CF_RAFT, &key).map_err(|_| unavailable());
         let region_state = get(codec::keys::region_state_key(self.region.id))?
@@ -514,14 +520,14 @@ mod tests {
 
         // Twice: the repair is durable and a second start finds nothing to repair.
         for start in 0..2 {
-            let ps = PeerStorage::new(region(), kv.clone(), raft_log.clone(), 1 << 20)
+            let ps = PeerStorage::new(1, region(), kv.clone(), raft_log.clone(), 1 << 20)
                 .unwrap_or_else(|e| panic!("start {start}: {e}"));
             assert_eq!(ps.last_index().unwrap(), 12);
             assert_eq!(ps.first_index().unwrap(), 13);
             assert_eq!(ps.term(12).unwrap(), 6);
             assert_eq!(ps.raft_state.hard_state.commit, 12);
         }
-        let mut ps = PeerStorage::new(region(), kv.clone(), raft_log.clone(), 1 << 20).unwrap();
+        let mut ps = PeerStorage::new(1, region(), kv.clone(), raft_log.clone(), 1 << 20).unwrap();
         let mut lb = LogBatch::default();
         ps.append(vec![entry(13, 7)], &mut lb);
         ps.persist_state(&mut lb);
@@ -529,5 +535,65 @@ mod tests {
             .write(lb, true)
             .expect("append right after the applied index");
         assert_eq!(raft_log.last_index(1), Some(13));
+    }
+
+    fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+        range
+            .map(|index| Entry {
+                index,
+                term,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_in_the_engine_but_not_in_the_log_restarts_the_log_after_it() {
+        let kv = Arc::new(MemEngine::new());
+        let log = Arc::new(MemRaftLog::new());
+        let region = metapb::Region {
+            id: 1,
+            peers: vec![metapb::Peer {
+                id: 1,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // The log as a crash between the snapshot's engine write and the log reset left it.
+        let mut lb = LogBatch::default();
+        lb.add_entries(1, entries(6..=8, 6));
+        let mut stale = init_raft_state();
+        stale.last_index = 8;
+        lb.put_raft_state(1, &stale);
+        log.write(lb, true).unwrap();
+        let mut wb = WriteBatch::default();
+        write_initial_region(&mut wb, &region);
+        let snapshot_state = RaftApplyState {
+            applied_index: 20,
+            applied_term: 7,
+            truncated_index: 20,
+            truncated_term: 7,
+        };
+        wb.put_cf(
+            CF_RAFT,
+            &codec::keys::apply_state_key(1),
+            &snapshot_state.encode_to_vec(),
+        );
+        kv.write(&wb, true).unwrap();
+
+        let mut ps = PeerStorage::new(1, region, kv, log.clone(), u64::MAX).unwrap();
+        assert_eq!(ps.raft_state.last_index, 20);
+        assert_eq!(
+            log.first_index(1),
+            None,
+            "entries below the snapshot stayed"
+        );
+        assert_eq!(log.raft_state(1).unwrap().map(|s| s.last_index), Some(20));
+        // The next entry appends right after the snapshot.
+        let mut lb = LogBatch::default();
+        ps.append(entries(21..=21, 7), &mut lb);
+        log.write(lb, true).unwrap();
+        assert_eq!(log.last_index(1), Some(21));
     }
 }

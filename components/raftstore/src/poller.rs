@@ -146,7 +146,7 @@ impl RaftStore {
         let apply_batch = cfg.raft_poll_batch_max;
         let tx_apply = tx.clone();
         threads.push(spawn("apply", move || {
-            apply::run(kv_apply, apply_rx, tx_apply, apply_batch)
+            apply::run(store_id, kv_apply, apply_rx, tx_apply, apply_batch)
         }));
         let split_cfg = cfg.clone();
         let tx_split = tx.clone();
@@ -176,6 +176,14 @@ impl RaftStore {
             let _ = t.join();
         }
     }
+}
+
+/// Failpoint `snapshot_before_send`: whether to drop a snapshot message (`return`) as if the
+/// transport had failed to deliver it.
+#[allow(unused_variables)] // the store id only serves the failpoint
+fn snapshot_send_fails(store_id: u64) -> bool {
+    fail_point_at!(store_id, "snapshot_before_send", |_| true);
+    false
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
@@ -232,6 +240,7 @@ impl Poller {
     ) -> Result<(), StoreError> {
         let region_id = region.id;
         let ps = PeerStorage::new(
+            self.store_id,
             region,
             self.kv.clone(),
             self.raft_log.clone(),
@@ -560,10 +569,12 @@ impl Poller {
             }
         }
         if !batch.is_empty() {
+            fail_point_at!(self.store_id, "raft_log_before_write");
             if let Err(e) = self.raft_log.write(batch, true) {
                 // An unpersisted raft log cannot be acknowledged; stopping is the only safe move.
                 panic!("store {}: raft log write failed: {e}", self.store_id);
             }
+            fail_point_at!(self.store_id, "raft_log_after_write");
         }
         for (id, rd) in readys {
             self.advance_ready(id, rd);
@@ -630,6 +641,10 @@ impl Poller {
                 continue;
             };
             if m.get_msg_type() == MessageType::MsgSnapshot {
+                if snapshot_send_fails(self.store_id) {
+                    p.raw.report_snapshot(m.to, SnapshotStatus::Failure);
+                    continue;
+                }
                 p.snapshot_ticks.insert(m.to, 0);
             }
             let bytes = protobuf::Message::write_to_bytes(&m).expect("encode raft message");

@@ -48,7 +48,7 @@ pub struct Node {
 impl Node {
     /// Starts a store with the gRPC raft transport (addresses resolved through PD).
     pub async fn start(cfg: ServerConfig) -> Result<Node, ServerError> {
-        Node::start_inner(cfg, None).await
+        Node::start_inner(cfg, None, None).await
     }
 
     /// Starts a store whose raft messages go through `transport` (an in-process test
@@ -57,12 +57,23 @@ impl Node {
         cfg: ServerConfig,
         transport: Arc<dyn Transport>,
     ) -> Result<Node, ServerError> {
-        Node::start_inner(cfg, Some(transport)).await
+        Node::start_inner(cfg, Some(transport), None).await
+    }
+
+    /// Like [`Node::start_with_transport`], on `raft_log` instead of a raft log opened in the
+    /// data dir (crash tests put it on a fault-injecting file system).
+    pub async fn start_with_raft_log(
+        cfg: ServerConfig,
+        transport: Arc<dyn Transport>,
+        raft_log: Arc<dyn RaftLogStore>,
+    ) -> Result<Node, ServerError> {
+        Node::start_inner(cfg, Some(transport), Some(raft_log)).await
     }
 
     async fn start_inner(
         cfg: ServerConfig,
         transport: Option<Arc<dyn Transport>>,
+        raft_log: Option<Arc<dyn RaftLogStore>>,
     ) -> Result<Node, ServerError> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)?;
@@ -74,10 +85,13 @@ impl Node {
         disk.check();
         let kv: Arc<dyn KvEngine> =
             Arc::new(RocksEngine::open(cfg.data_dir.join("db"), &cfg.rocksdb)?);
-        let raft_log: Arc<dyn RaftLogStore> = Arc::new(RaftEngineLog::open(
-            cfg.data_dir.join("raft"),
-            &cfg.raft_log,
-        )?);
+        let raft_log: Arc<dyn RaftLogStore> = match raft_log {
+            Some(log) => log,
+            None => Arc::new(RaftEngineLog::open(
+                cfg.data_dir.join("raft"),
+                &cfg.raft_log,
+            )?),
+        };
         let pd = Pd::connect(&cfg.pd_endpoints).await?;
         let store_id = ensure_store_id(kv.as_ref(), &pd).await?;
 

@@ -4,7 +4,9 @@
 //! choice follows one seed, printed at start (`FLOTILLA_SEED` replays it).
 //!
 //! Key types: [`Cluster`] (start, stop and restart stores; `must_put`/`must_get` helpers that
-//! retry through leader changes), [`Network`] and [`Filter`].
+//! retry through leader changes), [`Network`] and [`Filter`]. A cluster started with
+//! [`Cluster::start_with_faults`] puts each store's raft log on a `raft_log::FaultFileSystem`:
+//! [`Cluster::faults`] injects I/O errors, [`Cluster::power_loss`] drops what was not synced.
 //!
 //! Test-only; nothing in the product depends on it.
 #![deny(missing_docs)]
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use engine::CF_DEFAULT;
 use proto::metapb;
+use raft_log::{FaultInjector, PowerLossReport, RaftEngineLog, RaftLogStore};
 use raftstore::{DataModify, RaftRouter, RegionError, RegionInfo, RequestHeader};
 use tokio::sync::oneshot;
 
@@ -60,6 +63,8 @@ struct Slot {
     dir: tempfile::TempDir,
     node: Option<server::Node>,
     store_id: u64,
+    /// The store's raft log file system, in a cluster started with faults.
+    faults: Option<Arc<FaultInjector>>,
 }
 
 /// A running in-process cluster.
@@ -80,6 +85,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts PD and `n` stores with `config` (addresses and data dirs are filled in).
     pub fn start(n: usize, seed: u64, config: server::ServerConfig) -> Cluster {
+        Cluster::start_inner(n, seed, config, false)
+    }
+
+    /// Like [`Cluster::start`], with every store's raft log on a fault-injecting file system.
+    pub fn start_with_faults(n: usize, seed: u64, config: server::ServerConfig) -> Cluster {
+        Cluster::start_inner(n, seed, config, true)
+    }
+
+    fn start_inner(n: usize, seed: u64, config: server::ServerConfig, faults: bool) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(
@@ -117,6 +131,7 @@ impl Cluster {
                 dir,
                 node: None,
                 store_id: 0,
+                faults: faults.then(FaultInjector::new),
             });
         }
         for i in 0..n {
@@ -144,10 +159,25 @@ impl Cluster {
         let transport = Arc::new(NetTransport {
             net: self.net.clone(),
         });
-        let node = self
-            .rt
-            .block_on(server::Node::start_with_transport(cfg, transport))
-            .expect("start store");
+        let start = match &self.slots[i].faults {
+            Some(faults) => {
+                faults.power_on();
+                let log: Arc<dyn RaftLogStore> = Arc::new(
+                    RaftEngineLog::open_with_faults(
+                        cfg.data_dir.join("raft"),
+                        &cfg.raft_log,
+                        faults.clone(),
+                    )
+                    .expect("open raft log"),
+                );
+                self.rt
+                    .block_on(server::Node::start_with_raft_log(cfg, transport, log))
+            }
+            None => self
+                .rt
+                .block_on(server::Node::start_with_transport(cfg, transport)),
+        };
+        let node = start.expect("start store");
         let id = node.store_id();
         self.net.register(id, node.router());
         self.slots[i].store_id = id;
@@ -156,9 +186,37 @@ impl Cluster {
 
     /// Stops store `i`; its data stays.
     pub fn stop_store(&mut self, i: usize) {
+        if let Some(faults) = &self.slots[i].faults {
+            // A stopping raft log syncs its files: a held sync would hang the stop.
+            faults.release_syncs();
+        }
         let node = self.slots[i].node.take().expect("store running");
         self.net.unregister(node.store_id());
         self.rt.block_on(node.stop());
+    }
+
+    /// Whether store `i` is running (it may have crashed inside: a panicked raftstore thread
+    /// leaves the node up until [`Cluster::stop_store`]).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.slots[i].node.is_some()
+    }
+
+    /// The fault control of store `i`'s raft log (cluster started with faults).
+    pub fn faults(&self, i: usize) -> Arc<FaultInjector> {
+        self.slots[i]
+            .faults
+            .clone()
+            .expect("cluster started with faults")
+    }
+
+    /// Cuts store `i`'s power: its raft log loses what was not synced (syncs in progress fail,
+    /// so nothing waiting on them is acknowledged), and the store is stopped. The KV engine
+    /// keeps its data (RocksDB is not under the fault file system). Restart it with
+    /// [`Cluster::start_store`].
+    pub fn power_loss(&mut self, i: usize) -> PowerLossReport {
+        let report = self.faults(i).power_loss().expect("power loss");
+        self.stop_store(i);
+        report
     }
 
     /// Store id of slot `i`.
@@ -253,8 +311,8 @@ impl Cluster {
         })
     }
 
-    /// Waits up to 5 s for a raftstore callback's answer.
-    fn wait_answer<T>(
+    /// Waits up to 5 s for a raftstore callback's answer (a dropped callback is an error).
+    pub fn wait_answer<T>(
         &self,
         rx: oneshot::Receiver<Result<T, RegionError>>,
     ) -> Result<T, RegionError> {
@@ -266,6 +324,18 @@ impl Cluster {
 
     /// Writes `value` at raw `key` through the region's leader on slot `slot`.
     pub fn put_on(&self, slot: usize, key: &[u8], value: &[u8]) -> Result<(), RegionError> {
+        let rx = self.put_async(slot, key, value)?;
+        self.wait_answer(rx)
+    }
+
+    /// Proposes `value` at raw `key` through slot `slot` without waiting for the answer
+    /// ([`Cluster::wait_answer`] waits).
+    pub fn put_async(
+        &self,
+        slot: usize,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<oneshot::Receiver<Result<(), RegionError>>, RegionError> {
         let ekey = encode(key);
         let header = self.header_for(&ekey)?;
         let (tx, rx) = oneshot::channel();
@@ -281,7 +351,7 @@ impl Cluster {
                 let _ = tx.send(r);
             }),
         );
-        self.wait_answer(rx)
+        Ok(rx)
     }
 
     /// Reads raw `key` through the region's leader on slot `slot`.
