@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use codec::hex::{from_hex as unhex, to_hex as hex};
 use serde_json::Value;
 use tikv_client::{Config, RawClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -218,17 +219,6 @@ fn show_key(hex_key: &str, empty: &str) -> String {
             .collect(),
         Err(_) => hex_key.to_string(),
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
 }
 
 /// A GET over plain HTTP/1.1 on loopback; PD's API is small enough not to need a client crate.

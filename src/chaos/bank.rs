@@ -37,12 +37,16 @@ pub fn key_range(accounts: u64) -> (String, String) {
     (key(0), key(accounts))
 }
 
-fn balance(a: u64, v: Option<Vec<u8>>) -> tikv_client::Result<i64> {
-    let bytes =
-        v.ok_or_else(|| tikv_client::Error::StringError(format!("{} is missing", key(a))))?;
-    String::from_utf8_lossy(&bytes)
-        .parse()
-        .map_err(|_| tikv_client::Error::StringError(format!("{} holds {bytes:?}", key(a))))
+/// An account's balance as stored; an error (as the client reports one) if it is missing or
+/// not a number.
+fn balance(a: u64, v: Option<Vec<u8>>) -> Result<i64, Box<tikv_client::Error>> {
+    let parsed = v.and_then(|bytes| String::from_utf8_lossy(&bytes).parse().ok());
+    parsed.ok_or_else(|| {
+        Box::new(tikv_client::Error::StringError(format!(
+            "{} is missing or not a number",
+            key(a)
+        )))
+    })
 }
 
 /// Reads every account in one snapshot at a fresh timestamp.
@@ -57,9 +61,12 @@ async fn read_all(
         .await?
         .map(|p| (Vec::<u8>::from(p.key().clone()), p.value().clone()))
         .collect();
-    (0..accounts)
-        .map(|a| Ok((a, balance(a, got.remove(key(a).as_bytes()))?)))
-        .collect()
+    let mut balances = BTreeMap::new();
+    for a in 0..accounts {
+        let b = balance(a, got.remove(key(a).as_bytes())).map_err(|e| *e)?;
+        balances.insert(a, b);
+    }
+    Ok(balances)
 }
 
 /// Reads `a` (locking it in a pessimistic transaction).
@@ -69,7 +76,7 @@ async fn get(txn: &mut Transaction, mode: Mode, a: u64) -> tikv_client::Result<i
     } else {
         txn.get(key(a)).await?
     };
-    balance(a, v)
+    balance(a, v).map_err(|e| *e)
 }
 
 async fn transfer_body(

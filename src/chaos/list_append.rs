@@ -40,9 +40,13 @@ pub fn key_range() -> (String, String) {
     ("la/".into(), "la0".into())
 }
 
-fn decode_value(k: u64, value: Option<Vec<u8>>) -> tikv_client::Result<Vec<u64>> {
-    decode_list(&value.unwrap_or_default())
-        .map_err(|e| Error::StringError(format!("{} holds a torn list: {e}", key(k))))
+fn decode_value(k: u64, value: Option<Vec<u8>>) -> Result<Vec<u64>, Box<Error>> {
+    decode_list(&value.unwrap_or_default()).map_err(|e| {
+        Box::new(Error::StringError(format!(
+            "{} holds a torn list: {e}",
+            key(k)
+        )))
+    })
 }
 
 /// Reads `k`'s list. Pessimistic transactions read with a lock at a fresh timestamp (a plain
@@ -56,12 +60,12 @@ async fn read_list(
     locked: &mut HashMap<u64, Vec<u64>>,
 ) -> tikv_client::Result<Vec<u64>> {
     if mode != Mode::Pessimistic {
-        return decode_value(k, txn.get(key(k)).await?);
+        return decode_value(k, txn.get(key(k)).await?).map_err(|e| *e);
     }
     if let Some(list) = locked.get(&k) {
         return Ok(list.clone());
     }
-    let list = decode_value(k, txn.get_for_update(key(k)).await?)?;
+    let list = decode_value(k, txn.get_for_update(key(k)).await?).map_err(|e| *e)?;
     locked.insert(k, list.clone());
     Ok(list)
 }
@@ -135,14 +139,12 @@ async fn read_all(client: &TransactionClient, keys: u64) -> tikv_client::Result<
         .await?
         .map(|p| (Vec::<u8>::from(p.key().clone()), p.value().clone()))
         .collect();
-    (0..keys)
-        .map(|k| {
-            Ok(Op::read_of(
-                k,
-                &decode_value(k, lists.remove(key(k).as_bytes()))?,
-            ))
-        })
-        .collect()
+    let mut ops = Vec::new();
+    for k in 0..keys {
+        let list = decode_value(k, lists.remove(key(k).as_bytes())).map_err(|e| *e)?;
+        ops.push(Op::read_of(k, &list));
+    }
+    Ok(ops)
 }
 
 /// Runs the workload until `ctx.stop`, waits for `healed`, resolves every lock left, reads

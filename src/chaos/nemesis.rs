@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
+use codec::hex::{from_hex as unhex, to_hex};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -396,8 +397,8 @@ impl<'a> Nemesis<'a> {
         let v = self.cluster.regions().await?;
         let mut out = Vec::new();
         for r in v["regions"].as_array().into_iter().flatten() {
-            let start = unhex(r["start_key"].as_str().unwrap_or(""));
-            let end = unhex(r["end_key"].as_str().unwrap_or(""));
+            let start = unhex(r["start_key"].as_str().unwrap_or("")).unwrap_or_default();
+            let end = unhex(r["end_key"].as_str().unwrap_or("")).unwrap_or_default();
             if start < hi && (end.is_empty() || end > lo) {
                 let voters = r["peers"]
                     .as_array()
@@ -458,18 +459,11 @@ impl<'a> Nemesis<'a> {
             else {
                 continue;
             };
-            let hex: String = at.iter().map(|b| format!("{b:02X}")).collect();
-            let body = json!({ "name": "split-region", "region_id": id, "policy": "usekey", "keys": [hex] });
+            let body = json!({ "name": "split-region", "region_id": id, "policy": "usekey", "keys": [to_hex(&at)] });
             if self.cluster.add_operator(&body).await? {
                 queued += 1;
             }
         }
         Ok(queued)
     }
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect()
 }

@@ -130,7 +130,7 @@ impl StrictRaw {
         if let Some(nl) = &e.not_leader {
             match &nl.leader {
                 Some(l) => {
-                    self.hints.lock().await.insert(nl.region_id, l.clone());
+                    self.hints.lock().await.insert(nl.region_id, *l);
                 }
                 None => {
                     self.hints.lock().await.remove(&nl.region_id);

@@ -153,7 +153,7 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// A micro-operation `[name, a, b]` of a line, or `[name, a, b, c]`.
-fn micro<'a>(n: usize, m: &'a Value) -> Result<(&'a str, &'a [Value]), TxnLineError> {
+fn micro(n: usize, m: &Value) -> Result<(&str, &[Value]), TxnLineError> {
     let a = m.as_array().filter(|a| !a.is_empty());
     let name = a.and_then(|a| a[0].as_str());
     match (a, name) {

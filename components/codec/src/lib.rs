@@ -15,6 +15,7 @@
 //! This crate must not depend on anything but `thiserror`: engines, raft and RPC build on it.
 #![deny(missing_docs)]
 
+pub mod hex;
 pub mod keys;
 pub mod memcomparable;
 pub mod number;

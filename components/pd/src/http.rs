@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use codec::hex::{from_hex as unhex, to_hex as hex};
 use proto::metapb::{Peer, PeerRole, StoreState};
 use serde_json::{json, Value};
 
@@ -34,11 +35,6 @@ pub(crate) fn routes(router: Router, cluster: Arc<Cluster>, metrics: Arc<Metrics
         .route("/status", get(status))
         .with_state(HttpState { cluster, metrics });
     router.merge(api)
-}
-
-/// Uppercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 fn peer_json(p: &Peer) -> Value {
@@ -152,17 +148,6 @@ async fn add_operator(
             (code, Json(json!({"error": e.to_string()})))
         }
     }
-}
-
-/// Bytes of an even-length hex string (either case).
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
 }
 
 async fn metrics_text(State(st): State<HttpState>) -> String {
