@@ -107,6 +107,18 @@ fn init_logging() {
         .init();
 }
 
+/// A panic on any thread of a PD or store process ends the process (fail-stop): a store whose
+/// raft poller or apply thread died would otherwise keep its ports open and serve nothing, and
+/// a supervisor could not tell it from a live one. The data on disk is what restart recovers.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!("a thread panicked: {info}; aborting the process");
+        std::process::abort();
+    }));
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 async fn stop_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -171,10 +183,12 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Pd(a) => {
             init_logging();
+            abort_on_panic();
             rt.block_on(run_pd(a))
         }
         Command::Server(a) => {
             init_logging();
+            abort_on_panic();
             rt.block_on(run_server(a))
         }
         Command::Playground(a) => rt.block_on(playground::run(a)),

@@ -54,6 +54,8 @@ pub struct ChaosCluster {
     status_addrs: Vec<String>,
     /// Store ids, by store process, learned from each store's `/status`.
     store_ids: Vec<Option<u64>>,
+    /// Processes stopped with SIGSTOP (they answer nothing until continued).
+    paused: Vec<Target>,
 }
 
 impl ChaosCluster {
@@ -105,6 +107,7 @@ impl ChaosCluster {
             procs,
             status_addrs,
             store_ids: vec![None; stores],
+            paused: Vec::new(),
         };
         for i in 0..c.procs.len() {
             c.spawn(i)?;
@@ -168,9 +171,18 @@ impl ChaosCluster {
     }
 
     /// SIGSTOP (true) or SIGCONT (false).
-    pub fn pause(&self, t: Target, stop: bool) {
+    pub fn pause(&mut self, t: Target, stop: bool) {
         let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
         self.procs[Self::index(t)].signal(sig);
+        self.paused.retain(|p| *p != t);
+        if stop {
+            self.paused.push(t);
+        }
+    }
+
+    /// Whether store `i` runs and is not paused: it answers its status port.
+    fn answers(&self, i: usize) -> bool {
+        self.procs[1 + i].child.is_some() && !self.paused.contains(&Target::Store(i))
     }
 
     /// Whether the process has exited on its own (a crash the nemesis did not cause).
@@ -179,7 +191,7 @@ impl ChaosCluster {
         p.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// Store `i`'s id, asked of its status port (remembered).
+    /// Store `i`'s id, asked of its status port (remembered; asked before any fault).
     pub async fn store_id(&mut self, i: usize) -> Result<u64> {
         if let Some(id) = self.store_ids[i] {
             return Ok(id);
@@ -198,8 +210,9 @@ impl ChaosCluster {
         for j in 0..self.stores() {
             ids.push(self.store_id(j).await?);
         }
-        // A store that is down starts unpartitioned; faults are healed together.
-        for j in (0..self.stores()).filter(|j| self.procs[1 + j].child.is_some()) {
+        // A store that is down starts unpartitioned, and a paused one sends nothing; the faults
+        // of a round heal together.
+        for j in (0..self.stores()).filter(|j| self.answers(*j)) {
             let blocked: Vec<u64> = if j == i {
                 ids.iter().copied().filter(|id| *id != ids[i]).collect()
             } else {
@@ -214,7 +227,7 @@ impl ChaosCluster {
     /// partition lives in memory).
     pub async fn heal_partitions(&mut self) -> Result<()> {
         for j in 0..self.stores() {
-            if self.procs[1 + j].child.is_some() {
+            if self.answers(j) {
                 self.set_partition(j, vec![]).await?;
             }
         }

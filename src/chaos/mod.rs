@@ -277,6 +277,9 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         println!("  {name}: pid {pid}");
     }
     cluster.wait_ready(5, Duration::from_secs(120)).await?;
+    for i in 0..cluster.stores() {
+        cluster.store_id(i).await?;
+    }
     let key_range = match workload {
         Workload::Register => register::key_range(keys),
         Workload::Bank => bank::key_range(keys),

@@ -349,7 +349,10 @@ impl<'a> Nemesis<'a> {
     }
 
     async fn heal(&mut self, active: &[Active]) {
-        for a in active {
+        // Processes first, so that the partition is healed on every store that answers.
+        let mut active = active.to_vec();
+        active.sort_by_key(|a| matches!(a, Active::Partitioned));
+        for a in &active {
             let r = match *a {
                 Active::Killed(t) => {
                     self.down.retain(|d| *d != t);

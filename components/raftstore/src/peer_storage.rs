@@ -219,10 +219,14 @@ impl PeerStorage {
         snapshot_max_bytes: u64,
     ) -> Result<Self, StoreError> {
         let initialized = !region.peers.is_empty();
+        // An uninitialized peer has applied nothing. An apply state in the engine for its
+        // region belongs to a peer this store destroyed (the apply thread deletes it after the
+        // poller has already made the new peer): taking it would start the new peer's log at
+        // the old peer's applied index.
         let mut apply_state = match load_apply_state(kv.as_ref(), region.id)? {
-            Some(s) => s,
+            Some(s) if initialized => s,
             None if initialized => init_apply_state(),
-            None => RaftApplyState::default(),
+            _ => RaftApplyState::default(),
         };
         let mut raft_state = match raft_log.raft_state(region.id)? {
             Some(s) => s,
@@ -595,5 +599,33 @@ mod tests {
         ps.append(entries(21..=21, 7), &mut lb);
         log.write(lb, true).unwrap();
         assert_eq!(log.last_index(1), Some(21));
+    }
+
+    #[test]
+    fn an_uninitialized_peer_ignores_a_destroyed_peers_apply_state() {
+        let kv = Arc::new(MemEngine::new());
+        let log = Arc::new(MemRaftLog::new());
+        // What the destroyed predecessor left until the apply thread deletes it.
+        let stale = RaftApplyState {
+            applied_index: 34,
+            applied_term: 6,
+            truncated_index: 30,
+            truncated_term: 6,
+        };
+        let mut wb = WriteBatch::default();
+        wb.put_cf(
+            CF_RAFT,
+            &codec::keys::apply_state_key(14),
+            &stale.encode_to_vec(),
+        );
+        kv.write(&wb, true).unwrap();
+        let region = metapb::Region {
+            id: 14,
+            ..Default::default()
+        };
+        let ps = PeerStorage::new(1, region, kv, log.clone(), u64::MAX).unwrap();
+        assert_eq!(ps.apply_state.applied_index, 0);
+        assert_eq!(ps.raft_state.last_index, 0);
+        assert_eq!(log.raft_state(14).unwrap(), None, "the log was not touched");
     }
 }
