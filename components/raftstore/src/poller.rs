@@ -614,7 +614,15 @@ impl Poller {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        let snapshot_index =
+            (!rd.snapshot().is_empty()).then(|| rd.snapshot().get_metadata().index);
         let mut light = p.raw.advance_append(rd);
+        if let Some(index) = snapshot_index {
+            // The snapshot is applied (see `apply_snapshot`): raft-rs must know, or a campaign
+            // before the next apply result reads the unapplied entries from the old applied
+            // index, which the snapshot compacted away (raft-rs panics).
+            p.raw.advance_apply_to(index);
+        }
         if let Some(commit) = light.commit_index() {
             p.raw.mut_store().set_commit(commit);
             self.dirty.insert(id);

@@ -10,6 +10,19 @@ impl Poller {
             return;
         };
         let ps = p.raw.mut_store();
+        if res.apply_state.applied_index < ps.apply_state.applied_index {
+            // Entries applied before a snapshot that the poller took in first (the snapshot's
+            // answer does not queue behind apply results): the snapshot supersedes them, their
+            // membership changes and splits included. Taking them would move the applied index
+            // back below the snapshot's compacted log.
+            tracing::info!(
+                region_id = id,
+                stale = res.apply_state.applied_index,
+                applied = ps.apply_state.applied_index,
+                "dropping apply results older than an applied snapshot"
+            );
+            return;
+        }
         ps.apply_state.applied_index = res.apply_state.applied_index;
         ps.apply_state.applied_term = res.apply_state.applied_term;
         p.raw.advance_apply_to(res.apply_state.applied_index);
