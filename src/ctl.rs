@@ -243,9 +243,19 @@ pub async fn http_post_json(addr: &str, path: &str, body: &Value) -> Result<Valu
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -> Result<Vec<u8>> {
-    tokio::time::timeout(HTTP_TIMEOUT, http_exchange(addr, method, path, body))
+    http_call_within(HTTP_TIMEOUT, addr, method, path, body).await
+}
+
+async fn http_call_within(
+    bound: Duration,
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<Vec<u8>> {
+    tokio::time::timeout(bound, http_exchange(addr, method, path, body))
         .await
-        .with_context(|| format!("{method} {path} at {addr}: no answer within {HTTP_TIMEOUT:?}"))?
+        .with_context(|| format!("{method} {path} at {addr}: no answer within {bound:?}"))?
 }
 
 async fn http_exchange(
@@ -308,4 +318,30 @@ fn dechunk(body: &[u8]) -> Vec<u8> {
         rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that accepts connections but never answers (SIGSTOPped, as the nemesis
+    /// leaves one) must not hang its caller: list-append seed 3 hung on a paused PD.
+    #[tokio::test]
+    async fn an_http_call_to_a_silent_server_gives_up() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let _silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let bound = Duration::from_millis(300);
+        let call = http_call_within(bound, &addr, "GET", "/status", None);
+        let e = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call hung past its bound")
+            .unwrap_err();
+        assert!(e.to_string().contains("no answer within"), "{e:#}");
+    }
 }
