@@ -215,7 +215,7 @@ impl Ctx {
         self.workload.key(rng.gen_range(self.key_window()))
     }
 
-    /// Up to 16 probe keys spread over the keys in use, each just after a workload key (so in
+    /// 16 to 20 probe keys spread over the keys in use, each just after a workload key (so in
     /// that key's region) and never read by the workload.
     pub fn probe_keys(&self) -> Vec<String> {
         let w = self.key_window();
