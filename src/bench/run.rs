@@ -104,6 +104,9 @@ fn next_op(
     })
 }
 
+/// Attempts per key of a transactional load.
+const LOAD_TRIES_MAX: u32 = 5;
+
 async fn execute(t: &mut Target, op: Op, value: &[u8]) -> Result<()> {
     let names = |ks: Vec<u64>| ks.into_iter().map(key_name).collect::<Vec<_>>();
     match op {
@@ -113,9 +116,20 @@ async fn execute(t: &mut Target, op: Op, value: &[u8]) -> Result<()> {
         Op::ReadModifyWrite(ks) => t.read_modify_write(names(ks), value.to_vec()).await,
         Op::Blind(ks, c) => t.blind_txn(names(ks), value.to_vec(), c).await,
         Op::LoadTxn(k) => match t {
+            // A load must write every key: a transaction refused for a region in flux (a
+            // leader being elected on a loaded machine) is tried again, a few times.
             Target::Flotilla { .. } => {
-                t.blind_txn(vec![key_name(k)], value.to_vec(), Commit::OnePc)
-                    .await
+                let mut tries = 0;
+                loop {
+                    let r = t
+                        .blind_txn(vec![key_name(k)], value.to_vec(), Commit::OnePc)
+                        .await;
+                    tries += 1;
+                    if r.is_ok() || tries == LOAD_TRIES_MAX {
+                        return r;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
             _ => t.put(key_name(k), value.to_vec()).await,
         },

@@ -138,7 +138,7 @@ async fn client_task(ctx: Arc<Ctx>, index: u64, records: Arc<Mutex<Records>>) ->
         let to = (from + rng.gen_range(1..ctx.keys)) % ctx.keys;
         let amount = rng.gen_range(1..=AMOUNT_MAX);
         let mode = Mode::random(&mut rng);
-        let outcome = txn::run_txn(&client, mode, |t| {
+        let outcome = txn::run_txn(&client, mode, move |t| {
             transfer_body(t, mode, (from, to, amount))
         })
         .await;
@@ -169,9 +169,10 @@ async fn open_accounts(ctx: &Ctx, client: &TransactionClient) -> Result<BTreeMap
     let initial: BTreeMap<u64, i64> = (0..ctx.keys).map(|a| (a, INITIAL_BALANCE)).collect();
     for _ in 0..30 {
         let call = ctx.clock.now_ns();
-        let outcome = txn::run_txn(client, Mode::Optimistic, |mut t| async {
+        let balances = initial.clone();
+        let outcome = txn::run_txn(client, Mode::Optimistic, move |mut t| async move {
             let r = async {
-                for (a, b) in &initial {
+                for (a, b) in &balances {
                     t.put(key(*a), b.to_string()).await?;
                 }
                 Ok(Body::Commit)

@@ -110,7 +110,7 @@ async fn client_task(
         let call = ctx.clock.now_ns();
         let filled = Arc::new(Mutex::new(ops.clone()));
         let body_ops = filled.clone();
-        let outcome = txn::run_txn(&client, mode, |mut t| async move {
+        let outcome = txn::run_txn(&client, mode, move |mut t| async move {
             let mut ops = body_ops.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let r = run_ops(&mut t, mode, &mut ops).await;
             *body_ops.lock().unwrap_or_else(|e| e.into_inner()) = ops;

@@ -109,8 +109,23 @@ pub enum Body {
 
 /// Runs one transaction within [`TXN_TIMEOUT`]: begin in `mode`, run `body`, commit. The
 /// outcome is `Committed` only when commit returned Ok; `Aborted` when the body failed or was
-/// declined (commit never sent) or the commit was refused definitely; `Unknown` otherwise.
+/// declined (commit never sent) or the commit was refused definitely; `Unknown` otherwise,
+/// including when the client library panicked (tikv-client 0.4 unwraps a missing
+/// `min_commit_ts` in async commit; the transaction runs on its own task so that a panic costs
+/// only its outcome).
 pub async fn run_txn<F, Fut>(client: &TransactionClient, mode: Mode, body: F) -> Outcome
+where
+    F: FnOnce(Transaction) -> Fut + Send + 'static,
+    Fut: Future<Output = (Transaction, tikv_client::Result<Body>)> + Send,
+{
+    let client = client.clone();
+    match tokio::spawn(async move { run_txn_inner(&client, mode, body).await }).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Unknown,
+    }
+}
+
+async fn run_txn_inner<F, Fut>(client: &TransactionClient, mode: Mode, body: F) -> Outcome
 where
     F: FnOnce(Transaction) -> Fut,
     Fut: Future<Output = (Transaction, tikv_client::Result<Body>)>,
