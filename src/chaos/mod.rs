@@ -276,7 +276,8 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
     for (name, pid) in cluster.pids() {
         println!("  {name}: pid {pid}");
     }
-    cluster.wait_ready(5, Duration::from_secs(120)).await?;
+    // Replicas reach every region one operator at a time; a loaded machine needs minutes.
+    cluster.wait_ready(5, Duration::from_secs(300)).await?;
     for i in 0..cluster.stores() {
         cluster.store_id(i).await?;
     }
