@@ -54,19 +54,35 @@ async fn read_all(
     client: &TransactionClient,
     accounts: u64,
 ) -> tikv_client::Result<BTreeMap<u64, i64>> {
-    let ts = client.current_timestamp().await?;
-    let mut snap = client.snapshot(ts, Mode::Optimistic.options().read_only());
-    let mut got: BTreeMap<Vec<u8>, Vec<u8>> = snap
-        .batch_get((0..accounts).map(key))
-        .await?
-        .map(|p| (Vec::<u8>::from(p.key().clone()), p.value().clone()))
-        .collect();
+    let mut got = txn::snapshot_read(client, (0..accounts).map(key)).await?;
     let mut balances = BTreeMap::new();
     for a in 0..accounts {
         let b = balance(a, got.remove(key(a).as_bytes())).map_err(|e| *e)?;
         balances.insert(a, b);
     }
     Ok(balances)
+}
+
+/// Records a committed full read: a history line and the checker's record.
+fn record_read(
+    ctx: &Ctx,
+    records: &Mutex<Records>,
+    process: u64,
+    (txn_id, start, end): (u64, u64, u64),
+    balances: BTreeMap<u64, i64>,
+) {
+    let read = BankRead {
+        txn_id,
+        balances,
+        start: Some(start),
+        end: Some(end),
+    };
+    ctx.history.push(&bank_read_line(&read, process));
+    records
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .reads
+        .push(read);
 }
 
 /// Reads `a` (locking it in a pessimistic transaction).
@@ -117,18 +133,8 @@ async fn client_task(ctx: Arc<Ctx>, index: u64, records: Arc<Mutex<Records>>) ->
         if rng.gen_range(0..5) == 0 {
             let r = timeout(txn::TXN_TIMEOUT, read_all(&client, ctx.keys)).await;
             if let Ok(Ok(balances)) = r {
-                let read = BankRead {
-                    txn_id: id,
-                    balances,
-                    start: Some(call),
-                    end: Some(ctx.clock.now_ns()),
-                };
-                ctx.history.push(&bank_read_line(&read, process));
-                records
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .reads
-                    .push(read);
+                let times = (id, call, ctx.clock.now_ns());
+                record_read(&ctx, &records, process, times, balances);
             } else {
                 sleep(Duration::from_millis(50)).await;
             }
@@ -223,34 +229,14 @@ pub async fn campaign(ctx: Arc<Ctx>, healed: Arc<Notify>) -> Result<Checked> {
     healed.notified().await;
     txn::resolve_all_locks(&admin, key_range(ctx.keys)).await?;
     let process = ctx.new_process();
-    let mut last = None;
-    for _ in 0..60 {
-        let id = ctx.new_txn_id();
-        let call = ctx.clock.now_ns();
-        match timeout(txn::TXN_TIMEOUT, read_all(&admin, ctx.keys)).await {
-            Ok(Ok(balances)) => {
-                let read = BankRead {
-                    txn_id: id,
-                    balances,
-                    start: Some(call),
-                    end: Some(ctx.clock.now_ns()),
-                };
-                ctx.history.push(&bank_read_line(&read, process));
-                records
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .reads
-                    .push(read);
-                last = None;
-                break;
-            }
-            other => last = Some(format!("{other:?}")),
-        }
-        sleep(Duration::from_secs(1)).await;
-    }
-    if let Some(e) = last {
-        bail!("the final read never succeeded after the faults healed: {e}");
-    }
+    let (call, ret, balances) = txn::final_read(&ctx, || read_all(&admin, ctx.keys)).await?;
+    record_read(
+        &ctx,
+        &records,
+        process,
+        (ctx.new_txn_id(), call, ret),
+        balances,
+    );
     let records = std::mem::take(&mut *records.lock().unwrap_or_else(|e| e.into_inner()));
     let total = initial.values().sum();
     let options = BankOptions {

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use checker::jsonl::list_append_line;
 use checker::{
     check_list_append_with, decode_list, encode_list, CheckOptions, ListAppendGen, Op, Outcome, Txn,
@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tikv_client::{Error, Transaction, TransactionClient};
 use tokio::sync::Notify;
-use tokio::time::{sleep, timeout};
+use tokio::time::sleep;
 
 use super::txn::{self, Body, Mode};
 use super::{Checked, Ctx};
@@ -132,13 +132,7 @@ async fn client_task(
 
 /// Reads every key in `0..keys` in one snapshot.
 async fn read_all(client: &TransactionClient, keys: u64) -> tikv_client::Result<Vec<Op>> {
-    let ts = client.current_timestamp().await?;
-    let mut snap = client.snapshot(ts, Mode::Optimistic.options().read_only());
-    let mut lists: HashMap<Vec<u8>, Vec<u8>> = snap
-        .batch_get((0..keys).map(key))
-        .await?
-        .map(|p| (Vec::<u8>::from(p.key().clone()), p.value().clone()))
-        .collect();
+    let mut lists = txn::snapshot_read(client, (0..keys).map(key)).await?;
     let mut ops = Vec::new();
     for k in 0..keys {
         let list = decode_value(k, lists.remove(key(k).as_bytes())).map_err(|e| *e)?;
@@ -177,26 +171,10 @@ pub async fn campaign(ctx: Arc<Ctx>, healed: Arc<Notify>) -> Result<Checked> {
     let admin = txn::connect(&ctx.pd).await?;
     txn::resolve_all_locks(&admin, key_range()).await?;
     let process = ctx.new_process();
-    let mut last = None;
-    for _ in 0..60 {
-        let id = ctx.new_txn_id();
-        let call = ctx.clock.now_ns();
-        match timeout(txn::TXN_TIMEOUT, read_all(&admin, keys)).await {
-            Ok(Ok(ops)) => {
-                let t = Txn::new(id, process, ops, Outcome::Committed)
-                    .with_times(call, ctx.clock.now_ns());
-                ctx.history.push(&list_append_line(&t));
-                txns.push(t);
-                last = None;
-                break;
-            }
-            other => last = Some(format!("{other:?}")),
-        }
-        sleep(Duration::from_secs(1)).await;
-    }
-    if let Some(e) = last {
-        bail!("the final read never succeeded after the faults healed: {e}");
-    }
+    let (call, ret, ops) = txn::final_read(&ctx, || read_all(&admin, keys)).await?;
+    let t = Txn::new(ctx.new_txn_id(), process, ops, Outcome::Committed).with_times(call, ret);
+    ctx.history.push(&list_append_line(&t));
+    txns.push(t);
     Ok(check(&txns))
 }
 

@@ -2,6 +2,7 @@
 //! configuration, the three transaction modes, how a commit's outcome is classified, and the
 //! lock resolver that cleans up after clients that gave up.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use tikv_client::{
     TransactionOptions,
 };
 use tokio::time::{sleep, timeout, timeout_at, Instant};
+
+use super::Ctx;
 
 /// Per-request timeout of the workloads' clients.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -153,6 +156,39 @@ where
         // A timeout, a region or transport error, an undetermined commit: it may have landed.
         _ => Outcome::Unknown,
     }
+}
+
+/// Reads `keys` in one snapshot at a fresh timestamp: key to value, absent keys left out.
+pub async fn snapshot_read(
+    client: &TransactionClient,
+    keys: impl IntoIterator<Item = String>,
+) -> tikv_client::Result<HashMap<Vec<u8>, Vec<u8>>> {
+    let ts = client.current_timestamp().await?;
+    let mut snap = client.snapshot(ts, Mode::Optimistic.options().read_only());
+    Ok(snap
+        .batch_get(keys)
+        .await?
+        .map(|p| (Vec::<u8>::from(p.key().clone()), p.value().clone()))
+        .collect())
+}
+
+/// The read after the faults healed: `read` is tried (each within [`TXN_TIMEOUT`]) until it
+/// succeeds, 60 times a second apart; its call time, return time (run clock) and result.
+pub async fn final_read<T, F, Fut>(ctx: &Ctx, read: F) -> Result<(u64, u64, T)>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = tikv_client::Result<T>>,
+{
+    let mut last = None;
+    for _ in 0..60 {
+        let call = ctx.clock.now_ns();
+        match timeout(TXN_TIMEOUT, read()).await {
+            Ok(Ok(v)) => return Ok((call, ctx.clock.now_ns(), v)),
+            other => last = Some(format!("{:?}", other.map(|r| r.err()))),
+        }
+        sleep(Duration::from_secs(1)).await;
+    }
+    bail!("the final read never succeeded after the faults healed: {last:?}")
 }
 
 /// Cleans up locks on keys `range` from transactions started more than `age` ago (all of
