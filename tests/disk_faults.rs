@@ -16,24 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{http_get_json, http_get_text, ProcCluster};
 use engine::{KvEngine, RocksConfig, RocksEngine, DATA_CFS};
-use tikv_client::{Config, Error, RawClient};
-
-fn config() -> Config {
-    Config::default()
-        .with_default_keyspace()
-        .with_timeout(Duration::from_secs(20))
-}
-
-async fn client(c: &ProcCluster) -> RawClient {
-    for _ in 0..60 {
-        if let Ok(cl) = RawClient::new_with_config(vec![c.pd_addr.clone()], config()).await {
-            return cl;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    c.dump_logs();
-    panic!("client never connected");
-}
+use tikv_client::{Error, RawClient};
 
 fn key(i: u32) -> String {
     format!("disk{i:06}")
@@ -193,7 +176,7 @@ async fn a_torn_raft_log_tail_is_cut_and_the_store_catches_up_from_its_peers() {
         c.dump_logs();
         panic!("the cluster never reached 5 regions with 3 voters each");
     }
-    let raw = client(&c).await;
+    let raw = c.raw_client().await;
     must_put_range(&c, &raw, 0..200).await;
     // The victim follows the region that took the writes: its leader keeps counting the
     // entries the victim acknowledged and then loses.
@@ -279,7 +262,7 @@ batch_compression_threshold_bytes = 0
         c.dump_logs();
         panic!("the cluster never reached 5 regions with 3 voters each");
     }
-    let raw = client(&c).await;
+    let raw = c.raw_client().await;
     must_put_range(&c, &raw, 0..300).await;
 
     // Crash store 2 and garble a value inside the oldest file that holds one.
@@ -372,7 +355,7 @@ disk_check_interval_ms = 200
         c.dump_logs();
         panic!("the cluster never reached 5 regions with 3 voters each");
     }
-    let raw = client(&c).await;
+    let raw = c.raw_client().await;
     must_put_range(&c, &raw, 0..20).await;
     wait_disk_full_gauge(&c, 0).await;
 

@@ -6,24 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{ProcCluster, SMALL_REGIONS};
-use tikv_client::{Config, RawClient};
-
-fn config() -> Config {
-    Config::default()
-        .with_default_keyspace()
-        .with_timeout(Duration::from_secs(20))
-}
-
-async fn client(c: &ProcCluster) -> RawClient {
-    for _ in 0..60 {
-        if let Ok(cl) = RawClient::new_with_config(vec![c.pd_addr.clone()], config()).await {
-            return cl;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    c.dump_logs();
-    panic!("client never connected");
-}
 
 /// Retries an operation for up to 30 s, as an application would while leaders are elected
 /// after a restart.
@@ -56,7 +38,7 @@ async fn raw_api_through_the_official_client() {
         c.dump_logs();
         panic!("the cluster never reached 5 regions with 3 voters each");
     }
-    let raw = client(&c).await;
+    let raw = c.raw_client().await;
 
     // Single-key operations.
     raw.put("hello".to_owned(), "world".to_owned())
@@ -206,7 +188,7 @@ async fn killed_stores_lose_no_acknowledged_write() {
         c.dump_logs();
         panic!("the cluster never reached 3 voters per region");
     }
-    let raw = client(&c).await;
+    let raw = c.raw_client().await;
     for i in 0..600u32 {
         retry(|| raw.put(key(i), format!("v{i}"))).await;
     }
@@ -226,7 +208,7 @@ async fn killed_stores_lose_no_acknowledged_write() {
         c.wait_stores_listening(Duration::from_secs(60)).await,
         "stores did not come back"
     );
-    let raw = client(&c).await;
+    let raw = c.raw_client().await;
     for i in (0..900u32).step_by(7) {
         let got = retry(|| raw.get(key(i))).await;
         assert_eq!(got, Some(format!("v{i}").into_bytes()), "{}", key(i));

@@ -192,6 +192,23 @@ impl ProcCluster {
         args[args.iter().position(|a| a == "--status-addr").unwrap() + 1].clone()
     }
 
+    /// The official `RawClient` on this cluster (default keyspace, 20 s requests), retrying
+    /// the connection for 30 s while PD starts.
+    pub async fn raw_client(&self) -> tikv_client::RawClient {
+        let config = tikv_client::Config::default()
+            .with_default_keyspace()
+            .with_timeout(Duration::from_secs(20));
+        for _ in 0..60 {
+            let pd = vec![self.pd_addr.clone()];
+            if let Ok(cl) = tikv_client::RawClient::new_with_config(pd, config.clone()).await {
+                return cl;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.dump_logs();
+        panic!("client never connected");
+    }
+
     pub fn dump_logs(&self) {
         for f in ["pd.log", "store0.log", "store1.log", "store2.log"] {
             if let Ok(s) = std::fs::read_to_string(self.dir.path().join(f)) {
