@@ -143,42 +143,77 @@ async fn optimistic_and_pessimistic_transactions() {
     drop(c);
 }
 
-/// Prewrites `key` as a client would and then "dies": the lock stays behind with `ttl_ms`.
-async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8], ttl_ms: u64) {
-    let start_ts = client.current_timestamp().await.unwrap().version();
+/// The key as the transactional client stores it (default keyspace).
+fn txn_key(key: &[u8]) -> Vec<u8> {
     let mut full_key = vec![b'x', 0, 0, 0];
     full_key.extend_from_slice(key);
+    full_key
+}
+
+/// The leader of the region holding `key` (a full key) and a context naming that region.
+async fn leader_for(
+    pd: &pd_client::RpcPdClient,
+    key: &[u8],
+) -> (TikvClient<tonic::transport::Channel>, kvrpcpb::Context) {
+    // Just after a split PD may not know the new region or its leader yet: ask again.
+    for _ in 0..100 {
+        let found = pd
+            .get_region(codec::memcomparable::encode_bytes(key))
+            .await
+            .ok()
+            .flatten();
+        if let Some((region, Some(leader))) = found.map(|r| (r.region, r.leader)) {
+            let store = pd.get_store(leader.store_id).await.unwrap();
+            let kv = TikvClient::connect(format!("http://{}", store.address))
+                .await
+                .unwrap();
+            let ctx = kvrpcpb::Context {
+                region_id: region.id,
+                region_epoch: region.region_epoch,
+                peer: Some(leader),
+                ..Default::default()
+            };
+            return (kv, ctx);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no leader for {key:?}");
+}
+
+/// Prewrites one `key` (as the client stores it) of the transaction at `start_ts` with
+/// `primary` and then "dies": the lock stays behind with `ttl_ms`. With `async_secondaries`
+/// it is an async-commit prewrite (the list is what the primary records). Returns the
+/// min_commit_ts the store promised.
+async fn prewrite_only(
+    c: &ProcCluster,
+    key: &[u8],
+    primary: &[u8],
+    start_ts: u64,
+    ttl_ms: u64,
+    async_secondaries: Option<Vec<Vec<u8>>>,
+) -> u64 {
     let pd = pd_client::RpcPdClient::connect(std::slice::from_ref(&c.pd_addr))
         .await
         .unwrap();
-    let region = pd
-        .get_region(codec::memcomparable::encode_bytes(&full_key))
-        .await
-        .unwrap()
-        .expect("a region holds the key");
-    let leader = region.leader.expect("the region has a leader");
-    let store = pd.get_store(leader.store_id).await.unwrap();
-    let mut kv = TikvClient::connect(format!("http://{}", store.address))
-        .await
-        .unwrap();
-    let ctx = kvrpcpb::Context {
-        region_id: region.region.id,
-        region_epoch: region.region.region_epoch,
-        peer: Some(leader),
-        ..Default::default()
-    };
+    let (mut kv, ctx) = leader_for(&pd, &txn_key(key)).await;
     let resp = kv
         .kv_prewrite(kvrpcpb::PrewriteRequest {
             context: Some(ctx),
             mutations: vec![kvrpcpb::Mutation {
                 op: kvrpcpb::Op::Put as i32,
-                key: full_key.clone(),
+                key: txn_key(key),
                 value: b"orphan".to_vec(),
             }],
-            primary_lock: full_key,
+            primary_lock: txn_key(primary),
             start_version: start_ts,
             lock_ttl: ttl_ms,
             txn_size: 1,
+            use_async_commit: async_secondaries.is_some(),
+            secondaries: async_secondaries
+                .unwrap_or_default()
+                .iter()
+                .map(|k| txn_key(k))
+                .collect(),
             ..Default::default()
         })
         .await
@@ -186,6 +221,12 @@ async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8
         .into_inner();
     assert!(resp.region_error.is_none(), "{:?}", resp.region_error);
     assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+    resp.min_commit_ts
+}
+
+async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8], ttl_ms: u64) {
+    let start_ts = client.current_timestamp().await.unwrap().version();
+    prewrite_only(c, key, key, start_ts, ttl_ms, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,6 +388,123 @@ async fn total(client: &TransactionClient, accounts: usize) -> i64 {
     }
 }
 
+/// Splits the region holding `key` (a client key) so that a region starts at it.
+async fn split_at(c: &ProcCluster, key: &[u8]) {
+    let pd = pd_client::RpcPdClient::connect(std::slice::from_ref(&c.pd_addr))
+        .await
+        .unwrap();
+    let at = codec::memcomparable::encode_bytes(&txn_key(key));
+    for _ in 0..100 {
+        if let Ok(Some(r)) = pd.get_region(at.clone()).await {
+            if r.region.start_key == at {
+                return;
+            }
+            let body = serde_json::json!({
+                "name": "split-region",
+                "region_id": r.region.id,
+                "policy": "usekey",
+                "keys": [codec::hex::to_hex(&at)],
+            });
+            common::http_post_json(&c.pd_addr, "/pd/api/v1/operators", &body).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("the region holding {key:?} never split there");
+}
+
+/// Reads `key` at `at` (a version).
+async fn get_at(client: &TransactionClient, key: &str, at: u64) -> Option<Vec<u8>> {
+    let mut snap = client.snapshot(Timestamp::from_version(at), optimistic());
+    snap.get(key.to_owned()).await.unwrap()
+}
+
+/// Async-commit transactions whose clients died after prewrite, resolved by the official
+/// client's `cleanup_locks` (what TiDB's GC and the chaos lock resolver run). Regression for
+/// list-append seed 3030, where a one-key async-commit transaction, acknowledged after its
+/// prewrite, was rolled back by that resolver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_commit_orphans_resolve_to_what_their_prewrites_decided() {
+    let (c, client) = start().await;
+    // A second region starting at "ac-m", so a transaction can span two.
+    split_at(&c, b"ac-m").await;
+
+    // One key: committed, at the ts its prewrite promised.
+    let start = client.current_timestamp().await.unwrap().version();
+    let one = prewrite_only(&c, b"ac-one", b"ac-one", start, 60_000, Some(vec![])).await;
+    assert!(one > start);
+    // Two keys in two regions, the primary's min_commit_ts above the secondary's (a read
+    // at a later ts came in between): committed at the primary's.
+    let start = client.current_timestamp().await.unwrap().version();
+    let sec = prewrite_only(&c, b"ac-two-s", b"ac-a", start, 60_000, Some(vec![])).await;
+    let later = client.current_timestamp().await.unwrap().version() + 10;
+    assert_eq!(get_at(&client, "ac-a", later).await, None);
+    let prim = prewrite_only(
+        &c,
+        b"ac-a",
+        b"ac-a",
+        start,
+        60_000,
+        Some(vec![b"ac-two-s".to_vec()]),
+    )
+    .await;
+    assert!(prim > later && later > sec, "{prim} {later} {sec}");
+    // Three keys in two regions, one secondary never prewritten: rolled back everywhere.
+    let start = client.current_timestamp().await.unwrap().version();
+    prewrite_only(
+        &c,
+        b"ac-b",
+        b"ac-b",
+        start,
+        60_000,
+        Some(vec![b"ac-b2".to_vec(), b"ac-z".to_vec()]),
+    )
+    .await;
+    prewrite_only(&c, b"ac-b2", b"ac-b", start, 60_000, Some(vec![])).await;
+
+    let now = client.current_timestamp().await.unwrap();
+    client
+        .cleanup_locks(
+            "ac".to_owned().."ad".to_owned(),
+            &now,
+            ResolveLocksOptions::default(),
+        )
+        .await
+        .unwrap();
+    let now = client.current_timestamp().await.unwrap().version();
+    assert_eq!(
+        get_at(&client, "ac-one", one).await,
+        Some(b"orphan".to_vec())
+    );
+    assert_eq!(get_at(&client, "ac-one", one - 1).await, None);
+    assert_eq!(
+        get_at(&client, "ac-a", prim).await,
+        Some(b"orphan".to_vec())
+    );
+    assert_eq!(
+        get_at(&client, "ac-two-s", prim).await,
+        Some(b"orphan".to_vec())
+    );
+    assert_eq!(
+        get_at(&client, "ac-two-s", prim - 1).await,
+        None,
+        "the secondary committed below the primary's min_commit_ts"
+    );
+    for k in ["ac-b", "ac-b2", "ac-z"] {
+        assert_eq!(
+            get_at(&client, k, now).await,
+            None,
+            "{k} of a rolled-back txn"
+        );
+    }
+    // Nothing is left locked: a new transaction writes every key.
+    let mut t = client.begin_optimistic().await.unwrap();
+    for k in ["ac-one", "ac-a", "ac-two-s", "ac-b", "ac-b2", "ac-z"] {
+        t.put(k.to_owned(), "new".to_owned()).await.unwrap();
+    }
+    t.commit().await.unwrap();
+    assert_eq!(must_get(&client, "ac-b2").await, Some(b"new".to_vec()));
+}
+
 /// The regions (ids, from PD) holding the transactional keys `keys`.
 async fn regions_of(c: &ProcCluster, keys: &[String]) -> std::collections::BTreeSet<u64> {
     let pd = pd_client::RpcPdClient::connect(std::slice::from_ref(&c.pd_addr))
@@ -354,8 +512,7 @@ async fn regions_of(c: &ProcCluster, keys: &[String]) -> std::collections::BTree
         .unwrap();
     let mut ids = std::collections::BTreeSet::new();
     for k in keys {
-        let mut full = vec![b'x', 0, 0, 0];
-        full.extend_from_slice(k.as_bytes());
+        let full = txn_key(k.as_bytes());
         // While a split is reported, PD may know the parent's new range before the new
         // region's: the key falls in a gap for a moment, as clients see too. Ask again.
         let mut found = None;

@@ -9,6 +9,7 @@
 use engine::{EngineSnapshot, Modify};
 use txn_types::{Key, Lock, LockInfo, TimeStamp};
 
+use super::commit::commit_lock;
 use super::{raw_of, require, rollback_key, TxnError, TxnResult, WriteBuffer};
 use crate::mvcc::{get_txn_commit_record, load_lock, CommitRecord};
 
@@ -139,10 +140,22 @@ fn lock_exists(
 ) -> TxnResult<CheckTxnStatusOutcome> {
     use CheckTxnStatusAction as A;
     let mut buf = WriteBuffer::default();
-    // An async-commit transaction may be committed by its secondaries' min_commit_ts: only
-    // check_secondary_locks and resolve_lock may decide it, never a ttl.
-    if lock.use_async_commit && !force_sync_commit {
-        return alive(buf, key, lock, A::NoAction);
+    // An async-commit transaction is committed once all its keys are prewritten, at the
+    // largest min_commit_ts among them; no ttl decides it.
+    if lock.use_async_commit && !force_sync_commit && !lock.is_pessimistic_lock() {
+        if lock.secondaries.is_empty() {
+            // Its only key is this one, so it is committed: finish the commit here, at the ts
+            // the prewrite promised. (tikv-client 0.4 would otherwise take the largest
+            // min_commit_ts of no secondaries, zero, for "rolled back" and lose the write.)
+            let commit_ts = lock.min_commit_ts;
+            commit_lock(&mut buf, key, lock, commit_ts)?;
+            return Ok(CheckTxnStatusOutcome::finished(
+                buf.modifies,
+                commit_ts,
+                A::NoAction,
+            ));
+        }
+        return alive_async(buf, key, lock);
     }
     let expired = lock.ts.physical().saturating_add(lock.ttl_ms) < current_ts.physical();
     if expired {
@@ -178,6 +191,18 @@ fn lock_exists(
         A::NoAction
     };
     alive(buf, key, lock, action)
+}
+
+/// A live async-commit primary. Its lock info names the primary among the secondaries: a
+/// resolver decides the commit ts from the secondaries' locks, and tikv-client 0.4 leaves the
+/// primary's min_commit_ts out of that maximum, which could commit below what the prewrite
+/// promised; asked along with the others, the primary's lock counts too.
+fn alive_async(buf: WriteBuffer, key: &Key, lock: Lock) -> TxnResult<CheckTxnStatusOutcome> {
+    let mut out = alive(buf, key, lock, CheckTxnStatusAction::NoAction)?;
+    if let Some(info) = out.lock_info.as_mut() {
+        info.secondaries.insert(0, info.primary_lock.clone());
+    }
+    Ok(out)
 }
 
 fn alive(
@@ -230,9 +255,9 @@ pub fn txn_heart_beat(
     })
 }
 
-/// The result of [`check_secondary_locks`]: rolled back (no locks, zero commit ts), committed
-/// (`commit_ts`), or still locked (`locks`, which the client reads as "commit at their largest
-/// min_commit_ts" when all use async commit, else "fall back to 2PC").
+/// The result of [`check_secondary_locks`]: committed (`commit_ts`), still locked (`locks`,
+/// which a resolver reads as "commit at their largest min_commit_ts" when all use async commit,
+/// else "fall back to 2PC"), or rolled back (see [`check_secondary_locks`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckSecondaryOutcome {
     /// What to write.
@@ -253,6 +278,12 @@ enum Secondary {
 /// Checks the async-commit transaction at `start_ts` on its secondaries (raw keys). A key where
 /// the transaction left nothing gets a rollback record, so its prewrite can never land: then
 /// the transaction is rolled back.
+///
+/// A rolled-back key is answered as a lock that does not use async commit, not as "no locks":
+/// a resolver merging the answers of several regions (tikv-client 0.4) counts locks and
+/// commit ts only, so "no locks" here beside live locks elsewhere would commit the other keys
+/// and lose this one. A non-async lock makes every resolver fall back to 2PC, which asks the
+/// primary with force_sync_commit and rolls the transaction back there.
 pub fn check_secondary_locks(
     snap: &dyn EngineSnapshot,
     keys: &[Vec<u8>],
@@ -273,7 +304,7 @@ pub fn check_secondary_locks(
             Secondary::RolledBack => {
                 return Ok(CheckSecondaryOutcome {
                     modifies: buf.modifies,
-                    locks: Vec::new(),
+                    locks: vec![rolled_back_marker(raw, start_ts)],
                     commit_ts: TimeStamp::zero(),
                 })
             }
@@ -287,6 +318,23 @@ pub fn check_secondary_locks(
         locks,
         commit_ts,
     })
+}
+
+/// The answer for a secondary the transaction can no longer commit (see
+/// [`check_secondary_locks`]).
+fn rolled_back_marker(raw: &[u8], start_ts: TimeStamp) -> LockInfo {
+    LockInfo {
+        primary_lock: Vec::new(),
+        lock_version: start_ts,
+        key: raw.to_vec(),
+        lock_ttl: 0,
+        txn_size: 0,
+        lock_type: txn_types::LockType::Put,
+        lock_for_update_ts: TimeStamp::zero(),
+        use_async_commit: false,
+        min_commit_ts: TimeStamp::zero(),
+        secondaries: Vec::new(),
+    }
 }
 
 fn check_secondary(

@@ -36,7 +36,7 @@ pub struct ResolveLockOutcome {
 }
 
 /// Commits `lock` (the transaction's lock on `key`) at `commit_ts`.
-fn commit_lock(
+pub(super) fn commit_lock(
     buf: &mut WriteBuffer,
     key: &Key,
     lock: Lock,

@@ -172,7 +172,10 @@ fn finish(
     let one_pc = req.try_one_pc && !retried && committed_at.is_none();
     let mut out = PrewriteOutcome::default();
     let mut buf = WriteBuffer::default();
-    let mut min_commit_ts = decided;
+    // The answer is the largest min_commit_ts among the transaction's locks here: the ts just
+    // decided for locks written now, the stored one for locks a retried request finds. A
+    // resolver commits at the stored values, so a retry must not report a newer decision.
+    let mut min_commit_ts = TimeStamp::zero();
     for (key, done) in passed {
         match done {
             KeyPrewrite::Write {
@@ -195,6 +198,7 @@ fn finish(
                     // above `decided` must not read past them: the memory table holds the lock.
                     out.locks.push((key, lock));
                 } else {
+                    min_commit_ts = min_commit_ts.max(lock.min_commit_ts);
                     buf.put_lock(&key, &lock);
                     out.locks.push((key, lock));
                 }
@@ -214,8 +218,14 @@ fn finish(
         // Every key was already committed by this transaction: report that commit.
         out.one_pc_commit_ts = committed_at.unwrap_or_default();
     }
-    if req.use_async_commit || one_pc {
-        out.min_commit_ts = min_commit_ts;
+    if one_pc {
+        out.min_commit_ts = decided;
+    } else if req.use_async_commit {
+        out.min_commit_ts = if min_commit_ts.is_zero() {
+            decided
+        } else {
+            min_commit_ts
+        };
     }
     out
 }

@@ -275,6 +275,12 @@ fn async_commit_min_commit_ts() {
     // A retry reports the stored min_commit_ts even if max_ts moved.
     let again = try_prewrite(&engine, &req, 5);
     assert_eq!(again.min_commit_ts, ts(101));
+    let again = try_prewrite(&engine, &req, 200);
+    assert_eq!(
+        again.min_commit_ts,
+        ts(101),
+        "a retry must not promise a newer ts"
+    );
     // Readers below min_commit_ts are not blocked.
     assert_eq!(must_get(&engine, b"s", 100), None);
     must_get_locked(&engine, b"s", 101);

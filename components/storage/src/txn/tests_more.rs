@@ -115,10 +115,13 @@ fn check_txn_status_async_commit_and_pessimistic() {
     req.use_async_commit = true;
     req.secondaries = vec![b"s".to_vec()];
     must_prewrite(&engine, &req);
-    // An expired async-commit lock is reported, not rolled back.
+    // An expired async-commit lock is reported, not rolled back, with the primary among the
+    // keys a resolver must check.
     let out = check_status(&engine, b"p", start, 0, phys(1_000 + 10 * TTL_MS), false).unwrap();
     assert!(out.lock_ttl > 0 && out.modifies.is_empty());
-    assert!(out.lock_info.unwrap().use_async_commit);
+    let info = out.lock_info.unwrap();
+    assert!(info.use_async_commit);
+    assert_eq!(info.secondaries, vec![b"p".to_vec(), b"s".to_vec()]);
     // With force_sync_commit it is treated as 2PC.
     let out = txn::check_txn_status(
         engine.snapshot().as_ref(),
@@ -178,6 +181,35 @@ fn check_txn_status_async_commit_and_pessimistic() {
     assert!(out.modifies.is_empty());
 }
 
+/// Regression for list-append seed 3030: a one-key async-commit transaction was acknowledged,
+/// its commit never arrived, and the lock resolver rolled it back.
+#[test]
+fn check_txn_status_commits_a_one_key_async_commit_transaction() {
+    let engine = MemEngine::new();
+    let start = phys(1_000);
+    let mut req = prewrite_req(vec![put(b"p", b"v")], b"p", start);
+    req.use_async_commit = true;
+    let promised = must_prewrite(&engine, &req).min_commit_ts;
+    assert!(promised > ts(start));
+    // A resolver sweeping as GC does (current ts at the maximum, rollback if not found).
+    let out = check_status(&engine, b"p", start, 0, u64::MAX, true).unwrap();
+    assert_eq!(
+        (out.lock_ttl, out.commit_version, out.lock_info),
+        (0, promised, None)
+    );
+    assert!(lock_of(&engine, b"p").is_none());
+    assert_eq!(
+        must_get(&engine, b"p", promised.into_inner()),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(must_get(&engine, b"p", promised.into_inner() - 1), None);
+    // The client's own commit, arriving late at the promised ts, still succeeds.
+    must_commit(&engine, b"p", start, promised.into_inner());
+    // Asked again: committed.
+    let out = check_status(&engine, b"p", start, 0, u64::MAX, true).unwrap();
+    assert_eq!(out.commit_version, promised);
+}
+
 #[test]
 fn heart_beat_extends_ttl() {
     let engine = MemEngine::new();
@@ -216,10 +248,19 @@ fn check_secondary_locks_outcomes() {
     let out = txn::check_secondary_locks(engine.snapshot().as_ref(), &keys, ts(10)).unwrap();
     assert_eq!(out.commit_ts, ts(20));
     assert!(out.locks.is_empty());
-    // A secondary that never got its prewrite is rolled back, and so is the transaction.
-    let out = txn::check_secondary_locks(engine.snapshot().as_ref(), &[b"never".to_vec()], ts(30))
-        .unwrap();
-    assert!(out.locks.is_empty() && out.commit_ts.is_zero());
+    // A secondary that never got its prewrite is rolled back, and so is the transaction: the
+    // answer is a lock without async commit, which sends resolvers to the 2PC path.
+    let keys = vec![b"s3".to_vec(), b"never".to_vec()];
+    must_prewrite(&engine, &{
+        let mut r = prewrite_req(vec![put(b"s3", b"4")], b"p3", 30);
+        r.use_async_commit = true;
+        r
+    });
+    let out = txn::check_secondary_locks(engine.snapshot().as_ref(), &keys, ts(30)).unwrap();
+    assert!(out.commit_ts.is_zero());
+    assert_eq!(out.locks.len(), 1);
+    assert!(!out.locks[0].use_async_commit);
+    assert_eq!(out.locks[0].key, b"never".to_vec());
     assert_eq!(out.modifies.len(), 1);
     must_apply(&engine, out.modifies);
     let err = must_prewrite_err(
