@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
-use common::ProcCluster;
+use common::{target, ProcCluster, Target};
 use pd_client::PdClient;
 use proto::flotillapb::raft_transport_client::RaftTransportClient;
 use proto::flotillapb::{self, BatchRaftMessage, SnapshotChunk};
@@ -90,46 +90,6 @@ async fn raw_call(addr: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u
     )
     .await
     .map(|r| r.into_inner())
-}
-
-/// Where requests for one key go: the leader's store and a context naming its region.
-struct Target {
-    region: metapb::Region,
-    leader: metapb::Peer,
-    addr: String,
-    ctx: kvrpcpb::Context,
-    kv: TikvClient<Channel>,
-}
-
-async fn target(pd: &pd_client::RpcPdClient, key: &[u8]) -> Target {
-    for _ in 0..100 {
-        let found = pd
-            .get_region(codec::memcomparable::encode_bytes(key))
-            .await
-            .ok()
-            .flatten();
-        if let Some(r) = found {
-            if let Some(leader) = r.leader {
-                let addr = pd.get_store(leader.store_id).await.unwrap().address;
-                let kv = TikvClient::connect(format!("http://{addr}")).await.unwrap();
-                let ctx = kvrpcpb::Context {
-                    region_id: r.region.id,
-                    region_epoch: r.region.region_epoch,
-                    peer: Some(leader),
-                    ..Default::default()
-                };
-                return Target {
-                    region: r.region,
-                    leader,
-                    addr,
-                    ctx,
-                    kv,
-                };
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("no leader for {key:?}");
 }
 
 /// Everything the test wrote, read back through the official clients.

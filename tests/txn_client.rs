@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::{ProcCluster, SMALL_REGIONS};
 use pd_client::PdClient;
 use proto::kvrpcpb;
-use proto::tikvpb::tikv_client::TikvClient;
 use rand::{Rng, SeedableRng};
 use tikv_client::transaction::{HeartbeatOption, ResolveLocksOptions};
 use tikv_client::{
@@ -150,36 +149,6 @@ fn txn_key(key: &[u8]) -> Vec<u8> {
     full_key
 }
 
-/// The leader of the region holding `key` (a full key) and a context naming that region.
-async fn leader_for(
-    pd: &pd_client::RpcPdClient,
-    key: &[u8],
-) -> (TikvClient<tonic::transport::Channel>, kvrpcpb::Context) {
-    // Just after a split PD may not know the new region or its leader yet: ask again.
-    for _ in 0..100 {
-        let found = pd
-            .get_region(codec::memcomparable::encode_bytes(key))
-            .await
-            .ok()
-            .flatten();
-        if let Some((region, Some(leader))) = found.map(|r| (r.region, r.leader)) {
-            let store = pd.get_store(leader.store_id).await.unwrap();
-            let kv = TikvClient::connect(format!("http://{}", store.address))
-                .await
-                .unwrap();
-            let ctx = kvrpcpb::Context {
-                region_id: region.id,
-                region_epoch: region.region_epoch,
-                peer: Some(leader),
-                ..Default::default()
-            };
-            return (kv, ctx);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("no leader for {key:?}");
-}
-
 /// Prewrites one `key` (as the client stores it) of the transaction at `start_ts` with
 /// `primary` and then "dies": the lock stays behind with `ttl_ms`. With `async_secondaries`
 /// it is an async-commit prewrite (the list is what the primary records). Returns the
@@ -195,33 +164,41 @@ async fn prewrite_only(
     let pd = pd_client::RpcPdClient::connect(std::slice::from_ref(&c.pd_addr))
         .await
         .unwrap();
-    let (mut kv, ctx) = leader_for(&pd, &txn_key(key)).await;
-    let resp = kv
-        .kv_prewrite(kvrpcpb::PrewriteRequest {
-            context: Some(ctx),
-            mutations: vec![kvrpcpb::Mutation {
-                op: kvrpcpb::Op::Put as i32,
-                key: txn_key(key),
-                value: b"orphan".to_vec(),
-            }],
-            primary_lock: txn_key(primary),
-            start_version: start_ts,
-            lock_ttl: ttl_ms,
-            txn_size: 1,
-            use_async_commit: async_secondaries.is_some(),
-            secondaries: async_secondaries
-                .unwrap_or_default()
-                .iter()
-                .map(|k| txn_key(k))
-                .collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(resp.region_error.is_none(), "{:?}", resp.region_error);
-    assert!(resp.errors.is_empty(), "{:?}", resp.errors);
-    resp.min_commit_ts
+    let secondaries: Vec<Vec<u8>> = async_secondaries
+        .iter()
+        .flatten()
+        .map(|k| txn_key(k))
+        .collect();
+    // Just after a split or an election PD may name a peer that is not (yet) the leader.
+    for _ in 0..50 {
+        let common::Target { mut kv, ctx, .. } = common::target(&pd, &txn_key(key)).await;
+        let resp = kv
+            .kv_prewrite(kvrpcpb::PrewriteRequest {
+                context: Some(ctx),
+                mutations: vec![kvrpcpb::Mutation {
+                    op: kvrpcpb::Op::Put as i32,
+                    key: txn_key(key),
+                    value: b"orphan".to_vec(),
+                }],
+                primary_lock: txn_key(primary),
+                start_version: start_ts,
+                lock_ttl: ttl_ms,
+                txn_size: 1,
+                use_async_commit: async_secondaries.is_some(),
+                secondaries: secondaries.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if resp.region_error.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+        return resp.min_commit_ts;
+    }
+    panic!("the prewrite of {key:?} met region errors 50 times");
 }
 
 async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8], ttl_ms: u64) {

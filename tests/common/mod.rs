@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pd_client::PdClient;
+use proto::tikvpb::tikv_client::TikvClient;
+use proto::{kvrpcpb, metapb};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
 
 /// A free port on 127.0.0.1, as the OS hands it out.
 pub fn free_port() -> u16 {
@@ -292,4 +296,46 @@ async fn http_request_text(addr: &str, req: &str) -> Option<(u16, String)> {
         body.to_string()
     };
     Some((code, body))
+}
+
+/// Where requests for one key go: the leader's store and a context naming its region.
+pub struct Target {
+    pub region: metapb::Region,
+    pub leader: metapb::Peer,
+    pub addr: String,
+    pub ctx: kvrpcpb::Context,
+    pub kv: TikvClient<Channel>,
+}
+
+/// Asks PD (again while a split or an election leaves it unknown) for the leader of the region
+/// holding `key` (a full key, as stored).
+pub async fn target(pd: &pd_client::RpcPdClient, key: &[u8]) -> Target {
+    for _ in 0..100 {
+        let found = pd
+            .get_region(codec::memcomparable::encode_bytes(key))
+            .await
+            .ok()
+            .flatten();
+        if let Some(r) = found {
+            if let Some(leader) = r.leader {
+                let addr = pd.get_store(leader.store_id).await.unwrap().address;
+                let kv = TikvClient::connect(format!("http://{addr}")).await.unwrap();
+                let ctx = kvrpcpb::Context {
+                    region_id: r.region.id,
+                    region_epoch: r.region.region_epoch,
+                    peer: Some(leader),
+                    ..Default::default()
+                };
+                return Target {
+                    region: r.region,
+                    leader,
+                    addr,
+                    ctx,
+                    kv,
+                };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no leader for {key:?}");
 }
