@@ -266,34 +266,74 @@ impl ChaosCluster {
     /// voters as there are stores (up to 3).
     pub async fn wait_ready(&self, min_regions: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let voters = self.stores().min(3);
         let mut last = String::from("PD not reachable");
         while Instant::now() < deadline {
-            match self.regions().await {
-                Ok(v) => {
-                    let regions = v["regions"].as_array().cloned().unwrap_or_default();
-                    let ready = regions
-                        .iter()
-                        .filter(|r| {
-                            let n = r["peers"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter(|p| p["role"] == "Voter")
-                                .count();
-                            n >= voters && !r["leader"].is_null()
-                        })
-                        .count();
-                    if regions.len() >= min_regions && ready == regions.len() {
-                        return Ok(());
-                    }
-                    last = format!("{} regions, {ready} ready", regions.len());
-                }
-                Err(e) => last = format!("{e:#}"),
+            match self.ready(min_regions).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         bail!("the cluster was not ready after {timeout:?}: {last}")
+    }
+
+    /// [`Self::wait_ready`] for a cluster just started: a process that exits before the
+    /// cluster is ready (say, another program took its port between the OS handing it out and
+    /// the process binding it) is started again, up to three times, and named if it keeps
+    /// exiting.
+    pub async fn wait_started(&mut self, min_regions: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("PD not reachable");
+        let mut restarts = vec![0u32; self.procs.len()];
+        while Instant::now() < deadline {
+            for t in self.targets() {
+                let i = Self::index(t);
+                let Some(status) = self.exited(t) else {
+                    continue;
+                };
+                self.procs[i].child = None;
+                restarts[i] += 1;
+                if restarts[i] > 3 {
+                    bail!(
+                        "{t} exited during start-up ({status}) {} times; see {}",
+                        restarts[i],
+                        self.procs[i].log.display()
+                    );
+                }
+                println!("{t} exited during start-up ({status}); starting it again");
+                self.spawn(i)?;
+            }
+            match self.ready(min_regions).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        bail!("the cluster was not ready after {timeout:?}: {last}")
+    }
+
+    /// Ok if PD knows `min_regions` regions, all with a leader and enough voters; else what
+    /// it knows.
+    async fn ready(&self, min_regions: usize) -> Result<(), String> {
+        let voters = self.stores().min(3);
+        let v = self.regions().await.map_err(|e| format!("{e:#}"))?;
+        let regions = v["regions"].as_array().cloned().unwrap_or_default();
+        let ready = regions
+            .iter()
+            .filter(|r| {
+                let n = r["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["role"] == "Voter")
+                    .count();
+                n >= voters && !r["leader"].is_null()
+            })
+            .count();
+        if regions.len() >= min_regions && ready == regions.len() {
+            return Ok(());
+        }
+        Err(format!("{} regions, {ready} ready", regions.len()))
     }
 
     /// Stops every process (SIGCONT first, then SIGTERM, SIGKILL after 15 s).

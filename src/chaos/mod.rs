@@ -277,7 +277,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         println!("  {name}: pid {pid}");
     }
     // Replicas reach every region one operator at a time; a loaded machine needs minutes.
-    cluster.wait_ready(5, Duration::from_secs(300)).await?;
+    cluster.wait_started(5, Duration::from_secs(300)).await?;
     for i in 0..cluster.stores() {
         cluster.store_id(i).await?;
     }
