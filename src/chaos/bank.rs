@@ -157,7 +157,8 @@ async fn client_task(ctx: Arc<Ctx>, index: u64, records: Arc<Mutex<Records>>) ->
             start: Some(call),
             end: (outcome != Outcome::Unknown).then(|| ctx.clock.now_ns()),
         };
-        ctx.history.push(&bank_transfer_line(&t, process));
+        ctx.history
+            .push(&mode.tag(&bank_transfer_line(&t, process)));
         records
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -121,7 +121,7 @@ async fn client_task(
         let mut t = Txn::new(id, process, ops, outcome);
         t.start = Some(call);
         t.end = (outcome != Outcome::Unknown).then(|| ctx.clock.now_ns());
-        ctx.history.push(&list_append_line(&t));
+        ctx.history.push(&mode.tag(&list_append_line(&t)));
         txns.lock().unwrap_or_else(|e| e.into_inner()).push(t);
         if outcome != Outcome::Committed {
             sleep(Duration::from_millis(20)).await;

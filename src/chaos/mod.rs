@@ -521,6 +521,20 @@ mod tests {
     }
 
     #[test]
+    fn history_lines_name_the_mode_and_still_parse() {
+        use checker::{Op, Outcome, Txn};
+        let mut t = Txn::new(7, 2, vec![Op::read_of(3, &[1, 2])], Outcome::Committed);
+        t.start = Some(10);
+        t.end = Some(20);
+        let line = txn::Mode::AsyncCommit.tag(&checker::jsonl::list_append_line(&t));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["mode"], "async-commit");
+        let parsed = checker::jsonl::parse_list_append_lines(&line).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].ops, t.ops);
+    }
+
+    #[test]
     fn client_recovery_is_the_next_ack_after_each_heal() {
         let r = client_recoveries(&[100, 500, 900], &[50, 130, 700, 120]);
         assert_eq!(r, vec![Duration::from_nanos(20), Duration::from_nanos(200)]);

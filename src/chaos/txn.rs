@@ -72,6 +72,27 @@ impl Mode {
         }
     }
 
+    /// The mode's name in history lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Optimistic => "optimistic",
+            Mode::AsyncCommit => "async-commit",
+            Mode::Pessimistic => "pessimistic",
+        }
+    }
+
+    /// A history line (a JSON object) with a `"mode"` field naming this mode added, so that a
+    /// failing transaction can be traced to the commit protocol it ran.
+    pub fn tag(self, line: &str) -> String {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(mut fields)) => {
+                fields.insert("mode".into(), self.name().into());
+                serde_json::Value::Object(fields).to_string()
+            }
+            _ => line.to_string(),
+        }
+    }
+
     /// The client's options for this mode.
     pub fn options(self) -> TransactionOptions {
         let opts = match self {
