@@ -34,7 +34,7 @@ pub enum FaultKind {
     TransferLeader,
     /// Ask PD to split the workload's regions at random workload keys.
     Split,
-    /// Two of the above at once, on different processes.
+    /// Two of the other kinds asked for (all, if fewer than two were) at once, on different processes.
     Mix,
 }
 
@@ -213,7 +213,15 @@ impl<'a> Nemesis<'a> {
             .choose(&mut self.rng)
             .expect("kinds is not empty");
         let parts: Vec<FaultKind> = if kind == FaultKind::Mix {
-            let mut pool = FaultKind::SINGLE.to_vec();
+            // Two of the kinds asked for (all of them if fewer than two were).
+            let mut pool: Vec<FaultKind> = FaultKind::SINGLE
+                .iter()
+                .copied()
+                .filter(|k| self.cfg.kinds.contains(k))
+                .collect();
+            if pool.len() < 2 {
+                pool = FaultKind::SINGLE.to_vec();
+            }
             pool.shuffle(&mut self.rng);
             pool.truncate(2);
             pool

@@ -255,9 +255,9 @@ pub fn txn_heart_beat(
     })
 }
 
-/// The result of [`check_secondary_locks`]: committed (`commit_ts`), still locked (`locks`,
-/// which a resolver reads as "commit at their largest min_commit_ts" when all use async commit,
-/// else "fall back to 2PC"), or rolled back (see [`check_secondary_locks`]).
+/// The result of [`check_secondary_locks`]: rolled back (no locks, zero commit ts), committed
+/// (`commit_ts`), or still locked (`locks`, which the client reads as "commit at their largest
+/// min_commit_ts" when all use async commit, else "fall back to 2PC").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckSecondaryOutcome {
     /// What to write.
@@ -277,13 +277,13 @@ enum Secondary {
 
 /// Checks the async-commit transaction at `start_ts` on its secondaries (raw keys). A key where
 /// the transaction left nothing gets a rollback record, so its prewrite can never land: then
-/// the transaction is rolled back.
+/// the transaction is rolled back, answered as no locks and no commit ts.
 ///
-/// A rolled-back key is answered as a lock that does not use async commit, not as "no locks":
-/// a resolver merging the answers of several regions (tikv-client 0.4) counts locks and
-/// commit ts only, so "no locks" here beside live locks elsewhere would commit the other keys
-/// and lose this one. A non-async lock makes every resolver fall back to 2PC, which asks the
-/// primary with force_sync_commit and rolls the transaction back there.
+/// (tikv-client 0.4's `cleanup_locks` merges the answers of several regions by their locks and
+/// commit ts only, so "rolled back" here beside live locks elsewhere makes it commit the other
+/// keys. Answering a non-async lock instead, which sends resolvers to the 2PC path, does not
+/// work with that client: it has cached the primary's expired "locked" status and fails the
+/// clean-up forever. Open; see `docs/reliability.md`.)
 pub fn check_secondary_locks(
     snap: &dyn EngineSnapshot,
     keys: &[Vec<u8>],
@@ -304,7 +304,7 @@ pub fn check_secondary_locks(
             Secondary::RolledBack => {
                 return Ok(CheckSecondaryOutcome {
                     modifies: buf.modifies,
-                    locks: vec![rolled_back_marker(raw, start_ts)],
+                    locks: Vec::new(),
                     commit_ts: TimeStamp::zero(),
                 })
             }
@@ -318,23 +318,6 @@ pub fn check_secondary_locks(
         locks,
         commit_ts,
     })
-}
-
-/// The answer for a secondary the transaction can no longer commit (see
-/// [`check_secondary_locks`]).
-fn rolled_back_marker(raw: &[u8], start_ts: TimeStamp) -> LockInfo {
-    LockInfo {
-        primary_lock: Vec::new(),
-        lock_version: start_ts,
-        key: raw.to_vec(),
-        lock_ttl: 0,
-        txn_size: 0,
-        lock_type: txn_types::LockType::Put,
-        lock_for_update_ts: TimeStamp::zero(),
-        use_async_commit: false,
-        min_commit_ts: TimeStamp::zero(),
-        secondaries: Vec::new(),
-    }
 }
 
 fn check_secondary(
