@@ -155,7 +155,7 @@ fn lock_exists(
                 A::NoAction,
             ));
         }
-        return alive_async(buf, key, lock);
+        return alive(buf, key, lock, A::NoAction);
     }
     let expired = lock.ts.physical().saturating_add(lock.ttl_ms) < current_ts.physical();
     if expired {
@@ -191,18 +191,6 @@ fn lock_exists(
         A::NoAction
     };
     alive(buf, key, lock, action)
-}
-
-/// A live async-commit primary. Its lock info names the primary among the secondaries: a
-/// resolver decides the commit ts from the secondaries' locks, and tikv-client 0.4 leaves the
-/// primary's min_commit_ts out of that maximum, which could commit below what the prewrite
-/// promised; asked along with the others, the primary's lock counts too.
-fn alive_async(buf: WriteBuffer, key: &Key, lock: Lock) -> TxnResult<CheckTxnStatusOutcome> {
-    let mut out = alive(buf, key, lock, CheckTxnStatusAction::NoAction)?;
-    if let Some(info) = out.lock_info.as_mut() {
-        info.secondaries.insert(0, info.primary_lock.clone());
-    }
-    Ok(out)
 }
 
 fn alive(

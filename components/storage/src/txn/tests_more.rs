@@ -115,13 +115,12 @@ fn check_txn_status_async_commit_and_pessimistic() {
     req.use_async_commit = true;
     req.secondaries = vec![b"s".to_vec()];
     must_prewrite(&engine, &req);
-    // An expired async-commit lock is reported, not rolled back, with the primary among the
-    // keys a resolver must check.
+    // An expired async-commit lock is reported, not rolled back.
     let out = check_status(&engine, b"p", start, 0, phys(1_000 + 10 * TTL_MS), false).unwrap();
     assert!(out.lock_ttl > 0 && out.modifies.is_empty());
     let info = out.lock_info.unwrap();
     assert!(info.use_async_commit);
-    assert_eq!(info.secondaries, vec![b"p".to_vec(), b"s".to_vec()]);
+    assert_eq!(info.secondaries, vec![b"s".to_vec()]);
     // With force_sync_commit it is treated as 2PC.
     let out = txn::check_txn_status(
         engine.snapshot().as_ref(),
