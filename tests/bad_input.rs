@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
-use common::{target, ProcCluster, Target};
+use common::{target, txn_key, ProcCluster, Target};
 use pd_client::PdClient;
 use proto::flotillapb::raft_transport_client::RaftTransportClient;
 use proto::flotillapb::{self, BatchRaftMessage, SnapshotChunk};
@@ -25,10 +25,6 @@ const KEYS: [&str; 3] = ["k1", "k2", "k3"];
 
 fn raw_key(k: &str) -> Vec<u8> {
     [b"r\0\0\0".as_slice(), k.as_bytes()].concat()
-}
-
-fn txn_key(k: &str) -> Vec<u8> {
-    [b"x\0\0\0".as_slice(), k.as_bytes()].concat()
 }
 
 fn config() -> Config {

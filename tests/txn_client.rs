@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ProcCluster, SMALL_REGIONS};
+use common::{txn_key, ProcCluster, SMALL_REGIONS};
 use pd_client::PdClient;
 use proto::kvrpcpb;
 use rand::{Rng, SeedableRng};
@@ -50,8 +50,14 @@ fn optimistic() -> TransactionOptions {
     TransactionOptions::new_optimistic().drop_check(CheckLevel::Warn)
 }
 
+/// Reads `key` at a fresh timestamp.
 async fn must_get(client: &TransactionClient, key: &str) -> Option<Vec<u8>> {
-    let mut snap = client.snapshot(client.current_timestamp().await.unwrap(), optimistic());
+    get_at(client, key, client.current_timestamp().await.unwrap()).await
+}
+
+/// Reads `key` at `at`.
+async fn get_at(client: &TransactionClient, key: &str, at: Timestamp) -> Option<Vec<u8>> {
+    let mut snap = client.snapshot(at, optimistic());
     snap.get(key.to_owned()).await.unwrap()
 }
 
@@ -142,34 +148,20 @@ async fn optimistic_and_pessimistic_transactions() {
     drop(c);
 }
 
-/// The key as the transactional client stores it (default keyspace).
-fn txn_key(key: &[u8]) -> Vec<u8> {
-    let mut full_key = vec![b'x', 0, 0, 0];
-    full_key.extend_from_slice(key);
-    full_key
-}
-
-/// Prewrites one `key` (as the client stores it) of the transaction at `start_ts` with
-/// `primary` and then "dies": the lock stays behind with `ttl_ms`. With `async_secondaries`
-/// it is an async-commit prewrite (the list is what the primary records). Returns the
+/// Prewrites `key` as its own primary, as a client would, and then "dies": the lock stays
+/// behind with `ttl_ms`; with `async_commit`, a one-key async-commit prewrite. Returns the
 /// min_commit_ts the store promised.
 async fn prewrite_only(
     c: &ProcCluster,
     key: &[u8],
-    primary: &[u8],
     start_ts: u64,
     ttl_ms: u64,
-    async_secondaries: Option<Vec<Vec<u8>>>,
+    async_commit: bool,
 ) -> u64 {
     let pd = pd_client::RpcPdClient::connect(std::slice::from_ref(&c.pd_addr))
         .await
         .unwrap();
-    let secondaries: Vec<Vec<u8>> = async_secondaries
-        .iter()
-        .flatten()
-        .map(|k| txn_key(k))
-        .collect();
-    // Just after a split or an election PD may name a peer that is not (yet) the leader.
+    // Just after an election PD may name a peer that is not (yet) the leader.
     for _ in 0..50 {
         let common::Target { mut kv, ctx, .. } = common::target(&pd, &txn_key(key)).await;
         let resp = kv
@@ -180,12 +172,11 @@ async fn prewrite_only(
                     key: txn_key(key),
                     value: b"orphan".to_vec(),
                 }],
-                primary_lock: txn_key(primary),
+                primary_lock: txn_key(key),
                 start_version: start_ts,
                 lock_ttl: ttl_ms,
                 txn_size: 1,
-                use_async_commit: async_secondaries.is_some(),
-                secondaries: secondaries.clone(),
+                use_async_commit: async_commit,
                 ..Default::default()
             })
             .await
@@ -203,7 +194,7 @@ async fn prewrite_only(
 
 async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8], ttl_ms: u64) {
     let start_ts = client.current_timestamp().await.unwrap().version();
-    prewrite_only(c, key, key, start_ts, ttl_ms, None).await;
+    prewrite_only(c, key, start_ts, ttl_ms, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,18 +282,14 @@ async fn dead_clients_locks_reverse_scans_and_gc() {
     let mut t = client.begin_optimistic().await.unwrap();
     t.put("gc-key".to_owned(), "g3".to_owned()).await.unwrap();
     t.commit().await.unwrap();
-    let read_at = |at: Timestamp| {
-        let client = &client;
-        async move {
-            let mut s = client.snapshot(at, optimistic());
-            s.get("gc-key".to_owned()).await.unwrap()
-        }
-    };
-    assert_eq!(read_at(ts[0].clone()).await, Some(b"g1".to_vec()));
+    assert_eq!(
+        get_at(&client, "gc-key", ts[0].clone()).await,
+        Some(b"g1".to_vec())
+    );
     assert!(client.gc(safe_point.clone()).await.unwrap());
     let mut gone = false;
     for _ in 0..100 {
-        if read_at(ts[0].clone()).await.is_none() {
+        if get_at(&client, "gc-key", ts[0].clone()).await.is_none() {
             gone = true;
             break;
         }
@@ -312,7 +299,10 @@ async fn dead_clients_locks_reverse_scans_and_gc() {
         gone,
         "GC never removed the version below the newest one under the safe point"
     );
-    assert_eq!(read_at(safe_point.clone()).await, Some(b"g2".to_vec()));
+    assert_eq!(
+        get_at(&client, "gc-key", safe_point.clone()).await,
+        Some(b"g2".to_vec())
+    );
     assert_eq!(must_get(&client, "gc-key").await, Some(b"g3".to_vec()));
     assert_eq!(must_get(&client, "s00007").await, Some(b"v7".to_vec()));
 }
@@ -365,12 +355,6 @@ async fn total(client: &TransactionClient, accounts: usize) -> i64 {
     }
 }
 
-/// Reads `key` at `at` (a version).
-async fn get_at(client: &TransactionClient, key: &str, at: u64) -> Option<Vec<u8>> {
-    let mut snap = client.snapshot(Timestamp::from_version(at), optimistic());
-    snap.get(key.to_owned()).await.unwrap()
-}
-
 /// Async-commit transactions whose clients died after prewrite, resolved by the official
 /// client's `cleanup_locks` (what TiDB's GC and the chaos lock resolver run). Regression for
 /// list-append seed 3030, where a one-key async-commit transaction, acknowledged after its
@@ -380,7 +364,7 @@ async fn async_commit_orphans_resolve_to_what_their_prewrites_decided() {
     let (c, client) = start().await;
     // One key: committed, at the ts its prewrite promised.
     let start = client.current_timestamp().await.unwrap().version();
-    let one = prewrite_only(&c, b"ac-one", b"ac-one", start, 60_000, Some(vec![])).await;
+    let one = prewrite_only(&c, b"ac-one", start, 60_000, true).await;
     assert!(one > start);
     let now = client.current_timestamp().await.unwrap();
     client
@@ -392,10 +376,13 @@ async fn async_commit_orphans_resolve_to_what_their_prewrites_decided() {
         .await
         .unwrap();
     assert_eq!(
-        get_at(&client, "ac-one", one).await,
+        get_at(&client, "ac-one", Timestamp::from_version(one)).await,
         Some(b"orphan".to_vec())
     );
-    assert_eq!(get_at(&client, "ac-one", one - 1).await, None);
+    assert_eq!(
+        get_at(&client, "ac-one", Timestamp::from_version(one - 1)).await,
+        None
+    );
     // Nothing is left locked: a new transaction writes the key.
     let mut t = client.begin_optimistic().await.unwrap();
     t.put("ac-one".to_owned(), "new".to_owned()).await.unwrap();

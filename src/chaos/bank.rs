@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use checker::jsonl::{bank_init_line, bank_read_line, bank_transfer_line};
+use checker::jsonl::{bank_init_line, bank_read_line, bank_transfer_record};
 use checker::{check_bank_with, BankOptions, BankRead, BankTransfer, Outcome};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -158,7 +158,7 @@ async fn client_task(ctx: Arc<Ctx>, index: u64, records: Arc<Mutex<Records>>) ->
             end: (outcome != Outcome::Unknown).then(|| ctx.clock.now_ns()),
         };
         ctx.history
-            .push(&mode.tag(&bank_transfer_line(&t, process)));
+            .push(&mode.tag(bank_transfer_record(&t, process)));
         records
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -264,10 +264,26 @@ impl ChaosCluster {
 
     /// Waits until PD knows at least `min_regions` regions, each with a leader and as many
     /// voters as there are stores (up to 3).
-    pub async fn wait_ready(&self, min_regions: usize, timeout: Duration) -> Result<()> {
+    pub async fn wait_ready(&mut self, min_regions: usize, timeout: Duration) -> Result<()> {
+        self.wait(min_regions, timeout, false).await
+    }
+
+    /// [`Self::wait_ready`] for a cluster just started: a process that exits before the
+    /// cluster is ready (say, another program took its port between the OS handing it out and
+    /// the process binding it) is started again, up to three times, and named if it keeps
+    /// exiting.
+    pub async fn wait_started(&mut self, min_regions: usize, timeout: Duration) -> Result<()> {
+        self.wait(min_regions, timeout, true).await
+    }
+
+    async fn wait(&mut self, min_regions: usize, timeout: Duration, restart: bool) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("PD not reachable");
+        let mut restarts = vec![0u32; self.procs.len()];
         while Instant::now() < deadline {
+            if restart {
+                self.restart_exited(&mut restarts)?;
+            }
             match self.ready(min_regions).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e,
@@ -277,39 +293,27 @@ impl ChaosCluster {
         bail!("the cluster was not ready after {timeout:?}: {last}")
     }
 
-    /// [`Self::wait_ready`] for a cluster just started: a process that exits before the
-    /// cluster is ready (say, another program took its port between the OS handing it out and
-    /// the process binding it) is started again, up to three times, and named if it keeps
-    /// exiting.
-    pub async fn wait_started(&mut self, min_regions: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut last = String::from("PD not reachable");
-        let mut restarts = vec![0u32; self.procs.len()];
-        while Instant::now() < deadline {
-            for t in self.targets() {
-                let i = Self::index(t);
-                let Some(status) = self.exited(t) else {
-                    continue;
-                };
-                self.procs[i].child = None;
-                restarts[i] += 1;
-                if restarts[i] > 3 {
-                    bail!(
-                        "{t} exited during start-up ({status}) {} times; see {}",
-                        restarts[i],
-                        self.procs[i].log.display()
-                    );
-                }
-                println!("{t} exited during start-up ({status}); starting it again");
-                self.spawn(i)?;
+    /// Starts again every process that exited, counting in `restarts`; fails naming a process
+    /// that exited more than three times.
+    fn restart_exited(&mut self, restarts: &mut [u32]) -> Result<()> {
+        for t in self.targets() {
+            let i = Self::index(t);
+            let Some(status) = self.exited(t) else {
+                continue;
+            };
+            self.procs[i].child = None;
+            restarts[i] += 1;
+            if restarts[i] > 3 {
+                bail!(
+                    "{t} exited during start-up ({status}) {} times; see {}",
+                    restarts[i],
+                    self.procs[i].log.display()
+                );
             }
-            match self.ready(min_regions).await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            println!("{t} exited during start-up ({status}); starting it again");
+            self.spawn(i)?;
         }
-        bail!("the cluster was not ready after {timeout:?}: {last}")
+        Ok(())
     }
 
     /// Ok if PD knows `min_regions` regions, all with a leader and enough voters; else what

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use checker::jsonl::list_append_line;
+use checker::jsonl::{list_append_line, list_append_record};
 use checker::{
     check_list_append_with, decode_list, encode_list, CheckOptions, ListAppendGen, Op, Outcome, Txn,
 };
@@ -121,7 +121,7 @@ async fn client_task(
         let mut t = Txn::new(id, process, ops, outcome);
         t.start = Some(call);
         t.end = (outcome != Outcome::Unknown).then(|| ctx.clock.now_ns());
-        ctx.history.push(&mode.tag(&list_append_line(&t)));
+        ctx.history.push(&mode.tag(list_append_record(&t)));
         txns.lock().unwrap_or_else(|e| e.into_inner()).push(t);
         if outcome != Outcome::Committed {
             sleep(Duration::from_millis(20)).await;

@@ -526,7 +526,7 @@ mod tests {
         let mut t = Txn::new(7, 2, vec![Op::read_of(3, &[1, 2])], Outcome::Committed);
         t.start = Some(10);
         t.end = Some(20);
-        let line = txn::Mode::AsyncCommit.tag(&checker::jsonl::list_append_line(&t));
+        let line = txn::Mode::AsyncCommit.tag(checker::jsonl::list_append_record(&t));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["mode"], "async-commit");
         let parsed = checker::jsonl::parse_list_append_lines(&line).unwrap();

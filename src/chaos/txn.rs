@@ -81,16 +81,11 @@ impl Mode {
         }
     }
 
-    /// A history line (a JSON object) with a `"mode"` field naming this mode added, so that a
-    /// failing transaction can be traced to the commit protocol it ran.
-    pub fn tag(self, line: &str) -> String {
-        match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(mut fields)) => {
-                fields.insert("mode".into(), self.name().into());
-                serde_json::Value::Object(fields).to_string()
-            }
-            _ => line.to_string(),
-        }
+    /// A history record (a JSON object) as a line, with a `"mode"` field naming this mode, so
+    /// that a failing transaction can be traced to the commit protocol it ran.
+    pub fn tag(self, mut record: serde_json::Value) -> String {
+        record["mode"] = self.name().into();
+        record.to_string()
     }
 
     /// The client's options for this mode.

@@ -298,6 +298,11 @@ async fn http_request_text(addr: &str, req: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// A transactional key as the official client stores it in the default keyspace.
+pub fn txn_key(key: impl AsRef<[u8]>) -> Vec<u8> {
+    [b"x\0\0\0".as_slice(), key.as_ref()].concat()
+}
+
 /// Where requests for one key go: the leader's store and a context naming its region.
 pub struct Target {
     pub region: metapb::Region,

@@ -49,7 +49,7 @@ fn line_of(
     o: Outcome,
     call: u64,
     ret: Option<u64>,
-) -> String {
+) -> Value {
     json!({
         "client": client,
         "id": txn_id,
@@ -61,12 +61,16 @@ fn line_of(
         "call_ns": call,
         "ret_ns": if o == Outcome::Unknown { None } else { ret },
     })
-    .to_string()
 }
 
 /// One list-append transaction as a JSON line (no trailing newline). `start` and `end` are
 /// taken as `call_ns` and `ret_ns`.
 pub fn list_append_line(txn: &Txn) -> String {
+    list_append_record(txn).to_string()
+}
+
+/// [`list_append_line`] as a JSON object, for a writer that adds fields of its own.
+pub fn list_append_record(txn: &Txn) -> Value {
     let micro = |op: &Op, filled: bool| match op {
         Op::Append { key, value } => json!(["append", key, value]),
         Op::Read { key, values } => {
@@ -239,10 +243,16 @@ pub fn bank_init_line(
         call,
         Some(ret),
     )
+    .to_string()
 }
 
 /// The line of one transfer.
 pub fn bank_transfer_line(t: &BankTransfer, client: u64) -> String {
+    bank_transfer_record(t, client).to_string()
+}
+
+/// [`bank_transfer_line`] as a JSON object, for a writer that adds fields of its own.
+pub fn bank_transfer_record(t: &BankTransfer, client: u64) -> Value {
     let op = json!([["transfer", t.from, t.to, t.amount]]);
     line_of(
         t.txn_id,
@@ -268,6 +278,7 @@ pub fn bank_read_line(r: &BankRead, client: u64) -> String {
         r.start.unwrap_or(0),
         r.end,
     )
+    .to_string()
 }
 
 /// A bank history read back: the invariant total, and the options (initial balances and
