@@ -13,10 +13,11 @@
 //! list-append seed 303 (a follower campaigned after a snapshot with raft-rs's applied index
 //! still below it, and raft-rs panicked; found by the 30-minute run). List-append seed 3030
 //! (an acknowledged one-key async-commit transaction rolled back by the lock resolver) is pinned
-//! by `tests/txn_client.rs` instead: its two-minute replay did not finish its final lock
-//! clean-up (open, docs/reliability.md). The hang list-append
-//! seed 3 found (an HTTP call to a paused PD) is pinned by a unit test in `ctl`. Also here: the partition endpoint the nemesis uses really cuts a store's
-//! raft traffic, and a store refuses it without `fault_injection`.
+//! by `tests/txn_client.rs` instead. Seed 303 also replays the lock resolver's runaway
+//! clean-up (tikv-client 0.4's `cleanup_locks` over a wide range; docs/reliability.md). The
+//! hang list-append seed 3 found (an HTTP call to a paused PD) is pinned by a unit test in
+//! `ctl`. Also here: the partition endpoint the nemesis uses really cuts a store's raft
+//! traffic, and a store refuses it without `fault_injection`.
 
 mod common;
 
@@ -41,16 +42,16 @@ fn campaign_with(workload: &str, seed: u64, stores: u32, nemesis: Option<&str>) 
     if let Some(n) = nemesis {
         cmd.args(["--nemesis", n]);
     }
-    let out = cmd
+    // The campaign's output goes straight to the test's: a run that nextest stops still shows
+    // how far it got.
+    let status = cmd
         .args(["--stores", &stores.to_string()])
         .args(["--seed", &seed.to_string(), "--dir"])
         .arg(dir.path())
-        .output()
+        .status()
         .expect("run flotilla chaos");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let run = dir.path().join(format!("{workload}-{seed}"));
-    if !out.status.success() {
+    if !status.success() {
         let kept = dir.keep();
         panic!(
             "the {workload} campaign with seed {seed} failed; its files are in {}",

@@ -215,11 +215,7 @@ pub async fn campaign(ctx: Arc<Ctx>, healed: Arc<Notify>) -> Result<Checked> {
     let initial = open_accounts(&ctx, &admin).await?;
     ctx.ready.notify_one();
     let records = Arc::new(Mutex::new(Records::default()));
-    let resolver = tokio::spawn(txn::resolver_task(
-        ctx.pd.clone(),
-        key_range(ctx.keys),
-        ctx.stop.clone(),
-    ));
+    let resolver = tokio::spawn(txn::resolver_task(ctx.clone()));
     let tasks: Vec<_> = (0..ctx.clients)
         .map(|i| tokio::spawn(client_task(ctx.clone(), i, records.clone())))
         .collect();
@@ -228,7 +224,7 @@ pub async fn campaign(ctx: Arc<Ctx>, healed: Arc<Notify>) -> Result<Checked> {
     }
     resolver.await?;
     healed.notified().await;
-    txn::resolve_all_locks(&admin, key_range(ctx.keys)).await?;
+    txn::resolve_all_locks(&ctx, &admin).await?;
     let process = ctx.new_process();
     let (call, ret, balances) = txn::final_read(&ctx, || read_all(&admin, ctx.keys)).await?;
     record_read(

@@ -149,11 +149,7 @@ pub async fn campaign(ctx: Arc<Ctx>, healed: Arc<Notify>) -> Result<Checked> {
         .with_appends_per_key_max(APPENDS_PER_KEY_MAX);
     let gen = Arc::new(Mutex::new(gen));
     let txns = Arc::new(Mutex::new(Vec::new()));
-    let resolver = tokio::spawn(txn::resolver_task(
-        ctx.pd.clone(),
-        key_range(),
-        ctx.stop.clone(),
-    ));
+    let resolver = tokio::spawn(txn::resolver_task(ctx.clone()));
     let tasks: Vec<_> = (0..ctx.clients)
         .map(|i| tokio::spawn(client_task(ctx.clone(), i, gen.clone(), txns.clone())))
         .collect();
@@ -169,7 +165,7 @@ pub async fn campaign(ctx: Arc<Ctx>, healed: Arc<Notify>) -> Result<Checked> {
         .max()
         .map_or(0, |k| k + 1);
     let admin = txn::connect(&ctx.pd).await?;
-    txn::resolve_all_locks(&admin, key_range()).await?;
+    txn::resolve_all_locks(&ctx, &admin).await?;
     let process = ctx.new_process();
     let (call, ret, ops) = txn::final_read(&ctx, || read_all(&admin, keys)).await?;
     let t = Txn::new(ctx.new_txn_id(), process, ops, Outcome::Committed).with_times(call, ret);

@@ -75,6 +75,25 @@ impl Workload {
     }
 }
 
+/// `range` (holding keys `key(0)..key(ids)`, in order) cut before `key(per)`, `key(2 * per)`
+/// and so on: contiguous pieces that start at the range's start and end at its end.
+fn key_chunks(
+    range: &(String, String),
+    ids: u64,
+    per: u64,
+    key: impl Fn(u64) -> String,
+) -> Vec<(String, String)> {
+    let cuts = (per.max(1)..ids).step_by(per.max(1) as usize).map(key);
+    let bounds: Vec<String> = std::iter::once(range.0.clone())
+        .chain(cuts)
+        .chain([range.1.clone()])
+        .collect();
+    bounds
+        .windows(2)
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect()
+}
+
 /// Options of `flotilla chaos`.
 #[derive(Args, Debug)]
 pub struct ChaosArgs {
@@ -208,6 +227,13 @@ impl Ctx {
     fn key_window(&self) -> std::ops::Range<u64> {
         let high = self.key_high.load(Ordering::Relaxed).max(self.keys);
         high.saturating_sub(self.keys)..high
+    }
+
+    /// The workload's key range cut into pieces of `per` keys each (the first piece starts
+    /// at the range's start, the last ends at its end, so together they cover every key in it).
+    pub fn key_chunks(&self, per: u64) -> Vec<(String, String)> {
+        let high = self.key_high.load(Ordering::Relaxed).max(self.keys);
+        key_chunks(&self.key_range, high, per, |k| self.workload.key(k))
     }
 
     /// A random key of the workload, from the keys in use.
@@ -518,6 +544,28 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn key_chunks_cover_the_range_a_few_keys_each() {
+        let range = list_append::key_range();
+        let chunks = key_chunks(&range, 40, 16, list_append::key);
+        assert_eq!(chunks.first().unwrap().0, range.0);
+        assert_eq!(chunks.last().unwrap().1, range.1);
+        assert!(chunks
+            .windows(2)
+            .all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1));
+        // Every key in use lies in exactly one piece, and no piece holds more than 16.
+        for chunk in &chunks {
+            let n = (0..40)
+                .map(list_append::key)
+                .filter(|k| chunk.0 <= *k && *k < chunk.1)
+                .count();
+            assert!((1..=16).contains(&n), "{chunk:?} holds {n} keys");
+        }
+        assert_eq!(chunks.len(), 3);
+        // Fewer keys than a piece: the whole range in one.
+        assert_eq!(key_chunks(&range, 8, 16, list_append::key), vec![range]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,62 +207,78 @@ where
     bail!("the final read never succeeded after the faults healed: {last:?}")
 }
 
-/// Cleans up locks on keys `range` from transactions started more than `age` ago (all of
-/// them, if `age` is zero): committed if their primary (or, for async commit, every
-/// secondary) says so, rolled back otherwise.
+/// Workload keys per clean-up call. tikv-client 0.4 sends each region its ScanLock with the
+/// end of the whole range, not the region's (`ScanLockRequest::apply_shard` sets only the
+/// start), and after a region error retries the rest of the range from that region on, where
+/// each region that errs does the same: over a range of many regions the retries multiply
+/// (a two-minute list-append campaign's resolver sent ScanLocks at 2,000 a second for minutes
+/// after the faults had healed). Over a few keys the rest is a region or two.
+const RESOLVE_CHUNK_KEYS: u64 = 16;
+
+/// Cleans up the locks of transactions started more than `age` ago (all of them, if `age` is
+/// zero) on the workload's keys, a few keys at a time: committed if their primary (or, for
+/// async commit, every secondary) says so, rolled back otherwise.
 pub async fn resolve_old_locks(
+    ctx: &Ctx,
     client: &TransactionClient,
-    range: (String, String),
     age: Duration,
 ) -> tikv_client::Result<()> {
     let now = client.current_timestamp().await?.version();
     let age_ts = (age.as_millis() as u64) << 18;
     let safe_point = Timestamp::from_version(now.saturating_sub(age_ts));
-    client
-        .cleanup_locks(
-            range.0..range.1,
-            &safe_point,
-            ResolveLocksOptions::default(),
-        )
-        .await?;
+    for (lo, hi) in ctx.key_chunks(RESOLVE_CHUNK_KEYS) {
+        client
+            .cleanup_locks(lo..hi, &safe_point, ResolveLocksOptions::default())
+            .await?;
+    }
     Ok(())
 }
 
 /// The lock resolver, as TiDB's GC worker does it: the official client's readers cannot
 /// resolve an async-commit lock whose client gave up, so every few seconds locks older than any
-/// running transaction are resolved. Runs until `stop`; returns how many rounds failed.
-pub async fn resolver_task(pd: String, range: (String, String), stop: Arc<AtomicBool>) -> u32 {
-    let Ok(client) = connect(&pd).await else {
+/// running transaction are resolved. Runs until `ctx.stop`; returns how many rounds failed.
+pub async fn resolver_task(ctx: Arc<Ctx>) -> u32 {
+    let Ok(client) = connect(&ctx.pd).await else {
         return 1;
     };
     let mut failures = 0;
-    while !stop.load(Ordering::SeqCst) {
+    while !ctx.stop.load(Ordering::SeqCst) {
         sleep(RESOLVE_INTERVAL).await;
-        if resolve_old_locks(&client, range.clone(), RESOLVE_AGE)
-            .await
-            .is_err()
-        {
+        let round = timeout(TXN_TIMEOUT, resolve_old_locks(&ctx, &client, RESOLVE_AGE)).await;
+        if !matches!(round, Ok(Ok(()))) {
             failures += 1;
         }
     }
     failures
 }
 
-/// Resolves every lock left in `range` (all clients have stopped), retrying for a while.
-pub async fn resolve_all_locks(client: &TransactionClient, range: (String, String)) -> Result<()> {
+/// How long the final lock clean-up may take once the faults healed.
+const FINAL_RESOLVE_BOUND: Duration = Duration::from_secs(180);
+
+/// Resolves every lock left in `range` (all clients have stopped), retrying for up to
+/// [`FINAL_RESOLVE_BOUND`]; each failed round is printed with the run clock, as a clean-up that
+/// does not finish is a liveness failure to diagnose.
+pub async fn resolve_all_locks(ctx: &Ctx, client: &TransactionClient) -> Result<()> {
+    println!("clients stopped; resolving the locks they left");
+    let deadline = Instant::now() + FINAL_RESOLVE_BOUND;
     let mut last = None;
-    for _ in 0..30 {
-        match timeout(
-            Duration::from_secs(20),
-            resolve_old_locks(client, range.clone(), Duration::ZERO),
+    while Instant::now() < deadline {
+        let round = timeout_at(
+            deadline.min(Instant::now() + Duration::from_secs(20)),
+            resolve_old_locks(ctx, client, Duration::ZERO),
         )
-        .await
-        {
+        .await;
+        let err = match round {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => last = Some(e.to_string()),
-            Err(_) => last = Some("timed out".into()),
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        println!(
+            "  final lock clean-up at {:.1}s failed: {err}",
+            ctx.clock.now_ns() as f64 / 1e9
+        );
+        last = Some(err);
         sleep(Duration::from_secs(1)).await;
     }
-    bail!("the final lock cleanup never succeeded: {last:?}")
+    bail!("the final lock clean-up did not succeed in {FINAL_RESOLVE_BOUND:?}: {last:?}")
 }

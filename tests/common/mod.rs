@@ -114,11 +114,55 @@ impl ProcCluster {
             s.spawn();
             procs.push(s);
         }
-        ProcCluster {
+        let mut c = ProcCluster {
             dir,
             pd_addr,
             pd,
             stores: procs,
+        };
+        c.wait_serving(Duration::from_secs(60));
+        c
+    }
+
+    /// Waits until every store logs that it serves. A store that exits first (another
+    /// process took one of its ports between `free_port` and its bind, say) is shown and
+    /// started again on new ports, up to three times.
+    fn wait_serving(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut restarts = vec![0; self.stores.len()];
+        loop {
+            let mut serving = 0;
+            for (i, s) in self.stores.iter_mut().enumerate() {
+                let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+                if log.contains("store is serving") {
+                    serving += 1;
+                    continue;
+                }
+                let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().unwrap()) else {
+                    continue;
+                };
+                restarts[i] += 1;
+                eprintln!("store{i} exited during start-up ({status}):\n{log}");
+                assert!(
+                    restarts[i] <= 3,
+                    "store{i} failed to start {} times",
+                    restarts[i]
+                );
+                for flag in ["--addr", "--status-addr"] {
+                    let at = s.args.iter().position(|a| a == flag).unwrap() + 1;
+                    s.args[at] = format!("127.0.0.1:{}", free_port());
+                }
+                s.child = None;
+                s.spawn();
+            }
+            if serving == self.stores.len() {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("the stores did not all start within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -216,6 +260,15 @@ impl ProcCluster {
     pub fn dump_logs(&self) {
         for f in ["pd.log", "store0.log", "store1.log", "store2.log"] {
             if let Ok(s) = std::fs::read_to_string(self.dir.path().join(f)) {
+                // A panic's or an error's message comes before its backtrace, which fills
+                // the tail.
+                if let Some(at) = s.find("panicked at").or_else(|| s.find("Error: ")) {
+                    let start = s[..at].rfind('\n').map_or(0, |i| i + 1);
+                    eprintln!("==== {f} (the failure)");
+                    for l in s[start..].lines().take(6) {
+                        eprintln!("{l}");
+                    }
+                }
                 let tail: Vec<&str> = s.lines().rev().take(40).collect();
                 eprintln!("==== {f} (last lines)");
                 for l in tail.into_iter().rev() {
