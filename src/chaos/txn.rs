@@ -188,23 +188,46 @@ pub async fn snapshot_read(
         .collect())
 }
 
-/// The read after the faults healed: `read` is tried (each within [`TXN_TIMEOUT`]) until it
-/// succeeds, 60 times a second apart; its call time, return time (run clock) and result.
+/// How long the final phase's steps (clean-up, read) may take once the faults healed.
+const FINAL_BOUND: Duration = Duration::from_secs(180);
+
+/// Tries `attempt` (each try within `each`) a second apart until it succeeds or
+/// [`FINAL_BOUND`] has passed, printing every failed try with the run clock (a final step
+/// that does not finish is a liveness failure to diagnose); its call time, return time (run
+/// clock) and result.
+async fn retry_final<T, F, Fut>(
+    ctx: &Ctx,
+    what: &str,
+    each: Duration,
+    attempt: F,
+) -> Result<(u64, u64, T)>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = tikv_client::Result<T>>,
+{
+    let deadline = Instant::now() + FINAL_BOUND;
+    let mut last = None;
+    while Instant::now() < deadline {
+        let call = ctx.clock.now_ns();
+        let err = match timeout_at(deadline.min(Instant::now() + each), attempt()).await {
+            Ok(Ok(v)) => return Ok((call, ctx.clock.now_ns(), v)),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        println!("  {what} at {:.1}s failed: {err}", call as f64 / 1e9);
+        last = Some(err);
+        sleep(Duration::from_secs(1)).await;
+    }
+    bail!("the {what} did not succeed within {FINAL_BOUND:?} after the faults healed: {last:?}")
+}
+
+/// The read after the faults healed (see [`retry_final`]).
 pub async fn final_read<T, F, Fut>(ctx: &Ctx, read: F) -> Result<(u64, u64, T)>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = tikv_client::Result<T>>,
 {
-    let mut last = None;
-    for _ in 0..60 {
-        let call = ctx.clock.now_ns();
-        match timeout(TXN_TIMEOUT, read()).await {
-            Ok(Ok(v)) => return Ok((call, ctx.clock.now_ns(), v)),
-            other => last = Some(format!("{:?}", other.map(|r| r.err()))),
-        }
-        sleep(Duration::from_secs(1)).await;
-    }
-    bail!("the final read never succeeded after the faults healed: {last:?}")
+    retry_final(ctx, "final read", TXN_TIMEOUT, read).await
 }
 
 /// Workload keys per clean-up call. tikv-client 0.4 sends each region its ScanLock with the
@@ -252,33 +275,12 @@ pub async fn resolver_task(ctx: Arc<Ctx>) -> u32 {
     failures
 }
 
-/// How long the final lock clean-up may take once the faults healed.
-const FINAL_RESOLVE_BOUND: Duration = Duration::from_secs(180);
-
-/// Resolves every lock left in `range` (all clients have stopped), retrying for up to
-/// [`FINAL_RESOLVE_BOUND`]; each failed round is printed with the run clock, as a clean-up that
-/// does not finish is a liveness failure to diagnose.
+/// Resolves every lock left (all clients have stopped; see [`retry_final`]).
 pub async fn resolve_all_locks(ctx: &Ctx, client: &TransactionClient) -> Result<()> {
     println!("clients stopped; resolving the locks they left");
-    let deadline = Instant::now() + FINAL_RESOLVE_BOUND;
-    let mut last = None;
-    while Instant::now() < deadline {
-        let round = timeout_at(
-            deadline.min(Instant::now() + Duration::from_secs(20)),
-            resolve_old_locks(ctx, client, Duration::ZERO),
-        )
-        .await;
-        let err = match round {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
-        };
-        println!(
-            "  final lock clean-up at {:.1}s failed: {err}",
-            ctx.clock.now_ns() as f64 / 1e9
-        );
-        last = Some(err);
-        sleep(Duration::from_secs(1)).await;
-    }
-    bail!("the final lock clean-up did not succeed in {FINAL_RESOLVE_BOUND:?}: {last:?}")
+    retry_final(ctx, "final lock clean-up", Duration::from_secs(20), || {
+        resolve_old_locks(ctx, client, Duration::ZERO)
+    })
+    .await?;
+    Ok(())
 }
