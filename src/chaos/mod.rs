@@ -225,15 +225,21 @@ impl Ctx {
 
     /// The key ids in use now.
     fn key_window(&self) -> std::ops::Range<u64> {
-        let high = self.key_high.load(Ordering::Relaxed).max(self.keys);
+        let high = self.key_end();
         high.saturating_sub(self.keys)..high
+    }
+
+    /// One past the highest key id the workload has used (at least its key count).
+    fn key_end(&self) -> u64 {
+        self.key_high.load(Ordering::Relaxed).max(self.keys)
     }
 
     /// The workload's key range cut into pieces of `per` keys each (the first piece starts
     /// at the range's start, the last ends at its end, so together they cover every key in it).
     pub fn key_chunks(&self, per: u64) -> Vec<(String, String)> {
-        let high = self.key_high.load(Ordering::Relaxed).max(self.keys);
-        key_chunks(&self.key_range, high, per, |k| self.workload.key(k))
+        key_chunks(&self.key_range, self.key_end(), per, |k| {
+            self.workload.key(k)
+        })
     }
 
     /// A random key of the workload, from the keys in use.
