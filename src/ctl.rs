@@ -59,7 +59,7 @@ pub enum CtlCommand {
     },
 }
 
-/// Runs one ctl command against the PD at `pd`.
+/// Runs one ctl command against the PD at `pd` (comma-separated: the members of a PD group).
 pub async fn run(pd: &str, cmd: CtlCommand) -> Result<()> {
     match cmd {
         CtlCommand::Stores => print_stores(pd).await,
@@ -142,7 +142,8 @@ async fn client(pd: &str) -> Result<RawClient> {
     let cfg = Config::default()
         .with_default_keyspace()
         .with_timeout(Duration::from_secs(10));
-    RawClient::new_with_config(vec![pd.to_string()], cfg)
+    let endpoints = pd.split(',').map(|a| a.trim().to_owned()).collect();
+    RawClient::new_with_config(endpoints, cfg)
         .await
         .context("connecting to the cluster")
 }
@@ -242,8 +243,36 @@ pub async fn http_post_json(addr: &str, path: &str, body: &Value) -> Result<Valu
 /// How long one HTTP exchange may take (a paused or partitioned process never answers).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one member of a PD group may take before the next is tried.
+const PD_MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One exchange with `addr`; with a comma-separated list (the members of a PD group), with each
+/// in turn until one answers other than `503` (what a member that does not lead answers).
 async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -> Result<Vec<u8>> {
-    http_call_within(HTTP_TIMEOUT, addr, method, path, body).await
+    let members: Vec<&str> = addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if members.len() <= 1 {
+        return http_call_within(HTTP_TIMEOUT, addr, method, path, body).await;
+    }
+    let mut last = None;
+    for member in members {
+        match http_call_within(PD_MEMBER_TIMEOUT, member, method, path, body.clone()).await {
+            Ok(answer) => return Ok(answer),
+            // Another status is the leader's own answer.
+            Err(e) if is_other_answer(&e) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no PD address")))
+}
+
+/// Whether `e` is an HTTP answer other than `503`.
+fn is_other_answer(e: &anyhow::Error) -> bool {
+    let text = e.to_string();
+    text.contains(" HTTP/1.1 ") && !text.contains(" HTTP/1.1 503")
 }
 
 async fn http_call_within(
@@ -323,6 +352,18 @@ fn dechunk(body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_503_moves_on_to_the_next_pd_member() {
+        let answer = |t: &str| anyhow::anyhow!("{t}");
+        assert!(!is_other_answer(&answer(
+            "/status: HTTP/1.1 503 Service Unavailable {\"error\":\"not leader\"}"
+        )));
+        assert!(!is_other_answer(&answer("connecting to 127.0.0.1:1")));
+        assert!(is_other_answer(&answer(
+            "/pd/api/v1/operators: HTTP/1.1 409 Conflict"
+        )));
+    }
 
     /// A process that accepts connections but never answers (SIGSTOPped, as the nemesis
     /// leaves one) must not hang its caller: list-append seed 3 hung on a paused PD.

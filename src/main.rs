@@ -40,7 +40,7 @@ enum Command {
     Check(chaos::CheckArgs),
     /// Look at and operate a running cluster.
     Ctl {
-        /// PD address.
+        /// PD address; comma-separated, the members of a PD group.
         #[arg(long, default_value = "127.0.0.1:2379")]
         pd: String,
         #[command(subcommand)]
@@ -62,6 +62,14 @@ struct PdArgs {
     /// Address advertised to clients (default: the listen address).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// The members of a replicated PD, `ID=CLIENT_ADDR+PEER_ADDR,...` (e.g.
+    /// `1=127.0.0.1:2379+127.0.0.1:2380,2=...`); omit to run PD alone. Every member gets the
+    /// same list and its own --member-id; --addr defaults to the member's client address.
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// This member's id in --initial-cluster.
+    #[arg(long)]
+    member_id: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,11 +142,20 @@ async fn run_pd(args: PdArgs) -> Result<()> {
     if let Some(d) = args.data_dir {
         cfg.data_dir = d;
     }
-    if let Some(a) = args.addr {
-        cfg.listen_addr = a;
+    if let Some(a) = &args.addr {
+        cfg.listen_addr = a.clone();
     }
     if let Some(a) = args.advertise_addr {
         cfg.advertise_addr = a;
+    }
+    if let Some(list) = args.initial_cluster {
+        cfg.initial_cluster = pd::PdMember::parse_list(&list)?;
+    }
+    if let Some(id) = args.member_id {
+        cfg.member_id = id;
+    }
+    if let (None, Some(me)) = (&args.addr, cfg.this_member()) {
+        cfg.listen_addr = me.client_addr.clone();
     }
     let handle = pd::PdServer::start(cfg).await.context("starting PD")?;
     tracing::info!(addr = %handle.addr(), "PD is serving");

@@ -1,5 +1,6 @@
-//! The cluster a campaign runs against: PD and N stores, each its own `flotilla` process on
-//! 127.0.0.1 with OS-chosen ports, data and logs under the run's directory. The nemesis
+//! The cluster a campaign runs against: a PD group of M members and N stores, each its own
+//! `flotilla` process on 127.0.0.1 with OS-chosen ports, data and logs under the run's
+//! directory. The nemesis
 //! drives it through the methods here: kill -9 and restart, SIGSTOP/SIGCONT, and a raft
 //! partition set through each store's fault-injection endpoint.
 
@@ -29,8 +30,8 @@ pd_heartbeat_tick_interval_ticks = 10
 /// A process of the cluster a fault can target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
-    /// The placement driver.
-    Pd,
+    /// PD member `i` (0-based; raft id `i + 1`).
+    Pd(usize),
     /// Store process `i` (0-based, in start order).
     Store(usize),
 }
@@ -38,7 +39,7 @@ pub enum Target {
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Pd => f.write_str("pd"),
+            Target::Pd(i) => write!(f, "pd{i}"),
             Target::Store(i) => write!(f, "store{i}"),
         }
     }
@@ -47,9 +48,11 @@ impl std::fmt::Display for Target {
 /// The running cluster. Dropping it kills every process it started (by pid).
 pub struct ChaosCluster {
     exe: PathBuf,
-    /// PD's address.
+    /// The PD members' client addresses, comma separated (as clients and `ctl` take them).
     pub pd_addr: String,
-    /// `procs[0]` is PD, `procs[1 + i]` store `i`.
+    /// Number of PD members.
+    pd_members: usize,
+    /// `procs[i]` is PD member `i` for `i < pd_members`, then the stores in order.
     procs: Vec<Proc>,
     status_addrs: Vec<String>,
     /// Store ids, by store process, learned from each store's `/status`.
@@ -59,25 +62,54 @@ pub struct ChaosCluster {
 }
 
 impl ChaosCluster {
-    /// Starts PD and `stores` stores under `dir`.
-    pub fn start(dir: &Path, stores: usize) -> Result<ChaosCluster> {
+    /// Starts a PD group of `pd_members` members (one runs PD alone) and `stores` stores
+    /// under `dir`.
+    pub fn start(dir: &Path, pd_members: usize, stores: usize) -> Result<ChaosCluster> {
         let exe = std::env::current_exe()?;
         std::fs::create_dir_all(dir)?;
         let cfg = dir.join("store.toml");
         std::fs::write(&cfg, CHAOS_STORE_CONFIG)?;
-        let pd_addr = format!("127.0.0.1:{}", free_port(0)?);
-        let mut procs = vec![Proc {
-            name: "pd".into(),
-            args: vec![
-                "pd".into(),
-                "--data-dir".into(),
-                path_arg(&dir.join("pd")),
-                "--addr".into(),
-                pd_addr.clone(),
-            ],
-            child: None,
-            log: dir.join("pd.log"),
-        }];
+        let mut members = Vec::new();
+        for id in 1..=pd_members as u64 {
+            members.push(pd::PdMember {
+                id,
+                client_addr: format!("127.0.0.1:{}", free_port(0)?),
+                peer_addr: format!("127.0.0.1:{}", free_port(0)?),
+            });
+        }
+        let pd_addr = members
+            .iter()
+            .map(|m| m.client_addr.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let list = pd::PdMember::format_list(&members);
+        let mut procs: Vec<Proc> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut args = vec![
+                    "pd".into(),
+                    "--data-dir".into(),
+                    path_arg(&dir.join(format!("pd{i}"))),
+                    "--addr".into(),
+                    m.client_addr.clone(),
+                ];
+                if pd_members > 1 {
+                    args.extend([
+                        "--initial-cluster".into(),
+                        list.clone(),
+                        "--member-id".into(),
+                        m.id.to_string(),
+                    ]);
+                }
+                Proc {
+                    name: format!("pd{i}"),
+                    args,
+                    child: None,
+                    log: dir.join(format!("pd{i}.log")),
+                }
+            })
+            .collect();
         let mut status_addrs = Vec::new();
         for i in 0..stores {
             let status = format!("127.0.0.1:{}", free_port(0)?);
@@ -104,6 +136,7 @@ impl ChaosCluster {
         let mut c = ChaosCluster {
             exe,
             pd_addr,
+            pd_members,
             procs,
             status_addrs,
             store_ids: vec![None; stores],
@@ -127,23 +160,45 @@ impl ChaosCluster {
         p.start(&exe).map(|_| ())
     }
 
-    fn index(t: Target) -> usize {
+    fn index(&self, t: Target) -> usize {
         match t {
-            Target::Pd => 0,
-            Target::Store(i) => 1 + i,
+            Target::Pd(i) => i,
+            Target::Store(i) => self.pd_members + i,
         }
     }
 
     /// Number of stores.
     pub fn stores(&self) -> usize {
-        self.procs.len() - 1
+        self.procs.len() - self.pd_members
     }
 
-    /// Every target: PD and each store.
+    /// Number of PD members.
+    pub fn pd_members(&self) -> usize {
+        self.pd_members
+    }
+
+    /// Every target: each PD member and each store.
     pub fn targets(&self) -> Vec<Target> {
-        std::iter::once(Target::Pd)
+        (0..self.pd_members)
+            .map(Target::Pd)
             .chain((0..self.stores()).map(Target::Store))
             .collect()
+    }
+
+    /// The PD member that leads now, asked of every running, unpaused member's `/status`.
+    pub async fn pd_leader(&self) -> Option<usize> {
+        let members = self.pd_addr.split(',').enumerate();
+        for (i, addr) in members {
+            let t = Target::Pd(i);
+            if self.procs[i].child.is_none() || self.paused.contains(&t) {
+                continue;
+            }
+            let status = http_get_json(addr, "/status").await;
+            if status.is_ok_and(|v| v["is_leader"].as_bool() == Some(true)) {
+                return Some(i);
+            }
+        }
+        None
     }
 
     /// The pids of the running processes (for `--server-pids` style tooling and logs).
@@ -156,14 +211,15 @@ impl ChaosCluster {
 
     /// SIGKILL.
     pub fn kill(&mut self, t: Target) {
-        let p = &mut self.procs[Self::index(t)];
+        let i = self.index(t);
+        let p = &mut self.procs[i];
         // A stopped process dies on SIGKILL too; nothing to continue first.
         p.kill9();
     }
 
     /// Starts a killed process again on its data directory and addresses.
     pub fn restart(&mut self, t: Target) -> Result<()> {
-        let i = Self::index(t);
+        let i = self.index(t);
         if self.procs[i].child.is_some() {
             return Ok(());
         }
@@ -173,7 +229,8 @@ impl ChaosCluster {
     /// SIGSTOP (true) or SIGCONT (false).
     pub fn pause(&mut self, t: Target, stop: bool) {
         let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
-        self.procs[Self::index(t)].signal(sig);
+        let i = self.index(t);
+        self.procs[i].signal(sig);
         self.paused.retain(|p| *p != t);
         if stop {
             self.paused.push(t);
@@ -182,12 +239,13 @@ impl ChaosCluster {
 
     /// Whether store `i` runs and is not paused: it answers its status port.
     fn answers(&self, i: usize) -> bool {
-        self.procs[1 + i].child.is_some() && !self.paused.contains(&Target::Store(i))
+        self.procs[self.pd_members + i].child.is_some() && !self.paused.contains(&Target::Store(i))
     }
 
     /// Whether the process has exited on its own (a crash the nemesis did not cause).
     pub fn exited(&mut self, t: Target) -> Option<std::process::ExitStatus> {
-        let p = &mut self.procs[Self::index(t)];
+        let i = self.index(t);
+        let p = &mut self.procs[i];
         p.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
@@ -248,14 +306,25 @@ impl ChaosCluster {
         }
     }
 
+    /// The PD members' addresses for an HTTP call: the running, unpaused ones first (a paused
+    /// member answers nothing until its timeout).
+    fn pd_http_addrs(&self) -> String {
+        let (mut up, down): (Vec<_>, Vec<_>) =
+            self.pd_addr.split(',').enumerate().partition(|(i, _)| {
+                self.procs[*i].child.is_some() && !self.paused.contains(&Target::Pd(*i))
+            });
+        up.extend(down);
+        up.into_iter().map(|(_, a)| a).collect::<Vec<_>>().join(",")
+    }
+
     /// PD's region list (`/pd/api/v1/regions`).
     pub async fn regions(&self) -> Result<Value> {
-        http_get_json(&self.pd_addr, "/pd/api/v1/regions").await
+        http_get_json(&self.pd_http_addrs(), "/pd/api/v1/regions").await
     }
 
     /// Posts an operator to PD; Ok(false) if PD declined it (busy region, stale key).
     pub async fn add_operator(&self, body: &Value) -> Result<bool> {
-        match http_post_json(&self.pd_addr, "/pd/api/v1/operators", body).await {
+        match http_post_json(&self.pd_http_addrs(), "/pd/api/v1/operators", body).await {
             Ok(_) => Ok(true),
             Err(e) if e.to_string().contains("HTTP/1.1 4") => Ok(false),
             Err(e) => Err(e),
@@ -297,7 +366,7 @@ impl ChaosCluster {
     /// that exited more than three times.
     fn restart_exited(&mut self, restarts: &mut [u32]) -> Result<()> {
         for t in self.targets() {
-            let i = Self::index(t);
+            let i = self.index(t);
             let Some(status) = self.exited(t) else {
                 continue;
             };

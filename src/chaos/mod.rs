@@ -110,6 +110,10 @@ pub struct ChaosArgs {
     /// Stores (3 or 5).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
     pub stores: u64,
+    /// PD members: 3 runs a replicated PD group (kill-pd then kills its leader), 1 runs PD
+    /// alone (kill-pd then leaves the cluster without PD until it restarts).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub pd_members: u64,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub clients: u64,
@@ -183,9 +187,14 @@ pub struct Checked {
     pub write_acks_ns: Vec<u64>,
 }
 
+/// The endpoints of a comma-separated PD address list.
+pub fn pd_endpoints(pd: &str) -> Vec<String> {
+    pd.split(',').map(|a| a.trim().to_owned()).collect()
+}
+
 /// What every part of a run shares.
 pub struct Ctx {
-    /// PD's address.
+    /// The PD members' addresses, comma separated.
     pub pd: String,
     /// The run's clock.
     pub clock: Clock,
@@ -304,7 +313,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
     println!("run directory: {}", dir.display());
-    let mut cluster = ChaosCluster::start(&dir, args.stores as usize)?;
+    let mut cluster = ChaosCluster::start(&dir, args.pd_members as usize, args.stores as usize)?;
     for (name, pid) in cluster.pids() {
         println!("  {name}: pid {pid}");
     }
@@ -351,7 +360,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
     }
     let probe = match workload {
         Workload::Register => Probe::Raw(
-            RawClient::new_with_config(vec![ctx.pd.clone()], txn::client_config()).await?,
+            RawClient::new_with_config(pd_endpoints(&ctx.pd), txn::client_config()).await?,
         ),
         Workload::Bank | Workload::ListAppend => Probe::Txn(txn::connect(&ctx.pd).await?),
     };
@@ -386,7 +395,8 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
     println!("{}", verdict.text);
     if verdict.passed {
         if !args.keep {
-            for d in std::iter::once("pd".to_owned())
+            for d in (0..args.pd_members)
+                .map(|i| format!("pd{i}"))
                 .chain((0..args.stores).map(|i| format!("store{i}")))
             {
                 let _ = std::fs::remove_dir_all(dir.join(d));

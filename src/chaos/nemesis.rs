@@ -317,13 +317,27 @@ impl<'a> Nemesis<'a> {
                 Ok(Some((Active::Killed(t), t)))
             }
             FaultKind::KillPd => {
-                if used.contains(&Target::Pd) {
+                // The leader when one is known (its death is the one that matters), else any
+                // member.
+                let members: Vec<usize> = (0..self.cluster.pd_members())
+                    .filter(|i| !used.contains(&Target::Pd(*i)))
+                    .collect();
+                let leader = self
+                    .cluster
+                    .pd_leader()
+                    .await
+                    .filter(|i| members.contains(i));
+                let Some(i) = leader.or_else(|| members.choose(&mut self.rng).copied()) else {
                     return Ok(None);
-                }
-                self.log("fault", json!({ "fault": "kill-pd", "target": "pd" }));
-                self.down.push(Target::Pd);
-                self.cluster.kill(Target::Pd);
-                Ok(Some((Active::Killed(Target::Pd), Target::Pd)))
+                };
+                let t = Target::Pd(i);
+                self.log(
+                    "fault",
+                    json!({ "fault": "kill-pd", "target": t.to_string(), "leader": leader.is_some() }),
+                );
+                self.down.push(t);
+                self.cluster.kill(t);
+                Ok(Some((Active::Killed(t), t)))
             }
             FaultKind::Pause => {
                 let targets: Vec<Target> = self

@@ -85,6 +85,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The cluster id persisted in `meta`, if one was chosen.
+    pub fn persisted_id(meta: &dyn MetaStore) -> Option<u64> {
+        meta.get(CLUSTER_ID_KEY)
+            .ok()?
+            .and_then(|v| decode_u64(&v).ok())
+    }
+
     /// Loads the state from `meta` (a fresh cluster gets a random id), at time `now_ms`.
     pub fn open(meta: Arc<dyn MetaStore>, cfg: PdConfig, now_ms: u64) -> Result<Cluster> {
         let cluster_id = match meta.get(CLUSTER_ID_KEY)? {

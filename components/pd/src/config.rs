@@ -44,6 +44,64 @@ pub struct PdConfig {
     pub scan_regions_max: usize,
     /// Capacity of each heartbeat/TSO response stream's queue.
     pub stream_queue_max: usize,
+    /// The PD members when PD is replicated (see [`PdMember`]); empty runs PD alone.
+    pub initial_cluster: Vec<PdMember>,
+    /// This member's id in `initial_cluster` (ignored when it is empty).
+    pub member_id: u64,
+    /// Raft tick of the PD group's raft.
+    pub raft_tick_ms: u64,
+    /// Ticks without a leader before a member campaigns (at least 5). The leader's lease,
+    /// which bounds when it may hand out timestamps, is this minus two ticks.
+    pub raft_election_ticks: usize,
+    /// The raft log is compacted when it holds more applied entries than this; a member
+    /// further behind catches up from a snapshot of the state.
+    pub raft_log_max_entries: u64,
+}
+
+/// One member of a replicated PD: its raft id, the address clients use (gRPC and HTTP), and
+/// the address its peers send raft messages to.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct PdMember {
+    /// Raft id, unique and non-zero.
+    pub id: u64,
+    /// The client address (`host:port`).
+    pub client_addr: String,
+    /// The peer address (`host:port`).
+    pub peer_addr: String,
+}
+
+impl PdMember {
+    /// Parses `ID=CLIENT_ADDR+PEER_ADDR,...`, e.g.
+    /// `1=127.0.0.1:2379+127.0.0.1:2380,2=127.0.0.1:2381+127.0.0.1:2382`.
+    pub fn parse_list(s: &str) -> Result<Vec<PdMember>> {
+        let bad = |part: &str| {
+            PdError::InvalidConfig(format!(
+                "initial cluster member {part:?}: expected ID=CLIENT_ADDR+PEER_ADDR"
+            ))
+        };
+        s.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|part| {
+                let (id, addrs) = part.trim().split_once('=').ok_or_else(|| bad(part))?;
+                let (client, peer) = addrs.split_once('+').ok_or_else(|| bad(part))?;
+                let id = id.parse::<u64>().map_err(|_| bad(part))?;
+                Ok(PdMember {
+                    id,
+                    client_addr: client.to_owned(),
+                    peer_addr: peer.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// The member list in the form [`PdMember::parse_list`] reads.
+    pub fn format_list(members: &[PdMember]) -> String {
+        members
+            .iter()
+            .map(|m| format!("{}={}+{}", m.id, m.client_addr, m.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 impl Default for PdConfig {
@@ -64,6 +122,11 @@ impl Default for PdConfig {
             split_count_max: 256,
             scan_regions_max: 10240,
             stream_queue_max: 1024,
+            initial_cluster: Vec::new(),
+            member_id: 0,
+            raft_tick_ms: 100,
+            raft_election_ticks: 10,
+            raft_log_max_entries: 10_000,
         }
     }
 }
@@ -97,9 +160,72 @@ impl PdConfig {
                 "scan_regions_max and stream_queue_max must be >= 1",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, msg)) => Err(PdError::InvalidConfig((*msg).to_owned())),
-            None => Ok(()),
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(PdError::InvalidConfig((*msg).to_owned()));
         }
+        self.validate_members()
+    }
+
+    /// Whether PD runs as one member of a replicated group.
+    pub fn is_replicated(&self) -> bool {
+        !self.initial_cluster.is_empty()
+    }
+
+    /// This member's entry in `initial_cluster`.
+    pub fn this_member(&self) -> Option<&PdMember> {
+        self.initial_cluster.iter().find(|m| m.id == self.member_id)
+    }
+
+    fn validate_members(&self) -> Result<()> {
+        if !self.is_replicated() {
+            return Ok(());
+        }
+        let bad = |msg: String| Err(PdError::InvalidConfig(msg));
+        let mut ids: Vec<u64> = self.initial_cluster.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.initial_cluster.len() || ids.contains(&0) {
+            return bad("initial cluster ids must be unique and non-zero".into());
+        }
+        if self.this_member().is_none() {
+            return bad(format!(
+                "member id {} is not in the initial cluster",
+                self.member_id
+            ));
+        }
+        if self.raft_tick_ms == 0 || self.raft_election_ticks < 5 {
+            return bad("raft_tick_ms must be >= 1 and raft_election_ticks >= 5".into());
+        }
+        if self.raft_log_max_entries < 10 {
+            return bad("raft_log_max_entries must be >= 10".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_list_round_trips_and_rejects_garbage() {
+        let text = "1=127.0.0.1:1+127.0.0.1:2,2=127.0.0.1:3+127.0.0.1:4";
+        let members = PdMember::parse_list(text).unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[1].peer_addr, "127.0.0.1:4");
+        assert_eq!(PdMember::format_list(&members), text);
+        for bad in ["1=127.0.0.1:1", "x=a+b", "1:a+b"] {
+            assert!(PdMember::parse_list(bad).is_err(), "{bad}");
+        }
+        let mut cfg = PdConfig {
+            initial_cluster: members,
+            member_id: 3,
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_err(), "member 3 is not in the list");
+        cfg.member_id = 2;
+        cfg.validate().unwrap();
+        cfg.initial_cluster[1].id = 1;
+        assert!(cfg.validate().is_err(), "duplicate ids");
     }
 }

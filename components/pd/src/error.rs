@@ -54,6 +54,9 @@ pub enum PdError {
     /// Persisted data failed to decode.
     #[error("corrupted metadata: {0}")]
     Corrupted(String),
+    /// This PD member is not the leader of the PD group (or lost leadership mid-write).
+    #[error("not leader")]
+    NotLeader,
     /// Socket error.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -1,7 +1,9 @@
 //! PD's HTTP API on the gRPC port: `/pd/api/v1/regions`, `/pd/api/v1/stores`, `/metrics`,
 //! `/status`, and `POST /pd/api/v1/operators` for an operator's `transfer-leader` or
 //! `split-region` (keys as uppercase hex of the encoded region keys). JSON shapes
-//! follow PD's API closely enough for scripts, `flotilla ctl` and fault tests.
+//! follow PD's API closely enough for scripts, `flotilla ctl` and fault tests. A member of a
+//! PD group that does not lead answers `503` with the leader's URL (when it knows one) to
+//! everything but `/status` and `/metrics`.
 
 use std::sync::Arc;
 
@@ -16,24 +18,43 @@ use serde_json::{json, Value};
 use crate::cluster::StoreStatus;
 use crate::metrics::Metrics;
 use crate::region_dir::RegionInfo;
+use crate::server::Serving;
 use crate::service::now_ms;
 use crate::{Cluster, PdError};
 
 #[derive(Clone)]
 struct HttpState {
-    cluster: Arc<Cluster>,
+    serving: Serving,
     metrics: Arc<Metrics>,
 }
 
+type Reply = (StatusCode, Json<Value>);
+
+impl HttpState {
+    /// The served state, or the `503` a member that does not lead answers.
+    fn cluster(&self) -> Result<Arc<Cluster>, Reply> {
+        self.serving.cluster().ok_or_else(|| {
+            let leader = self
+                .serving
+                .leader()
+                .and_then(|m| m.client_urls.first().cloned());
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "not leader", "leader": leader})),
+            )
+        })
+    }
+}
+
 /// Adds the HTTP routes to `router` (the gRPC router).
-pub(crate) fn routes(router: Router, cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Router {
+pub(crate) fn routes(router: Router, serving: Serving, metrics: Arc<Metrics>) -> Router {
     let api = Router::new()
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/stores", get(stores))
         .route("/pd/api/v1/operators", post(add_operator))
         .route("/metrics", get(metrics_text))
         .route("/status", get(status))
-        .with_state(HttpState { cluster, metrics });
+        .with_state(HttpState { serving, metrics });
     router.merge(api)
 }
 
@@ -77,19 +98,24 @@ pub(crate) fn store_json(s: &StoreStatus) -> Value {
     })
 }
 
-async fn regions(State(st): State<HttpState>) -> Json<Value> {
-    let regions: Vec<Value> = st.cluster.all_regions().iter().map(region_json).collect();
-    Json(json!({"count": regions.len(), "regions": regions}))
+async fn regions(State(st): State<HttpState>) -> Result<Json<Value>, Reply> {
+    let regions: Vec<Value> = st
+        .cluster()?
+        .all_regions()
+        .iter()
+        .map(region_json)
+        .collect();
+    Ok(Json(json!({"count": regions.len(), "regions": regions})))
 }
 
-async fn stores(State(st): State<HttpState>) -> Json<Value> {
+async fn stores(State(st): State<HttpState>) -> Result<Json<Value>, Reply> {
     let stores: Vec<Value> = st
-        .cluster
+        .cluster()?
         .stores_status(now_ms())
         .iter()
         .map(store_json)
         .collect();
-    Json(json!({"count": stores.len(), "stores": stores}))
+    Ok(Json(json!({"count": stores.len(), "stores": stores})))
 }
 
 /// The body of `POST /pd/api/v1/operators`, as PD takes it: `{"name": "transfer-leader",
@@ -107,19 +133,19 @@ struct OperatorRequest {
     keys: Vec<String>,
 }
 
-fn bad_request(error: String) -> (StatusCode, Json<Value>) {
+fn bad_request(error: String) -> Reply {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": error })))
 }
 
-async fn add_operator(
-    State(st): State<HttpState>,
-    Json(req): Json<OperatorRequest>,
-) -> (StatusCode, Json<Value>) {
+async fn add_operator(State(st): State<HttpState>, Json(req): Json<OperatorRequest>) -> Reply {
+    let cluster = match st.cluster() {
+        Ok(c) => c,
+        Err(reply) => return reply,
+    };
     let now = now_ms();
     let added = match req.name.as_str() {
         "transfer-leader" => {
-            st.cluster
-                .add_transfer_leader_operator(req.region_id, req.to_store_id, now)
+            cluster.add_transfer_leader_operator(req.region_id, req.to_store_id, now)
         }
         "split-region" => {
             if req.policy.as_deref().is_some_and(|p| p != "usekey") {
@@ -132,7 +158,7 @@ async fn add_operator(
             let Some(keys) = keys else {
                 return bad_request("split keys must be hex".into());
             };
-            st.cluster.add_split_operator(req.region_id, keys, now)
+            cluster.add_split_operator(req.region_id, keys, now)
         }
         other => return bad_request(format!("unsupported operator {other:?}")),
     };
@@ -151,22 +177,30 @@ async fn add_operator(
 }
 
 async fn metrics_text(State(st): State<HttpState>) -> String {
-    let stores = st.cluster.stores_status(now_ms());
-    st.metrics.stores.set(stores.len() as i64);
-    st.metrics
-        .stores_up
-        .set(stores.iter().filter(|s| s.is_up).count() as i64);
-    st.metrics
-        .regions
-        .set(st.cluster.all_regions().len() as i64);
-    st.metrics.operators.set(st.cluster.operator_count() as i64);
+    if let Some(cluster) = st.serving.cluster() {
+        let stores = cluster.stores_status(now_ms());
+        st.metrics.stores.set(stores.len() as i64);
+        st.metrics
+            .stores_up
+            .set(stores.iter().filter(|s| s.is_up).count() as i64);
+        st.metrics.regions.set(cluster.all_regions().len() as i64);
+        st.metrics.operators.set(cluster.operator_count() as i64);
+    }
     st.metrics.render()
 }
 
+/// This member's view: cluster id, whether it leads, who leads, and (when it leads) whether the
+/// cluster is bootstrapped.
 async fn status(State(st): State<HttpState>) -> Json<Value> {
+    let cluster = st.serving.cluster();
+    let leader = st.serving.leader();
     Json(json!({
-        "cluster_id": st.cluster.cluster_id(),
-        "bootstrapped": st.cluster.is_bootstrapped(),
+        "cluster_id": st.serving.cluster_id(),
+        "member_id": st.serving.member_id(),
+        "is_leader": cluster.is_some(),
+        "leader_id": leader.as_ref().map(|m| m.member_id),
+        "leader": leader.and_then(|m| m.client_urls.first().cloned()),
+        "bootstrapped": cluster.map(|c| c.is_bootstrapped()),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }

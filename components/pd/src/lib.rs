@@ -12,7 +12,11 @@
 //! one, and answers at most one step on the stream. Every state change is persisted (fsync'd)
 //! before it is acknowledged; ids and timestamps are handed out only below a persisted bound.
 //!
-//! PD depends on `codec`, `engine` and `proto` only; it must not depend on the store's crates
+//! Replication: with an initial cluster of several members, PD's writes go through a raft group
+//! of the members (`replication`), only the leader serves, and the others answer `Unavailable`
+//! and name the leader in GetMembers, as PD's followers do.
+//!
+//! PD depends on `codec`, `engine`, `proto` and `raft` only; it must not depend on the store's crates
 //! (`raftstore`, `storage`, `server`).
 #![deny(missing_docs)]
 
@@ -25,13 +29,14 @@ mod meta_store;
 mod metrics;
 mod operator;
 mod region_dir;
+mod replication;
 pub mod scheduler;
 mod server;
 mod service;
 mod tso;
 
 pub use cluster::{Cluster, StoreInfo, StoreStatus};
-pub use config::{PdConfig, TSO_COUNT_MAX};
+pub use config::{PdConfig, PdMember, TSO_COUNT_MAX};
 pub use error::{PdError, Result};
 pub use id_alloc::IdAllocator;
 pub use meta_store::{MemMetaStore, MetaStore, RocksMetaStore};

@@ -64,6 +64,11 @@ impl RocksMetaStore {
         let engine = RocksEngine::open(dir, &RocksConfig::default()).map_err(storage_err)?;
         Ok(RocksMetaStore { engine })
     }
+
+    /// The engine underneath (PD's replication keeps its raft log in the `raft` CF).
+    pub(crate) fn engine(&self) -> &RocksEngine {
+        &self.engine
+    }
 }
 
 fn storage_err(e: impl std::fmt::Display) -> PdError {

@@ -11,31 +11,141 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use proto::keyspacepb::keyspace_server::KeyspaceServer;
 use proto::pdpb::pd_server::PdServer as PdGrpcServer;
+use proto::pdpb::Member;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::meta_store::{MetaStore, RocksMetaStore};
 use crate::metrics::Metrics;
+use crate::replication::{RaftMetaStore, Role};
 use crate::service::{now_ms, PdService};
-use crate::{Cluster, PdConfig, Result};
+use crate::{Cluster, PdConfig, PdMember, Result};
 
 /// How long shutdown waits for in-flight tasks to release the cluster state.
 const SHUTDOWN_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How soon a new leader retries loading the state after a failure.
+const TAKE_OVER_RETRY: Duration = Duration::from_millis(200);
+
+/// What this PD member serves: the cluster state while it leads (always, when PD runs alone),
+/// and what it knows of the group. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Serving {
+    current: watch::Receiver<Option<Arc<Cluster>>>,
+    meta: Arc<dyn MetaStore>,
+    replica: Option<Arc<RaftMetaStore>>,
+    role: Option<watch::Receiver<Role>>,
+    members: Vec<PdMember>,
+    member_id: u64,
+    client_url: String,
+}
+
+impl Serving {
+    /// The cluster state, if this member serves now.
+    pub(crate) fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that changes whenever the served state does.
+    pub(crate) fn watch(&self) -> watch::Receiver<Option<Arc<Cluster>>> {
+        self.current.clone()
+    }
+
+    /// Whether timestamps may be handed out now: always alone; in a group, while the leader
+    /// lease holds.
+    pub(crate) fn lease_valid(&self) -> bool {
+        self.replica.as_ref().is_none_or(|r| r.lease_valid())
+    }
+
+    /// The cluster id: the served state's, else the replicated one (0 before the first leader
+    /// chose it).
+    pub(crate) fn cluster_id(&self) -> u64 {
+        match self.cluster() {
+            Some(c) => c.cluster_id(),
+            None => Cluster::persisted_id(self.meta.as_ref()).unwrap_or(0),
+        }
+    }
+
+    /// Every member as GetMembers lists them.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        if self.members.is_empty() {
+            return vec![Member {
+                name: "pd".to_owned(),
+                member_id: 1,
+                peer_urls: vec![self.client_url.clone()],
+                client_urls: vec![self.client_url.clone()],
+                ..Default::default()
+            }];
+        }
+        self.members
+            .iter()
+            .map(|m| Member {
+                name: format!("pd-{}", m.id),
+                member_id: m.id,
+                peer_urls: vec![format!("http://{}", m.peer_addr)],
+                client_urls: vec![if m.id == self.member_id {
+                    self.client_url.clone()
+                } else {
+                    format!("http://{}", m.client_addr)
+                }],
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// The leader as this member knows it: itself while it serves; another member that raft
+    /// names leader; none during an election or while the new leader takes over.
+    pub(crate) fn leader(&self) -> Option<Member> {
+        let members = self.members();
+        if self.members.is_empty() {
+            return members.into_iter().next();
+        }
+        let leader_id = match &self.role {
+            Some(role) => role.borrow().leader_id,
+            None => 0,
+        };
+        if leader_id == self.member_id && self.cluster().is_none() {
+            return None;
+        }
+        members.into_iter().find(|m| m.member_id == leader_id)
+    }
+
+    /// This member's id (1 when alone).
+    pub(crate) fn member_id(&self) -> u64 {
+        if self.members.is_empty() {
+            1
+        } else {
+            self.member_id
+        }
+    }
+}
 
 /// Entry point of the placement driver.
 pub struct PdServer;
 
 impl PdServer {
-    /// Opens the data dir, binds the listener and serves until [`PdHandle::shutdown`].
+    /// Opens the data dir, binds the listener and serves until [`PdHandle::shutdown`]. With an
+    /// initial cluster, also binds the peer address and joins the PD group.
     pub async fn start(cfg: PdConfig) -> Result<PdHandle> {
         cfg.validate()?;
-        let meta = Arc::new(RocksMetaStore::open(&cfg.data_dir)?);
-        Self::start_with_store(cfg, meta).await
+        let local = Arc::new(RocksMetaStore::open(&cfg.data_dir)?);
+        if !cfg.is_replicated() {
+            return Self::start_with_store(cfg, local).await;
+        }
+        let (replica, role) = RaftMetaStore::start(local, &cfg)?;
+        Self::start_inner(cfg, replica.clone(), Some((replica, role))).await
     }
 
-    /// Like [`PdServer::start`] on a given [`MetaStore`] (e.g. in memory, for tests).
+    /// Like [`PdServer::start`] for a lone PD on a given [`MetaStore`] (e.g. in memory).
     pub async fn start_with_store(cfg: PdConfig, meta: Arc<dyn MetaStore>) -> Result<PdHandle> {
+        Self::start_inner(cfg, meta, None).await
+    }
+
+    async fn start_inner(
+        mut cfg: PdConfig,
+        meta: Arc<dyn MetaStore>,
+        replica: Option<(Arc<RaftMetaStore>, watch::Receiver<Role>)>,
+    ) -> Result<PdHandle> {
         cfg.validate()?;
         let listener = TcpListener::bind(&cfg.listen_addr).await?;
         let addr = listener.local_addr()?;
@@ -44,33 +154,128 @@ impl PdServer {
         } else {
             cfg.advertise_addr.clone()
         };
+        if replica.is_none() {
+            cfg.initial_cluster.clear();
+        }
         let balance_interval = Duration::from_millis(cfg.balance_leader_interval_ms);
-        let cluster = Arc::new(Cluster::open(meta, cfg, now_ms())?);
-        let metrics = Arc::new(Metrics::new());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let svc = PdService {
-            cluster: cluster.clone(),
-            metrics: metrics.clone(),
+        let (current_tx, current_rx) = watch::channel(None);
+        let mut tasks = Vec::new();
+        let (replica, role) = match replica {
+            Some((r, role)) => (Some(r), Some(role)),
+            None => (None, None),
+        };
+        let serving = Serving {
+            current: current_rx,
+            meta: meta.clone(),
+            replica: replica.clone(),
+            role: role.clone(),
+            members: cfg.initial_cluster.clone(),
+            member_id: cfg.member_id,
             client_url: format!("http://{advertise}"),
+        };
+        match role {
+            None => {
+                let cluster = Arc::new(Cluster::open(meta, cfg.clone(), now_ms())?);
+                tracing::info!(%addr, cluster_id = cluster.cluster_id(), "PD started");
+                let _ = current_tx.send(Some(cluster));
+            }
+            Some(role) => {
+                tracing::info!(%addr, member_id = cfg.member_id, "PD member started");
+                tasks.push(tokio::spawn(take_over_loop(
+                    role,
+                    meta,
+                    cfg.clone(),
+                    current_tx.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+        }
+        let metrics = Arc::new(Metrics::new());
+        let svc = PdService {
+            serving: serving.clone(),
+            metrics: metrics.clone(),
             stop: stop_rx.clone(),
+            queue_max: cfg.stream_queue_max,
         };
         let grpc = tonic::service::Routes::new(PdGrpcServer::new(svc.clone()))
             .add_service(KeyspaceServer::new(svc))
             .into_axum_router();
-        let router = crate::http::routes(grpc, cluster.clone(), metrics);
-        let serve = tokio::spawn(accept_loop(listener, router, stop_rx.clone()));
-        let balance = tokio::spawn(balance_loop(cluster.clone(), balance_interval, stop_rx));
-        tracing::info!(%addr, cluster_id = cluster.cluster_id(), "PD started");
+        let router = crate::http::routes(grpc, serving.clone(), metrics);
+        tasks.insert(
+            0,
+            tokio::spawn(accept_loop(listener, router, stop_rx.clone())),
+        );
+        tasks.push(tokio::spawn(balance_loop(
+            serving.clone(),
+            balance_interval,
+            stop_rx,
+        )));
         Ok(PdHandle {
             addr,
-            cluster,
+            serving,
+            current_tx,
+            replica,
             stop: stop_tx,
-            tasks: vec![serve, balance],
+            tasks,
         })
     }
 }
 
-async fn accept_loop(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
+/// Follows the raft role: loads the state when this member starts to lead, drops it when it
+/// stops.
+async fn take_over_loop(
+    mut role: watch::Receiver<Role>,
+    meta: Arc<dyn MetaStore>,
+    cfg: PdConfig,
+    current: watch::Sender<Option<Arc<Cluster>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut serving_term = 0;
+    loop {
+        let term = role.borrow_and_update().serving_term;
+        if term != serving_term {
+            if current.borrow().is_some() {
+                tracing::info!(term = serving_term, "PD member stopped leading");
+                let _ = current.send(None);
+            }
+            serving_term = 0;
+            if term != 0 {
+                let (meta, cfg) = (meta.clone(), cfg.clone());
+                let opened =
+                    tokio::task::spawn_blocking(move || Cluster::open(meta, cfg, now_ms())).await;
+                match opened {
+                    Ok(Ok(cluster)) if role.borrow().serving_term == term => {
+                        tracing::info!(term, cluster_id = cluster.cluster_id(), "PD member leads");
+                        let _ = current.send(Some(Arc::new(cluster)));
+                        serving_term = term;
+                    }
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => tracing::warn!(term, "taking over as PD leader failed: {e}"),
+                    Err(e) => tracing::warn!(term, "taking over as PD leader failed: {e}"),
+                }
+                if serving_term == 0 {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(TAKE_OVER_RETRY) => continue,
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            changed = role.changed() => if changed.is_err() { break },
+        }
+    }
+    let _ = current.send(None);
+}
+
+/// Serves `router` (gRPC and HTTP) on every connection `listener` accepts until `stop`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -99,12 +304,13 @@ async fn accept_loop(listener: TcpListener, router: axum::Router, mut stop: watc
     conns.shutdown().await;
 }
 
-async fn balance_loop(cluster: Arc<Cluster>, interval: Duration, mut stop: watch::Receiver<bool>) {
+async fn balance_loop(serving: Serving, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = ticker.tick() => {
+                let Some(cluster) = serving.cluster() else { continue };
                 let n = cluster.run_balance_leader(now_ms());
                 if n > 0 {
                     tracing::debug!(operators = n, "balance-leader scheduled");
@@ -117,7 +323,9 @@ async fn balance_loop(cluster: Arc<Cluster>, interval: Duration, mut stop: watch
 /// A running PD. Dropping it also stops PD, without waiting for the data dir to be released.
 pub struct PdHandle {
     addr: SocketAddr,
-    cluster: Arc<Cluster>,
+    serving: Serving,
+    current_tx: watch::Sender<Option<Arc<Cluster>>>,
+    replica: Option<Arc<RaftMetaStore>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -128,14 +336,24 @@ impl PdHandle {
         self.addr
     }
 
+    /// The bound peer address of a member of a PD group.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.replica.as_ref().map(|r| r.peer_addr())
+    }
+
     /// `http://<addr>`, the endpoint clients connect to.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// The cluster state, for in-process tests and tools.
-    pub fn cluster(&self) -> &Arc<Cluster> {
-        &self.cluster
+    /// The cluster state while this PD serves (always when alone; while leading in a group).
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.serving.cluster()
+    }
+
+    /// Whether this member of a PD group is its serving leader (always true alone).
+    pub fn is_leader(&self) -> bool {
+        self.serving.cluster().is_some()
     }
 
     /// Stops serving, closes every connection and stream, and releases the data dir.
@@ -144,13 +362,20 @@ impl PdHandle {
         for task in self.tasks {
             let _ = task.await;
         }
+        let last = self.current_tx.send_replace(None);
         // Stream tasks hold the cluster until they observe the stop signal.
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT_MAX;
-        while Arc::strong_count(&self.cluster) > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Some(cluster) = last {
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT_MAX;
+            while Arc::strong_count(&cluster) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if Arc::strong_count(&cluster) > 1 {
+                tracing::warn!("PD state still referenced after shutdown");
+            }
         }
-        if Arc::strong_count(&self.cluster) > 1 {
-            tracing::warn!("PD state still referenced after shutdown");
+        if let Some(replica) = &self.replica {
+            let replica = replica.clone();
+            let _ = tokio::task::spawn_blocking(move || replica.stop()).await;
         }
         tracing::info!(addr = %self.addr, "PD stopped");
     }

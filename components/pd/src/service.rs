@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::region_dir::RegionInfo;
+use crate::server::Serving;
 use crate::{Cluster, PdError};
 
 /// Wall clock in ms since the Unix epoch; the only clock PD reads.
@@ -31,21 +32,30 @@ pub(crate) fn now_ms() -> u64 {
 /// Implements both gRPC services.
 #[derive(Clone)]
 pub(crate) struct PdService {
-    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) serving: Serving,
     pub(crate) metrics: Arc<Metrics>,
-    /// `http://<advertise addr>`.
-    pub(crate) client_url: String,
     /// Flips to true on shutdown; stream loops end on it.
     pub(crate) stop: watch::Receiver<bool>,
+    /// Capacity of each response stream's queue.
+    pub(crate) queue_max: usize,
+}
+
+/// The status a member that does not lead answers; clients reconnect to the leader.
+fn not_leader() -> Status {
+    Status::unavailable("not leader: this PD member does not lead the PD group")
 }
 
 /// Forwards `input` through `handle` into a bounded response stream until the client ends it
 /// or PD shuts down.
+/// or PD shuts down. The stream ends with `Unavailable` when `cluster` stops being served (the
+/// member lost the lead) or `handle` fails.
 fn pump<Req, Resp>(
     mut input: Streaming<Req>,
     mut stop: watch::Receiver<bool>,
+    mut served: watch::Receiver<Option<Arc<Cluster>>>,
+    cluster: Arc<Cluster>,
     queue_max: usize,
-    handle: impl Fn(Req) -> Option<Resp> + Send + 'static,
+    handle: impl Fn(&Cluster, Req) -> Result<Option<Resp>, Status> + Send + 'static,
 ) -> ResponseStream<Resp>
 where
     Req: Send + 'static,
@@ -56,13 +66,28 @@ where
         loop {
             let req = tokio::select! {
                 _ = stop.changed() => break,
+                _ = served.changed() => {
+                    let still = served.borrow().as_ref().is_some_and(|c| Arc::ptr_eq(c, &cluster));
+                    if still {
+                        continue;
+                    }
+                    let _ = tx.send(Err(not_leader())).await;
+                    break;
+                }
                 req = input.next() => match req {
                     Some(Ok(req)) => req,
                     _ => break,
                 },
             };
-            if let Some(resp) = handle(req) {
-                if tx.send(Ok(resp)).await.is_err() {
+            match handle(&cluster, req) {
+                Ok(Some(resp)) => {
+                    if tx.send(Ok(resp)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
                     break;
                 }
             }
@@ -74,86 +99,97 @@ where
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 type RpcResult<T> = Result<Response<T>, Status>;
 
+fn header(cluster_id: u64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        cluster_id,
+        error: None,
+    })
+}
+
+/// The header for `result` (its error if any); losing the lead mid-request is `Unavailable`.
+fn header_of<T>(
+    cluster: &Cluster,
+    result: &crate::Result<T>,
+) -> Result<Option<ResponseHeader>, Status> {
+    match result {
+        Ok(_) => Ok(header(cluster.cluster_id())),
+        Err(PdError::NotLeader) => Err(not_leader()),
+        Err(e) => Ok(Some(ResponseHeader {
+            cluster_id: cluster.cluster_id(),
+            error: Some(Error {
+                r#type: e.error_type() as i32,
+                message: e.to_string(),
+            }),
+        })),
+    }
+}
+
+/// Rejects requests addressed to another cluster (0 means "unknown yet").
+fn check(cluster: &Cluster, header: &Option<RequestHeader>) -> crate::Result<()> {
+    let request = header.as_ref().map_or(0, |h| h.cluster_id);
+    let pd = cluster.cluster_id();
+    if request != 0 && request != pd {
+        return Err(PdError::ClusterIdMismatch { request, pd });
+    }
+    Ok(())
+}
+
+fn region_response(
+    cluster: &Cluster,
+    result: crate::Result<Option<RegionInfo>>,
+) -> RpcResult<GetRegionResponse> {
+    let header = header_of(cluster, &result)?;
+    let resp = match result {
+        // Not found is an empty answer, as PD does; the client reports it as such.
+        Ok(None) | Err(_) => GetRegionResponse {
+            header,
+            ..Default::default()
+        },
+        Ok(Some(info)) => GetRegionResponse {
+            header,
+            region: Some(info.region),
+            leader: info.leader,
+            down_peers: info.down_peers,
+            pending_peers: info.pending_peers,
+        },
+    };
+    Ok(Response::new(resp))
+}
+
 impl PdService {
-    fn header(&self) -> Option<ResponseHeader> {
-        Some(ResponseHeader {
-            cluster_id: self.cluster.cluster_id(),
-            error: None,
-        })
+    /// The served cluster state, or `Unavailable` on a member that does not lead.
+    fn cluster(&self) -> Result<Arc<Cluster>, Status> {
+        self.serving.cluster().ok_or_else(not_leader)
     }
 
-    fn err_header(&self, e: &PdError) -> Option<ResponseHeader> {
-        let error = Error {
-            r#type: e.error_type() as i32,
-            message: e.to_string(),
-        };
-        Some(ResponseHeader {
-            cluster_id: self.cluster.cluster_id(),
-            error: Some(error),
-        })
-    }
-
-    /// The header for `result`: the error if any.
-    fn header_of<T>(&self, result: &crate::Result<T>) -> Option<ResponseHeader> {
-        match result {
-            Ok(_) => self.header(),
-            Err(e) => self.err_header(e),
+    fn on_tso(&self, cluster: &Cluster, req: TsoRequest) -> Result<Option<TsoResponse>, Status> {
+        if !self.serving.lease_valid() {
+            return Err(Status::unavailable(
+                "not leader: this PD member's leader lease has lapsed",
+            ));
         }
-    }
-
-    /// Rejects requests addressed to another cluster (0 means "unknown yet").
-    fn check(&self, header: &Option<RequestHeader>) -> crate::Result<()> {
-        let request = header.as_ref().map_or(0, |h| h.cluster_id);
-        let pd = self.cluster.cluster_id();
-        if request != 0 && request != pd {
-            return Err(PdError::ClusterIdMismatch { request, pd });
-        }
-        Ok(())
-    }
-
-    fn region_response(&self, result: crate::Result<Option<RegionInfo>>) -> GetRegionResponse {
-        match result {
-            // Not found is an empty answer, as PD does; the client reports it as such.
-            Ok(None) => GetRegionResponse {
-                header: self.header(),
-                ..Default::default()
-            },
-            Ok(Some(info)) => GetRegionResponse {
-                header: self.header(),
-                region: Some(info.region),
-                leader: info.leader,
-                down_peers: info.down_peers,
-                pending_peers: info.pending_peers,
-            },
-            Err(e) => GetRegionResponse {
-                header: self.err_header(&e),
-                ..Default::default()
-            },
-        }
-    }
-
-    fn on_tso(&self, req: TsoRequest) -> TsoResponse {
-        let result = self
-            .check(&req.header)
-            .and_then(|_| self.cluster.tso(now_ms(), req.count));
+        let result = check(cluster, &req.header).and_then(|_| cluster.tso(now_ms(), req.count));
         self.metrics.tso_requests.inc();
         if result.is_ok() {
             self.metrics.tso_timestamps.inc_by(u64::from(req.count));
         }
-        TsoResponse {
-            header: self.header_of(&result),
+        Ok(Some(TsoResponse {
+            header: header_of(cluster, &result)?,
             count: req.count,
             timestamp: result.ok(),
-        }
+        }))
     }
 
-    fn on_region_heartbeat(&self, req: RegionHeartbeatRequest) -> Option<RegionHeartbeatResponse> {
+    fn on_region_heartbeat(
+        &self,
+        cluster: &Cluster,
+        req: RegionHeartbeatRequest,
+    ) -> Result<Option<RegionHeartbeatResponse>, Status> {
         self.metrics.region_heartbeats.inc();
         let region_id = req.region.as_ref().map_or(0, |r| r.id);
-        let result = self
-            .check(&req.header)
-            .and_then(|_| self.cluster.region_heartbeat(req, now_ms()));
-        match result {
+        let result =
+            check(cluster, &req.header).and_then(|_| cluster.region_heartbeat(req, now_ms()));
+        Ok(match result {
             Ok(Some(mut resp)) => {
                 let kind = if resp.split_region.is_some() {
                     "split"
@@ -163,60 +199,61 @@ impl PdService {
                     "change_peer"
                 };
                 self.metrics.operator_steps.with_label_values(&[kind]).inc();
-                resp.header = self.header();
+                resp.header = header(cluster.cluster_id());
                 Some(resp)
             }
             Ok(None) => None,
+            Err(PdError::NotLeader) => return Err(not_leader()),
             Err(e) => {
                 tracing::debug!(region_id, "region heartbeat rejected: {e}");
                 None
             }
-        }
+        })
     }
 }
 
 #[tonic::async_trait]
 impl Pd for PdService {
     async fn get_members(&self, _req: Request<GetMembersRequest>) -> RpcResult<GetMembersResponse> {
-        let member = Member {
-            name: "pd".to_owned(),
-            member_id: self.cluster.cluster_id(),
-            peer_urls: vec![self.client_url.clone()],
-            client_urls: vec![self.client_url.clone()],
-            ..Default::default()
-        };
+        let leader = self.serving.leader();
         Ok(Response::new(GetMembersResponse {
-            header: self.header(),
-            members: vec![member.clone()],
-            leader: Some(member.clone()),
-            etcd_leader: Some(member),
+            header: header(self.serving.cluster_id()),
+            members: self.serving.members(),
+            etcd_leader: leader.clone(),
+            leader,
         }))
     }
 
     type TsoStream = ResponseStream<TsoResponse>;
 
     async fn tso(&self, req: Request<Streaming<TsoRequest>>) -> RpcResult<Self::TsoStream> {
+        let cluster = self.cluster()?;
         let svc = self.clone();
-        let queue_max = self.cluster.config().stream_queue_max;
-        let stream = pump(req.into_inner(), self.stop.clone(), queue_max, move |r| {
-            Some(svc.on_tso(r))
-        });
+        let stream = pump(
+            req.into_inner(),
+            self.stop.clone(),
+            self.serving.watch(),
+            cluster,
+            self.queue_max,
+            move |c, r| svc.on_tso(c, r),
+        );
         Ok(Response::new(stream))
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> RpcResult<BootstrapResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self.check(&req.header).and_then(|_| {
+        let result = check(&cluster, &req.header).and_then(|_| {
             let store = req
                 .store
                 .ok_or_else(|| PdError::InvalidValue("missing store".into()))?;
             let region = req
                 .region
                 .ok_or_else(|| PdError::InvalidValue("missing region".into()))?;
-            self.cluster.bootstrap(store, region, now_ms())
+            cluster.bootstrap(store, region, now_ms())
         });
         Ok(Response::new(BootstrapResponse {
-            header: self.header_of(&result),
+            header: header_of(&cluster, &result)?,
         }))
     }
 
@@ -224,29 +261,27 @@ impl Pd for PdService {
         &self,
         _req: Request<IsBootstrappedRequest>,
     ) -> RpcResult<IsBootstrappedResponse> {
-        let bootstrapped = self.cluster.is_bootstrapped();
+        let cluster = self.cluster()?;
         Ok(Response::new(IsBootstrappedResponse {
-            header: self.header(),
-            bootstrapped,
+            header: header(cluster.cluster_id()),
+            bootstrapped: cluster.is_bootstrapped(),
         }))
     }
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> RpcResult<AllocIdResponse> {
-        let result = self
-            .check(&req.get_ref().header)
-            .and_then(|_| self.cluster.alloc_id());
+        let cluster = self.cluster()?;
+        let result = check(&cluster, &req.get_ref().header).and_then(|_| cluster.alloc_id());
         Ok(Response::new(AllocIdResponse {
-            header: self.header_of(&result),
+            header: header_of(&cluster, &result)?,
             id: result.unwrap_or(0),
         }))
     }
 
     async fn get_store(&self, req: Request<GetStoreRequest>) -> RpcResult<GetStoreResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self
-            .check(&req.header)
-            .and_then(|_| self.cluster.get_store(req.store_id));
-        let header = self.header_of(&result);
+        let result = check(&cluster, &req.header).and_then(|_| cluster.get_store(req.store_id));
+        let header = header_of(&cluster, &result)?;
         let (store, stats) = result.map(|s| (Some(s.store), s.stats)).unwrap_or_default();
         Ok(Response::new(GetStoreResponse {
             header,
@@ -256,15 +291,16 @@ impl Pd for PdService {
     }
 
     async fn put_store(&self, req: Request<PutStoreRequest>) -> RpcResult<PutStoreResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self.check(&req.header).and_then(|_| {
+        let result = check(&cluster, &req.header).and_then(|_| {
             let store = req
                 .store
                 .ok_or_else(|| PdError::InvalidValue("missing store".into()))?;
-            self.cluster.put_store(store, now_ms())
+            cluster.put_store(store, now_ms())
         });
         Ok(Response::new(PutStoreResponse {
-            header: self.header_of(&result),
+            header: header_of(&cluster, &result)?,
         }))
     }
 
@@ -272,13 +308,12 @@ impl Pd for PdService {
         &self,
         req: Request<GetAllStoresRequest>,
     ) -> RpcResult<GetAllStoresResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self
-            .check(&req.header)
-            .map(|_| self.cluster.all_stores(req.exclude_tombstone_stores));
-        let header = self.header_of(&result);
+        let result =
+            check(&cluster, &req.header).map(|_| cluster.all_stores(req.exclude_tombstone_stores));
         Ok(Response::new(GetAllStoresResponse {
-            header,
+            header: header_of(&cluster, &result)?,
             stores: result.unwrap_or_default(),
         }))
     }
@@ -287,15 +322,16 @@ impl Pd for PdService {
         &self,
         req: Request<StoreHeartbeatRequest>,
     ) -> RpcResult<StoreHeartbeatResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self.check(&req.header).and_then(|_| {
+        let result = check(&cluster, &req.header).and_then(|_| {
             let stats = req
                 .stats
                 .ok_or_else(|| PdError::InvalidValue("missing stats".into()))?;
-            self.cluster.store_heartbeat(stats, now_ms())
+            cluster.store_heartbeat(stats, now_ms())
         });
         Ok(Response::new(StoreHeartbeatResponse {
-            header: self.header_of(&result),
+            header: header_of(&cluster, &result)?,
             cluster_version: String::new(),
         }))
     }
@@ -306,56 +342,59 @@ impl Pd for PdService {
         &self,
         req: Request<Streaming<RegionHeartbeatRequest>>,
     ) -> RpcResult<Self::RegionHeartbeatStream> {
+        let cluster = self.cluster()?;
         let svc = self.clone();
-        let queue_max = self.cluster.config().stream_queue_max;
-        let stream = pump(req.into_inner(), self.stop.clone(), queue_max, move |r| {
-            svc.on_region_heartbeat(r)
-        });
+        let stream = pump(
+            req.into_inner(),
+            self.stop.clone(),
+            self.serving.watch(),
+            cluster,
+            self.queue_max,
+            move |c, r| svc.on_region_heartbeat(c, r),
+        );
         Ok(Response::new(stream))
     }
 
     async fn get_region(&self, req: Request<GetRegionRequest>) -> RpcResult<GetRegionResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self
-            .check(&req.header)
-            .and_then(|_| self.cluster.get_region(&req.region_key));
-        Ok(Response::new(self.region_response(result)))
+        let result = check(&cluster, &req.header).and_then(|_| cluster.get_region(&req.region_key));
+        region_response(&cluster, result)
     }
 
     async fn get_prev_region(
         &self,
         req: Request<GetRegionRequest>,
     ) -> RpcResult<GetRegionResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self
-            .check(&req.header)
-            .and_then(|_| self.cluster.get_prev_region(&req.region_key));
-        Ok(Response::new(self.region_response(result)))
+        let result =
+            check(&cluster, &req.header).and_then(|_| cluster.get_prev_region(&req.region_key));
+        region_response(&cluster, result)
     }
 
     async fn get_region_by_id(
         &self,
         req: Request<GetRegionByIdRequest>,
     ) -> RpcResult<GetRegionResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self
-            .check(&req.header)
-            .and_then(|_| self.cluster.get_region_by_id(req.region_id));
-        Ok(Response::new(self.region_response(result)))
+        let result =
+            check(&cluster, &req.header).and_then(|_| cluster.get_region_by_id(req.region_id));
+        region_response(&cluster, result)
     }
 
     async fn scan_regions(
         &self,
         req: Request<ScanRegionsRequest>,
     ) -> RpcResult<ScanRegionsResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
         let limit = usize::try_from(req.limit.max(0)).unwrap_or(0);
-        let result = self.check(&req.header).and_then(|_| {
-            self.cluster
-                .scan_regions(&req.start_key, &req.end_key, limit)
-        });
+        let result = check(&cluster, &req.header)
+            .and_then(|_| cluster.scan_regions(&req.start_key, &req.end_key, limit));
         let mut resp = ScanRegionsResponse {
-            header: self.header_of(&result),
+            header: header_of(&cluster, &result)?,
             ..Default::default()
         };
         for info in result.unwrap_or_default() {
@@ -375,15 +414,16 @@ impl Pd for PdService {
         &self,
         req: Request<AskBatchSplitRequest>,
     ) -> RpcResult<AskBatchSplitResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self.check(&req.header).and_then(|_| {
+        let result = check(&cluster, &req.header).and_then(|_| {
             let region = req
                 .region
                 .ok_or_else(|| PdError::InvalidValue("missing region".into()))?;
-            self.cluster.ask_batch_split(&region, req.split_count)
+            cluster.ask_batch_split(&region, req.split_count)
         });
         Ok(Response::new(AskBatchSplitResponse {
-            header: self.header_of(&result),
+            header: header_of(&cluster, &result)?,
             ids: result.unwrap_or_default(),
         }))
     }
@@ -392,12 +432,12 @@ impl Pd for PdService {
         &self,
         req: Request<ReportBatchSplitRequest>,
     ) -> RpcResult<ReportBatchSplitResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self
-            .check(&req.header)
-            .and_then(|_| self.cluster.report_batch_split(req.regions));
+        let result =
+            check(&cluster, &req.header).and_then(|_| cluster.report_batch_split(req.regions));
         Ok(Response::new(ReportBatchSplitResponse {
-            header: self.header_of(&result),
+            header: header_of(&cluster, &result)?,
         }))
     }
 
@@ -405,11 +445,10 @@ impl Pd for PdService {
         &self,
         req: Request<GetGcSafePointRequest>,
     ) -> RpcResult<GetGcSafePointResponse> {
-        let result = self
-            .check(&req.get_ref().header)
-            .map(|_| self.cluster.gc_safe_point());
+        let cluster = self.cluster()?;
+        let result = check(&cluster, &req.get_ref().header).map(|_| cluster.gc_safe_point());
         Ok(Response::new(GetGcSafePointResponse {
-            header: self.header_of(&result),
+            header: header_of(&cluster, &result)?,
             safe_point: result.unwrap_or(0),
         }))
     }
@@ -418,13 +457,12 @@ impl Pd for PdService {
         &self,
         req: Request<UpdateGcSafePointRequest>,
     ) -> RpcResult<UpdateGcSafePointResponse> {
+        let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = self
-            .check(&req.header)
-            .and_then(|_| self.cluster.update_gc_safe_point(req.safe_point));
-        let header = self.header_of(&result);
+        let result =
+            check(&cluster, &req.header).and_then(|_| cluster.update_gc_safe_point(req.safe_point));
         Ok(Response::new(UpdateGcSafePointResponse {
-            header,
+            header: header_of(&cluster, &result)?,
             new_safe_point: result.unwrap_or(0),
         }))
     }
@@ -446,9 +484,10 @@ impl Keyspace for PdService {
         req: Request<LoadKeyspaceRequest>,
     ) -> RpcResult<LoadKeyspaceResponse> {
         let req = req.into_inner();
+        let cluster_id = self.cluster()?.cluster_id();
         let resp = if req.name == "DEFAULT" {
             LoadKeyspaceResponse {
-                header: self.header(),
+                header: header(cluster_id),
                 keyspace: Some(default_keyspace()),
             }
         } else {
@@ -457,7 +496,7 @@ impl Keyspace for PdService {
                 message: format!("keyspace {} not found", req.name),
             };
             let header = Some(ResponseHeader {
-                cluster_id: self.cluster.cluster_id(),
+                cluster_id,
                 error: Some(error),
             });
             LoadKeyspaceResponse {
@@ -472,6 +511,7 @@ impl Keyspace for PdService {
         &self,
         req: Request<GetAllKeyspacesRequest>,
     ) -> RpcResult<GetAllKeyspacesResponse> {
+        let cluster_id = self.cluster()?.cluster_id();
         let req = req.into_inner();
         let keyspaces = std::iter::once(default_keyspace())
             .filter(|k| k.id >= req.start_id)
@@ -482,7 +522,7 @@ impl Keyspace for PdService {
             })
             .collect();
         Ok(Response::new(GetAllKeyspacesResponse {
-            header: self.header(),
+            header: header(cluster_id),
             keyspaces,
         }))
     }

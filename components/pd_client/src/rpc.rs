@@ -73,8 +73,44 @@ fn transport(e: impl std::fmt::Display) -> PdError {
     PdError::Transport(e.to_string())
 }
 
-/// Connects to `url` and asks for its members; returns the client and the cluster id.
+/// Connects to `url` and asks for its members; returns the client and the cluster id. When
+/// `url` is a member of a PD group that does not lead, follows it to the leader it names; with
+/// no leader named (an election), fails so that the caller retries.
 async fn connect_one(url: &str, cfg: &PdClientConfig) -> Result<(PdGrpc<Channel>, u64)> {
+    let (client, resp) = members_of(url, cfg).await?;
+    let cluster_id = resp.header.as_ref().map_or(0, |h| h.cluster_id);
+    if resp.members.len() <= 1 {
+        // A lone PD: whatever address it advertises, the one we reached is the one to use.
+        return Ok((client, cluster_id));
+    }
+    let leader_url = resp
+        .leader
+        .as_ref()
+        .and_then(|m| m.client_urls.first())
+        .cloned()
+        .ok_or_else(|| transport(format!("{url}: the PD group has no leader yet")))?;
+    if leader_url == url {
+        return Ok((client, cluster_id));
+    }
+    let (client, resp) = members_of(&leader_url, cfg).await?;
+    let leads = resp
+        .leader
+        .as_ref()
+        .and_then(|m| m.client_urls.first())
+        .is_some_and(|u| *u == leader_url);
+    if !leads {
+        return Err(transport(format!(
+            "{leader_url}: named leader does not lead"
+        )));
+    }
+    Ok((client, resp.header.map_or(cluster_id, |h| h.cluster_id)))
+}
+
+/// A client of `url` and its GetMembers answer.
+async fn members_of(
+    url: &str,
+    cfg: &PdClientConfig,
+) -> Result<(PdGrpc<Channel>, GetMembersResponse)> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| PdError::InvalidArgument(format!("{url}: {e}")))?
         .connect_timeout(cfg.connect_timeout)
@@ -91,8 +127,7 @@ async fn connect_one(url: &str, cfg: &PdClientConfig) -> Result<(PdGrpc<Channel>
         .map_err(transport)?
         .into_inner();
     check_header(resp.header.as_ref())?;
-    let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
-    Ok((client, cluster_id))
+    Ok((client, resp))
 }
 
 /// Turns a header error into [`PdError::Pd`].

@@ -1,0 +1,171 @@
+//! A PD group of three members on loopback: one leads, the others answer `Unavailable` and name
+//! it; when the leader stops, another takes over with the same cluster id, ids and timestamps
+//! above every one handed out, and the bootstrapped state; a member that was down catches up,
+//! from a snapshot once the log was compacted past it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pd::{PdConfig, PdHandle, PdMember, PdServer};
+use proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+use proto::pdpb::pd_client::PdClient;
+use proto::pdpb::{GetMembersRequest, IsBootstrappedRequest};
+use tempfile::TempDir;
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn members(n: u64) -> Vec<PdMember> {
+    (1..=n)
+        .map(|id| PdMember {
+            id,
+            client_addr: free_addr(),
+            peer_addr: free_addr(),
+        })
+        .collect()
+}
+
+fn config(dir: &Path, members: &[PdMember], id: u64) -> PdConfig {
+    let me = members.iter().find(|m| m.id == id).unwrap();
+    PdConfig {
+        data_dir: dir.join(format!("pd{id}")),
+        listen_addr: me.client_addr.clone(),
+        initial_cluster: members.to_vec(),
+        member_id: id,
+        // Small enough that the writes below compact the log past a stopped member.
+        raft_log_max_entries: 20,
+        id_batch: 1,
+        ..Default::default()
+    }
+}
+
+async fn start(dir: &Path, members: &[PdMember], id: u64) -> PdHandle {
+    PdServer::start(config(dir, members, id)).await.unwrap()
+}
+
+/// Waits until exactly one of `handles` leads; returns its index.
+async fn leader_of(handles: &[Option<PdHandle>]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leaders: Vec<usize> = handles
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.as_ref().is_some_and(|h| h.is_leader()))
+            .map(|(i, _)| i)
+            .collect();
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        assert!(Instant::now() < deadline, "no single leader: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn first_region(store_id: u64) -> Region {
+    Region {
+        id: 2,
+        region_epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![Peer {
+            id: 3,
+            store_id,
+            role: PeerRole::Voter as i32,
+            is_witness: false,
+        }],
+        ..Default::default()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn ts_of(t: &proto::pdpb::Timestamp) -> u64 {
+    pd::compose_ts(t.physical as u64, t.logical as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_takes_over_with_the_replicated_state() {
+    let dir = TempDir::new().unwrap();
+    let members = members(3);
+    let mut handles = Vec::new();
+    for m in &members {
+        handles.push(Some(start(dir.path(), &members, m.id).await));
+    }
+    let first = leader_of(&handles).await;
+    let cluster = handles[first].as_ref().unwrap().cluster().unwrap();
+    let cluster_id = cluster.cluster_id();
+    let store = Store {
+        id: 1,
+        address: "127.0.0.1:1".into(),
+        ..Default::default()
+    };
+    cluster.bootstrap(store, first_region(1), now_ms()).unwrap();
+    let mut last_id = 0;
+    for _ in 0..5 {
+        last_id = cluster.alloc_id().unwrap();
+    }
+    let last_ts = ts_of(&cluster.tso(now_ms(), 1).unwrap());
+    drop(cluster);
+
+    // A follower answers GetMembers with the leader, and Unavailable to everything else.
+    let follower = (first + 1) % 3;
+    let url = handles[follower].as_ref().unwrap().endpoint();
+    let mut client = PdClient::connect(url).await.unwrap();
+    let resp = client
+        .get_members(GetMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.header.unwrap().cluster_id, cluster_id);
+    assert_eq!(resp.members.len(), 3);
+    assert_eq!(resp.leader.unwrap().member_id, members[first].id);
+    let err = client
+        .is_bootstrapped(IsBootstrappedRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+
+    // Stop the leader: another member leads with the same state, ids and timestamps above.
+    handles[first].take().unwrap().shutdown().await;
+    let second = leader_of(&handles).await;
+    assert_ne!(second, first);
+    let cluster = handles[second].as_ref().unwrap().cluster().unwrap();
+    assert_eq!(cluster.cluster_id(), cluster_id);
+    assert!(cluster.is_bootstrapped());
+    let id = cluster.alloc_id().unwrap();
+    assert!(id > last_id, "id {id} after {last_id}");
+    // Even with a wall clock that went far back.
+    let ts = ts_of(&cluster.tso(1, 1).unwrap());
+    assert!(ts > last_ts, "timestamp {ts} after {last_ts}");
+
+    // Enough writes with the old leader down to compact the log past it.
+    for _ in 0..60 {
+        last_id = cluster.alloc_id().unwrap();
+    }
+    drop(cluster);
+    handles[first] = Some(start(dir.path(), &members, members[first].id).await);
+    // The restarted member must now be part of every quorum: stop the third one.
+    let third = 3 - first - second;
+    handles[third].take().unwrap().shutdown().await;
+    let leader = leader_of(&handles).await;
+    let cluster = handles[leader].as_ref().unwrap().cluster().unwrap();
+    // Each batch of ids is a replicated write, which now needs the restarted member.
+    for _ in 0..6 {
+        let id = cluster.alloc_id().unwrap();
+        assert!(id > last_id, "id {id} after {last_id}");
+        last_id = id;
+    }
+    assert!(cluster.is_bootstrapped());
+    drop(cluster);
+    for h in handles.into_iter().flatten() {
+        h.shutdown().await;
+    }
+}
