@@ -298,8 +298,9 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
     let workload = args.workload;
     let keys = args.keys.unwrap_or(workload.default_keys());
     println!(
-        "flotilla chaos: workload {}, seed {seed}, {} stores, {} clients, {} keys, faults {:?} for {:?}",
+        "flotilla chaos: workload {}, seed {seed}, {} PD members, {} stores, {} clients, {} keys, faults {:?} for {:?}",
         workload.name(),
+        args.pd_members,
         args.stores,
         args.clients,
         keys,
@@ -492,6 +493,7 @@ impl Verdict {
             "passed": passed,
             "duration_s": args.duration.as_secs(),
             "stores": args.stores,
+            "pd_members": args.pd_members,
             "clients": args.clients,
             "ops": checked.ops,
             "ops_known_outcome": checked.ok_ops,
