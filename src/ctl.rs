@@ -245,9 +245,12 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one member of a PD group may take before the next is tried.
 const PD_MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a call to a PD group keeps trying while no member leads (an election).
+const PD_ELECTION_WAIT: Duration = Duration::from_secs(6);
 
 /// One exchange with `addr`; with a comma-separated list (the members of a PD group), with each
-/// in turn until one answers other than `503` (what a member that does not lead answers).
+/// in turn until one answers other than `503` (what a member that does not lead answers), for
+/// up to [`PD_ELECTION_WAIT`].
 async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -> Result<Vec<u8>> {
     let members: Vec<&str> = addr
         .split(',')
@@ -257,16 +260,22 @@ async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -
     if members.len() <= 1 {
         return http_call_within(HTTP_TIMEOUT, addr, method, path, body).await;
     }
-    let mut last = None;
-    for member in members {
-        match http_call_within(PD_MEMBER_TIMEOUT, member, method, path, body.clone()).await {
-            Ok(answer) => return Ok(answer),
-            // Another status is the leader's own answer.
-            Err(e) if is_other_answer(&e) => return Err(e),
-            Err(e) => last = Some(e),
+    let deadline = tokio::time::Instant::now() + PD_ELECTION_WAIT;
+    loop {
+        let mut errors = Vec::new();
+        for member in &members {
+            match http_call_within(PD_MEMBER_TIMEOUT, member, method, path, body.clone()).await {
+                Ok(answer) => return Ok(answer),
+                // Another status is the leader's own answer.
+                Err(e) if is_other_answer(&e) => return Err(e),
+                Err(e) => errors.push(format!("{member}: {e:#}")),
+            }
         }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no PD member leads: {}", errors.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no PD address")))
 }
 
 /// Whether `e` is an HTTP answer other than `503`.

@@ -158,3 +158,108 @@ async fn connect_fails_fast_without_pd() {
     assert!(matches!(err, PdError::InvalidArgument(_)));
     let _ = ErrorType::Ok;
 }
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Against a three-member PD group: the client follows GetMembers to the leader whatever
+/// endpoint it is given first, and when the leader stops it finds the new one, for calls and
+/// for the region heartbeat stream (which the new leader answers with the same split).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follows_the_leader_of_a_pd_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<pd::PdMember> = (1..=3)
+        .map(|id| pd::PdMember {
+            id,
+            client_addr: free_addr(),
+            peer_addr: free_addr(),
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for m in &members {
+        let cfg = PdConfig {
+            initial_cluster: members.clone(),
+            member_id: m.id,
+            ..cfg(&dir.path().join(format!("pd{}", m.id)), &m.client_addr)
+        };
+        handles.push(Some(PdServer::start(cfg).await.unwrap()));
+    }
+    let leader = async |handles: &[Option<PdHandle>]| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(i) = handles
+                .iter()
+                .position(|h| h.as_ref().is_some_and(|h| h.is_leader()))
+            {
+                return i;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no PD leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let first = leader(&handles).await;
+    // A follower first in the list.
+    let mut endpoints: Vec<String> = members.iter().map(|m| m.client_addr.clone()).collect();
+    endpoints.rotate_left((first + 1) % 3);
+    let client = RpcPdClient::connect(&endpoints).await.unwrap();
+    let store_id = client.alloc_id().await.unwrap();
+    let peer = Peer {
+        id: client.alloc_id().await.unwrap(),
+        store_id,
+        role: PeerRole::Voter as i32,
+        is_witness: false,
+    };
+    let region = Region {
+        id: client.alloc_id().await.unwrap(),
+        region_epoch: Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        }),
+        peers: vec![peer],
+        ..Default::default()
+    };
+    let store = Store {
+        id: store_id,
+        address: "127.0.0.1:20160".into(),
+        ..Default::default()
+    };
+    client.bootstrap(store, region.clone()).await.unwrap();
+    let t1 = client.get_tso().await.unwrap();
+    let (tx, mut rx) = client.region_heartbeat_stream();
+    let hb = RegionHeartbeatRequest {
+        region: Some(region.clone()),
+        leader: Some(peer),
+        ..Default::default()
+    };
+    let split_answer = async |rx: &mut pd_client::RegionHeartbeatReceiver| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            tx.send(hb.clone()).await.unwrap();
+            if let Ok(Some(resp)) =
+                tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+            {
+                return resp;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no heartbeat answer"
+            );
+        }
+    };
+    assert!(split_answer(&mut rx).await.split_region.is_some());
+
+    handles[first].take().unwrap().shutdown().await;
+    let id = client.alloc_id().await.unwrap();
+    assert!(id > region.id);
+    assert!(client.get_tso().await.unwrap() > t1);
+    assert!(client.is_bootstrapped().await.unwrap());
+    assert!(split_answer(&mut rx).await.split_region.is_some());
+    let second = leader(&handles).await;
+    assert_ne!(second, first);
+    drop(tx);
+    for h in handles.into_iter().flatten() {
+        h.shutdown().await;
+    }
+}
