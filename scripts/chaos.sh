@@ -7,6 +7,7 @@
 #   DURATION=5m ./scripts/chaos.sh          # shorter
 #   WORKLOADS="bank" SEEDS="7 8" ./scripts/chaos.sh
 #   STORES=5 ./scripts/chaos.sh             # five stores instead of three
+#   PD_MEMBERS=1 ./scripts/chaos.sh         # PD alone instead of a group of three
 #
 # Exits non-zero if any run fails; replay a run with the seed it prints.
 set -euo pipefail
@@ -17,6 +18,7 @@ DURATION="${DURATION:-30m}"
 WORKLOADS="${WORKLOADS:-register bank list-append}"
 SEEDS="${SEEDS:-$RANDOM}"
 STORES="${STORES:-3}"
+PD_MEMBERS="${PD_MEMBERS:-3}"
 DIR="${DIR:-data/chaos}"
 
 cargo build --locked --bin flotilla
@@ -29,9 +31,9 @@ cp "$bin" "$copy"
 failed=0
 for seed in $SEEDS; do
     for w in $WORKLOADS; do
-        echo "== $w, seed $seed, $DURATION, $STORES stores" >&2
+        echo "== $w, seed $seed, $DURATION, $STORES stores, $PD_MEMBERS PD members" >&2
         if ! "$copy" chaos --workload "$w" --seed "$seed" --duration "$DURATION" \
-            --stores "$STORES" --dir "$DIR"; then
+            --stores "$STORES" --pd-members "$PD_MEMBERS" --dir "$DIR"; then
             failed=1
         fi
         # Re-check the recorded history with the checker alone.
