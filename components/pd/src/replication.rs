@@ -22,11 +22,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self as std_mpsc, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use engine::{KvEngine, RocksEngine, WriteBatch, CF_DEFAULT, CF_RAFT};
 use proto::flotillapb::pd_peer_client::PdPeerClient;
 use proto::flotillapb::pd_peer_server::{PdPeer, PdPeerServer};
@@ -169,8 +170,8 @@ impl RaftMetaStore {
         let std_listener = std::net::TcpListener::bind(&me.peer_addr)?;
         std_listener.set_nonblocking(true)?;
         let peer_addr = std_listener.local_addr()?;
-        let (cmd_tx, cmd_rx) = mpsc::channel();
-        let (inbox_tx, inbox_rx) = mpsc::sync_channel(INBOX_MAX);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        let (inbox_tx, inbox_rx) = crossbeam_channel::bounded(INBOX_MAX);
         let (stop_tx, stop_rx) = watch::channel(false);
         {
             let _guard = runtime.enter();
@@ -254,7 +255,7 @@ impl MetaStore for RaftMetaStore {
         if self.shared.leader_id.load(Ordering::Acquire) != self.member_id {
             return Err(PdError::NotLeader);
         }
-        let (done, rx) = mpsc::sync_channel(1);
+        let (done, rx) = std_mpsc::sync_channel(1);
         let data = encode_pairs(pairs);
         self.cmds
             .send(Cmd::Propose { data, done })
@@ -274,7 +275,7 @@ impl MetaStore for RaftMetaStore {
 
 /// Receives the peers' raft messages into the raft thread's inbox.
 struct PeerService {
-    inbox: SyncSender<Message>,
+    inbox: Sender<Message>,
 }
 
 #[tonic::async_trait]
@@ -550,10 +551,19 @@ impl Node {
         let mut next_tick = Instant::now() + self.tick;
         'outer: loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match cmds.recv_timeout(wait.min(Duration::from_millis(2))) {
-                Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => break 'outer,
-                Ok(cmd) => self.on_cmd(cmd),
-                Err(RecvTimeoutError::Timeout) => {}
+            crossbeam_channel::select! {
+                recv(cmds) -> cmd => match cmd {
+                    Ok(Cmd::Stop) | Err(_) => break 'outer,
+                    Ok(cmd) => self.on_cmd(cmd),
+                },
+                recv(inbox) -> m => match m {
+                    Ok(m) => {
+                        let _ = self.raw.step(m);
+                    }
+                    // The peer server is gone: the member is stopping.
+                    Err(_) => break 'outer,
+                },
+                default(wait) => {}
             }
             while let Ok(cmd) = cmds.try_recv() {
                 if matches!(cmd, Cmd::Stop) {
