@@ -1,0 +1,160 @@
+//! A PD group of three `flotilla pd` processes on loopback: when its leader is paused
+//! (SIGSTOP) another member takes over, and once the old leader continues it never hands out a
+//! timestamp below one its successor handed out: its lease lapsed while it was stopped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use proto::pdpb::pd_client::PdClient;
+use proto::pdpb::{GetMembersRequest, TsoRequest};
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// The member processes; dropping it kills them (by pid).
+struct Group {
+    children: Vec<Child>,
+    urls: Vec<String>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_group(dir: &std::path::Path) -> Group {
+    let members: Vec<(String, String)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
+    let list = members
+        .iter()
+        .enumerate()
+        .map(|(i, (c, p))| format!("{}={c}+{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for i in 0..3 {
+        let log = std::fs::File::create(dir.join(format!("pd{i}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["pd", "--data-dir"])
+            .arg(dir.join(format!("pd{i}")))
+            .args([
+                "--initial-cluster",
+                &list,
+                "--member-id",
+                &(i + 1).to_string(),
+            ])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    let urls = members.iter().map(|(c, _)| format!("http://{c}")).collect();
+    Group { children, urls }
+}
+
+/// One timestamp from the member at `url`, within 2 s.
+async fn tso(url: &str) -> Result<u64, String> {
+    let attempt = async {
+        let mut client = PdClient::connect(url.to_owned())
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = TsoRequest {
+            count: 1,
+            ..Default::default()
+        };
+        let mut stream = client
+            .tso(futures::stream::iter([req]))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let resp = stream
+            .next()
+            .await
+            .ok_or("stream ended")?
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = resp.header.and_then(|h| h.error) {
+            return Err(e.message);
+        }
+        let ts = resp.timestamp.ok_or("no timestamp")?;
+        Ok(((ts.physical as u64) << 18) | ts.logical as u64)
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .map_err(|_| "timeout".to_owned())?
+}
+
+/// The leader's index as member `url` names it.
+async fn named_leader(group: &Group, url: &str) -> Option<usize> {
+    let attempt = async {
+        let mut client = PdClient::connect(url.to_owned()).await.ok()?;
+        let resp = client
+            .get_members(GetMembersRequest::default())
+            .await
+            .ok()?
+            .into_inner();
+        let leader = resp.leader?.client_urls.first()?.clone();
+        group.urls.iter().position(|u| *u == leader)
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits until a member other than `not` leads and hands out a timestamp; returns both.
+async fn serving_leader(group: &Group, not: Option<usize>) -> (usize, u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (i, url) in group.urls.iter().enumerate() {
+            if Some(i) == not || named_leader(group, url).await != Some(i) {
+                continue;
+            }
+            if let Ok(ts) = tso(url).await {
+                return (i, ts);
+            }
+        }
+        assert!(Instant::now() < deadline, "no serving PD leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_hands_out_no_timestamp_below_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = start_group(dir.path());
+    let (old, t_old) = serving_leader(&group, None).await;
+
+    let pid = group.children[old].id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let (new, t_new) = serving_leader(&group, Some(old)).await;
+    assert_ne!(new, old);
+    assert!(t_new > t_old, "{t_new} after {t_old}");
+    // A few more from the successor, so the old leader's window is well behind.
+    let mut newest = t_new;
+    for _ in 0..3 {
+        newest = tso(&group.urls[new]).await.unwrap().max(newest);
+    }
+
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut refused = 0;
+    while Instant::now() < until {
+        match tso(&group.urls[old]).await {
+            Ok(ts) => assert!(ts > newest, "the old leader handed out {ts} after {newest}"),
+            Err(_) => refused += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused > 0, "the old leader never refused a timestamp");
+    // The group still serves, from whichever member leads now.
+    let (_, t_last) = serving_leader(&group, None).await;
+    assert!(t_last > newest);
+}
