@@ -487,6 +487,12 @@ impl Verdict {
                 report.errors
             );
         }
+        let client_panics = txn::CLIENT_PANICS.load(std::sync::atomic::Ordering::Relaxed);
+        if client_panics > 0 {
+            text += &format!(
+                "client library panics: {client_panics} (each an unknown outcome; see docs/reliability.md)\n"
+            );
+        }
         let json = json!({
             "workload": workload.name(),
             "seed": seed,
@@ -494,6 +500,7 @@ impl Verdict {
             "duration_s": args.duration.as_secs(),
             "stores": args.stores,
             "pd_members": args.pd_members,
+            "client_panics": client_panics,
             "clients": args.clients,
             "ops": checked.ops,
             "ops_known_outcome": checked.ok_ops,

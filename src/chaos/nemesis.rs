@@ -293,6 +293,12 @@ impl<'a> Nemesis<'a> {
         let stores: Vec<usize> = (0..self.cluster.stores())
             .filter(|i| !used.contains(&Target::Store(*i)))
             .collect();
+        // A PD group is built to lose a minority of its members: a round never takes more
+        // (PD alone is its own one-member minority).
+        let pd_members = self.cluster.pd_members();
+        let pd_budget = ((pd_members - 1) / 2).max(1);
+        let pd_hit = used.iter().filter(|t| matches!(t, Target::Pd(_))).count();
+        let pd_allowed = pd_hit < pd_budget;
         let pick_store = |rng: &mut ChaCha8Rng| stores.choose(rng).copied();
         match kind {
             FaultKind::Partition => {
@@ -319,8 +325,8 @@ impl<'a> Nemesis<'a> {
             FaultKind::KillPd => {
                 // The leader when one is known (its death is the one that matters), else any
                 // member.
-                let members: Vec<usize> = (0..self.cluster.pd_members())
-                    .filter(|i| !used.contains(&Target::Pd(*i)))
+                let members: Vec<usize> = (0..pd_members)
+                    .filter(|i| pd_allowed && !used.contains(&Target::Pd(*i)))
                     .collect();
                 let leader = self
                     .cluster
@@ -344,7 +350,7 @@ impl<'a> Nemesis<'a> {
                     .cluster
                     .targets()
                     .into_iter()
-                    .filter(|t| !used.contains(t))
+                    .filter(|t| !used.contains(t) && (pd_allowed || !matches!(t, Target::Pd(_))))
                     .collect();
                 let Some(&t) = targets.choose(&mut self.rng) else {
                     return Ok(None);

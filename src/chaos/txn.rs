@@ -140,9 +140,19 @@ where
     let client = client.clone();
     match tokio::spawn(async move { run_txn_inner(&client, mode, body).await }).await {
         Ok(outcome) => outcome,
-        Err(_) => Outcome::Unknown,
+        Err(e) => {
+            if e.is_panic() {
+                CLIENT_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Outcome::Unknown
+        }
     }
 }
+
+/// Transactions whose client library panicked in this process (the verdict reports them: the
+/// known one, a missing async-commit `min_commit_ts`, is the mark of a request the client
+/// dropped when it could not look up a region).
+pub static CLIENT_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn run_txn_inner<F, Fut>(client: &TransactionClient, mode: Mode, body: F) -> Outcome
 where
