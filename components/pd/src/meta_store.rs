@@ -87,6 +87,25 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Every pair of `cf` whose key starts with `prefix` (an empty prefix: the whole CF), in key
+/// order.
+pub(crate) fn scan_cf_prefix(
+    engine: &RocksEngine,
+    cf: &'static str,
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let upper = prefix_end(prefix);
+    engine
+        .snapshot()
+        .scan_cf(cf, prefix, upper.as_deref(), false, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })
+        .map_err(storage_err)?;
+    Ok(out)
+}
+
 impl MetaStore for RocksMetaStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let value = self.engine.get_cf(CF_DEFAULT, key).map_err(storage_err)?;
@@ -106,17 +125,9 @@ impl MetaStore for RocksMetaStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        let upper = prefix_end(prefix);
-        let snap = self.engine.snapshot();
-        snap.scan_cf(CF_DEFAULT, prefix, upper.as_deref(), false, &mut |k, v| {
-            if !v.is_empty() {
-                out.push((k.to_vec(), v.to_vec()));
-            }
-            Ok(true)
-        })
-        .map_err(storage_err)?;
-        Ok(out)
+        let mut pairs = scan_cf_prefix(&self.engine, CF_DEFAULT, prefix)?;
+        pairs.retain(|(_, v)| !v.is_empty());
+        Ok(pairs)
     }
 }
 

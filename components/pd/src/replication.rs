@@ -38,7 +38,7 @@ use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 use tokio::sync::watch;
 
-use crate::meta_store::{MetaStore, RocksMetaStore};
+use crate::meta_store::{scan_cf_prefix, MetaStore, RocksMetaStore};
 use crate::{PdConfig, PdError, Result};
 
 const HARD_STATE_KEY: &[u8] = b"hard_state";
@@ -402,15 +402,7 @@ impl Storage for PdStorage {
 }
 
 fn scan_all(engine: &RocksEngine, cf: &'static str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out = Vec::new();
-    engine
-        .snapshot()
-        .scan_cf(cf, b"", None, false, &mut |k, v| {
-            out.push((k.to_vec(), v.to_vec()));
-            Ok(true)
-        })
-        .map_err(storage_err)?;
-    Ok(out)
+    scan_cf_prefix(engine, cf, b"")
 }
 
 fn get_u64_pair(engine: &RocksEngine, key: &[u8]) -> Result<Option<(u64, u64)>> {
@@ -492,7 +484,7 @@ impl Node {
         } else {
             mem.wl().set_conf_state(conf_state);
         }
-        let entries: Vec<Entry> = scan_cf_prefix(&engine, ENTRY_PREFIX)?
+        let entries: Vec<Entry> = scan_cf_prefix(&engine, CF_RAFT, ENTRY_PREFIX)?
             .into_iter()
             .map(|(_, v)| Entry::parse_from_bytes(&v).map_err(storage_err))
             .collect::<Result<_>>()?;
@@ -857,22 +849,6 @@ impl Node {
             let _ = done.send(Err(err()));
         }
     }
-}
-
-fn scan_cf_prefix(engine: &RocksEngine, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut upper = prefix.to_vec();
-    if let Some(last) = upper.last_mut() {
-        *last += 1;
-    }
-    let mut out = Vec::new();
-    engine
-        .snapshot()
-        .scan_cf(CF_RAFT, prefix, Some(&upper), false, &mut |k, v| {
-            out.push((k.to_vec(), v.to_vec()));
-            Ok(true)
-        })
-        .map_err(storage_err)?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -162,6 +162,27 @@ impl PdService {
         self.serving.cluster().ok_or_else(not_leader)
     }
 
+    /// Answers a bidirectional stream with `handle` while this member serves (see [`pump`]).
+    fn stream<Req, Resp>(
+        &self,
+        req: Request<Streaming<Req>>,
+        handle: impl Fn(&Cluster, Req) -> Result<Option<Resp>, Status> + Send + 'static,
+    ) -> RpcResult<ResponseStream<Resp>>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+    {
+        let stream = pump(
+            req.into_inner(),
+            self.stop.clone(),
+            self.serving.watch(),
+            self.cluster()?,
+            self.queue_max,
+            handle,
+        );
+        Ok(Response::new(stream))
+    }
+
     fn on_tso(&self, cluster: &Cluster, req: TsoRequest) -> Result<Option<TsoResponse>, Status> {
         if !self.serving.lease_valid() {
             return Err(Status::unavailable(
@@ -227,17 +248,8 @@ impl Pd for PdService {
     type TsoStream = ResponseStream<TsoResponse>;
 
     async fn tso(&self, req: Request<Streaming<TsoRequest>>) -> RpcResult<Self::TsoStream> {
-        let cluster = self.cluster()?;
         let svc = self.clone();
-        let stream = pump(
-            req.into_inner(),
-            self.stop.clone(),
-            self.serving.watch(),
-            cluster,
-            self.queue_max,
-            move |c, r| svc.on_tso(c, r),
-        );
-        Ok(Response::new(stream))
+        self.stream(req, move |c, r| svc.on_tso(c, r))
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> RpcResult<BootstrapResponse> {
@@ -342,17 +354,8 @@ impl Pd for PdService {
         &self,
         req: Request<Streaming<RegionHeartbeatRequest>>,
     ) -> RpcResult<Self::RegionHeartbeatStream> {
-        let cluster = self.cluster()?;
         let svc = self.clone();
-        let stream = pump(
-            req.into_inner(),
-            self.stop.clone(),
-            self.serving.watch(),
-            cluster,
-            self.queue_max,
-            move |c, r| svc.on_region_heartbeat(c, r),
-        );
-        Ok(Response::new(stream))
+        self.stream(req, move |c, r| svc.on_region_heartbeat(c, r))
     }
 
     async fn get_region(&self, req: Request<GetRegionRequest>) -> RpcResult<GetRegionResponse> {
