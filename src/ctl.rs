@@ -142,8 +142,7 @@ async fn client(pd: &str) -> Result<RawClient> {
     let cfg = Config::default()
         .with_default_keyspace()
         .with_timeout(Duration::from_secs(10));
-    let endpoints = pd.split(',').map(|a| a.trim().to_owned()).collect();
-    RawClient::new_with_config(endpoints, cfg)
+    RawClient::new_with_config(pd_endpoints(pd), cfg)
         .await
         .context("connecting to the cluster")
 }
@@ -243,6 +242,15 @@ pub async fn http_post_json(addr: &str, path: &str, body: &Value) -> Result<Valu
 /// How long one HTTP exchange may take (a paused or partitioned process never answers).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The addresses of a comma-separated list (the members of a PD group).
+pub fn pd_endpoints(pd: &str) -> Vec<String> {
+    pd.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// How long one member of a PD group may take before the next is tried.
 const PD_MEMBER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a call to a PD group keeps trying while no member leads (an election).
@@ -252,11 +260,7 @@ const PD_ELECTION_WAIT: Duration = Duration::from_secs(6);
 /// in turn until one answers other than `503` (what a member that does not lead answers), for
 /// up to [`PD_ELECTION_WAIT`].
 async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -> Result<Vec<u8>> {
-    let members: Vec<&str> = addr
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect();
+    let members = pd_endpoints(addr);
     if members.len() <= 1 {
         return http_call_within(HTTP_TIMEOUT, addr, method, path, body).await;
     }

@@ -189,8 +189,7 @@ impl ChaosCluster {
     pub async fn pd_leader(&self) -> Option<usize> {
         let members = self.pd_addr.split(',').enumerate();
         for (i, addr) in members {
-            let t = Target::Pd(i);
-            if self.procs[i].child.is_none() || self.paused.contains(&t) {
+            if !self.answers(Target::Pd(i)) {
                 continue;
             }
             let status = http_get_json(addr, "/status").await;
@@ -237,9 +236,9 @@ impl ChaosCluster {
         }
     }
 
-    /// Whether store `i` runs and is not paused: it answers its status port.
-    fn answers(&self, i: usize) -> bool {
-        self.procs[self.pd_members + i].child.is_some() && !self.paused.contains(&Target::Store(i))
+    /// Whether the process runs and is not paused: it answers its ports.
+    fn answers(&self, t: Target) -> bool {
+        self.procs[self.index(t)].child.is_some() && !self.paused.contains(&t)
     }
 
     /// Whether the process has exited on its own (a crash the nemesis did not cause).
@@ -270,7 +269,7 @@ impl ChaosCluster {
         }
         // A store that is down starts unpartitioned, and a paused one sends nothing; the faults
         // of a round heal together.
-        for j in (0..self.stores()).filter(|j| self.answers(*j)) {
+        for j in (0..self.stores()).filter(|j| self.answers(Target::Store(*j))) {
             let blocked: Vec<u64> = if j == i {
                 ids.iter().copied().filter(|id| *id != ids[i]).collect()
             } else {
@@ -285,7 +284,7 @@ impl ChaosCluster {
     /// partition lives in memory).
     pub async fn heal_partitions(&mut self) -> Result<()> {
         for j in 0..self.stores() {
-            if self.answers(j) {
+            if self.answers(Target::Store(j)) {
                 self.set_partition(j, vec![]).await?;
             }
         }
@@ -309,10 +308,11 @@ impl ChaosCluster {
     /// The PD members' addresses for an HTTP call: the running, unpaused ones first (a paused
     /// member answers nothing until its timeout).
     fn pd_http_addrs(&self) -> String {
-        let (mut up, down): (Vec<_>, Vec<_>) =
-            self.pd_addr.split(',').enumerate().partition(|(i, _)| {
-                self.procs[*i].child.is_some() && !self.paused.contains(&Target::Pd(*i))
-            });
+        let (mut up, down): (Vec<_>, Vec<_>) = self
+            .pd_addr
+            .split(',')
+            .enumerate()
+            .partition(|(i, _)| self.answers(Target::Pd(*i)));
         up.extend(down);
         up.into_iter().map(|(_, a)| a).collect::<Vec<_>>().join(",")
     }

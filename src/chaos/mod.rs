@@ -187,11 +187,6 @@ pub struct Checked {
     pub write_acks_ns: Vec<u64>,
 }
 
-/// The endpoints of a comma-separated PD address list.
-pub fn pd_endpoints(pd: &str) -> Vec<String> {
-    pd.split(',').map(|a| a.trim().to_owned()).collect()
-}
-
 /// What every part of a run shares.
 pub struct Ctx {
     /// The PD members' addresses, comma separated.
@@ -361,7 +356,8 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
     }
     let probe = match workload {
         Workload::Register => Probe::Raw(
-            RawClient::new_with_config(pd_endpoints(&ctx.pd), txn::client_config()).await?,
+            RawClient::new_with_config(crate::ctl::pd_endpoints(&ctx.pd), txn::client_config())
+                .await?,
         ),
         Workload::Bank | Workload::ListAppend => Probe::Txn(txn::connect(&ctx.pd).await?),
     };

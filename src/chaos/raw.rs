@@ -63,7 +63,7 @@ impl StrictRaw {
     pub async fn connect(pd: &str) -> Result<StrictRaw> {
         let mut last = None;
         for _ in 0..60 {
-            match RpcPdClient::connect(&super::pd_endpoints(pd)).await {
+            match RpcPdClient::connect(&crate::ctl::pd_endpoints(pd)).await {
                 Ok(pd) => {
                     return Ok(StrictRaw {
                         pd,

@@ -42,7 +42,9 @@ pub fn client_config() -> Config {
 pub async fn connect(pd: &str) -> Result<TransactionClient> {
     let mut last = None;
     for _ in 0..120 {
-        match TransactionClient::new_with_config(super::pd_endpoints(pd), client_config()).await {
+        match TransactionClient::new_with_config(crate::ctl::pd_endpoints(pd), client_config())
+            .await
+        {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }

@@ -20,7 +20,6 @@
 //! overtaken by a newer leader's.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self as std_mpsc, SyncSender};
 use std::sync::Arc;
@@ -39,6 +38,7 @@ use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Sto
 use tokio::sync::watch;
 
 use crate::meta_store::{scan_cf_prefix, MetaStore, RocksMetaStore};
+use crate::tso::decode_u64;
 use crate::{PdConfig, PdError, Result};
 
 const HARD_STATE_KEY: &[u8] = b"hard_state";
@@ -116,13 +116,15 @@ struct Shared {
     origin: Instant,
     /// Until when (ns after `origin`) this member's leadership is certain; 0 when not leader.
     lease_until_ns: AtomicU64,
-    /// The raft leader as last seen.
-    leader_id: AtomicU64,
 }
 
 impl Shared {
     fn now_ns(&self) -> u64 {
         self.origin.elapsed().as_nanos() as u64
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.now_ns() < self.lease_until_ns.load(Ordering::Acquire)
     }
 }
 
@@ -144,11 +146,8 @@ pub(crate) struct RaftMetaStore {
     local: Arc<RocksMetaStore>,
     cmds: Sender<Cmd>,
     shared: Arc<Shared>,
-    /// This member's raft id.
-    member_id: u64,
     thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
     runtime: parking_lot::Mutex<Option<tokio::runtime::Runtime>>,
-    peer_addr: SocketAddr,
 }
 
 impl RaftMetaStore {
@@ -169,7 +168,6 @@ impl RaftMetaStore {
             .build()?;
         let std_listener = std::net::TcpListener::bind(&me.peer_addr)?;
         std_listener.set_nonblocking(true)?;
-        let peer_addr = std_listener.local_addr()?;
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let (inbox_tx, inbox_rx) = crossbeam_channel::bounded(INBOX_MAX);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -194,14 +192,14 @@ impl RaftMetaStore {
         let shared = Arc::new(Shared {
             origin: Instant::now(),
             lease_until_ns: AtomicU64::new(0),
-            leader_id: AtomicU64::new(0),
         });
         let (role_tx, role_rx) = watch::channel(Role::default());
-        let voters: Vec<u64> = cfg.initial_cluster.iter().map(|m| m.id).collect();
-        let mut node = Node::open(local.engine().clone(), me.id, voters, cfg, shared.clone())?;
-        node.outboxes = outboxes;
-        node.role_tx = Some(role_tx);
-        node.stop_peers = Some(stop_tx);
+        let links = Links {
+            outboxes,
+            role_tx,
+            stop_peers: stop_tx,
+        };
+        let node = Node::open(local.engine().clone(), cfg, shared.clone(), links)?;
         let thread = std::thread::Builder::new()
             .name("pd-raft".into())
             .spawn(move || node.run(cmd_rx, inbox_rx))?;
@@ -209,22 +207,15 @@ impl RaftMetaStore {
             local,
             cmds: cmd_tx,
             shared,
-            member_id: me.id,
             thread: parking_lot::Mutex::new(Some(thread)),
             runtime: parking_lot::Mutex::new(Some(runtime)),
-            peer_addr,
         });
         Ok((store, role_rx))
     }
 
-    /// The bound peer address (the real port when the config asked for port 0).
-    pub(crate) fn peer_addr(&self) -> SocketAddr {
-        self.peer_addr
-    }
-
     /// Whether this member's leader lease holds now.
     pub(crate) fn lease_valid(&self) -> bool {
-        self.shared.now_ns() < self.shared.lease_until_ns.load(Ordering::Acquire)
+        self.shared.lease_valid()
     }
 
     /// Stops the raft thread and the transport; the RocksDB is released once the last
@@ -251,10 +242,9 @@ impl MetaStore for RaftMetaStore {
         self.local.get(key)
     }
 
+    /// Proposes `pairs`; the raft thread answers `NotLeader` at once on a member that does not
+    /// lead.
     fn write(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
-        if self.shared.leader_id.load(Ordering::Acquire) != self.member_id {
-            return Err(PdError::NotLeader);
-        }
         let (done, rx) = std_mpsc::sync_channel(1);
         let data = encode_pairs(pairs);
         self.cmds
@@ -390,7 +380,7 @@ impl Storage for PdStorage {
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let other = |e: PdError| raft::Error::Store(raft::StorageError::Other(Box::new(e)));
-        let pairs = scan_all(&self.engine, CF_DEFAULT).map_err(other)?;
+        let pairs = scan_cf_prefix(&self.engine, CF_DEFAULT, b"").map_err(other)?;
         let mut snap = Snapshot::default();
         snap.set_data(encode_pairs(&pairs).into());
         let meta = snap.mut_metadata();
@@ -401,26 +391,30 @@ impl Storage for PdStorage {
     }
 }
 
-fn scan_all(engine: &RocksEngine, cf: &'static str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    scan_cf_prefix(engine, cf, b"")
-}
-
 fn get_u64_pair(engine: &RocksEngine, key: &[u8]) -> Result<Option<(u64, u64)>> {
     let Some(v) = engine.get_cf(CF_RAFT, key).map_err(storage_err)? else {
         return Ok(None);
     };
-    let bad = || PdError::Corrupted(format!("raft state {:?}", String::from_utf8_lossy(key)));
-    let a: [u8; 8] = v.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
-    let b: [u8; 8] = v
-        .get(8..16)
-        .ok_or_else(bad)?
-        .try_into()
-        .map_err(|_| bad())?;
-    Ok(Some((u64::from_be_bytes(a), u64::from_be_bytes(b))))
+    if v.len() != 16 {
+        return Err(PdError::Corrupted(format!(
+            "raft state {:?} of {} bytes",
+            String::from_utf8_lossy(key),
+            v.len()
+        )));
+    }
+    Ok(Some((decode_u64(&v[..8])?, decode_u64(&v[8..])?)))
 }
 
 fn u64_pair(a: u64, b: u64) -> Vec<u8> {
     [a.to_be_bytes(), b.to_be_bytes()].concat()
+}
+
+/// What the raft thread talks to: the peers' outboxes, PD's server (the role), and the peer
+/// transport (stopped when the thread ends).
+struct Links {
+    outboxes: HashMap<u64, tokio::sync::mpsc::Sender<Message>>,
+    role_tx: watch::Sender<Role>,
+    stop_peers: watch::Sender<bool>,
 }
 
 /// The raft thread's state.
@@ -430,9 +424,7 @@ struct Node {
     tick: Duration,
     lease: Duration,
     max_entries: u64,
-    outboxes: HashMap<u64, tokio::sync::mpsc::Sender<Message>>,
-    role_tx: Option<watch::Sender<Role>>,
-    stop_peers: Option<watch::Sender<bool>>,
+    links: Links,
     /// Proposals waiting for their entry: index -> (term, reply).
     pending: BTreeMap<u64, (u64, SyncSender<Result<()>>)>,
     /// Read-index rounds in flight: sequence number -> when it was sent.
@@ -445,10 +437,9 @@ struct Node {
 impl Node {
     fn open(
         engine: RocksEngine,
-        id: u64,
-        voters: Vec<u64>,
         cfg: &PdConfig,
         shared: Arc<Shared>,
+        links: Links,
     ) -> Result<Node> {
         let mem = MemStorage::new();
         let hard_state = engine
@@ -461,7 +452,7 @@ impl Node {
             Some(v) => ConfState::parse_from_bytes(&v).map_err(storage_err)?,
             None => {
                 let cs = ConfState {
-                    voters,
+                    voters: cfg.initial_cluster.iter().map(|m| m.id).collect(),
                     ..Default::default()
                 };
                 let mut wb = WriteBatch::default();
@@ -496,12 +487,12 @@ impl Node {
         let applied = engine
             .get_cf(CF_RAFT, APPLIED_KEY)
             .map_err(storage_err)?
-            .map(|v| crate::tso::decode_u64(&v))
+            .map(|v| decode_u64(&v))
             .transpose()?
             .unwrap_or(0)
             .max(base_index);
         let raft_cfg = raft::Config {
-            id,
+            id: cfg.member_id,
             election_tick: cfg.raft_election_ticks,
             heartbeat_tick: 2,
             applied,
@@ -529,9 +520,7 @@ impl Node {
             tick,
             lease: tick * (cfg.raft_election_ticks as u32 - 2),
             max_entries: cfg.raft_log_max_entries,
-            outboxes: HashMap::new(),
-            role_tx: None,
-            stop_peers: None,
+            links,
             pending: BTreeMap::new(),
             reads: BTreeMap::new(),
             read_seq: 0,
@@ -590,13 +579,8 @@ impl Node {
         }
         self.fail_pending(|| PdError::NotLeader);
         self.shared.lease_until_ns.store(0, Ordering::Release);
-        self.shared.leader_id.store(0, Ordering::Release);
-        if let Some(tx) = &self.role_tx {
-            let _ = tx.send(Role::default());
-        }
-        if let Some(stop) = self.stop_peers.take() {
-            let _ = stop.send(true);
-        }
+        let _ = self.links.role_tx.send(Role::default());
+        let _ = self.links.stop_peers.send(true);
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
@@ -632,7 +616,7 @@ impl Node {
 
     fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
-            if let Some(tx) = self.outboxes.get(&m.to) {
+            if let Some(tx) = self.links.outboxes.get(&m.to) {
                 let _ = tx.try_send(m);
             }
         }
@@ -760,7 +744,7 @@ impl Node {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         let mut wb = WriteBatch::default();
-        for (k, _) in scan_all(self.engine(), CF_DEFAULT)? {
+        for (k, _) in scan_cf_prefix(self.engine(), CF_DEFAULT, b"")? {
             wb.delete_cf(CF_DEFAULT, &k);
         }
         for (k, v) in decode_pairs(&snap.data)? {
@@ -827,20 +811,18 @@ impl Node {
             self.reads.clear();
             self.fail_pending(|| PdError::NotLeader);
         }
-        self.shared.leader_id.store(leader_id, Ordering::Release);
-        let lease_ok = self.shared.now_ns() < self.shared.lease_until_ns.load(Ordering::Acquire);
-        let serving = is_leader && self.raw.store().applied >= self.leader_from && lease_ok;
+        let serving =
+            is_leader && self.raw.store().applied >= self.leader_from && self.shared.lease_valid();
         let role = Role {
             leader_id,
             serving_term: if serving { term } else { 0 },
         };
-        if let Some(tx) = &self.role_tx {
-            // A lease that lapses while leading does not withdraw the role: timestamps check
-            // the lease themselves.
-            let keep = is_leader && tx.borrow().serving_term == term;
-            if !keep && *tx.borrow() != role {
-                let _ = tx.send(role);
-            }
+        let tx = &self.links.role_tx;
+        // A lease that lapses while leading does not withdraw the role: timestamps check the
+        // lease themselves.
+        let keep = is_leader && tx.borrow().serving_term == term;
+        if !keep && *tx.borrow() != role {
+            let _ = tx.send(role);
         }
     }
 

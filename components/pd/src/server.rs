@@ -33,11 +33,18 @@ const TAKE_OVER_RETRY: Duration = Duration::from_millis(200);
 pub(crate) struct Serving {
     current: watch::Receiver<Option<Arc<Cluster>>>,
     meta: Arc<dyn MetaStore>,
-    replica: Option<Arc<RaftMetaStore>>,
-    role: Option<watch::Receiver<Role>>,
+    /// The PD group this member belongs to; `None` when PD runs alone.
+    group: Option<Group>,
+    client_url: String,
+}
+
+/// A member's view of its PD group.
+#[derive(Clone)]
+struct Group {
+    replica: Arc<RaftMetaStore>,
+    role: watch::Receiver<Role>,
     members: Vec<PdMember>,
     member_id: u64,
-    client_url: String,
 }
 
 impl Serving {
@@ -54,7 +61,7 @@ impl Serving {
     /// Whether timestamps may be handed out now: always alone; in a group, while the leader
     /// lease holds.
     pub(crate) fn lease_valid(&self) -> bool {
-        self.replica.as_ref().is_none_or(|r| r.lease_valid())
+        self.group.as_ref().is_none_or(|g| g.replica.lease_valid())
     }
 
     /// The cluster id: the served state's, else the replicated one (0 before the first leader
@@ -68,7 +75,7 @@ impl Serving {
 
     /// Every member as GetMembers lists them.
     pub(crate) fn members(&self) -> Vec<Member> {
-        if self.members.is_empty() {
+        let Some(g) = &self.group else {
             return vec![Member {
                 name: "pd".to_owned(),
                 member_id: 1,
@@ -76,14 +83,14 @@ impl Serving {
                 client_urls: vec![self.client_url.clone()],
                 ..Default::default()
             }];
-        }
-        self.members
+        };
+        g.members
             .iter()
             .map(|m| Member {
                 name: format!("pd-{}", m.id),
                 member_id: m.id,
                 peer_urls: vec![format!("http://{}", m.peer_addr)],
-                client_urls: vec![if m.id == self.member_id {
+                client_urls: vec![if m.id == g.member_id {
                     self.client_url.clone()
                 } else {
                     format!("http://{}", m.client_addr)
@@ -97,14 +104,11 @@ impl Serving {
     /// names leader; none during an election or while the new leader takes over.
     pub(crate) fn leader(&self) -> Option<Member> {
         let members = self.members();
-        if self.members.is_empty() {
+        let Some(g) = &self.group else {
             return members.into_iter().next();
-        }
-        let leader_id = match &self.role {
-            Some(role) => role.borrow().leader_id,
-            None => 0,
         };
-        if leader_id == self.member_id && self.cluster().is_none() {
+        let leader_id = g.role.borrow().leader_id;
+        if leader_id == g.member_id && self.cluster().is_none() {
             return None;
         }
         members.into_iter().find(|m| m.member_id == leader_id)
@@ -112,11 +116,7 @@ impl Serving {
 
     /// This member's id (1 when alone).
     pub(crate) fn member_id(&self) -> u64 {
-        if self.members.is_empty() {
-            1
-        } else {
-            self.member_id
-        }
+        self.group.as_ref().map_or(1, |g| g.member_id)
     }
 }
 
@@ -142,7 +142,7 @@ impl PdServer {
     }
 
     async fn start_inner(
-        mut cfg: PdConfig,
+        cfg: PdConfig,
         meta: Arc<dyn MetaStore>,
         replica: Option<(Arc<RaftMetaStore>, watch::Receiver<Role>)>,
     ) -> Result<PdHandle> {
@@ -154,43 +154,39 @@ impl PdServer {
         } else {
             cfg.advertise_addr.clone()
         };
-        if replica.is_none() {
-            cfg.initial_cluster.clear();
-        }
         let balance_interval = Duration::from_millis(cfg.balance_leader_interval_ms);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (current_tx, current_rx) = watch::channel(None);
-        let mut tasks = Vec::new();
-        let (replica, role) = match replica {
-            Some((r, role)) => (Some(r), Some(role)),
-            None => (None, None),
-        };
-        let serving = Serving {
-            current: current_rx,
-            meta: meta.clone(),
-            replica: replica.clone(),
-            role: role.clone(),
+        let group = replica.map(|(replica, role)| Group {
+            replica,
+            role,
             members: cfg.initial_cluster.clone(),
             member_id: cfg.member_id,
-            client_url: format!("http://{advertise}"),
-        };
-        match role {
+        });
+        let take_over = match &group {
             None => {
-                let cluster = Arc::new(Cluster::open(meta, cfg.clone(), now_ms())?);
+                let cluster = Arc::new(Cluster::open(meta.clone(), cfg.clone(), now_ms())?);
                 tracing::info!(%addr, cluster_id = cluster.cluster_id(), "PD started");
                 let _ = current_tx.send(Some(cluster));
+                None
             }
-            Some(role) => {
-                tracing::info!(%addr, member_id = cfg.member_id, "PD member started");
-                tasks.push(tokio::spawn(take_over_loop(
-                    role,
-                    meta,
+            Some(g) => {
+                tracing::info!(%addr, member_id = g.member_id, "PD member started");
+                Some(tokio::spawn(take_over_loop(
+                    g.role.clone(),
+                    meta.clone(),
                     cfg.clone(),
                     current_tx.clone(),
                     stop_rx.clone(),
-                )));
+                )))
             }
-        }
+        };
+        let serving = Serving {
+            current: current_rx,
+            meta,
+            group,
+            client_url: format!("http://{advertise}"),
+        };
         let metrics = Arc::new(Metrics::new());
         let svc = PdService {
             serving: serving.clone(),
@@ -202,28 +198,21 @@ impl PdServer {
             .add_service(KeyspaceServer::new(svc))
             .into_axum_router();
         let router = crate::http::routes(grpc, serving.clone(), metrics);
-        tasks.insert(
-            0,
-            tokio::spawn(accept_loop(listener, router, stop_rx.clone())),
-        );
-        tasks.push(tokio::spawn(balance_loop(
-            serving.clone(),
-            balance_interval,
-            stop_rx,
-        )));
+        let serve = tokio::spawn(accept_loop(listener, router, stop_rx.clone()));
+        let balance = tokio::spawn(balance_loop(serving.clone(), balance_interval, stop_rx));
         Ok(PdHandle {
             addr,
             serving,
             current_tx,
-            replica,
             stop: stop_tx,
-            tasks,
+            tasks: [serve, balance].into_iter().chain(take_over).collect(),
         })
     }
 }
 
 /// Follows the raft role: loads the state when this member starts to lead, drops it when it
-/// stops.
+/// stops. On shutdown the state stays published: [`PdHandle::shutdown`] takes it back and waits
+/// for its last user.
 async fn take_over_loop(
     mut role: watch::Receiver<Role>,
     meta: Arc<dyn MetaStore>,
@@ -243,15 +232,17 @@ async fn take_over_loop(
             if term != 0 {
                 let (meta, cfg) = (meta.clone(), cfg.clone());
                 let opened =
-                    tokio::task::spawn_blocking(move || Cluster::open(meta, cfg, now_ms())).await;
+                    tokio::task::spawn_blocking(move || Cluster::open(meta, cfg, now_ms()))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
                 match opened {
-                    Ok(Ok(cluster)) if role.borrow().serving_term == term => {
+                    Ok(cluster) if role.borrow().serving_term == term => {
                         tracing::info!(term, cluster_id = cluster.cluster_id(), "PD member leads");
                         let _ = current.send(Some(Arc::new(cluster)));
                         serving_term = term;
                     }
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(e)) => tracing::warn!(term, "taking over as PD leader failed: {e}"),
+                    Ok(_) => continue,
                     Err(e) => tracing::warn!(term, "taking over as PD leader failed: {e}"),
                 }
                 if serving_term == 0 {
@@ -267,7 +258,6 @@ async fn take_over_loop(
             changed = role.changed() => if changed.is_err() { break },
         }
     }
-    let _ = current.send(None);
 }
 
 /// Serves `router` (gRPC and HTTP) on every connection `listener` accepts until `stop`.
@@ -325,7 +315,6 @@ pub struct PdHandle {
     addr: SocketAddr,
     serving: Serving,
     current_tx: watch::Sender<Option<Arc<Cluster>>>,
-    replica: Option<Arc<RaftMetaStore>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -334,11 +323,6 @@ impl PdHandle {
     /// The bound address (the real port when the config asked for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The bound peer address of a member of a PD group.
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.replica.as_ref().map(|r| r.peer_addr())
     }
 
     /// `http://<addr>`, the endpoint clients connect to.
@@ -373,8 +357,8 @@ impl PdHandle {
                 tracing::warn!("PD state still referenced after shutdown");
             }
         }
-        if let Some(replica) = &self.replica {
-            let replica = replica.clone();
+        if let Some(g) = &self.serving.group {
+            let replica = g.replica.clone();
             let _ = tokio::task::spawn_blocking(move || replica.stop()).await;
         }
         tracing::info!(addr = %self.addr, "PD stopped");

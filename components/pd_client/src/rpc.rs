@@ -83,27 +83,22 @@ async fn connect_one(url: &str, cfg: &PdClientConfig) -> Result<(PdGrpc<Channel>
         // A lone PD: whatever address it advertises, the one we reached is the one to use.
         return Ok((client, cluster_id));
     }
-    let leader_url = resp
-        .leader
-        .as_ref()
-        .and_then(|m| m.client_urls.first())
+    let leader = leader_url(&resp)
         .cloned()
         .ok_or_else(|| transport(format!("{url}: the PD group has no leader yet")))?;
-    if leader_url == url {
+    if leader == url {
         return Ok((client, cluster_id));
     }
-    let (client, resp) = members_of(&leader_url, cfg).await?;
-    let leads = resp
-        .leader
-        .as_ref()
-        .and_then(|m| m.client_urls.first())
-        .is_some_and(|u| *u == leader_url);
-    if !leads {
-        return Err(transport(format!(
-            "{leader_url}: named leader does not lead"
-        )));
+    let (client, resp) = members_of(&leader, cfg).await?;
+    if leader_url(&resp) != Some(&leader) {
+        return Err(transport(format!("{leader}: named leader does not lead")));
     }
     Ok((client, resp.header.map_or(cluster_id, |h| h.cluster_id)))
+}
+
+/// The leader's URL a GetMembers answer names.
+fn leader_url(resp: &GetMembersResponse) -> Option<&String> {
+    resp.leader.as_ref().and_then(|m| m.client_urls.first())
 }
 
 /// A client of `url` and its GetMembers answer.
