@@ -100,7 +100,9 @@ async fn named_leader(group: &Group, url: &str) -> Option<usize> {
             .await
             .ok()?
             .into_inner();
-        let leader = resp.leader?.client_urls.first()?.clone();
+        // `etcd_leader` is the raft leader; `leader` may name the member itself while its
+        // leader is silent (it then answers lookups and forwards timestamps).
+        let leader = resp.etcd_leader?.client_urls.first()?.clone();
         group.urls.iter().position(|u| *u == leader)
     };
     tokio::time::timeout(Duration::from_secs(2), attempt)

@@ -13,32 +13,13 @@ use proto::Message;
 use crate::meta_store::MetaStore;
 use crate::operator::{OpStatus, Operator};
 use crate::region_dir::{epoch_is_stale, RegionDirectory, RegionInfo};
+use crate::replica_view::{
+    region_key, region_value, scan_limit, store_key, Lookup, Persisted, BOOTSTRAPPED_KEY,
+    CLUSTER_ID_KEY, GC_SAFE_POINT_KEY,
+};
 use crate::scheduler::{self, ClusterSnapshot, RegionSnap, StoreSnap};
 use crate::tso::decode_u64;
 use crate::{IdAllocator, PdConfig, PdError, Result, Tso};
-
-const CLUSTER_ID_KEY: &[u8] = b"meta/cluster_id";
-const BOOTSTRAPPED_KEY: &[u8] = b"meta/bootstrapped";
-const GC_SAFE_POINT_KEY: &[u8] = b"meta/gc_safe_point";
-const STORE_PREFIX: &[u8] = b"store/";
-const REGION_PREFIX: &[u8] = b"region/";
-
-fn store_key(id: u64) -> Vec<u8> {
-    [STORE_PREFIX, &id.to_be_bytes()].concat()
-}
-
-fn region_key(id: u64) -> Vec<u8> {
-    [REGION_PREFIX, &id.to_be_bytes()].concat()
-}
-
-fn region_value(info: &RegionInfo) -> Vec<u8> {
-    pdpb::Region {
-        region: Some(info.region.clone()),
-        leader: info.leader,
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
 
 /// A store and its liveness.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -94,42 +75,49 @@ impl Cluster {
 
     /// Loads the state from `meta` (a fresh cluster gets a random id), at time `now_ms`.
     pub fn open(meta: Arc<dyn MetaStore>, cfg: PdConfig, now_ms: u64) -> Result<Cluster> {
-        let cluster_id = match meta.get(CLUSTER_ID_KEY)? {
-            Some(v) => decode_u64(&v)?,
-            None => {
+        Self::open_with(meta, cfg, now_ms, None)
+    }
+
+    /// Like [`Cluster::open`]; a PD group's new leader passes the region directory its
+    /// replica view built (the same regions, plus the stale coverage that keeps lookups
+    /// answered across a split's gap).
+    pub(crate) fn open_with(
+        meta: Arc<dyn MetaStore>,
+        cfg: PdConfig,
+        now_ms: u64,
+        regions: Option<RegionDirectory>,
+    ) -> Result<Cluster> {
+        let mut state = Persisted::load(meta.as_ref())?;
+        let cluster_id = match state.cluster_id {
+            0 => {
                 let id = rand::random::<u64>().max(1);
                 meta.write(&[(CLUSTER_ID_KEY.to_vec(), id.to_be_bytes().to_vec())])?;
                 id
             }
+            id => id,
         };
-        let mut inner = Inner {
-            bootstrapped: meta.get(BOOTSTRAPPED_KEY)?.is_some(),
-            gc_safe_point: meta
-                .get(GC_SAFE_POINT_KEY)?
-                .map(|v| decode_u64(&v))
-                .transpose()?
-                .unwrap_or(0),
-            ..Default::default()
-        };
-        for (_, v) in meta.scan_prefix(STORE_PREFIX)? {
-            let store = Store::decode(v.as_slice())?;
-            // Liveness is not persisted: every store gets a full grace period after a restart.
-            inner.stores.insert(
-                store.id,
-                StoreInfo {
+        if let Some(regions) = regions {
+            state.regions = regions;
+        }
+        // Liveness is not persisted: every store gets a full grace period after a restart.
+        let stores = std::mem::take(&mut state.stores)
+            .into_iter()
+            .map(|(id, store)| {
+                let info = StoreInfo {
                     store,
                     stats: None,
                     last_heartbeat_ms: now_ms,
-                },
-            );
-        }
-        for (_, v) in meta.scan_prefix(REGION_PREFIX)? {
-            let r = pdpb::Region::decode(v.as_slice())?;
-            let info = RegionInfo::new(r.region.unwrap_or_default(), r.leader);
-            if let Err(e) = inner.regions.upsert(info) {
-                tracing::warn!("skipping persisted region: {e}");
-            }
-        }
+                };
+                (id, info)
+            })
+            .collect();
+        let inner = Inner {
+            bootstrapped: state.bootstrapped,
+            gc_safe_point: state.gc_safe_point,
+            stores,
+            regions: state.regions,
+            ..Default::default()
+        };
         Ok(Cluster {
             ids: IdAllocator::load(meta.clone(), cfg.id_batch)?,
             tso: Tso::load(meta.clone(), cfg.tso_save_window_ms)?,
@@ -309,11 +297,7 @@ impl Cluster {
     pub fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<RegionInfo>> {
         let inner = self.inner.lock();
         Self::must_bootstrapped(&inner)?;
-        let limit = if limit == 0 {
-            self.cfg.scan_regions_max
-        } else {
-            limit.min(self.cfg.scan_regions_max)
-        };
+        let limit = scan_limit(limit, self.cfg.scan_regions_max);
         Ok(inner
             .regions
             .scan(start, end, limit)
@@ -717,6 +701,40 @@ impl Cluster {
             inner.gc_safe_point = safe_point;
         }
         Ok(inner.gc_safe_point)
+    }
+}
+
+impl Lookup for Cluster {
+    fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    fn get_region(&self, key: &[u8]) -> Result<Option<RegionInfo>> {
+        Cluster::get_region(self, key)
+    }
+
+    fn get_prev_region(&self, key: &[u8]) -> Result<Option<RegionInfo>> {
+        Cluster::get_prev_region(self, key)
+    }
+
+    fn get_region_by_id(&self, id: u64) -> Result<Option<RegionInfo>> {
+        Cluster::get_region_by_id(self, id)
+    }
+
+    fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<RegionInfo>> {
+        Cluster::scan_regions(self, start, end, limit)
+    }
+
+    fn get_store(&self, id: u64) -> Result<StoreInfo> {
+        Cluster::get_store(self, id)
+    }
+
+    fn all_stores(&self, exclude_tombstone: bool) -> Vec<Store> {
+        Cluster::all_stores(self, exclude_tombstone)
+    }
+
+    fn gc_safe_point(&self) -> u64 {
+        Cluster::gc_safe_point(self)
     }
 }
 

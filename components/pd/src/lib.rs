@@ -13,8 +13,14 @@
 //! before it is acknowledged; ids and timestamps are handed out only below a persisted bound.
 //!
 //! Replication: with an initial cluster of several members, PD's writes go through a raft group
-//! of the members (`replication`), only the leader serves, and the others answer `Unavailable`
-//! and name the leader in GetMembers, as PD's followers do.
+//! of the members (`replication`). Only the leader changes state and hands out ids and
+//! timestamps; every member answers the clients' lookups (regions, stores, keyspaces) from its
+//! `replica_view` of the persisted state, and a member that does not lead forwards a client's
+//! TSO stream to the leader, waiting out an election. GetMembers names the leader while this
+//! member hears from it, else the member itself (tikv-client 0.4 drops requests whose lookup
+//! fails, so a client must always have a member that answers); `etcd_leader` names the raft
+//! leader, which the stores' PD client follows. Stores' own calls (heartbeats, splits, ids) are
+//! the leader's alone: others answer `Unavailable`.
 //!
 //! PD depends on `codec`, `engine`, `proto` and `raft` only; it must not depend on the store's crates
 //! (`raftstore`, `storage`, `server`).
@@ -29,6 +35,7 @@ mod meta_store;
 mod metrics;
 mod operator;
 mod region_dir;
+mod replica_view;
 mod replication;
 pub mod scheduler;
 mod server;

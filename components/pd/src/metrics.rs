@@ -21,6 +21,10 @@ pub struct Metrics {
     pub region_heartbeats: IntCounter,
     /// Heartbeat answers sent, by kind.
     pub operator_steps: IntCounterVec,
+    /// Client lookups a member that does not lead answered from its replica view.
+    pub view_lookups: IntCounter,
+    /// Client TSO streams a member that does not lead relayed to the leader.
+    pub tso_forwarded_streams: IntCounter,
 }
 
 impl Metrics {
@@ -58,6 +62,14 @@ impl Metrics {
             operators: gauge("pd_operators", "Operators running"),
             region_heartbeats: counter("pd_region_heartbeats_total", "Region heartbeats received"),
             operator_steps: steps,
+            view_lookups: counter(
+                "pd_view_lookups_total",
+                "Client lookups answered by a member that does not lead",
+            ),
+            tso_forwarded_streams: counter(
+                "pd_tso_forwarded_streams_total",
+                "Client TSO streams relayed to the leader",
+            ),
             registry,
         }
     }

@@ -38,6 +38,7 @@ use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Sto
 use tokio::sync::watch;
 
 use crate::meta_store::{scan_cf_prefix, MetaStore, RocksMetaStore};
+use crate::replica_view::ReplicaView;
 use crate::tso::decode_u64;
 use crate::{PdConfig, PdError, Result};
 
@@ -57,6 +58,8 @@ const OUTBOX_MAX: usize = 4096;
 const SEND_BATCH_MAX: usize = 256;
 /// Entries kept behind the applied index when the log is compacted.
 const COMPACT_KEEP: u64 = 100;
+/// Ticks between the leader's heartbeats.
+const HEARTBEAT_TICKS: usize = 2;
 
 fn entry_key(index: u64) -> Vec<u8> {
     [ENTRY_PREFIX, &index.to_be_bytes()].concat()
@@ -108,6 +111,9 @@ pub(crate) struct Role {
     pub leader_id: u64,
     /// The term in which this member may serve (leader, caught up, lease held); 0 otherwise.
     pub serving_term: u64,
+    /// Whether this member hears from that leader (is it, or had a message from it within a
+    /// few heartbeats): a silent leader may be dead, and clients are better served elsewhere.
+    pub leader_fresh: bool,
 }
 
 /// State shared between the raft thread and the request threads.
@@ -144,6 +150,7 @@ enum Cmd {
 /// The replicated [`MetaStore`]: reads the local applied state, writes through raft.
 pub(crate) struct RaftMetaStore {
     local: Arc<RocksMetaStore>,
+    view: Arc<ReplicaView>,
     cmds: Sender<Cmd>,
     shared: Arc<Shared>,
     thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
@@ -199,18 +206,31 @@ impl RaftMetaStore {
             role_tx,
             stop_peers: stop_tx,
         };
-        let node = Node::open(local.engine().clone(), cfg, shared.clone(), links)?;
+        let view = Arc::new(ReplicaView::load(local.as_ref(), cfg.scan_regions_max)?);
+        let node = Node::open(
+            local.engine().clone(),
+            cfg,
+            shared.clone(),
+            links,
+            view.clone(),
+        )?;
         let thread = std::thread::Builder::new()
             .name("pd-raft".into())
             .spawn(move || node.run(cmd_rx, inbox_rx))?;
         let store = Arc::new(RaftMetaStore {
             local,
+            view,
             cmds: cmd_tx,
             shared,
             thread: parking_lot::Mutex::new(Some(thread)),
             runtime: parking_lot::Mutex::new(Some(runtime)),
         });
         Ok((store, role_rx))
+    }
+
+    /// This member's view of the applied state, which it answers lookups from.
+    pub(crate) fn view(&self) -> &Arc<ReplicaView> {
+        &self.view
     }
 
     /// Whether this member's leader lease holds now.
@@ -432,6 +452,10 @@ struct Node {
     read_seq: u64,
     /// Index of the first entry of this member's current leadership (0 when not leader).
     leader_from: u64,
+    /// A follower that has not heard from its leader for more ticks than this calls it silent.
+    silent_ticks: usize,
+    /// Updated with every write applied.
+    view: Arc<ReplicaView>,
 }
 
 impl Node {
@@ -440,6 +464,7 @@ impl Node {
         cfg: &PdConfig,
         shared: Arc<Shared>,
         links: Links,
+        view: Arc<ReplicaView>,
     ) -> Result<Node> {
         let mem = MemStorage::new();
         let hard_state = engine
@@ -494,7 +519,7 @@ impl Node {
         let raft_cfg = raft::Config {
             id: cfg.member_id,
             election_tick: cfg.raft_election_ticks,
-            heartbeat_tick: 2,
+            heartbeat_tick: HEARTBEAT_TICKS,
             applied,
             check_quorum: true,
             pre_vote: true,
@@ -525,6 +550,9 @@ impl Node {
             reads: BTreeMap::new(),
             read_seq: 0,
             leader_from: 0,
+            // Two heartbeats missed, and always short of an election.
+            silent_ticks: (2 * HEARTBEAT_TICKS + 1).min(cfg.raft_election_ticks - 1),
+            view,
         })
     }
 
@@ -705,20 +733,26 @@ impl Node {
         };
         let last_index = last.index;
         let mut wb = WriteBatch::default();
+        let mut writes = Vec::new();
         for e in &entries {
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                for (k, v) in decode_pairs(&e.data)? {
+                let pairs = decode_pairs(&e.data)?;
+                for (k, v) in &pairs {
                     if v.is_empty() {
-                        wb.delete_cf(CF_DEFAULT, &k);
+                        wb.delete_cf(CF_DEFAULT, k);
                     } else {
-                        wb.put_cf(CF_DEFAULT, &k, &v);
+                        wb.put_cf(CF_DEFAULT, k, v);
                     }
                 }
+                writes.push(pairs);
             }
             // Membership is static (the initial cluster): conf-change entries carry nothing.
         }
         wb.put_cf(CF_RAFT, APPLIED_KEY, &last_index.to_be_bytes());
         self.engine().write(&wb, false).map_err(storage_err)?;
+        for pairs in &writes {
+            self.view.apply(pairs);
+        }
         self.raw.mut_store().applied = last_index;
         for e in &entries {
             if let Some((term, done)) = self.pending.remove(&e.index) {
@@ -747,8 +781,9 @@ impl Node {
         for (k, _) in scan_cf_prefix(self.engine(), CF_DEFAULT, b"")? {
             wb.delete_cf(CF_DEFAULT, &k);
         }
-        for (k, v) in decode_pairs(&snap.data)? {
-            wb.put_cf(CF_DEFAULT, &k, &v);
+        let pairs = decode_pairs(&snap.data)?;
+        for (k, v) in &pairs {
+            wb.put_cf(CF_DEFAULT, k, v);
         }
         wb.delete_range_cf(CF_RAFT, &entry_key(0), &entry_key(u64::MAX));
         wb.put_cf(CF_RAFT, BASE_KEY, &u64_pair(index, term));
@@ -765,6 +800,7 @@ impl Node {
         let store = self.raw.mut_store();
         store.mem.wl().apply_snapshot(snap).map_err(storage_err)?;
         store.applied = index;
+        self.view.reset(pairs)?;
         tracing::info!(index, term, "PD member applied a snapshot");
         Ok(())
     }
@@ -793,13 +829,15 @@ impl Node {
     }
 
     fn publish_role(&mut self) {
-        let (is_leader, leader_id, term, last_index) = {
+        let (is_leader, leader_id, term, last_index, heard) = {
             let raft = &self.raw.raft;
             (
                 raft.state == StateRole::Leader,
                 raft.leader_id,
                 raft.term,
                 raft.raft_log.last_index(),
+                // A follower counts ticks since its leader's last message here.
+                raft.election_elapsed <= self.silent_ticks,
             )
         };
         if is_leader && self.leader_from == 0 {
@@ -816,6 +854,7 @@ impl Node {
         let role = Role {
             leader_id,
             serving_term: if serving { term } else { 0 },
+            leader_fresh: leader_id != 0 && (is_leader || heard),
         };
         let tx = &self.links.role_tx;
         // A lease that lapses while leading does not withdraw the role: timestamps check the

@@ -18,6 +18,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::meta_store::{MetaStore, RocksMetaStore};
 use crate::metrics::Metrics;
+use crate::replica_view::{Lookup, ReplicaView};
 use crate::replication::{RaftMetaStore, Role};
 use crate::service::{now_ms, PdService};
 use crate::{Cluster, PdConfig, PdMember, Result};
@@ -100,8 +101,54 @@ impl Serving {
             .collect()
     }
 
+    /// What answers clients' lookups now: the served state; else, in a PD group, this
+    /// member's view of the replicated state (once a leader chose the cluster id).
+    pub(crate) fn lookup(&self) -> Option<Arc<dyn Lookup>> {
+        if let Some(cluster) = self.cluster() {
+            return Some(cluster);
+        }
+        let view: Arc<ReplicaView> = self.group.as_ref()?.replica.view().clone();
+        (view.cluster_id() != 0).then_some(view as Arc<dyn Lookup>)
+    }
+
+    /// The member GetMembers names as leader to clients: the leader while this member hears
+    /// from it, else this member itself, which answers lookups and forwards timestamps. A
+    /// client then always reaches a member that answers (tikv-client 0.4 retries a failed
+    /// lookup at once on the same connection and then drops the request it was for).
+    pub(crate) fn leader_for_clients(&self) -> Option<Member> {
+        let members = self.members();
+        let Some(g) = &self.group else {
+            return members.into_iter().next();
+        };
+        let role = g.role.borrow().clone();
+        let id = if role.leader_fresh {
+            role.leader_id
+        } else {
+            g.member_id
+        };
+        members.into_iter().find(|m| m.member_id == id)
+    }
+
+    /// The client URL of the leader to forward a timestamp stream to: another member that
+    /// leads and that this member hears from.
+    pub(crate) fn forward_target(&self) -> Option<String> {
+        let g = self.group.as_ref()?;
+        let role = g.role.borrow().clone();
+        if !role.leader_fresh || role.leader_id == g.member_id {
+            return None;
+        }
+        let m = g.members.iter().find(|m| m.id == role.leader_id)?;
+        Some(format!("http://{}", m.client_addr))
+    }
+
+    /// Role updates of this member's PD group (none when alone).
+    pub(crate) fn role_watch(&self) -> Option<watch::Receiver<Role>> {
+        self.group.as_ref().map(|g| g.role.clone())
+    }
+
     /// The leader as this member knows it: itself while it serves; another member that raft
-    /// names leader; none during an election or while the new leader takes over.
+    /// names leader; none during an election or while the new leader takes over. The stores'
+    /// PD client and the HTTP API follow this one (GetMembers' `etcd_leader`).
     pub(crate) fn leader(&self) -> Option<Member> {
         let members = self.members();
         let Some(g) = &self.group else {
@@ -174,6 +221,7 @@ impl PdServer {
                 tracing::info!(%addr, member_id = g.member_id, "PD member started");
                 Some(tokio::spawn(take_over_loop(
                     g.role.clone(),
+                    g.replica.view().clone(),
                     meta.clone(),
                     cfg.clone(),
                     current_tx.clone(),
@@ -215,6 +263,7 @@ impl PdServer {
 /// for its last user.
 async fn take_over_loop(
     mut role: watch::Receiver<Role>,
+    view: Arc<ReplicaView>,
     meta: Arc<dyn MetaStore>,
     cfg: PdConfig,
     current: watch::Sender<Option<Arc<Cluster>>>,
@@ -231,11 +280,14 @@ async fn take_over_loop(
             serving_term = 0;
             if term != 0 {
                 let (meta, cfg) = (meta.clone(), cfg.clone());
-                let opened =
-                    tokio::task::spawn_blocking(move || Cluster::open(meta, cfg, now_ms()))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()));
+                // Everything up to this term's first entry is applied, so the view holds it.
+                let regions = view.regions();
+                let opened = tokio::task::spawn_blocking(move || {
+                    Cluster::open_with(meta, cfg, now_ms(), Some(regions))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
                 match opened {
                     Ok(cluster) if role.borrow().serving_term == term => {
                         tracing::info!(term, cluster_id = cluster.cluster_id(), "PD member leads");

@@ -11,6 +11,7 @@ use proto::keyspacepb::{
     GetAllKeyspacesRequest, GetAllKeyspacesResponse, KeyspaceMeta, KeyspaceState,
     LoadKeyspaceRequest, LoadKeyspaceResponse,
 };
+use proto::pdpb::pd_client::PdClient;
 use proto::pdpb::pd_server::Pd;
 use proto::pdpb::*;
 use tokio::sync::{mpsc, watch};
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::region_dir::RegionInfo;
+use crate::replica_view::Lookup;
 use crate::server::Serving;
 use crate::{Cluster, PdError};
 
@@ -96,6 +98,31 @@ where
     Box::pin(ReceiverStream::new(rx))
 }
 
+/// Longest a new TSO stream waits for a leader to serve or forward it to.
+const TSO_ROUTE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How soon a relay whose leader did not answer looks for one again.
+const TSO_RELAY_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Marks a TSO stream one member relays to another.
+const FORWARDED_HEADER: &str = "flotilla-pd-forwarded";
+
+/// A connection to another member's client port.
+async fn connect(url: &str) -> Result<tonic::transport::Channel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .tcp_nodelay(true);
+    endpoint.connect().await.map_err(|e| e.to_string())
+}
+
+/// Where a TSO stream is answered.
+enum TsoRoute {
+    /// This member leads and serves.
+    Here,
+    /// Relayed to the leader at this client URL.
+    Forward(String),
+}
+
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 type RpcResult<T> = Result<Response<T>, Status>;
 
@@ -108,14 +135,14 @@ fn header(cluster_id: u64) -> Option<ResponseHeader> {
 
 /// The header for `result` (its error if any); losing the lead mid-request is `Unavailable`.
 fn header_of<T>(
-    cluster: &Cluster,
+    cluster_id: u64,
     result: &crate::Result<T>,
 ) -> Result<Option<ResponseHeader>, Status> {
     match result {
-        Ok(_) => Ok(header(cluster.cluster_id())),
+        Ok(_) => Ok(header(cluster_id)),
         Err(PdError::NotLeader) => Err(not_leader()),
         Err(e) => Ok(Some(ResponseHeader {
-            cluster_id: cluster.cluster_id(),
+            cluster_id,
             error: Some(Error {
                 r#type: e.error_type() as i32,
                 message: e.to_string(),
@@ -125,9 +152,8 @@ fn header_of<T>(
 }
 
 /// Rejects requests addressed to another cluster (0 means "unknown yet").
-fn check(cluster: &Cluster, header: &Option<RequestHeader>) -> crate::Result<()> {
+fn check(pd: u64, header: &Option<RequestHeader>) -> crate::Result<()> {
     let request = header.as_ref().map_or(0, |h| h.cluster_id);
-    let pd = cluster.cluster_id();
     if request != 0 && request != pd {
         return Err(PdError::ClusterIdMismatch { request, pd });
     }
@@ -135,10 +161,10 @@ fn check(cluster: &Cluster, header: &Option<RequestHeader>) -> crate::Result<()>
 }
 
 fn region_response(
-    cluster: &Cluster,
+    cluster_id: u64,
     result: crate::Result<Option<RegionInfo>>,
 ) -> RpcResult<GetRegionResponse> {
-    let header = header_of(cluster, &result)?;
+    let header = header_of(cluster_id, &result)?;
     let resp = match result {
         // Not found is an empty answer, as PD does; the client reports it as such.
         Ok(None) | Err(_) => GetRegionResponse {
@@ -162,6 +188,16 @@ impl PdService {
         self.serving.cluster().ok_or_else(not_leader)
     }
 
+    /// What answers lookups: the served state, or this member's replica view.
+    fn lookup(&self) -> Result<Arc<dyn Lookup>, Status> {
+        if self.serving.cluster().is_none() {
+            self.metrics.view_lookups.inc();
+        }
+        self.serving.lookup().ok_or_else(|| {
+            Status::unavailable("this PD member has not learnt the cluster's state yet")
+        })
+    }
+
     /// Answers a bidirectional stream with `handle` while this member serves (see [`pump`]).
     fn stream<Req, Resp>(
         &self,
@@ -183,19 +219,81 @@ impl PdService {
         Ok(Response::new(stream))
     }
 
+    /// Where a new TSO stream goes: served here when this member leads, else (unless the
+    /// stream was already relayed once) to the leader this member hears from. During an
+    /// election or a take-over it waits, until `deadline`, rather than fail the client at once.
+    async fn tso_route(
+        &self,
+        deadline: tokio::time::Instant,
+        may_forward: bool,
+    ) -> Result<TsoRoute, Status> {
+        let mut served = self.serving.watch();
+        let mut role = self.serving.role_watch();
+        let mut stop = self.stop.clone();
+        loop {
+            if self.serving.cluster().is_some() {
+                return Ok(TsoRoute::Here);
+            }
+            if let Some(url) = self.serving.forward_target().filter(|_| may_forward) {
+                return Ok(TsoRoute::Forward(url));
+            }
+            let role_changed = async {
+                match role.as_mut() {
+                    Some(r) => r.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = served.changed() => {}
+                ok = role_changed => if !ok { return Err(not_leader()) },
+                _ = stop.changed() => return Err(not_leader()),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Status::unavailable("no PD leader elected in time"));
+                }
+            }
+        }
+    }
+
+    /// Relays a client's TSO stream to the leader over `channel`; the leader's answers (and
+    /// its end of the stream, e.g. when it loses the lead) go back unchanged.
+    async fn forward_tso(
+        &self,
+        req: Request<Streaming<TsoRequest>>,
+        channel: tonic::transport::Channel,
+        url: &str,
+    ) -> RpcResult<ResponseStream<TsoResponse>> {
+        let input = req
+            .into_inner()
+            .take_while(|r| futures::future::ready(r.is_ok()))
+            .filter_map(|r| futures::future::ready(r.ok()));
+        let mut relayed = Request::new(input);
+        relayed.metadata_mut().insert(
+            FORWARDED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        self.metrics.tso_forwarded_streams.inc();
+        let answers = PdClient::new(channel)
+            .tso(relayed)
+            .await
+            .map_err(|e| Status::unavailable(format!("relaying to PD leader {url}: {e}")))?
+            .into_inner();
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     fn on_tso(&self, cluster: &Cluster, req: TsoRequest) -> Result<Option<TsoResponse>, Status> {
         if !self.serving.lease_valid() {
             return Err(Status::unavailable(
                 "not leader: this PD member's leader lease has lapsed",
             ));
         }
-        let result = check(cluster, &req.header).and_then(|_| cluster.tso(now_ms(), req.count));
+        let result =
+            check(cluster.cluster_id(), &req.header).and_then(|_| cluster.tso(now_ms(), req.count));
         self.metrics.tso_requests.inc();
         if result.is_ok() {
             self.metrics.tso_timestamps.inc_by(u64::from(req.count));
         }
         Ok(Some(TsoResponse {
-            header: header_of(cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
             count: req.count,
             timestamp: result.ok(),
         }))
@@ -208,8 +306,8 @@ impl PdService {
     ) -> Result<Option<RegionHeartbeatResponse>, Status> {
         self.metrics.region_heartbeats.inc();
         let region_id = req.region.as_ref().map_or(0, |r| r.id);
-        let result =
-            check(cluster, &req.header).and_then(|_| cluster.region_heartbeat(req, now_ms()));
+        let result = check(cluster.cluster_id(), &req.header)
+            .and_then(|_| cluster.region_heartbeat(req, now_ms()));
         Ok(match result {
             Ok(Some(mut resp)) => {
                 let kind = if resp.split_region.is_some() {
@@ -236,26 +334,45 @@ impl PdService {
 #[tonic::async_trait]
 impl Pd for PdService {
     async fn get_members(&self, _req: Request<GetMembersRequest>) -> RpcResult<GetMembersResponse> {
-        let leader = self.serving.leader();
         Ok(Response::new(GetMembersResponse {
             header: header(self.serving.cluster_id()),
             members: self.serving.members(),
-            etcd_leader: leader.clone(),
-            leader,
+            leader: self.serving.leader_for_clients(),
+            etcd_leader: self.serving.leader(),
         }))
     }
 
     type TsoStream = ResponseStream<TsoResponse>;
 
     async fn tso(&self, req: Request<Streaming<TsoRequest>>) -> RpcResult<Self::TsoStream> {
-        let svc = self.clone();
-        self.stream(req, move |c, r| svc.on_tso(c, r))
+        // A relayed stream is served by its receiver or not at all: no relay chains or loops.
+        let may_forward = !req.metadata().contains_key(FORWARDED_HEADER);
+        let deadline = tokio::time::Instant::now() + TSO_ROUTE_WAIT_MAX;
+        loop {
+            match self.tso_route(deadline, may_forward).await? {
+                TsoRoute::Here => {
+                    let svc = self.clone();
+                    return self.stream(req, move |c, r| svc.on_tso(c, r));
+                }
+                TsoRoute::Forward(url) => match connect(&url).await {
+                    Ok(channel) => return self.forward_tso(req, channel, &url).await,
+                    // The leader this member heard from may just have died: wait for news.
+                    Err(e) => {
+                        tracing::debug!("relaying a TSO stream to {url}: {e}");
+                        if tokio::time::Instant::now() + TSO_RELAY_RETRY >= deadline {
+                            return Err(Status::unavailable(format!("PD leader {url}: {e}")));
+                        }
+                        tokio::time::sleep(TSO_RELAY_RETRY).await;
+                    }
+                },
+            }
+        }
     }
 
     async fn bootstrap(&self, req: Request<BootstrapRequest>) -> RpcResult<BootstrapResponse> {
         let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = check(&cluster, &req.header).and_then(|_| {
+        let result = check(cluster.cluster_id(), &req.header).and_then(|_| {
             let store = req
                 .store
                 .ok_or_else(|| PdError::InvalidValue("missing store".into()))?;
@@ -265,7 +382,7 @@ impl Pd for PdService {
             cluster.bootstrap(store, region, now_ms())
         });
         Ok(Response::new(BootstrapResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
         }))
     }
 
@@ -282,18 +399,20 @@ impl Pd for PdService {
 
     async fn alloc_id(&self, req: Request<AllocIdRequest>) -> RpcResult<AllocIdResponse> {
         let cluster = self.cluster()?;
-        let result = check(&cluster, &req.get_ref().header).and_then(|_| cluster.alloc_id());
+        let result =
+            check(cluster.cluster_id(), &req.get_ref().header).and_then(|_| cluster.alloc_id());
         Ok(Response::new(AllocIdResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
             id: result.unwrap_or(0),
         }))
     }
 
     async fn get_store(&self, req: Request<GetStoreRequest>) -> RpcResult<GetStoreResponse> {
-        let cluster = self.cluster()?;
+        let cluster = self.lookup()?;
         let req = req.into_inner();
-        let result = check(&cluster, &req.header).and_then(|_| cluster.get_store(req.store_id));
-        let header = header_of(&cluster, &result)?;
+        let result =
+            check(cluster.cluster_id(), &req.header).and_then(|_| cluster.get_store(req.store_id));
+        let header = header_of(cluster.cluster_id(), &result)?;
         let (store, stats) = result.map(|s| (Some(s.store), s.stats)).unwrap_or_default();
         Ok(Response::new(GetStoreResponse {
             header,
@@ -305,14 +424,14 @@ impl Pd for PdService {
     async fn put_store(&self, req: Request<PutStoreRequest>) -> RpcResult<PutStoreResponse> {
         let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = check(&cluster, &req.header).and_then(|_| {
+        let result = check(cluster.cluster_id(), &req.header).and_then(|_| {
             let store = req
                 .store
                 .ok_or_else(|| PdError::InvalidValue("missing store".into()))?;
             cluster.put_store(store, now_ms())
         });
         Ok(Response::new(PutStoreResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
         }))
     }
 
@@ -320,12 +439,12 @@ impl Pd for PdService {
         &self,
         req: Request<GetAllStoresRequest>,
     ) -> RpcResult<GetAllStoresResponse> {
-        let cluster = self.cluster()?;
+        let cluster = self.lookup()?;
         let req = req.into_inner();
-        let result =
-            check(&cluster, &req.header).map(|_| cluster.all_stores(req.exclude_tombstone_stores));
+        let result = check(cluster.cluster_id(), &req.header)
+            .map(|_| cluster.all_stores(req.exclude_tombstone_stores));
         Ok(Response::new(GetAllStoresResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
             stores: result.unwrap_or_default(),
         }))
     }
@@ -336,14 +455,14 @@ impl Pd for PdService {
     ) -> RpcResult<StoreHeartbeatResponse> {
         let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = check(&cluster, &req.header).and_then(|_| {
+        let result = check(cluster.cluster_id(), &req.header).and_then(|_| {
             let stats = req
                 .stats
                 .ok_or_else(|| PdError::InvalidValue("missing stats".into()))?;
             cluster.store_heartbeat(stats, now_ms())
         });
         Ok(Response::new(StoreHeartbeatResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
             cluster_version: String::new(),
         }))
     }
@@ -359,45 +478,46 @@ impl Pd for PdService {
     }
 
     async fn get_region(&self, req: Request<GetRegionRequest>) -> RpcResult<GetRegionResponse> {
-        let cluster = self.cluster()?;
+        let cluster = self.lookup()?;
         let req = req.into_inner();
-        let result = check(&cluster, &req.header).and_then(|_| cluster.get_region(&req.region_key));
-        region_response(&cluster, result)
+        let result = check(cluster.cluster_id(), &req.header)
+            .and_then(|_| cluster.get_region(&req.region_key));
+        region_response(cluster.cluster_id(), result)
     }
 
     async fn get_prev_region(
         &self,
         req: Request<GetRegionRequest>,
     ) -> RpcResult<GetRegionResponse> {
-        let cluster = self.cluster()?;
+        let cluster = self.lookup()?;
         let req = req.into_inner();
-        let result =
-            check(&cluster, &req.header).and_then(|_| cluster.get_prev_region(&req.region_key));
-        region_response(&cluster, result)
+        let result = check(cluster.cluster_id(), &req.header)
+            .and_then(|_| cluster.get_prev_region(&req.region_key));
+        region_response(cluster.cluster_id(), result)
     }
 
     async fn get_region_by_id(
         &self,
         req: Request<GetRegionByIdRequest>,
     ) -> RpcResult<GetRegionResponse> {
-        let cluster = self.cluster()?;
+        let cluster = self.lookup()?;
         let req = req.into_inner();
-        let result =
-            check(&cluster, &req.header).and_then(|_| cluster.get_region_by_id(req.region_id));
-        region_response(&cluster, result)
+        let result = check(cluster.cluster_id(), &req.header)
+            .and_then(|_| cluster.get_region_by_id(req.region_id));
+        region_response(cluster.cluster_id(), result)
     }
 
     async fn scan_regions(
         &self,
         req: Request<ScanRegionsRequest>,
     ) -> RpcResult<ScanRegionsResponse> {
-        let cluster = self.cluster()?;
+        let cluster = self.lookup()?;
         let req = req.into_inner();
         let limit = usize::try_from(req.limit.max(0)).unwrap_or(0);
-        let result = check(&cluster, &req.header)
+        let result = check(cluster.cluster_id(), &req.header)
             .and_then(|_| cluster.scan_regions(&req.start_key, &req.end_key, limit));
         let mut resp = ScanRegionsResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
             ..Default::default()
         };
         for info in result.unwrap_or_default() {
@@ -419,14 +539,14 @@ impl Pd for PdService {
     ) -> RpcResult<AskBatchSplitResponse> {
         let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result = check(&cluster, &req.header).and_then(|_| {
+        let result = check(cluster.cluster_id(), &req.header).and_then(|_| {
             let region = req
                 .region
                 .ok_or_else(|| PdError::InvalidValue("missing region".into()))?;
             cluster.ask_batch_split(&region, req.split_count)
         });
         Ok(Response::new(AskBatchSplitResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
             ids: result.unwrap_or_default(),
         }))
     }
@@ -437,10 +557,10 @@ impl Pd for PdService {
     ) -> RpcResult<ReportBatchSplitResponse> {
         let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result =
-            check(&cluster, &req.header).and_then(|_| cluster.report_batch_split(req.regions));
+        let result = check(cluster.cluster_id(), &req.header)
+            .and_then(|_| cluster.report_batch_split(req.regions));
         Ok(Response::new(ReportBatchSplitResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
         }))
     }
 
@@ -448,10 +568,11 @@ impl Pd for PdService {
         &self,
         req: Request<GetGcSafePointRequest>,
     ) -> RpcResult<GetGcSafePointResponse> {
-        let cluster = self.cluster()?;
-        let result = check(&cluster, &req.get_ref().header).map(|_| cluster.gc_safe_point());
+        let cluster = self.lookup()?;
+        let result =
+            check(cluster.cluster_id(), &req.get_ref().header).map(|_| cluster.gc_safe_point());
         Ok(Response::new(GetGcSafePointResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
             safe_point: result.unwrap_or(0),
         }))
     }
@@ -462,10 +583,10 @@ impl Pd for PdService {
     ) -> RpcResult<UpdateGcSafePointResponse> {
         let cluster = self.cluster()?;
         let req = req.into_inner();
-        let result =
-            check(&cluster, &req.header).and_then(|_| cluster.update_gc_safe_point(req.safe_point));
+        let result = check(cluster.cluster_id(), &req.header)
+            .and_then(|_| cluster.update_gc_safe_point(req.safe_point));
         Ok(Response::new(UpdateGcSafePointResponse {
-            header: header_of(&cluster, &result)?,
+            header: header_of(cluster.cluster_id(), &result)?,
             new_safe_point: result.unwrap_or(0),
         }))
     }
@@ -487,7 +608,7 @@ impl Keyspace for PdService {
         req: Request<LoadKeyspaceRequest>,
     ) -> RpcResult<LoadKeyspaceResponse> {
         let req = req.into_inner();
-        let cluster_id = self.cluster()?.cluster_id();
+        let cluster_id = self.lookup()?.cluster_id();
         let resp = if req.name == "DEFAULT" {
             LoadKeyspaceResponse {
                 header: header(cluster_id),
@@ -514,7 +635,7 @@ impl Keyspace for PdService {
         &self,
         req: Request<GetAllKeyspacesRequest>,
     ) -> RpcResult<GetAllKeyspacesResponse> {
-        let cluster_id = self.cluster()?.cluster_id();
+        let cluster_id = self.lookup()?.cluster_id();
         let req = req.into_inner();
         let keyspaces = std::iter::once(default_keyspace())
             .filter(|k| k.id >= req.start_id)

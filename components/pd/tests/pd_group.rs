@@ -1,7 +1,8 @@
-//! A PD group of three members on loopback: one leads, the others answer `Unavailable` and name
-//! it; when the leader stops, another takes over with the same cluster id, ids and timestamps
-//! above every one handed out, and the bootstrapped state; a member that was down catches up,
-//! from a snapshot once the log was compacted past it.
+//! A PD group of three members on loopback: one leads, the others name it and answer the stores'
+//! calls with `Unavailable`; when the leader stops, another takes over with the same cluster id,
+//! ids and timestamps above every one handed out, and the bootstrapped state; a member that was
+//! down catches up, from a snapshot once the log was compacted past it. Every member answers a
+//! client's lookups and relays its timestamps, also while the group has no leader.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,7 +10,10 @@ use std::time::{Duration, Instant};
 use pd::{PdConfig, PdHandle, PdMember, PdServer};
 use proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
 use proto::pdpb::pd_client::PdClient;
-use proto::pdpb::{GetMembersRequest, IsBootstrappedRequest};
+use proto::pdpb::{
+    GetMembersRequest, GetRegionRequest, GetStoreRequest, IsBootstrappedRequest, RequestHeader,
+    TsoRequest,
+};
 use tempfile::TempDir;
 
 fn free_addr() -> String {
@@ -165,6 +169,148 @@ async fn a_follower_takes_over_with_the_replicated_state() {
     }
     assert!(cluster.is_bootstrapped());
     drop(cluster);
+    for h in handles.into_iter().flatten() {
+        h.shutdown().await;
+    }
+}
+
+/// One timestamp through member `url`'s TSO stream (relayed when it does not lead).
+async fn tso_via(url: &str, cluster_id: u64) -> Result<u64, tonic::Status> {
+    let mut client = PdClient::connect(url.to_owned())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let req = TsoRequest {
+        header: Some(RequestHeader {
+            cluster_id,
+            ..Default::default()
+        }),
+        count: 1,
+        ..Default::default()
+    };
+    let mut answers = client
+        .tso(futures::stream::iter(vec![req]))
+        .await?
+        .into_inner();
+    let resp = answers
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unavailable("TSO stream ended"))?;
+    Ok(ts_of(&resp.timestamp.expect("a timestamp")))
+}
+
+/// The region holding `key` as member `url` answers it.
+async fn region_via(url: &str, cluster_id: u64, key: &[u8]) -> Result<u64, tonic::Status> {
+    let mut client = PdClient::connect(url.to_owned())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let resp = client
+        .get_region(GetRegionRequest {
+            header: Some(RequestHeader {
+                cluster_id,
+                ..Default::default()
+            }),
+            region_key: key.to_vec(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(resp.header.unwrap().error.is_none());
+    Ok(resp.region.map_or(0, |r| r.id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_member_answers_lookups_and_relays_timestamps_through_a_leader_change() {
+    let dir = TempDir::new().unwrap();
+    let members = members(3);
+    let mut handles = Vec::new();
+    for m in &members {
+        handles.push(Some(start(dir.path(), &members, m.id).await));
+    }
+    let first = leader_of(&handles).await;
+    let cluster = handles[first].as_ref().unwrap().cluster().unwrap();
+    let cluster_id = cluster.cluster_id();
+    let store = Store {
+        id: 1,
+        address: "127.0.0.1:1".into(),
+        ..Default::default()
+    };
+    cluster.bootstrap(store, first_region(1), now_ms()).unwrap();
+    let last_ts = ts_of(&cluster.tso(now_ms(), 1).unwrap());
+    drop(cluster);
+
+    // A follower: names the leader (to clients and as the raft leader), answers lookups from
+    // its replica view, relays a TSO stream to the leader; the stores' calls stay the leader's.
+    let follower = (first + 1) % 3;
+    let url = handles[follower].as_ref().unwrap().endpoint();
+    let mut client = PdClient::connect(url.clone()).await.unwrap();
+    let resp = client
+        .get_members(GetMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.leader.unwrap().member_id, members[first].id);
+    assert_eq!(resp.etcd_leader.unwrap().member_id, members[first].id);
+    assert_eq!(region_via(&url, cluster_id, b"any key").await.unwrap(), 2);
+    let store = client
+        .get_store(GetStoreRequest {
+            store_id: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(store.store.unwrap().address, "127.0.0.1:1");
+    let ts = tso_via(&url, cluster_id).await.unwrap();
+    assert!(ts > last_ts, "relayed timestamp {ts} after {last_ts}");
+    let err = client
+        .is_bootstrapped(IsBootstrappedRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+
+    // The leader stops. Before any election ends, the survivors still answer lookups; a TSO
+    // stream opened now waits for the new leader instead of failing; and once the old leader
+    // has been silent for a few heartbeats, no survivor names it to clients any more.
+    handles[first].take().unwrap().shutdown().await;
+    let stopped = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    for i in &survivors {
+        let url = handles[*i].as_ref().unwrap().endpoint();
+        assert_eq!(region_via(&url, cluster_id, b"k").await.unwrap(), 2);
+    }
+    let relayed = tokio::spawn({
+        let url = handles[survivors[0]].as_ref().unwrap().endpoint();
+        async move { tso_via(&url, cluster_id).await }
+    });
+    let deadline = stopped + Duration::from_secs(10);
+    loop {
+        let mut named_dead = false;
+        for i in &survivors {
+            let url = handles[*i].as_ref().unwrap().endpoint();
+            let mut c = PdClient::connect(url).await.unwrap();
+            let resp = c
+                .get_members(GetMembersRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            named_dead |= resp.leader.unwrap().member_id == members[first].id;
+        }
+        if !named_dead {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a survivor still names the stopped leader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ts = relayed
+        .await
+        .unwrap()
+        .expect("a TSO stream waits out the election");
+    assert!(ts > last_ts, "timestamp {ts} after {last_ts}");
+    let second = leader_of(&handles).await;
+    assert_ne!(second, first);
     for h in handles.into_iter().flatten() {
         h.shutdown().await;
     }

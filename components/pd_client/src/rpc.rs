@@ -96,9 +96,14 @@ async fn connect_one(url: &str, cfg: &PdClientConfig) -> Result<(PdGrpc<Channel>
     Ok((client, resp.header.map_or(cluster_id, |h| h.cluster_id)))
 }
 
-/// The leader's URL a GetMembers answer names.
+/// The leader's URL a GetMembers answer names. A Flotilla PD member names the raft leader in
+/// `etcd_leader` and, in `leader`, the member an official client should talk to (itself while
+/// its leader is silent): the store's calls are the leader's alone, so this follows the former.
 fn leader_url(resp: &GetMembersResponse) -> Option<&String> {
-    resp.leader.as_ref().and_then(|m| m.client_urls.first())
+    resp.etcd_leader
+        .as_ref()
+        .or(resp.leader.as_ref())
+        .and_then(|m| m.client_urls.first())
 }
 
 /// A client of `url` and its GetMembers answer.
