@@ -9,6 +9,7 @@ mod playground;
 mod report;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -38,6 +39,9 @@ enum Command {
     Chaos(Box<chaos::ChaosArgs>),
     /// Check a history recorded by `flotilla chaos` (JSON lines).
     Check(chaos::CheckArgs),
+    /// Region lookups through the official client, one JSON line per round (run by `chaos`).
+    #[command(hide = true)]
+    LookupProbe(chaos::lookup_probe::LookupProbeArgs),
     /// Look at and operate a running cluster.
     Ctl {
         /// PD address; comma-separated, the members of a PD group.
@@ -192,12 +196,22 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// The exit status of a check that ran: 1 if it failed (its findings already printed, last).
+fn exit_code(end: chaos::RunEnd) -> ExitCode {
+    match end {
+        chaos::RunEnd::Passed => ExitCode::SUCCESS,
+        chaos::RunEnd::Failed => ExitCode::FAILURE,
+    }
+}
+
+/// An `Err` is an error of the tool (printed with its causes); a check that ran and failed is
+/// not one: it prints its findings and exits with status 1.
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let done = match cli.command {
         Command::Pd(a) => {
             init_logging();
             abort_on_panic();
@@ -211,8 +225,10 @@ fn main() -> Result<()> {
         Command::Playground(a) => rt.block_on(playground::run(a)),
         Command::Bench(a) => rt.block_on(bench::run(*a)),
         Command::BenchReport(a) => report::run(a),
-        Command::Chaos(a) => rt.block_on(chaos::run(*a)),
-        Command::Check(a) => chaos::check(a),
+        Command::Chaos(a) => return rt.block_on(chaos::run(*a)).map(exit_code),
+        Command::Check(a) => return chaos::check(a).map(exit_code),
+        Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }

@@ -5,18 +5,28 @@
 //! `checker` crate and prints a verdict with the seed. `flotilla check` re-checks a recorded
 //! history.
 //!
+//! While faults run, a lookup probe (its own process, [`lookup_probe`]) looks regions up through
+//! the official client's PD code and [`pd_watch`] follows PD's leader; the verdict
+//! ([`verdict`], [`lookups`]) fails the run on a lookup that failed while a majority of PD
+//! members was up.
+//!
 //! A run lives in `<dir>/<workload>-<seed>/`: `history.jsonl`, `timeline.jsonl`,
 //! `verdict.json`, the processes' logs and their data directories. A passing run removes the
-//! data directories (unless `--keep`); a failing one keeps everything.
+//! data directories (unless `--keep`); a failing one keeps everything. A failing check is not
+//! an error: it ends with its findings and [`RunEnd::Failed`].
 
 mod bank;
 mod cluster;
 mod history;
 mod list_append;
+pub mod lookup_probe;
+mod lookups;
 mod nemesis;
+mod pd_watch;
 mod raw;
 mod register;
 mod txn;
+mod verdict;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,17 +36,25 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use rand::Rng;
-use serde_json::json;
 use tikv_client::RawClient;
 use tokio::sync::Notify;
 use tokio::time::{timeout, Instant};
 
 use cluster::ChaosCluster;
 use history::{Clock, Lines};
-use nemesis::{FaultKind, Nemesis, NemesisConfig, NemesisReport, Probe};
+use nemesis::{FaultKind, Nemesis, NemesisConfig, Probe};
+use pd_watch::PdWatch;
+use verdict::Verdict;
 
-/// The liveness bar: after a heal, writes are back within this (p99).
-const RECOVERY_P99_MAX: Duration = Duration::from_secs(10);
+/// How a campaign or a check that could run ended. A failure is a finding, printed last, not
+/// an error (errors are for runs that could not be made or read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every check passed.
+    Passed,
+    /// A check failed; the findings were printed.
+    Failed,
+}
 
 /// A campaign's workload.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,33 +280,9 @@ impl Ctx {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
-
-/// For each heal, how long until a client's write was next acknowledged.
-fn client_recoveries(heals_ns: &[u64], acks_ns: &[u64]) -> Vec<Duration> {
-    let mut acks = acks_ns.to_vec();
-    acks.sort_unstable();
-    heals_ns
-        .iter()
-        .filter_map(|h| {
-            let i = acks.partition_point(|a| a < h);
-            acks.get(i).map(|a| Duration::from_nanos(a - h))
-        })
-        .collect()
-}
-
-fn ms(d: Option<Duration>) -> serde_json::Value {
-    d.map_or(serde_json::Value::Null, |d| json!(d.as_millis() as u64))
-}
-
-/// Runs a campaign; an error (non-zero exit) unless every check passed.
-pub async fn run(args: ChaosArgs) -> Result<()> {
+/// Runs a campaign: [`RunEnd::Failed`] (its findings printed last) unless every check passed;
+/// an error if the campaign could not run.
+pub async fn run(args: ChaosArgs) -> Result<RunEnd> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let workload = args.workload;
     let keys = args.keys.unwrap_or(workload.default_keys());
@@ -361,6 +355,9 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         ),
         Workload::Bank | Workload::ListAppend => Probe::Txn(txn::connect(&ctx.pd).await?),
     };
+    // Beside the workload's first key: in its regions, never read by it.
+    let lookup_key = format!("{}~lookup", workload.key(0));
+    let watch = PdWatch::start(&ctx, &dir, &lookup_key);
     println!("faults begin");
     let cfg = NemesisConfig {
         kinds: args.nemesis.clone(),
@@ -377,6 +374,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
     if let Err(e) = cluster.wait_ready(1, Duration::from_secs(60)).await {
         println!("  {e:#}; checking anyway");
     }
+    let pd_record = watch.stop().await;
     healed.notify_one();
     let checked = match timeout(Duration::from_secs(600), work).await {
         Ok(r) => r.context("the workload task panicked")?,
@@ -387,7 +385,8 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
     ctx.history.flush()?;
     ctx.timeline.flush()?;
     cluster.stop();
-    let verdict = Verdict::new(workload, seed, &args, &report, checked);
+    let lookups = lookups::analyze(&pd_record, &report.pd_faults);
+    let verdict = Verdict::new(workload, seed, &args, &report, checked, &lookups);
     std::fs::write(dir.join("verdict.json"), verdict.json.to_string() + "\n")?;
     println!("{}", verdict.text);
     if verdict.passed {
@@ -403,129 +402,23 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
             "PASS seed {seed} (history and timeline in {})",
             dir.display()
         );
-        Ok(())
+        Ok(RunEnd::Passed)
     } else {
-        bail!(
+        println!(
             "FAIL seed {seed}: replay with `flotilla chaos --workload {} --seed {seed}`; history, timeline, logs and data kept in {}",
             workload.name(),
             dir.display()
-        )
+        );
+        for f in &verdict.findings {
+            println!("{f}");
+        }
+        Ok(RunEnd::Failed)
     }
 }
 
-/// The run's verdict, for people and as `verdict.json`.
-struct Verdict {
-    passed: bool,
-    text: String,
-    json: serde_json::Value,
-}
-
-impl Verdict {
-    fn new(
-        workload: Workload,
-        seed: u64,
-        args: &ChaosArgs,
-        report: &NemesisReport,
-        checked: Result<Checked>,
-    ) -> Verdict {
-        let (checked, error) = match checked {
-            Ok(c) => (c, None),
-            Err(e) => (Checked::default(), Some(format!("{e:#}"))),
-        };
-        let mut probe = report.recoveries.clone();
-        probe.sort_unstable();
-        let mut clients = client_recoveries(&report.heals_ns, &checked.write_acks_ns);
-        clients.sort_unstable();
-        let p99 = percentile(&probe, 0.99);
-        let live = report.unrecovered == 0 && p99.is_none_or(|d| d < RECOVERY_P99_MAX);
-        let injected: u32 = report
-            .faults
-            .iter()
-            .filter(|(k, _)| **k != "mix")
-            .map(|(_, n)| n)
-            .sum();
-        let passed = error.is_none()
-            && checked.passed
-            && report.crashes.is_empty()
-            && live
-            && checked.ok_ops > 0;
-        let mut text = format!(
-            "\n== verdict: {} (workload {}, seed {seed})\n",
-            if passed { "PASS" } else { "FAIL" },
-            workload.name()
-        );
-        text += &format!("checker: {}\n", checked.summary);
-        if let Some(e) = &error {
-            text += &format!("workload error: {e}\n");
-        }
-        text += &format!("faults injected: {injected} {:?}\n", report.faults);
-        text += &format!(
-            "liveness (heal -> write on every probe key): {} heals, p50 {:?}, p99 {:?}, max {:?}, {} unrecovered (bar: p99 < {RECOVERY_P99_MAX:?})\n",
-            report.heals_ns.len(),
-            percentile(&probe, 0.5),
-            p99,
-            probe.last(),
-            report.unrecovered
-        );
-        text += &format!(
-            "clients' view (heal -> next acknowledged write): p50 {:?}, p99 {:?}, max {:?}\n",
-            percentile(&clients, 0.5),
-            percentile(&clients, 0.99),
-            clients.last()
-        );
-        if !report.crashes.is_empty() {
-            text += &format!("CRASHES: {:?}\n", report.crashes);
-        }
-        if !report.errors.is_empty() {
-            text += &format!(
-                "nemesis errors ({}): {:?}\n",
-                report.errors.len(),
-                report.errors
-            );
-        }
-        let client_panics = txn::CLIENT_PANICS.load(std::sync::atomic::Ordering::Relaxed);
-        if client_panics > 0 {
-            text += &format!(
-                "client library panics: {client_panics} (each an unknown outcome; see docs/reliability.md)\n"
-            );
-        }
-        let json = json!({
-            "workload": workload.name(),
-            "seed": seed,
-            "passed": passed,
-            "duration_s": args.duration.as_secs(),
-            "stores": args.stores,
-            "pd_members": args.pd_members,
-            "client_panics": client_panics,
-            "clients": args.clients,
-            "ops": checked.ops,
-            "ops_known_outcome": checked.ok_ops,
-            "ops_unknown_outcome": checked.unknown_ops,
-            "checker": checked.summary,
-            "workload_error": error,
-            "faults": report.faults,
-            "faults_injected": injected,
-            "heals": report.heals_ns.len(),
-            "recovery_ms": {
-                "p50": ms(percentile(&probe, 0.5)),
-                "p99": ms(p99),
-                "max": ms(probe.last().copied()),
-                "unrecovered": report.unrecovered,
-            },
-            "client_recovery_ms": {
-                "p50": ms(percentile(&clients, 0.5)),
-                "p99": ms(percentile(&clients, 0.99)),
-                "max": ms(clients.last().copied()),
-            },
-            "crashes": report.crashes,
-            "nemesis_errors": report.errors,
-        });
-        Verdict { passed, text, json }
-    }
-}
-
-/// `flotilla check`: re-checks a recorded history; an error unless it passes.
-pub fn check(args: CheckArgs) -> Result<()> {
+/// `flotilla check`: re-checks a recorded history; [`RunEnd::Failed`] (the checker's finding
+/// printed last) unless it passes, an error if the history cannot be read.
+pub fn check(args: CheckArgs) -> Result<RunEnd> {
     let text = std::fs::read_to_string(&args.history)
         .with_context(|| format!("reading {}", args.history.display()))?;
     let checked = match args.workload {
@@ -538,15 +431,18 @@ pub fn check(args: CheckArgs) -> Result<()> {
             bank::check(h.total, &h.reads, &h.options)?
         }
     };
-    println!("{}", checked.summary);
     if checked.passed {
+        println!("{}", checked.summary);
         println!("PASS");
-        Ok(())
+        Ok(RunEnd::Passed)
     } else {
-        bail!(
-            "FAIL: the history of {} does not pass",
-            args.history.display()
-        )
+        println!(
+            "FAIL: the history of {} does not pass ({} workload):",
+            args.history.display(),
+            args.workload.name()
+        );
+        println!("{}", checked.summary);
+        Ok(RunEnd::Failed)
     }
 }
 
@@ -601,19 +497,5 @@ mod tests {
         let parsed = checker::jsonl::parse_list_append_lines(&line).unwrap();
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].ops, t.ops);
-    }
-
-    #[test]
-    fn client_recovery_is_the_next_ack_after_each_heal() {
-        let r = client_recoveries(&[100, 500, 900], &[50, 130, 700, 120]);
-        assert_eq!(r, vec![Duration::from_nanos(20), Duration::from_nanos(200)]);
-    }
-
-    #[test]
-    fn percentiles_take_the_rank_at_or_above() {
-        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&d, 0.99), Some(Duration::from_millis(99)));
-        assert_eq!(percentile(&d, 0.5), Some(Duration::from_millis(50)));
-        assert_eq!(percentile(&[], 0.5), None);
     }
 }

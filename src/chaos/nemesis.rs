@@ -17,6 +17,7 @@ use tikv_client::{RawClient, TransactionClient};
 use tokio::time::{sleep, timeout, Instant};
 
 use super::cluster::{ChaosCluster, Target};
+use super::lookups::PdFault;
 use super::Ctx;
 
 /// A kind of fault.
@@ -92,6 +93,8 @@ pub struct NemesisReport {
     pub crashes: Vec<String>,
     /// Faults that could not be injected or healed (not a verdict by themselves).
     pub errors: Vec<String>,
+    /// PD members taken down (killed, paused, found crashed), for the lookup verdict.
+    pub pd_faults: Vec<PdFault>,
 }
 
 /// A fault in force, to heal.
@@ -186,6 +189,32 @@ impl<'a> Nemesis<'a> {
             l.extend(f.clone());
         }
         self.ctx.timeline.push_json(&line);
+    }
+
+    /// Notes that `t` went down by `kind`, if it is a PD member.
+    fn pd_down(&mut self, t: Target, kind: &'static str) {
+        if let Target::Pd(member) = t {
+            self.report.pd_faults.push(PdFault {
+                member,
+                kind,
+                from_ns: self.ctx.clock.now_ns(),
+                healed_ns: None,
+            });
+        }
+    }
+
+    /// Notes that `t`, if a PD member, was restarted or continued.
+    fn pd_healed(&mut self, t: Target) {
+        let now = self.ctx.clock.now_ns();
+        let open = self
+            .report
+            .pd_faults
+            .iter_mut()
+            .rev()
+            .find(|f| Target::Pd(f.member) == t && f.healed_ns.is_none());
+        if let Some(f) = open {
+            f.healed_ns = Some(now);
+        }
     }
 
     /// Runs rounds until `until`, then leaves the cluster healed; the report.
@@ -342,6 +371,7 @@ impl<'a> Nemesis<'a> {
                     json!({ "fault": "kill-pd", "target": t.to_string(), "leader": leader.is_some() }),
                 );
                 self.down.push(t);
+                self.pd_down(t, "kill-pd");
                 self.cluster.kill(t);
                 Ok(Some((Active::Killed(t), t)))
             }
@@ -359,6 +389,7 @@ impl<'a> Nemesis<'a> {
                     "fault",
                     json!({ "fault": "pause", "target": t.to_string() }),
                 );
+                self.pd_down(t, "pause");
                 self.cluster.pause(t, true);
                 Ok(Some((Active::Paused(t), t)))
             }
@@ -384,10 +415,13 @@ impl<'a> Nemesis<'a> {
             let r = match *a {
                 Active::Killed(t) => {
                     self.down.retain(|d| *d != t);
-                    self.cluster.restart(t)
+                    let r = self.cluster.restart(t);
+                    self.pd_healed(t);
+                    r
                 }
                 Active::Paused(t) => {
                     self.cluster.pause(t, false);
+                    self.pd_healed(t);
                     Ok(())
                 }
                 Active::Partitioned => self.cluster.heal_partitions().await,
@@ -411,10 +445,12 @@ impl<'a> Nemesis<'a> {
                     json!({ "target": t.to_string(), "status": status.to_string() }),
                 );
                 self.report.crashes.push(format!("{t} exited: {status}"));
+                self.pd_down(t, "crash");
                 self.cluster.kill(t);
                 if let Err(e) = self.cluster.restart(t) {
                     self.report.errors.push(format!("restarting {t}: {e:#}"));
                 }
+                self.pd_healed(t);
             }
         }
     }
