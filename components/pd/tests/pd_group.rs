@@ -95,23 +95,31 @@ fn ts_of(t: &proto::pdpb::Timestamp) -> u64 {
     pd::compose_ts(t.physical as u64, t.logical as u64)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_follower_takes_over_with_the_replicated_state() {
-    let dir = TempDir::new().unwrap();
-    let members = members(3);
+/// Starts every member, waits for a leader and bootstraps through it (store 1, region 2);
+/// returns the handles and the leader's index.
+async fn start_bootstrapped(dir: &Path, members: &[PdMember]) -> (Vec<Option<PdHandle>>, usize) {
     let mut handles = Vec::new();
-    for m in &members {
-        handles.push(Some(start(dir.path(), &members, m.id).await));
+    for m in members {
+        handles.push(Some(start(dir, members, m.id).await));
     }
     let first = leader_of(&handles).await;
-    let cluster = handles[first].as_ref().unwrap().cluster().unwrap();
-    let cluster_id = cluster.cluster_id();
     let store = Store {
         id: 1,
         address: "127.0.0.1:1".into(),
         ..Default::default()
     };
+    let cluster = handles[first].as_ref().unwrap().cluster().unwrap();
     cluster.bootstrap(store, first_region(1), now_ms()).unwrap();
+    (handles, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_takes_over_with_the_replicated_state() {
+    let dir = TempDir::new().unwrap();
+    let members = members(3);
+    let (mut handles, first) = start_bootstrapped(dir.path(), &members).await;
+    let cluster = handles[first].as_ref().unwrap().cluster().unwrap();
+    let cluster_id = cluster.cluster_id();
     let mut last_id = 0;
     for _ in 0..5 {
         last_id = cluster.alloc_id().unwrap();
@@ -222,19 +230,9 @@ async fn region_via(url: &str, cluster_id: u64, key: &[u8]) -> Result<u64, tonic
 async fn every_member_answers_lookups_and_relays_timestamps_through_a_leader_change() {
     let dir = TempDir::new().unwrap();
     let members = members(3);
-    let mut handles = Vec::new();
-    for m in &members {
-        handles.push(Some(start(dir.path(), &members, m.id).await));
-    }
-    let first = leader_of(&handles).await;
+    let (mut handles, first) = start_bootstrapped(dir.path(), &members).await;
     let cluster = handles[first].as_ref().unwrap().cluster().unwrap();
     let cluster_id = cluster.cluster_id();
-    let store = Store {
-        id: 1,
-        address: "127.0.0.1:1".into(),
-        ..Default::default()
-    };
-    cluster.bootstrap(store, first_region(1), now_ms()).unwrap();
     let last_ts = ts_of(&cluster.tso(now_ms(), 1).unwrap());
     drop(cluster);
 
