@@ -46,10 +46,16 @@ except Exception as e:
     sys.exit(0)
 f = v["faults"]
 pd = v.get("pd_lookups") or {}
-ok = "pass" if v["passed"] else "FAIL"
+changes = pd.get("leader_changes") or []
+causes = {}
+for c in changes:
+    causes[c.get("cause") or "other"] = causes.get(c.get("cause") or "other", 0) + 1
+why = ", ".join(f"{k} {n}" for k, n in sorted(causes.items()))
+ok = "pass" if v["passed"] else "FAIL: " + "; ".join(v.get("findings") or [])
+kinds = ", ".join(f"{k} {n}" for k, n in sorted(f.items()) if k != "mix")
 print(f"| {workload} | {seed} | {ok} | {v['ops']:,} ({v['ops_unknown_outcome']} unknown) "
-      f"| {v['faults_injected']} (kill-pd {f.get('kill-pd', 0)}, pause {f.get('pause', 0)}) "
-      f"| {pd.get('leader_changes', '-')} | {pd.get('rounds', 0):,} / {pd.get('lookup_failed', '-')} "
+      f"| {v['faults_injected']} ({kinds}) | {len(changes)} ({why}) "
+      f"| {pd.get('rounds', 0):,} / {pd.get('lookup_failed', '-')} "
       f"| {v['recovery_ms']['p99']} ms |")
 EOF
 }
