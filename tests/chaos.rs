@@ -16,7 +16,9 @@
 //! clean-up (tikv-client 0.4's `cleanup_locks` over a wide range; docs/reliability.md).
 //! List-append seed 77 with PD faults only replays the run that isolated the official client's
 //! loss of acknowledged commits while PD was unreachable (fixed by running PD as a replicated
-//! group, whose leader's death the client rides out). The
+//! group, whose leader's death the client rides out); list-append seed 4471 with PD leader kills
+//! and pauses replays issue 12's loss and requires every region lookup of the campaign's probe
+//! to succeed. The
 //! hang list-append seed 3 found (an HTTP call to a paused PD) is pinned by a unit test in
 //! `ctl`. Also here: the partition endpoint the nemesis uses really cuts a store's raft
 //! traffic, and a store refuses it without `fault_injection`.
@@ -112,6 +114,28 @@ fn list_append_campaign_survives_pd_leader_kills() {
     // The client's mark of a request it dropped for want of a region lookup (with PD alone this
     // seed panics it; see docs/reliability.md).
     assert_eq!(v["client_panics"], 0, "{v}");
+}
+
+/// Issue 12's seed: PD's leader killed and paused while leaders move and regions split. On
+/// 3a7e5f8 it lost an acknowledged append (a commit whose region lookup failed 72 ms after a
+/// leader kill was dropped by the client); now the client's lookups must never fail, as the
+/// campaign's lookup probe sees them through every PD leader change.
+#[test]
+fn list_append_campaign_loses_no_lookup_through_pd_leader_changes() {
+    let v = campaign_with(
+        "list-append",
+        4471,
+        3,
+        Some("kill-pd,pause,transfer-leader,split"),
+    );
+    assert!(v["ops_known_outcome"].as_u64().unwrap() > 200, "{v}");
+    let pd = &v["pd_lookups"];
+    assert!(
+        pd["leader_changes"].as_array().unwrap().len() >= 2,
+        "too few PD leader changes: {v}"
+    );
+    assert!(pd["rounds"].as_u64().unwrap() > 100, "{v}");
+    assert_eq!(pd["lookup_failed"], 0, "{v}");
 }
 
 /// Leaders PD sees on `store_id`.
