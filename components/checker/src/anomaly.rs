@@ -409,17 +409,29 @@ impl fmt::Display for Report {
             self.anomalies.len(),
             if self.is_valid_snapshot_isolation() { "holds" } else { "VIOLATED" }
         )?;
-        for (i, a) in self.anomalies.iter().enumerate() {
-            writeln!(f, "{}. {a}", i + 1)?;
-            for id in a.txns() {
-                match self.involved.get(&id) {
-                    Some(t) => writeln!(f, "     {t}")?,
-                    None => writeln!(f, "     T{id} (not in the history)")?,
+        // What snapshot isolation allows first, what it forbids last: a failing check ends with
+        // its finding, not with a page of permitted write skews.
+        let mut n = 0;
+        for forbidden in [false, true] {
+            let listed = self
+                .anomalies
+                .iter()
+                .filter(|a| a.kind().forbidden_by_snapshot_isolation() == forbidden);
+            for a in listed {
+                n += 1;
+                writeln!(f, "{n}. {a}")?;
+                for id in a.txns() {
+                    match self.involved.get(&id) {
+                        Some(t) => writeln!(f, "     {t}")?,
+                        None => writeln!(f, "     T{id} (not in the history)")?,
+                    }
                 }
             }
-        }
-        for (kind, n) in &self.suppressed {
-            writeln!(f, "... and {n} more {} not listed", kind.name())?;
+            for (kind, more) in &self.suppressed {
+                if kind.forbidden_by_snapshot_isolation() == forbidden {
+                    writeln!(f, "... and {more} more {} not listed", kind.name())?;
+                }
+            }
         }
         Ok(())
     }

@@ -264,6 +264,32 @@ fn realtime_catches_an_acknowledged_append_nobody_ever_sees() {
 }
 
 #[test]
+fn report_display_ends_with_what_snapshot_isolation_forbids() {
+    let h = [
+        // Write skew on keys 10 and 11 (allowed)...
+        ok(4, vec![r(10, &[]), w(11, 5)]),
+        ok(5, vec![r(11, &[]), w(10, 6)]),
+        ok(6, vec![r(10, &[6]), r(11, &[5])]),
+        // ...and two reads of key 20 in orders no history explains (forbidden; the checker
+        // finds these before it looks for cycles).
+        ok(1, vec![w(20, 1)]),
+        ok(2, vec![w(20, 2)]),
+        ok(3, vec![r(20, &[1, 2])]),
+        ok(7, vec![r(20, &[2, 1])]),
+    ];
+    let report = check_list_append(&h);
+    assert!(report.kinds().contains(&G2Item), "{report}");
+    assert!(report.kinds().contains(&IncompatibleOrder), "{report}");
+    let text = report.to_string();
+    let skew = text.find("G2-item").expect("the write skew is listed");
+    let finding = text
+        .rfind("incompatible order")
+        .expect("the bad order is listed");
+    assert!(skew < finding, "{text}");
+    assert!(!text[finding..].contains("G2-item"), "{text}");
+}
+
+#[test]
 fn report_display_explains_each_anomaly_with_ops() {
     let h = [
         ok(1, vec![w(1, 1), w(2, 2)]),
