@@ -1,6 +1,6 @@
 //! A PD group of three `flotilla pd` processes on loopback: when its leader is paused
 //! (SIGSTOP) another member takes over, and once the old leader continues it never hands out a
-//! timestamp below one its successor handed out: its lease lapsed while it was stopped.
+//! timestamp of its own (its lease lapsed while it was stopped); it relays the new leader's.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,8 +60,15 @@ fn start_group(dir: &std::path::Path) -> Group {
     Group { children, urls }
 }
 
-/// One timestamp from the member at `url`, within 2 s.
+/// One timestamp from the member at `url`, within 2 s (a member that does not lead relays it
+/// to the leader).
 async fn tso(url: &str) -> Result<u64, String> {
+    tso_from(url, true).await
+}
+
+/// Like [`tso`]; with `relay` false the request is marked as already relayed, so the member
+/// answers only with a timestamp of its own, if it may hand one out.
+async fn tso_from(url: &str, relay: bool) -> Result<u64, String> {
     let attempt = async {
         let mut client = PdClient::connect(url.to_owned())
             .await
@@ -70,8 +77,13 @@ async fn tso(url: &str) -> Result<u64, String> {
             count: 1,
             ..Default::default()
         };
+        let mut req = tonic::Request::new(futures::stream::iter([req]));
+        if !relay {
+            req.metadata_mut()
+                .insert("flotilla-pd-forwarded", "1".parse().unwrap());
+        }
         let mut stream = client
-            .tso(futures::stream::iter([req]))
+            .tso(req)
             .await
             .map_err(|e| e.to_string())?
             .into_inner();
@@ -145,17 +157,23 @@ async fn a_paused_leader_hands_out_no_timestamp_below_its_successor() {
         newest = tso(&group.urls[new]).await.unwrap().max(newest);
     }
 
+    // Continued, the old leader hands out no timestamp of its own (its lease lapsed while it
+    // was stopped, and then it learns of the new term); what it relays comes from the new
+    // leader, above every earlier timestamp.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     let until = Instant::now() + Duration::from_secs(3);
-    let mut refused = 0;
+    let mut relayed = 0;
     while Instant::now() < until {
-        match tso(&group.urls[old]).await {
-            Ok(ts) => assert!(ts > newest, "the old leader handed out {ts} after {newest}"),
-            Err(_) => refused += 1,
+        if let Ok(ts) = tso_from(&group.urls[old], false).await {
+            panic!("the old leader handed out {ts} of its own (newest before: {newest})");
+        }
+        if let Ok(ts) = tso(&group.urls[old]).await {
+            assert!(ts > newest, "the old leader relayed {ts} after {newest}");
+            relayed += 1;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(refused > 0, "the old leader never refused a timestamp");
+    assert!(relayed > 0, "the old leader never relayed a timestamp");
     // The group still serves, from whichever member leads now.
     let (_, t_last) = serving_leader(&group, None).await;
     assert!(t_last > newest);

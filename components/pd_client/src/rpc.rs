@@ -78,31 +78,39 @@ fn transport(e: impl std::fmt::Display) -> PdError {
 /// no leader named (an election), fails so that the caller retries.
 async fn connect_one(url: &str, cfg: &PdClientConfig) -> Result<(PdGrpc<Channel>, u64)> {
     let (client, resp) = members_of(url, cfg).await?;
-    let cluster_id = resp.header.as_ref().map_or(0, |h| h.cluster_id);
     if resp.members.len() <= 1 {
         // A lone PD: whatever address it advertises, the one we reached is the one to use.
-        return Ok((client, cluster_id));
+        return Ok((client, cluster_id_of(url, &resp)?));
     }
     let leader = leader_url(&resp)
         .cloned()
         .ok_or_else(|| transport(format!("{url}: the PD group has no leader yet")))?;
     if leader == url {
-        return Ok((client, cluster_id));
+        return Ok((client, cluster_id_of(url, &resp)?));
     }
     let (client, resp) = members_of(&leader, cfg).await?;
     if leader_url(&resp) != Some(&leader) {
         return Err(transport(format!("{leader}: named leader does not lead")));
     }
-    Ok((client, resp.header.map_or(cluster_id, |h| h.cluster_id)))
+    Ok((client, cluster_id_of(&leader, &resp)?))
 }
 
-/// The leader's URL a GetMembers answer names. A Flotilla PD member names the raft leader in
-/// `etcd_leader` and, in `leader`, the member an official client should talk to (itself while
-/// its leader is silent): the store's calls are the leader's alone, so this follows the former.
+/// The cluster id a GetMembers answer carries. 0 means PD has not chosen one yet (a PD group
+/// before its first leader): a store that took it would persist an identity no PD serves.
+fn cluster_id_of(url: &str, resp: &GetMembersResponse) -> Result<u64> {
+    match resp.header.as_ref().map_or(0, |h| h.cluster_id) {
+        0 => Err(transport(format!("{url}: PD has no cluster id yet"))),
+        id => Ok(id),
+    }
+}
+
+/// The leader's URL a GetMembers answer of a PD group names. A Flotilla PD member names the
+/// raft leader, once it serves, in `etcd_leader`, and in `leader` the member an official client
+/// should talk to (itself while it hears no leader): the store's calls are the serving leader's
+/// alone, so this follows `etcd_leader`.
 fn leader_url(resp: &GetMembersResponse) -> Option<&String> {
     resp.etcd_leader
         .as_ref()
-        .or(resp.leader.as_ref())
         .and_then(|m| m.client_urls.first())
 }
 
