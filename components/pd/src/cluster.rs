@@ -78,16 +78,19 @@ impl Cluster {
         Self::open_with(meta, cfg, now_ms, None)
     }
 
-    /// Like [`Cluster::open`]; a PD group's new leader passes the region directory its
-    /// replica view built (the same regions, plus the stale coverage that keeps lookups
-    /// answered across a split's gap).
+    /// Like [`Cluster::open`]; a PD group's new leader passes the state its replica view
+    /// holds (what `meta` holds, already decoded, plus the stale coverage that keeps lookups
+    /// answered across a split's gap), so nothing is read twice.
     pub(crate) fn open_with(
         meta: Arc<dyn MetaStore>,
         cfg: PdConfig,
         now_ms: u64,
-        regions: Option<RegionDirectory>,
+        state: Option<Persisted>,
     ) -> Result<Cluster> {
-        let mut state = Persisted::load(meta.as_ref())?;
+        let mut state = match state {
+            Some(state) => state,
+            None => Persisted::load(meta.as_ref())?,
+        };
         let cluster_id = match state.cluster_id {
             0 => {
                 let id = rand::random::<u64>().max(1);
@@ -96,9 +99,6 @@ impl Cluster {
             }
             id => id,
         };
-        if let Some(regions) = regions {
-            state.regions = regions;
-        }
         // Liveness is not persisted: every store gets a full grace period after a restart.
         let stores = std::mem::take(&mut state.stores)
             .into_iter()

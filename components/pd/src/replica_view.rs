@@ -56,7 +56,7 @@ fn region_id_of(key: &[u8]) -> Result<u64> {
 }
 
 /// The persisted part of PD's state.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Persisted {
     /// 0 until the first leader chose it.
     pub cluster_id: u64,
@@ -175,9 +175,9 @@ impl ReplicaView {
         Ok(())
     }
 
-    /// A copy of the region directory (a new leader starts from it, stale coverage included).
-    pub(crate) fn regions(&self) -> RegionDirectory {
-        self.state.read().regions.clone()
+    /// A copy of the state (a new leader starts from it, stale coverage included).
+    pub(crate) fn state(&self) -> Persisted {
+        self.state.read().clone()
     }
 
     fn bootstrapped<T>(&self, f: impl FnOnce(&Persisted) -> T) -> Result<T> {

@@ -101,12 +101,9 @@ impl Serving {
             .collect()
     }
 
-    /// What answers clients' lookups now: the served state; else, in a PD group, this
-    /// member's view of the replicated state (once a leader chose the cluster id).
-    pub(crate) fn lookup(&self) -> Option<Arc<dyn Lookup>> {
-        if let Some(cluster) = self.cluster() {
-            return Some(cluster);
-        }
+    /// In a PD group, this member's view of the replicated state, which answers clients'
+    /// lookups while it does not serve (once a leader chose the cluster id).
+    pub(crate) fn view(&self) -> Option<Arc<dyn Lookup>> {
         let view: Arc<ReplicaView> = self.group.as_ref()?.replica.view().clone();
         (view.cluster_id() != 0).then_some(view as Arc<dyn Lookup>)
     }
@@ -132,13 +129,11 @@ impl Serving {
     /// The client URL of the leader to forward a timestamp stream to: another member that
     /// leads and that this member hears from.
     pub(crate) fn forward_target(&self) -> Option<String> {
-        let g = self.group.as_ref()?;
-        let role = g.role.borrow().clone();
-        if !role.leader_fresh || role.leader_id == g.member_id {
+        let m = self.leader_for_clients()?;
+        if m.member_id == self.member_id() {
             return None;
         }
-        let m = g.members.iter().find(|m| m.id == role.leader_id)?;
-        Some(format!("http://{}", m.client_addr))
+        m.client_urls.into_iter().next()
     }
 
     /// Role updates of this member's PD group (none when alone).
@@ -281,9 +276,9 @@ async fn take_over_loop(
             if term != 0 {
                 let (meta, cfg) = (meta.clone(), cfg.clone());
                 // Everything up to this term's first entry is applied, so the view holds it.
-                let regions = view.regions();
+                let state = view.state();
                 let opened = tokio::task::spawn_blocking(move || {
-                    Cluster::open_with(meta, cfg, now_ms(), Some(regions))
+                    Cluster::open_with(meta, cfg, now_ms(), Some(state))
                 })
                 .await
                 .map_err(|e| e.to_string())

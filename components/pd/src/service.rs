@@ -190,10 +190,11 @@ impl PdService {
 
     /// What answers lookups: the served state, or this member's replica view.
     fn lookup(&self) -> Result<Arc<dyn Lookup>, Status> {
-        if self.serving.cluster().is_none() {
-            self.metrics.view_lookups.inc();
+        if let Some(cluster) = self.serving.cluster() {
+            return Ok(cluster);
         }
-        self.serving.lookup().ok_or_else(|| {
+        self.metrics.view_lookups.inc();
+        self.serving.view().ok_or_else(|| {
             Status::unavailable("this PD member has not learnt the cluster's state yet")
         })
     }
