@@ -43,6 +43,9 @@ pub struct StoreStatus {
     pub leader_count: u64,
     /// Whether the store is up (state Up and a recent heartbeat).
     pub is_up: bool,
+    /// Whether the store has been silent longer than `max_store_down_time_secs`
+    /// ([`Cluster::store_down_long`]): its replicas are to be rebuilt elsewhere.
+    pub is_down_long: bool,
 }
 
 #[derive(Default)]
@@ -190,17 +193,22 @@ impl Cluster {
         Ok(())
     }
 
-    /// Registers or updates a store.
-    pub fn put_store(&self, store: Store, now_ms: u64) -> Result<()> {
+    /// Registers or updates a store. PD owns the store's state: a new store is Up, a known
+    /// one keeps its state (an Offline store that restarts is still being decommissioned), a
+    /// Tombstone is refused.
+    pub fn put_store(&self, mut store: Store, now_ms: u64) -> Result<()> {
         if store.id == 0 {
             return Err(PdError::InvalidValue("store id 0".into()));
         }
         let mut inner = self.inner.lock();
-        if let Some(old) = inner.stores.get(&store.id) {
-            if old.store.state == StoreState::Tombstone as i32 {
+        let state = match inner.stores.get(&store.id) {
+            Some(old) if old.store.state == StoreState::Tombstone as i32 => {
                 return Err(PdError::StoreTombstone(store.id));
             }
-        }
+            Some(old) => StoreState::try_from(old.store.state).unwrap_or(StoreState::Up),
+            None => StoreState::Up,
+        };
+        stores::set_state_fields(&mut store, state);
         let dup = inner.stores.values().find(|s| {
             s.store.id != store.id
                 && s.store.address == store.address
@@ -433,6 +441,7 @@ impl Cluster {
                     region_count,
                     leader_count,
                     is_up: Self::store_is_up(cfg, s, now_ms),
+                    is_down_long: Self::store_down_long(cfg, s, now_ms),
                 }
             })
             .collect()
@@ -737,6 +746,9 @@ impl Lookup for Cluster {
         Cluster::gc_safe_point(self)
     }
 }
+
+#[path = "cluster_stores.rs"]
+mod stores;
 
 #[cfg(test)]
 #[path = "cluster_tests.rs"]

@@ -249,3 +249,252 @@ fn split_operator_checks_its_keys_and_is_sent_until_the_version_grows() {
     assert!(after.is_none_or(|r| r.split_region.is_none()));
     assert!(c.operator(2).is_none());
 }
+
+/// A meta store whose writes fail while `fail` is set (a full disk, a lost PD-group lead).
+#[derive(Default)]
+struct FailingMeta {
+    mem: MemMetaStore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl MetaStore for FailingMeta {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.mem.get(key)
+    }
+
+    fn write(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(PdError::Storage("injected write failure".into()));
+        }
+        self.mem.write(pairs)
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.mem.scan_prefix(prefix)
+    }
+}
+
+fn state(c: &Cluster, id: u64) -> StoreState {
+    StoreState::try_from(c.get_store(id).unwrap().store.state).unwrap()
+}
+
+/// A bootstrapped cluster of `n` stores whose first region has its one peer on store 1.
+fn must_open_with_stores(meta: &Arc<dyn MetaStore>, n: u64) -> Cluster {
+    let c = must_open(meta);
+    c.bootstrap(store(1), first_region(), 1_000).unwrap();
+    for id in 2..=n {
+        c.put_store(store(id), 1_000).unwrap();
+    }
+    c
+}
+
+#[test]
+fn an_empty_store_goes_offline_then_tombstone_and_stays_so_across_a_reopen() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open_with_stores(&meta, 4);
+    assert_eq!(c.update_store_states().unwrap(), Vec::<u64>::new());
+    c.remove_store(4, false).unwrap();
+    assert_eq!(state(&c, 4), StoreState::Offline);
+    let node_state = c.get_store(4).unwrap().store.node_state;
+    assert_eq!(node_state, proto::metapb::NodeState::Removing as i32);
+    c.remove_store(4, false).unwrap(); // Already Offline: nothing to do.
+                                       // Offline stores heartbeat while their regions move away.
+    let stats = StoreStats {
+        store_id: 4,
+        ..Default::default()
+    };
+    c.store_heartbeat(stats, 2_000).unwrap();
+    assert_eq!(c.update_store_states().unwrap(), vec![4]);
+    assert_eq!(state(&c, 4), StoreState::Tombstone);
+    assert_eq!(c.update_store_states().unwrap(), Vec::<u64>::new());
+
+    drop(c);
+    let c = must_open(&meta);
+    assert_eq!(state(&c, 4), StoreState::Tombstone, "persisted");
+    assert!(matches!(
+        c.put_store(store(4), 3_000),
+        Err(PdError::StoreTombstone(4))
+    ));
+    assert!(matches!(
+        c.store_heartbeat(stats, 3_000),
+        Err(PdError::StoreTombstone(4))
+    ));
+    assert!(matches!(
+        c.remove_store(4, true),
+        Err(PdError::StoreTombstone(4))
+    ));
+    assert!(matches!(c.up_store(4), Err(PdError::StoreTombstone(4))));
+    let listed = |exclude| -> Vec<u64> { c.all_stores(exclude).iter().map(|s| s.id).collect() };
+    assert_eq!(listed(true), vec![1, 2, 3]);
+    assert_eq!(listed(false), vec![1, 2, 3, 4]);
+    // A new store may take the tombstone's address.
+    c.put_store(Store { id: 5, ..store(4) }, 3_000).unwrap();
+}
+
+#[test]
+fn an_offline_store_becomes_tombstone_only_once_the_directory_shows_no_peer_on_it() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open_with_stores(&meta, 4);
+    c.remove_store(1, false).unwrap();
+    assert_eq!(c.update_store_states().unwrap(), Vec::<u64>::new());
+    assert_eq!(state(&c, 1), StoreState::Offline);
+    assert_eq!(
+        c.stores_status(1_000)
+            .iter()
+            .find(|s| s.info.store.id == 1)
+            .map(|s| s.region_count),
+        Some(1),
+        "one region left"
+    );
+    // The region's replica moved to store 2 (as an operator would have done it).
+    let mut moved = first_region();
+    moved.region_epoch = Some(RegionEpoch {
+        conf_ver: 3,
+        version: 1,
+    });
+    moved.peers = vec![Peer {
+        id: 9,
+        store_id: 2,
+        role: PeerRole::Voter as i32,
+        is_witness: false,
+    }];
+    let req = RegionHeartbeatRequest {
+        region: Some(moved.clone()),
+        leader: moved.peers.first().cloned(),
+        term: 2,
+        ..Default::default()
+    };
+    c.region_heartbeat(req, 2_000).unwrap();
+    assert_eq!(c.update_store_states().unwrap(), vec![1]);
+    assert_eq!(state(&c, 1), StoreState::Tombstone);
+}
+
+#[test]
+fn a_store_receiving_a_peer_is_not_made_tombstone_under_the_operator() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open_with_stores(&meta, 4);
+    c.remove_store(4, false).unwrap();
+    {
+        // An operator queued before the decommission adds a learner on store 4.
+        let mut inner = c.inner.lock();
+        let info = inner.regions.get(2).unwrap().clone();
+        let step = crate::operator::Step::AddLearner {
+            store_id: 4,
+            peer_id: 10,
+        };
+        inner
+            .operators
+            .insert(2, Operator::new(&info, "test", vec![step]));
+    }
+    assert_eq!(c.update_store_states().unwrap(), Vec::<u64>::new());
+    c.inner.lock().operators.clear();
+    assert_eq!(c.update_store_states().unwrap(), vec![4]);
+}
+
+#[test]
+fn a_store_is_not_removed_when_fewer_up_stores_than_max_replicas_would_be_left() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open_with_stores(&meta, 3);
+    assert!(matches!(
+        c.remove_store(3, false),
+        Err(PdError::StoresNotEnough {
+            store_id: 3,
+            up_after: 2,
+            max_replicas: 3
+        })
+    ));
+    assert_eq!(state(&c, 3), StoreState::Up, "a refusal changes nothing");
+    assert!(matches!(
+        c.remove_store(7, false),
+        Err(PdError::StoreNotFound(7))
+    ));
+    assert!(matches!(c.up_store(7), Err(PdError::StoreNotFound(7))));
+    c.remove_store(3, true).unwrap();
+    assert_eq!(state(&c, 3), StoreState::Offline, "forced");
+    // Offline stores do not count as Up: a second removal is refused as well.
+    assert!(matches!(
+        c.remove_store(2, false),
+        Err(PdError::StoresNotEnough { up_after: 1, .. })
+    ));
+}
+
+#[test]
+fn an_offline_store_keeps_its_state_when_it_restarts_and_comes_back_up_when_asked() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open_with_stores(&meta, 4);
+    c.remove_store(4, false).unwrap();
+    // A restart puts the store again, claiming Up: PD owns the state.
+    c.put_store(store(4), 2_000).unwrap();
+    assert_eq!(state(&c, 4), StoreState::Offline);
+    c.up_store(4).unwrap();
+    assert_eq!(state(&c, 4), StoreState::Up);
+    c.up_store(4).unwrap(); // Already Up.
+    drop(c);
+    assert_eq!(state(&must_open(&meta), 4), StoreState::Up, "persisted");
+    // A new store cannot register itself as anything but Up.
+    let c = must_open(&meta);
+    let claims_tombstone = Store {
+        state: StoreState::Tombstone as i32,
+        ..store(6)
+    };
+    c.put_store(claims_tombstone, 2_000).unwrap();
+    assert_eq!(state(&c, 6), StoreState::Up);
+}
+
+#[test]
+fn a_failed_write_leaves_the_store_state_unchanged() {
+    let failing = Arc::new(FailingMeta::default());
+    let meta: Arc<dyn MetaStore> = failing.clone();
+    let c = must_open_with_stores(&meta, 4);
+    failing
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(c.remove_store(4, false), Err(PdError::Storage(_))));
+    assert_eq!(state(&c, 4), StoreState::Up);
+    failing
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    c.remove_store(4, false).unwrap();
+    failing
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(c.update_store_states().is_err());
+    assert_eq!(state(&c, 4), StoreState::Offline);
+    assert!(c.up_store(4).is_err());
+    assert_eq!(state(&c, 4), StoreState::Offline);
+}
+
+#[test]
+fn a_store_is_down_after_store_down_after_secs_and_down_long_after_max_store_down_time() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let cfg = PdConfig {
+        store_down_after_secs: 30,
+        max_store_down_time_secs: 600,
+        ..Default::default()
+    };
+    let c = Cluster::open(meta, cfg.clone(), 0).unwrap();
+    c.put_store(store(1), 0).unwrap();
+    let at = |now_ms: u64| {
+        let s = c.stores_status(now_ms).remove(0);
+        (s.is_up, s.is_down_long)
+    };
+    assert_eq!(at(30_000), (true, false));
+    assert_eq!(at(30_001), (false, false), "down, replicas stay");
+    assert_eq!(at(600_000), (false, false));
+    assert_eq!(at(600_001), (false, true), "down long: rebuild elsewhere");
+    let info = c.get_store(1).unwrap();
+    assert!(Cluster::store_down_long(&cfg, &info, 600_001));
+    let tombstone = StoreInfo {
+        store: Store {
+            state: StoreState::Tombstone as i32,
+            ..info.store.clone()
+        },
+        ..info
+    };
+    assert!(!Cluster::store_down_long(&cfg, &tombstone, 600_001));
+    let shorter = PdConfig {
+        max_store_down_time_secs: 29,
+        ..cfg
+    };
+    assert!(matches!(shorter.validate(), Err(PdError::InvalidConfig(_))));
+}

@@ -26,8 +26,15 @@ pub struct PdConfig {
     pub tso_save_window_ms: u64,
     /// Ids allocated (and persisted) per batch by the id allocator.
     pub id_batch: u64,
-    /// A store without a heartbeat for this long is considered down.
+    /// A store without a heartbeat for this long is considered down: balance-leader stops
+    /// sending it leaders and its peers count as down. Its replicas stay where they are, since
+    /// a store restarting (an upgrade, a reboot) is back well within
+    /// [`PdConfig::max_store_down_time_secs`].
     pub store_down_after_secs: u64,
+    /// A store without a heartbeat for this long is given up on, as PD's
+    /// `max-store-down-time` (default 30 minutes): its replicas are rebuilt on other stores
+    /// ([`crate::Cluster::store_down_long`]). At least `store_down_after_secs`.
+    pub max_store_down_time_secs: u64,
     /// An operator that has not finished after this long is dropped.
     pub operator_timeout_secs: u64,
     /// Balance-leader keeps each up store's leader count within this distance of the mean.
@@ -114,6 +121,7 @@ impl Default for PdConfig {
             tso_save_window_ms: 3000,
             id_batch: 1000,
             store_down_after_secs: 30,
+            max_store_down_time_secs: 30 * 60,
             operator_timeout_secs: 60,
             leader_balance_tolerance: 1,
             balance_leader_interval_ms: 1000,
@@ -134,7 +142,7 @@ impl Default for PdConfig {
 impl PdConfig {
     /// Checks every limit; called at start-up.
     pub fn validate(&self) -> Result<()> {
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
             (self.max_replicas >= 1, "max_replicas must be >= 1"),
             (
                 self.tso_save_window_ms >= 1,
@@ -144,6 +152,10 @@ impl PdConfig {
             (
                 self.store_down_after_secs >= 1,
                 "store_down_after_secs must be >= 1",
+            ),
+            (
+                self.max_store_down_time_secs >= self.store_down_after_secs,
+                "max_store_down_time_secs must be >= store_down_after_secs",
             ),
             (
                 self.operator_timeout_secs >= 1,

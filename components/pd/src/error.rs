@@ -23,6 +23,19 @@ pub enum PdError {
     /// The store has been removed for good.
     #[error("store {0} is tombstone")]
     StoreTombstone(u64),
+    /// Taking this store out would leave fewer Up stores than regions need replicas.
+    #[error(
+        "store {store_id} not removed: {up_after} Up stores would be left, fewer than \
+         max_replicas {max_replicas} (add stores first, or force)"
+    )]
+    StoresNotEnough {
+        /// The store asked to be removed.
+        store_id: u64,
+        /// Up stores once it is gone.
+        up_after: usize,
+        /// Configured voters per region.
+        max_replicas: usize,
+    },
     /// A region report older than what PD knows.
     #[error("stale region {region_id}: {reason}")]
     StaleRegion {

@@ -1,14 +1,21 @@
-//! PD's HTTP API on the gRPC port: `/pd/api/v1/regions`, `/pd/api/v1/stores`, `/metrics`,
-//! `/status`, and `POST /pd/api/v1/operators` for an operator's `transfer-leader` or
-//! `split-region` (keys as uppercase hex of the encoded region keys). JSON shapes
-//! follow PD's API closely enough for scripts, `flotilla ctl` and fault tests. A member of a
-//! PD group that does not lead answers `503` with the leader's URL (when it knows one) to
-//! everything but `/status` and `/metrics`.
+//! PD's HTTP API on the gRPC port: `/pd/api/v1/regions`, `/pd/api/v1/stores`,
+//! `/pd/api/v1/store/{id}` (`GET` one store, `DELETE` to decommission it: Offline, then
+//! Tombstone once its regions have moved; `?force=true` skips the check on the Up stores left),
+//! `POST /pd/api/v1/store/{id}/state?state=Up|Offline`, `/metrics`, `/status`, and
+//! `POST /pd/api/v1/operators` for an operator's `transfer-leader` or `split-region` (keys as
+//! uppercase hex of the encoded region keys). JSON shapes follow PD's API closely enough for
+//! scripts, `flotilla ctl` and fault tests; every error is a JSON `{"error": ...}`, an unknown
+//! path `404` and a known path with the wrong method `405` (a gRPC call to an unknown method
+//! still gets gRPC's `UNIMPLEMENTED`). A member of a PD group that does not lead answers `503`
+//! with the leader's URL (when it knows one) to everything but `/status` and `/metrics`.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use codec::hex::{from_hex as unhex, to_hex as hex};
@@ -51,11 +58,70 @@ pub(crate) fn routes(router: Router, serving: Serving, metrics: Arc<Metrics>) ->
     let api = Router::new()
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/stores", get(stores))
+        .route("/pd/api/v1/store/{id}", get(store).delete(delete_store))
+        .route("/pd/api/v1/store/{id}/state", post(set_store_state))
         .route("/pd/api/v1/operators", post(add_operator))
         .route("/metrics", get(metrics_text))
         .route("/status", get(status))
         .with_state(HttpState { serving, metrics });
-    router.merge(api)
+    // The gRPC router's own fallback (gRPC's UNIMPLEMENTED for every path) is replaced by one
+    // that still answers gRPC calls that way and everything else with a JSON 404.
+    router
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+fn error_reply(code: StatusCode, error: impl std::fmt::Display) -> Reply {
+    (code, Json(json!({ "error": error.to_string() })))
+}
+
+/// An unknown path: gRPC's `UNIMPLEMENTED` to a gRPC call, a JSON `404` to anything else.
+async fn not_found(req: Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        let msg = format!("no such method {}", req.uri().path());
+        return tonic::Status::unimplemented(msg)
+            .into_http::<axum::body::Body>()
+            .into_response();
+    }
+    let error = format!("no route {} {}", req.method(), req.uri().path());
+    error_reply(StatusCode::NOT_FOUND, error).into_response()
+}
+
+/// A known path with a method it does not take.
+async fn method_not_allowed(req: Request) -> Reply {
+    let error = format!(
+        "method {} not allowed on {}",
+        req.method(),
+        req.uri().path()
+    );
+    error_reply(StatusCode::METHOD_NOT_ALLOWED, error)
+}
+
+/// The HTTP status a PD error is answered with.
+fn status_of(e: &PdError) -> StatusCode {
+    match e {
+        PdError::RegionNotFound(_) | PdError::StoreNotFound(_) => StatusCode::NOT_FOUND,
+        PdError::Busy(_) | PdError::StoreTombstone(_) | PdError::StoresNotEnough { .. } => {
+            StatusCode::CONFLICT
+        }
+        PdError::InvalidValue(_) | PdError::NotBootstrapped => StatusCode::BAD_REQUEST,
+        PdError::NotLeader => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn pd_error_reply(e: PdError) -> Reply {
+    error_reply(status_of(&e), e)
+}
+
+fn ok_reply() -> Reply {
+    (StatusCode::OK, Json(json!({"ok": true})))
 }
 
 fn peer_json(p: &Peer) -> Value {
@@ -94,8 +160,78 @@ pub(crate) fn store_json(s: &StoreStatus) -> Value {
             "leader_count": s.leader_count,
             "last_heartbeat_ms": s.info.last_heartbeat_ms,
             "is_up": s.is_up,
+            "is_down_long": s.is_down_long,
+            // Progress of a decommission: the peers still to move off an Offline store.
+            "regions_left": (store.state == StoreState::Offline as i32).then_some(s.region_count),
         },
     })
+}
+
+/// A store id in a path; a JSON `400` if it is not one.
+fn store_id(id: &str) -> Result<u64, Reply> {
+    id.parse::<u64>()
+        .ok()
+        .filter(|id| *id != 0)
+        .ok_or_else(|| error_reply(StatusCode::BAD_REQUEST, format!("bad store id {id:?}")))
+}
+
+async fn store(State(st): State<HttpState>, Path(id): Path<String>) -> Result<Json<Value>, Reply> {
+    let id = store_id(&id)?;
+    let stores = st.cluster()?.stores_status(now_ms());
+    let s = stores
+        .iter()
+        .find(|s| s.info.store.id == id)
+        .ok_or_else(|| pd_error_reply(PdError::StoreNotFound(id)))?;
+    Ok(Json(store_json(s)))
+}
+
+/// `DELETE /pd/api/v1/store/{id}[?force=true]`: decommissions the store (Offline).
+async fn delete_store(
+    State(st): State<HttpState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let run = || -> Result<(), Reply> {
+        let id = store_id(&id)?;
+        let force = match query.get("force").map(String::as_str) {
+            None | Some("false") => false,
+            Some("" | "true") => true,
+            Some(other) => {
+                let error = format!("force must be true or false, not {other:?}");
+                return Err(error_reply(StatusCode::BAD_REQUEST, error));
+            }
+        };
+        st.cluster()?
+            .remove_store(id, force)
+            .map_err(pd_error_reply)
+    };
+    run().map_or_else(|reply| reply, |()| ok_reply())
+}
+
+/// `POST /pd/api/v1/store/{id}/state?state=Up|Offline`: cancels or starts a decommission. A
+/// store becomes Tombstone only once PD has moved its regions away.
+async fn set_store_state(
+    State(st): State<HttpState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let run = || -> Result<(), Reply> {
+        let id = store_id(&id)?;
+        let cluster = st.cluster()?;
+        match query.get("state").map(String::as_str) {
+            Some("Up") => cluster.up_store(id),
+            Some("Offline") => cluster.remove_store(id, false),
+            other => {
+                let error = format!(
+                    "state must be Up or Offline, not {other:?} (a store becomes Tombstone \
+                     once its regions have moved away)"
+                );
+                return Err(error_reply(StatusCode::BAD_REQUEST, error));
+            }
+        }
+        .map_err(pd_error_reply)
+    };
+    run().map_or_else(|reply| reply, |()| ok_reply())
 }
 
 async fn regions(State(st): State<HttpState>) -> Result<Json<Value>, Reply> {
@@ -134,10 +270,17 @@ struct OperatorRequest {
 }
 
 fn bad_request(error: String) -> Reply {
-    (StatusCode::BAD_REQUEST, Json(json!({ "error": error })))
+    error_reply(StatusCode::BAD_REQUEST, error)
 }
 
-async fn add_operator(State(st): State<HttpState>, Json(req): Json<OperatorRequest>) -> Reply {
+async fn add_operator(
+    State(st): State<HttpState>,
+    req: Result<Json<OperatorRequest>, axum::extract::rejection::JsonRejection>,
+) -> Reply {
+    let req = match req {
+        Ok(Json(req)) => req,
+        Err(e) => return bad_request(e.body_text()),
+    };
     let cluster = match st.cluster() {
         Ok(c) => c,
         Err(reply) => return reply,
@@ -162,18 +305,7 @@ async fn add_operator(State(st): State<HttpState>, Json(req): Json<OperatorReque
         }
         other => return bad_request(format!("unsupported operator {other:?}")),
     };
-    match added {
-        Ok(()) => (StatusCode::OK, Json(json!({"ok": true}))),
-        Err(e) => {
-            let code = match e {
-                PdError::RegionNotFound(_) => StatusCode::NOT_FOUND,
-                PdError::Busy(_) => StatusCode::CONFLICT,
-                PdError::InvalidValue(_) | PdError::NotBootstrapped => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (code, Json(json!({"error": e.to_string()})))
-        }
-    }
+    added.map_or_else(pd_error_reply, |()| ok_reply())
 }
 
 async fn metrics_text(State(st): State<HttpState>) -> String {

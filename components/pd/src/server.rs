@@ -348,6 +348,9 @@ async fn balance_loop(serving: Serving, interval: Duration, mut stop: watch::Rec
             _ = stop.changed() => break,
             _ = ticker.tick() => {
                 let Some(cluster) = serving.cluster() else { continue };
+                if let Err(e) = cluster.update_store_states() {
+                    tracing::warn!(error = %e, "store states not updated");
+                }
                 let n = cluster.run_balance_leader(now_ms());
                 if n > 0 {
                     tracing::debug!(operators = n, "balance-leader scheduled");
