@@ -2,6 +2,10 @@
 //! round holds the data of every region applied in it together with each region's apply
 //! state, so data and progress move atomically. Admin commands (split, log compaction) and
 //! membership changes update region metadata the same way and are reported to the poller.
+//!
+//! The thread never waits for the poller: its reports go on the poller's unbounded control
+//! channel. A snapshot is written here too, off the poller, and reported the same way
+//! (`ControlMsg::SnapshotApplied`), after the apply results that precede it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,10 +20,9 @@ use proto::flotillapb::{
 use proto::metapb;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 
-use crate::msg::{RegionError, WriteCallback};
+use crate::msg::{ApplyRes, ControlMsg, ExecResult, RegionError, WriteCallback};
 use crate::peer_storage::{init_apply_state, write_initial_region};
-use crate::poller::StoreMsg;
-use crate::util::{epoch_matches, epoch_of, key_in_region};
+use crate::util::{epoch_matches, epoch_of, key_in_region, merge_epochs};
 
 /// A proposal waiting for its entry to be applied.
 pub struct Proposal {
@@ -44,44 +47,20 @@ pub enum ApplyTask {
         entries: Vec<Entry>,
         proposals: Vec<Proposal>,
     },
-    /// Replace the region's data with a snapshot's, durably; reply on `done`.
+    /// Replace the region's data with a snapshot's, durably; report
+    /// `ControlMsg::SnapshotApplied` for `peer_id`.
     Snapshot {
         region_id: u64,
+        peer_id: u64,
         data: Box<SnapshotData>,
-        done: Sender<Result<(), String>>,
     },
-    /// Remove the region: mark it tombstone and delete its data (if `clear_data`).
-    Destroy { region_id: u64, clear_data: bool },
-}
-
-/// What applying changed besides data, for the poller to act on.
-#[derive(Debug)]
-pub enum ExecResult {
-    /// Membership changed; the poller must tell raft-rs.
-    ChangePeer {
-        cc: ConfChange,
-        region: metapb::Region,
+    /// Remove the region: mark it tombstone (its epoch raised to at least `tombstone_epoch`)
+    /// and delete its data (if `clear_data`).
+    Destroy {
+        region_id: u64,
+        clear_data: bool,
+        tombstone_epoch: metapb::RegionEpoch,
     },
-    /// The region split; `regions` holds all parts, the derived one included.
-    Split {
-        derived: metapb::Region,
-        regions: Vec<metapb::Region>,
-    },
-    /// The log may be compacted up to (and including) `index`.
-    CompactLog { index: u64, term: u64 },
-}
-
-/// The apply thread's report on one region after a round.
-#[derive(Debug)]
-pub struct ApplyRes {
-    /// The region.
-    pub region_id: u64,
-    /// Progress after the round.
-    pub apply_state: RaftApplyState,
-    /// Admin and membership effects, in log order.
-    pub results: Vec<ExecResult>,
-    /// Bytes of keys and values written by the round.
-    pub written_bytes: u64,
 }
 
 struct Delegate {
@@ -94,7 +73,7 @@ pub fn run(
     store_id: u64,
     kv: Arc<dyn KvEngine>,
     rx: Receiver<ApplyTask>,
-    poller: Sender<StoreMsg>,
+    poller: Sender<ControlMsg>,
     batch_max: usize,
 ) {
     let mut delegates: HashMap<u64, Delegate> = HashMap::new();
@@ -135,20 +114,31 @@ pub fn run(
                 }
                 ApplyTask::Snapshot {
                     region_id,
+                    peer_id,
                     data,
-                    done,
                 } => {
                     round.flush(kv.as_ref(), &poller);
-                    let res =
+                    let result =
                         apply_snapshot(store_id, kv.as_ref(), &mut delegates, region_id, *data);
-                    let _ = done.send(res);
+                    let _ = poller.send(ControlMsg::SnapshotApplied {
+                        region_id,
+                        peer_id,
+                        result,
+                    });
                 }
                 ApplyTask::Destroy {
                     region_id,
                     clear_data,
+                    tombstone_epoch,
                 } => {
                     round.flush(kv.as_ref(), &poller);
-                    destroy(kv.as_ref(), &mut delegates, region_id, clear_data);
+                    destroy(
+                        kv.as_ref(),
+                        &mut delegates,
+                        region_id,
+                        clear_data,
+                        tombstone_epoch,
+                    );
                 }
             }
             for (region, state) in round.new_regions.drain(..) {
@@ -452,7 +442,7 @@ impl Round {
     }
 
     /// Writes the round's batch, then answers clients and reports to the poller.
-    fn flush(&mut self, kv: &dyn KvEngine, poller: &Sender<StoreMsg>) {
+    fn flush(&mut self, kv: &dyn KvEngine, poller: &Sender<ControlMsg>) {
         if !self.wb.is_empty() {
             fail_point_at!(self.store_id, "apply_before_write");
             if let Err(e) = kv.write(&self.wb, self.sync) {
@@ -472,7 +462,7 @@ impl Round {
             cb(r);
         }
         for res in self.reports.drain(..) {
-            let _ = poller.send(StoreMsg::ApplyRes(Box::new(res)));
+            let _ = poller.send(ControlMsg::ApplyRes(Box::new(res)));
         }
     }
 }
@@ -570,6 +560,7 @@ fn destroy(
     delegates: &mut HashMap<u64, Delegate>,
     region_id: u64,
     clear_data: bool,
+    tombstone_epoch: metapb::RegionEpoch,
 ) {
     let Some(d) = delegates.remove(&region_id) else {
         return;
@@ -578,9 +569,13 @@ fn destroy(
     if clear_data && !d.region.peers.is_empty() {
         clear_range(&mut wb, &d.region);
     }
+    // The tombstone keeps the newest epoch this store has heard of for the region, so that no
+    // message from before the peer's removal can bring it back (see `util::merge_epochs`).
+    let mut region = d.region.clone();
+    region.region_epoch = Some(merge_epochs(&epoch_of(&region), &tombstone_epoch));
     let state = RegionLocalState {
         state: PeerState::Tombstone as i32,
-        region: Some(d.region.clone()),
+        region: Some(region),
     };
     wb.put_cf(
         CF_RAFT,

@@ -48,6 +48,16 @@ pub struct StoreConfig {
     pub snapshot_max_bytes: u64,
     /// Whether a region may split at all (a benchmark keeps one region with `false`).
     pub split_enabled: bool,
+    /// Ticks after which a split that has not come back (ids from PD, or the split applied) is
+    /// given up, so that a later check may try again.
+    pub split_timeout_ticks: u64,
+    /// Ticks a follower may sit in snapshot state before the leader reports the snapshot
+    /// failed and sends a new one.
+    pub snapshot_send_timeout_ticks: u64,
+    /// Ticks a peer may go without hearing from a leader before it asks PD whether it is still
+    /// a member of its region (and destroys itself if PD's newer region lacks it). Also the
+    /// interval between two such questions.
+    pub stale_peer_check_ticks: u64,
 }
 
 impl Default for StoreConfig {
@@ -74,6 +84,9 @@ impl Default for StoreConfig {
             region_pending_reads_max: 4_096,
             snapshot_max_bytes: 512 << 20,
             split_enabled: true,
+            split_timeout_ticks: 100,
+            snapshot_send_timeout_ticks: 300,
+            stale_peer_check_ticks: 50,
         }
     }
 }
@@ -100,6 +113,14 @@ impl StoreConfig {
         }
         if self.raft_log_gc_threshold_entries == 0 {
             return Err("raft_log_gc_threshold_entries must be > 0".into());
+        }
+        if self.split_timeout_ticks == 0 || self.snapshot_send_timeout_ticks == 0 {
+            return Err("split and snapshot timeouts must be > 0 ticks".into());
+        }
+        // A follower hears a heartbeat every few ticks; asking PD sooner than an election
+        // timeout would ask for every peer that merely waits for an election.
+        if self.stale_peer_check_ticks <= self.raft_election_ticks as u64 {
+            return Err("stale_peer_check_ticks must exceed raft_election_ticks".into());
         }
         Ok(())
     }

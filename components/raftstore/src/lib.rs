@@ -40,8 +40,8 @@ mod util;
 
 pub use config::StoreConfig;
 pub use msg::{
-    DataModify, PdTask, PeerId, ReadCallback, ReadResponse, RegionError, RegionId, RegionInfo,
-    RequestHeader, StoreId, WriteCallback,
+    DataModify, PdTask, PeerId, PollerStats, ReadCallback, ReadResponse, RegionError, RegionId,
+    RegionInfo, RequestHeader, StoreId, WriteCallback,
 };
 pub use peer_storage::{
     bootstrap_first_region, clear_region_meta, load_region_states, RAFT_INIT_LOG_INDEX,

@@ -1,10 +1,15 @@
-//! What goes in and out of the raftstore: requests and their callbacks, region errors, and the
-//! tasks the store hands to its PD worker.
+//! What goes in and out of the raftstore: requests and their callbacks, region errors, the
+//! tasks the store hands to its PD worker, and the two ways into the raft poller: the bounded
+//! mailbox ([`StoreMsg`], may refuse under load) and the unbounded control channel
+//! ([`ControlMsg`], never refuses).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use engine::EngineSnapshot;
+use proto::flotillapb::{self, RaftApplyState};
 use proto::{errorpb, metapb, pdpb};
+use raft::eraftpb::ConfChange;
 
 /// A region's id.
 pub type RegionId = u64;
@@ -235,6 +240,15 @@ pub enum PdTask {
         /// Every region of the split, the original included.
         regions: Vec<metapb::Region>,
     },
+    /// Ask PD for the region: this store's peer has heard from no leader for a while and may
+    /// have been removed while it could not hear about it. Answer with
+    /// [`crate::RaftRouter::on_stale_peer_check`].
+    CheckStalePeer {
+        /// The region as the peer knows it.
+        region: metapb::Region,
+        /// The peer in question.
+        peer: metapb::Peer,
+    },
 }
 
 /// A region as the store currently sees it (for status pages, the PD worker and routing).
@@ -258,4 +272,163 @@ pub struct RegionInfo {
     pub approximate_size: u64,
     /// Keys, as last measured.
     pub approximate_keys: u64,
+}
+
+/// What clients and other stores send to the raft poller, through its bounded mailbox. Each of
+/// these may be refused when the mailbox is full: a client is told `ServerIsBusy` and retries,
+/// and raft retransmits a dropped message.
+pub(crate) enum StoreMsg {
+    /// A raft message from another store.
+    Raft(Box<flotillapb::RaftMessage>),
+    /// A client write.
+    Write {
+        header: RequestHeader,
+        modifies: Vec<DataModify>,
+        cb: WriteCallback,
+    },
+    /// A client read.
+    Read {
+        header: RequestHeader,
+        cb: ReadCallback,
+    },
+    /// A read view to compute a write from (see `Peer::write_view`).
+    WriteView {
+        header: RequestHeader,
+        cb: ReadCallback,
+    },
+}
+
+/// What the store's own threads and its PD worker send to the raft poller, through the
+/// unbounded control channel. None of these may be lost (an apply result or a snapshot's
+/// completion dropped would stall a region for good), and their senders must never wait for
+/// the poller, so the channel has no bound: its volume follows the poller's own work (one apply
+/// result per region per apply round, one answer per task the poller handed out).
+pub(crate) enum ControlMsg {
+    /// The apply thread's report on one region.
+    ApplyRes(Box<ApplyRes>),
+    /// The apply thread has written (or failed to write) a snapshot the poller handed it.
+    SnapshotApplied {
+        region_id: RegionId,
+        /// The peer the snapshot was for (the region's peer may have been replaced since).
+        peer_id: PeerId,
+        result: Result<(), String>,
+    },
+    /// The split checker's measurement.
+    SplitCheckResult {
+        region_id: RegionId,
+        epoch: metapb::RegionEpoch,
+        size: u64,
+        keys: u64,
+        split_keys: Vec<Vec<u8>>,
+    },
+    /// A split could not be proposed or applied; the region may try again.
+    SplitFailed { region_id: RegionId },
+    /// Ids PD allocated for a split.
+    SplitIds {
+        region_id: RegionId,
+        epoch: metapb::RegionEpoch,
+        split_keys: Vec<Vec<u8>>,
+        ids: Vec<pdpb::SplitId>,
+    },
+    /// An operator's request to split at given keys.
+    SplitRequest {
+        region_id: RegionId,
+        split_keys: Vec<Vec<u8>>,
+    },
+    /// PD's answer to a region heartbeat.
+    HeartbeatResponse(Box<pdpb::RegionHeartbeatResponse>),
+    /// Whether a snapshot reached its target.
+    SnapshotStatus {
+        region_id: RegionId,
+        to_peer_id: PeerId,
+        delivered: bool,
+    },
+    /// PD's region for a peer that asked with [`PdTask::CheckStalePeer`] (`None`: PD does not
+    /// know the region).
+    StalePeerCheck {
+        region_id: RegionId,
+        peer_id: PeerId,
+        pd_region: Option<metapb::Region>,
+    },
+    /// Stop the poller.
+    Stop,
+}
+
+/// What applying changed besides data, for the poller to act on.
+#[derive(Debug)]
+pub(crate) enum ExecResult {
+    /// Membership changed; the poller must tell raft-rs.
+    ChangePeer {
+        cc: ConfChange,
+        region: metapb::Region,
+    },
+    /// The region split; `regions` holds all parts, the derived one included.
+    Split {
+        derived: metapb::Region,
+        regions: Vec<metapb::Region>,
+    },
+    /// The log may be compacted up to (and including) `index`.
+    CompactLog { index: u64, term: u64 },
+}
+
+/// The apply thread's report on one region after a round.
+#[derive(Debug)]
+pub(crate) struct ApplyRes {
+    /// The region.
+    pub region_id: RegionId,
+    /// Progress after the round.
+    pub apply_state: RaftApplyState,
+    /// Admin and membership effects, in log order.
+    pub results: Vec<ExecResult>,
+    /// Bytes of keys and values written by the round.
+    pub written_bytes: u64,
+}
+
+/// How much work the raft poller has done, for tests and status pages: a test asserts on
+/// these counts (never on time) that a round's work follows the regions that had something
+/// to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollerStats {
+    /// Loop rounds.
+    pub rounds: u64,
+    /// Rounds that ticked every peer.
+    pub tick_rounds: u64,
+    /// Peers looked at (ticked, or checked for a Ready), all rounds together.
+    pub peers_examined: u64,
+    /// Peers looked at in rounds without a tick: proportional to the regions that received
+    /// something, not to the regions the store holds.
+    pub peers_examined_between_ticks: u64,
+}
+
+/// The poller's counters, shared with the router.
+#[derive(Default)]
+pub(crate) struct PollerCounters {
+    rounds: AtomicU64,
+    tick_rounds: AtomicU64,
+    peers_examined: AtomicU64,
+    peers_examined_between_ticks: AtomicU64,
+}
+
+impl PollerCounters {
+    /// Records one round that looked at `peers` peers.
+    pub fn on_round(&self, ticked: bool, peers: u64) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.peers_examined.fetch_add(peers, Ordering::Relaxed);
+        if ticked {
+            self.tick_rounds.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.peers_examined_between_ticks
+                .fetch_add(peers, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> PollerStats {
+        PollerStats {
+            rounds: self.rounds.load(Ordering::Relaxed),
+            tick_rounds: self.tick_rounds.load(Ordering::Relaxed),
+            peers_examined: self.peers_examined.load(Ordering::Relaxed),
+            peers_examined_between_ticks: self.peers_examined_between_ticks.load(Ordering::Relaxed),
+        }
+    }
 }

@@ -30,6 +30,18 @@ pub struct PendingRead {
     pub cbs: Vec<ReadCallback>,
 }
 
+/// A Ready that carries a snapshot, parked in its peer while the apply thread writes the
+/// snapshot's data. The peer's raft state moves on only once the data is durable: the poller
+/// does not call `ready()` on the peer again until then (it keeps stepping its messages).
+pub struct PendingSnapshot {
+    /// The Ready, its leader messages already sent.
+    pub ready: raft::Ready,
+    /// The region as the snapshot describes it.
+    pub region: metapb::Region,
+    /// Whether the apply thread has reported the data written.
+    pub applied: bool,
+}
+
 /// One peer of a region.
 pub struct Peer {
     /// The raft state machine with its storage.
@@ -62,6 +74,11 @@ pub struct Peer {
     pub peer_heard: HashMap<u64, u64>,
     /// The tick at which this peer last became leader (peers not heard from since count from it).
     pub leader_since: u64,
+    /// The poller tick at which this peer last heard from a leader (or led). A peer silent for
+    /// `stale_peer_check_ticks` asks PD whether it is still a member.
+    pub leader_heard_tick: u64,
+    /// A snapshot being written by the apply thread, with the Ready that carried it.
+    pub pending_snapshot: Option<PendingSnapshot>,
 }
 
 impl Peer {

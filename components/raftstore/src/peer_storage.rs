@@ -20,20 +20,6 @@ pub const RAFT_INIT_LOG_INDEX: u64 = 5;
 /// Term of [`RAFT_INIT_LOG_INDEX`].
 pub const RAFT_INIT_LOG_TERM: u64 = 5;
 
-/// Reads a region's local state from the engine.
-pub fn load_region_state(
-    kv: &dyn KvEngine,
-    region_id: u64,
-) -> Result<Option<RegionLocalState>, StoreError> {
-    match kv.get_cf(CF_RAFT, &codec::keys::region_state_key(region_id))? {
-        Some(v) => Ok(Some(
-            RegionLocalState::decode(v.as_slice())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        )),
-        None => Ok(None),
-    }
-}
-
 /// Reads a region's apply state from the engine.
 pub fn load_apply_state(
     kv: &dyn KvEngine,

@@ -1,99 +1,75 @@
-//! The raft poller: one thread that owns every peer of the store. Each round it handles the
-//! messages in its mailbox, ticks on schedule, then collects the ready state of every peer and
-//! persists all of it in one raft-log write (group commit across regions) before sending the
-//! messages that must follow persistence.
+//! The raft poller: one thread that owns every peer of the store. Each round it takes the
+//! control channel's messages first, then the mailbox's, ticks on schedule, then collects the
+//! Ready state of the peers that had something to do and persists all of it in one raft-log
+//! write (group commit across regions) before sending the messages that must follow
+//! persistence. The numbered steps of a round are listed on `Poller::handle_readys`
+//! (`poller/ready.rs`).
+//!
+//! Two ways in:
+//! - the **mailbox** (bounded, [`StoreMsg`]): client writes, reads and write views, and raft
+//!   messages from other stores. Senders `try_send`; a full mailbox refuses (`ServerIsBusy` to
+//!   a client; a dropped raft message is retransmitted by raft).
+//! - the **control channel** (unbounded, [`ControlMsg`]): apply results, snapshot completion,
+//!   split check results, split ids and failures, PD's answers, operator split requests,
+//!   snapshot status, stale-peer answers, stop. Drained first each round, never refused.
+//!
+//! The **active set** holds the regions touched since the last round (a message stepped, a
+//! proposal, a read, an apply result, a control message, a tick). Only those are checked for a
+//! Ready, so a round costs what the busy regions cost, not what the store holds; a tick round
+//! still visits every peer (hibernation would change that).
+//!
+//! Wait-for graph (an edge `a → b`: thread `a` may block until `b` acts):
+//!
+//! ```text
+//! gRPC / transport threads ──try_send──▶ mailbox            (never blocks)
+//! PD worker ────────────────send───────▶ control channel    (unbounded: never blocks)
+//! raft poller ──send (bounded queue)──▶ apply thread        (the only blocking edge)
+//! raft poller ──try_send──▶ split checker, PD worker         (never blocks)
+//! raft poller ──send──▶ transport                           (its queues try_send: never blocks)
+//! apply thread ─────────────send───────▶ control channel    (unbounded: never blocks)
+//! split checker ────────────send───────▶ control channel    (unbounded: never blocks)
+//! ```
+//!
+//! The only edge on which a thread waits for another is poller → apply thread, and the apply
+//! thread waits for nobody (it reads its queue, writes the engine, answers callbacks that do
+//! not block, and reports on the unbounded control channel). The graph has no cycle, so the
+//! store cannot hang on itself however full the mailbox is. The poller does not wait for a
+//! snapshot to be written either: it parks the Ready (see `poller/ready.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender, TryRecvError};
 use dashmap::DashMap;
 use engine::KvEngine;
 use prost::Message as _;
-use proto::flotillapb::{
-    self, AdminCmdType, AdminRequest, BatchSplitRequest, CompactLogRequest, PeerState,
-    RaftCmdRequest, SnapshotData, SplitRequest,
-};
-use proto::{metapb, pdpb};
-use raft::eraftpb::{Entry, Message as RaftMsg, MessageType};
-use raft::{RawNode, SnapshotStatus, StateRole};
+use proto::flotillapb::{self, PeerState, SnapshotData};
+use proto::metapb;
+use raft::eraftpb::{Message as RaftMsg, MessageType};
+use raft::{RawNode, SnapshotStatus};
 use raft_log::{LogBatch, RaftLogStore};
 
-use crate::apply::{self, ApplyRes, ApplyTask, ExecResult, Proposal};
+use crate::apply::{self, ApplyTask};
 use crate::config::StoreConfig;
-use crate::msg::{
-    DataModify, PdTask, ReadCallback, RegionError, RegionId, RequestHeader, WriteCallback,
-};
+use crate::msg::{ControlMsg, PdTask, PollerCounters, RegionError, RegionId, StoreMsg};
 use crate::peer::Peer;
 use crate::peer_storage::PeerStorage;
 use crate::router::RaftRouter;
 use crate::split_check::{self, SplitCheckTask};
 use crate::transport::Transport;
-use crate::util::{
-    epoch_of, find_peer, find_peer_by_id, is_epoch_stale, key_in_region, ranges_overlap,
-};
+use crate::util::{epoch_of, find_peer, is_epoch_stale, ranges_overlap};
 use crate::StoreError;
 
 mod admin;
+mod ready;
+mod stale;
 use admin::{check_snapshot_progress, maybe_compact_log};
 
-/// Everything that reaches the poller.
-pub enum StoreMsg {
-    /// A raft message from another store.
-    Raft(Box<flotillapb::RaftMessage>),
-    /// A client write.
-    Write {
-        header: RequestHeader,
-        modifies: Vec<DataModify>,
-        cb: WriteCallback,
-    },
-    /// A client read.
-    Read {
-        header: RequestHeader,
-        cb: ReadCallback,
-    },
-    /// A read view to compute a write from (see `Peer::write_view`).
-    WriteView {
-        header: RequestHeader,
-        cb: ReadCallback,
-    },
-    /// PD's answer to a region heartbeat.
-    HeartbeatResponse(Box<pdpb::RegionHeartbeatResponse>),
-    /// Ids for a split.
-    SplitIds {
-        region_id: RegionId,
-        epoch: metapb::RegionEpoch,
-        split_keys: Vec<Vec<u8>>,
-        ids: Vec<pdpb::SplitId>,
-    },
-    /// A request to split at given keys.
-    SplitRequest {
-        region_id: RegionId,
-        split_keys: Vec<Vec<u8>>,
-    },
-    /// The split checker's measurement.
-    SplitCheckResult {
-        region_id: RegionId,
-        epoch: metapb::RegionEpoch,
-        size: u64,
-        keys: u64,
-        split_keys: Vec<Vec<u8>>,
-    },
-    /// A split could not be proposed or applied; the region may try again.
-    SplitFailed { region_id: RegionId },
-    /// Whether a snapshot reached its target.
-    SnapshotStatus {
-        region_id: RegionId,
-        to_peer_id: u64,
-        delivered: bool,
-    },
-    /// The apply thread's report.
-    ApplyRes(Box<ApplyRes>),
-    /// Stop the poller.
-    Stop,
-}
+/// Capacity of the queue of regions waiting to be measured by the split checker; a full queue
+/// skips the check until the next interval.
+const SPLIT_CHECK_QUEUE_MAX: usize = 1024;
 
 /// A running raftstore: its threads and the router into it.
 pub struct RaftStore {
@@ -116,12 +92,16 @@ impl RaftStore {
     ) -> Result<RaftStore, StoreError> {
         cfg.validate().map_err(StoreError::Config)?;
         let (tx, rx) = bounded(cfg.mailbox_capacity_max);
+        let (control_tx, control_rx) = unbounded();
         let (apply_tx, apply_rx) = bounded(cfg.apply_queue_capacity_max);
-        let (split_tx, split_rx) = bounded(1024);
+        let (split_tx, split_rx) = bounded(SPLIT_CHECK_QUEUE_MAX);
         let regions = Arc::new(DashMap::new());
+        let stats = Arc::new(PollerCounters::default());
         let router = RaftRouter {
-            tx: tx.clone(),
+            tx,
+            control: control_tx.clone(),
             regions: regions.clone(),
+            stats: stats.clone(),
             store_id,
         };
         let mut poller = Poller {
@@ -133,27 +113,29 @@ impl RaftStore {
             pd_tx,
             apply_tx: apply_tx.clone(),
             split_tx: split_tx.clone(),
-            self_tx: tx.clone(),
+            control_tx: control_tx.clone(),
             peers: HashMap::new(),
             regions,
             next_read_id: 1,
             tick_count: 0,
             dirty: HashSet::new(),
+            active: HashSet::new(),
+            tombstones: HashMap::new(),
+            stats,
         };
         poller.recover()?;
         let mut threads = vec![];
         let kv_apply = kv.clone();
         let apply_batch = cfg.raft_poll_batch_max;
-        let tx_apply = tx.clone();
+        let control_apply = control_tx.clone();
         threads.push(spawn("apply", move || {
-            apply::run(store_id, kv_apply, apply_rx, tx_apply, apply_batch)
+            apply::run(store_id, kv_apply, apply_rx, control_apply, apply_batch)
         }));
         let split_cfg = cfg.clone();
-        let tx_split = tx.clone();
         threads.push(spawn("split-check", move || {
-            split_check::run(kv, split_cfg, split_rx, tx_split)
+            split_check::run(kv, split_cfg, split_rx, control_tx)
         }));
-        threads.push(spawn("raft-poller", move || poller.run(rx)));
+        threads.push(spawn("raft-poller", move || poller.run(rx, control_rx)));
         Ok(RaftStore {
             router,
             threads,
@@ -169,7 +151,7 @@ impl RaftStore {
 
     /// Stops the threads and waits for them.
     pub fn stop(mut self) {
-        let _ = self.router.tx.send(StoreMsg::Stop);
+        let _ = self.router.control.send(ControlMsg::Stop);
         self.apply_tx.take();
         self.split_tx.take();
         for t in self.threads.drain(..) {
@@ -202,24 +184,32 @@ struct Poller {
     pd_tx: Sender<PdTask>,
     apply_tx: Sender<ApplyTask>,
     split_tx: Sender<SplitCheckTask>,
-    self_tx: Sender<StoreMsg>,
+    /// The poller's own control channel, for callbacks that run on the apply thread.
+    control_tx: Sender<ControlMsg>,
     peers: HashMap<RegionId, Peer>,
     regions: Arc<DashMap<RegionId, crate::msg::RegionInfo>>,
     next_read_id: u64,
     tick_count: u64,
     /// Peers whose raft state must be written in this round even without a ready.
     dirty: HashSet<RegionId>,
+    /// Regions touched since the last round: the only ones `handle_readys` looks at.
+    active: HashSet<RegionId>,
+    /// Regions whose peer this store destroyed, with the newest epoch heard of at the time:
+    /// no message with an epoch that is not newer may create a peer for them again. Loaded
+    /// from the engine's tombstones at start-up.
+    tombstones: HashMap<RegionId, metapb::RegionEpoch>,
+    stats: Arc<PollerCounters>,
 }
 
 impl Poller {
     fn recover(&mut self) -> Result<(), StoreError> {
-        let regions: Vec<metapb::Region> =
-            crate::peer_storage::load_region_states(self.kv.as_ref())?
-                .into_iter()
-                .filter(|s| s.state != PeerState::Tombstone as i32)
-                .filter_map(|s| s.region)
-                .collect();
-        for region in regions {
+        let states = crate::peer_storage::load_region_states(self.kv.as_ref())?;
+        for s in states {
+            let Some(region) = s.region else { continue };
+            if s.state == PeerState::Tombstone as i32 {
+                self.tombstones.insert(region.id, epoch_of(&region));
+                continue;
+            }
             let Some(meta) = find_peer(&region, self.store_id).cloned() else {
                 continue;
             };
@@ -228,6 +218,7 @@ impl Poller {
         tracing::info!(
             store_id = self.store_id,
             regions = self.peers.len(),
+            tombstones = self.tombstones.len(),
             "raftstore recovered"
         );
         Ok(())
@@ -278,6 +269,8 @@ impl Poller {
             peer_cache: HashMap::new(),
             peer_heard: HashMap::new(),
             leader_since: 0,
+            leader_heard_tick: self.tick_count,
+            pending_snapshot: None,
         };
         let _ = self.apply_tx.send(ApplyTask::Register {
             region,
@@ -286,38 +279,51 @@ impl Poller {
         self.regions.insert(region_id, peer.info());
         self.peers.insert(region_id, peer);
         self.dirty.insert(region_id);
+        self.active.insert(region_id);
         Ok(())
     }
 
-    fn run(mut self, rx: Receiver<StoreMsg>) {
+    /// The loop: wait for a message or the next tick, drain the control channel, then the
+    /// mailbox, tick if due, then handle the Readys of the active regions.
+    fn run(mut self, mailbox: Receiver<StoreMsg>, control: Receiver<ControlMsg>) {
         let tick = Duration::from_millis(self.cfg.raft_tick_interval_ms);
         let mut next_tick = Instant::now() + tick;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(timeout) {
-                Ok(StoreMsg::Stop) => break,
-                Ok(msg) => {
-                    self.handle(msg);
-                    let mut n = 1;
-                    while n < self.cfg.raft_poll_batch_max {
-                        match rx.try_recv() {
-                            Ok(StoreMsg::Stop) => return self.shutdown(),
-                            Ok(msg) => self.handle(msg),
-                            Err(_) => break,
-                        }
-                        n += 1;
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            if self.active.is_empty() && self.dirty.is_empty() {
+                let timeout = next_tick.saturating_duration_since(Instant::now());
+                let mut sel = Select::new();
+                sel.recv(&control);
+                sel.recv(&mailbox);
+                // Which one is ready does not matter: both are drained below.
+                let _ = sel.ready_timeout(timeout);
             }
-            if Instant::now() >= next_tick {
-                self.on_tick();
+            let mut handled = 0;
+            while handled < self.cfg.raft_poll_batch_max {
+                match control.try_recv() {
+                    Ok(ControlMsg::Stop) => return self.shutdown(),
+                    Ok(msg) => self.on_control(msg),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return self.shutdown(),
+                }
+                handled += 1;
+            }
+            handled = 0;
+            while handled < self.cfg.raft_poll_batch_max {
+                match mailbox.try_recv() {
+                    Ok(msg) => self.on_mailbox(msg),
+                    Err(_) => break,
+                }
+                handled += 1;
+            }
+            let ticked = Instant::now() >= next_tick;
+            let mut examined = 0;
+            if ticked {
+                examined += self.on_tick();
                 next_tick = Instant::now() + tick;
             }
-            self.handle_readys();
+            examined += self.handle_readys();
+            self.stats.on_round(ticked, examined);
         }
-        self.shutdown();
     }
 
     fn shutdown(&mut self) {
@@ -327,7 +333,7 @@ impl Poller {
         }
     }
 
-    fn handle(&mut self, msg: StoreMsg) {
+    fn on_mailbox(&mut self, msg: StoreMsg) {
         match msg {
             StoreMsg::Raft(m) => self.on_raft_message(*m),
             StoreMsg::Write {
@@ -335,29 +341,41 @@ impl Poller {
                 modifies,
                 cb,
             } => match self.peers.get_mut(&header.region_id) {
-                Some(p) => p.propose_write(&self.cfg, &header, modifies, cb),
+                Some(p) => {
+                    p.propose_write(&self.cfg, &header, modifies, cb);
+                    self.active.insert(header.region_id);
+                }
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
             StoreMsg::Read { header, cb } => match self.peers.get_mut(&header.region_id) {
-                Some(p) => p.read(&self.cfg, &header, cb),
+                Some(p) => {
+                    p.read(&self.cfg, &header, cb);
+                    self.active.insert(header.region_id);
+                }
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
             StoreMsg::WriteView { header, cb } => match self.peers.get_mut(&header.region_id) {
-                Some(p) => p.write_view(&self.cfg, &header, &self.kv, cb),
+                Some(p) => {
+                    p.write_view(&self.cfg, &header, &self.kv, cb);
+                    self.active.insert(header.region_id);
+                }
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
-            StoreMsg::HeartbeatResponse(resp) => self.on_heartbeat_response(*resp),
-            StoreMsg::SplitIds {
+        }
+    }
+
+    fn on_control(&mut self, msg: ControlMsg) {
+        match msg {
+            ControlMsg::ApplyRes(res) => {
+                self.active.insert(res.region_id);
+                self.on_apply_res(*res);
+            }
+            ControlMsg::SnapshotApplied {
                 region_id,
-                epoch,
-                split_keys,
-                ids,
-            } => self.on_split_ids(region_id, epoch, split_keys, ids),
-            StoreMsg::SplitRequest {
-                region_id,
-                split_keys,
-            } => self.ask_split(region_id, split_keys),
-            StoreMsg::SplitCheckResult {
+                peer_id,
+                result,
+            } => self.on_snapshot_applied(region_id, peer_id, result),
+            ControlMsg::SplitCheckResult {
                 region_id,
                 epoch,
                 size,
@@ -372,12 +390,29 @@ impl Poller {
                     }
                 }
             }
-            StoreMsg::SplitFailed { region_id } => {
+            ControlMsg::SplitFailed { region_id } => {
                 if let Some(p) = self.peers.get_mut(&region_id) {
                     p.splitting = None;
                 }
             }
-            StoreMsg::SnapshotStatus {
+            ControlMsg::SplitIds {
+                region_id,
+                epoch,
+                split_keys,
+                ids,
+            } => {
+                self.active.insert(region_id);
+                self.on_split_ids(region_id, epoch, split_keys, ids);
+            }
+            ControlMsg::SplitRequest {
+                region_id,
+                split_keys,
+            } => self.ask_split(region_id, split_keys),
+            ControlMsg::HeartbeatResponse(resp) => {
+                self.active.insert(resp.region_id);
+                self.on_heartbeat_response(*resp);
+            }
+            ControlMsg::SnapshotStatus {
                 region_id,
                 to_peer_id,
                 delivered,
@@ -390,10 +425,15 @@ impl Poller {
                     };
                     p.raw.report_snapshot(to_peer_id, status);
                     p.snapshot_ticks.remove(&to_peer_id);
+                    self.active.insert(region_id);
                 }
             }
-            StoreMsg::ApplyRes(res) => self.on_apply_res(*res),
-            StoreMsg::Stop => {}
+            ControlMsg::StalePeerCheck {
+                region_id,
+                peer_id,
+                pd_region,
+            } => self.on_stale_peer_check(region_id, peer_id, pd_region),
+            ControlMsg::Stop => {}
         }
     }
 
@@ -409,36 +449,51 @@ impl Poller {
         };
         let to = msg.to_peer.expect("checked");
         let region_id = msg.region_id;
+        if msg.is_tombstone {
+            // Never stepped: it only tells this peer that it is no longer a member.
+            return self.on_tombstone_message(&msg);
+        }
         if let Some(p) = self.peers.get(&region_id) {
             if to.id < p.meta.id {
                 return; // meant for an older incarnation of this store's peer
             }
             if to.id > p.meta.id {
                 // This store's peer was removed and re-added with a new id.
-                self.destroy_peer(region_id, false);
+                self.destroy_peer(region_id, false, None);
             }
         }
         if !self.peers.contains_key(&region_id) && !self.maybe_create_peer(&msg, &raft_msg, to) {
             return;
+        }
+        if self.is_from_removed_peer(&msg, &raft_msg) {
+            return self.send_tombstone_message(&msg);
         }
         if raft_msg.get_msg_type() == MessageType::MsgSnapshot
             && !self.snapshot_fits(region_id, &raft_msg)
         {
             return;
         }
+        let tick = self.tick_count;
         let p = self.peers.get_mut(&region_id).expect("peer exists");
         if let Some(from) = &msg.from_peer {
             p.peer_cache.insert(from.id, *from);
-            p.peer_heard.insert(from.id, self.tick_count);
+            p.peer_heard.insert(from.id, tick);
+        }
+        if matches!(
+            raft_msg.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        ) {
+            p.leader_heard_tick = tick;
         }
         if let Err(e) = crate::repair::step(region_id, &mut p.raw, raft_msg) {
             tracing::debug!(region_id, "step failed: {e}");
         }
+        self.active.insert(region_id);
     }
 
     /// Creates an uninitialized peer for a message to a region this store does not have yet,
-    /// unless the message is stale or its range is still held by a local region (then the
-    /// local split will create the peer).
+    /// unless the message is stale (not newer than the region's tombstone here) or its range is
+    /// still held by a local region (then the local split will create the peer).
     fn maybe_create_peer(
         &mut self,
         msg: &flotillapb::RaftMessage,
@@ -450,21 +505,17 @@ impl Poller {
             t,
             MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
         );
-        if !from_leader || msg.is_tombstone {
+        if !from_leader {
             return false;
         }
-        if let Ok(Some(state)) =
-            crate::peer_storage::load_region_state(self.kv.as_ref(), msg.region_id)
-        {
-            if state.state == PeerState::Tombstone as i32 {
-                let local = state
-                    .region
-                    .and_then(|r| r.region_epoch)
-                    .unwrap_or_default();
-                let remote = msg.region_epoch.unwrap_or_default();
-                if !is_epoch_stale(&local, &remote) {
-                    return false;
-                }
+        if let Some(tombstone) = self.tombstones.get(&msg.region_id) {
+            let remote = msg.region_epoch.unwrap_or_default();
+            if !is_epoch_stale(tombstone, &remote) {
+                tracing::debug!(
+                    region_id = msg.region_id,
+                    "message not newer than the region's tombstone; ignored"
+                );
+                return false;
             }
         }
         let range = metapb::Region {
@@ -507,7 +558,9 @@ impl Poller {
         })
     }
 
-    fn on_tick(&mut self) {
+    /// Ticks every peer (a peer whose snapshot is being written waits: its raft state moves
+    /// on once the snapshot is in). Returns the number of peers looked at.
+    fn on_tick(&mut self) -> u64 {
         self.tick_count += 1;
         let t = self.tick_count;
         let gc = t.is_multiple_of(self.cfg.raft_log_gc_tick_interval_ticks);
@@ -515,13 +568,20 @@ impl Poller {
             self.cfg.split_enabled && t.is_multiple_of(self.cfg.split_check_tick_interval_ticks);
         let heartbeat = t.is_multiple_of(self.cfg.pd_heartbeat_tick_interval_ticks);
         let ids: Vec<RegionId> = self.peers.keys().copied().collect();
+        let examined = ids.len() as u64;
         for id in ids {
             let p = self.peers.get_mut(&id).expect("peer");
-            p.raw.tick();
-            if !p.is_leader() {
+            self.active.insert(id);
+            if p.pending_snapshot.is_some() {
                 continue;
             }
-            check_snapshot_progress(p);
+            p.raw.tick();
+            if !p.is_leader() {
+                self.maybe_check_stale_peer(id);
+                continue;
+            }
+            p.leader_heard_tick = t;
+            check_snapshot_progress(&self.cfg, p);
             if gc {
                 maybe_compact_log(&self.cfg, p);
             }
@@ -542,211 +602,6 @@ impl Poller {
                 tracing::warn!("raft log purge failed: {e}");
             }
         }
-    }
-
-    fn handle_readys(&mut self) {
-        for p in self.peers.values_mut() {
-            if p.submit_waiting_reads(self.next_read_id) {
-                self.next_read_id += 1;
-            }
-        }
-        let mut batch = LogBatch::default();
-        let mut readys = Vec::new();
-        let ids: Vec<RegionId> = self.peers.keys().copied().collect();
-        for id in ids {
-            let has_ready = self.peers.get(&id).is_some_and(|p| p.raw.has_ready());
-            if !has_ready {
-                if self.dirty.remove(&id) {
-                    if let Some(p) = self.peers.get(&id) {
-                        p.raw.store().persist_state(&mut batch);
-                    }
-                }
-                continue;
-            }
-            self.dirty.remove(&id);
-            if let Some(rd) = self.collect_ready(id, &mut batch) {
-                readys.push((id, rd));
-            }
-        }
-        if !batch.is_empty() {
-            fail_point_at!(self.store_id, "raft_log_before_write");
-            if let Err(e) = self.raft_log.write(batch, true) {
-                // An unpersisted raft log cannot be acknowledged; stopping is the only safe move.
-                panic!("store {}: raft log write failed: {e}", self.store_id);
-            }
-            fail_point_at!(self.store_id, "raft_log_after_write");
-        }
-        for (id, rd) in readys {
-            self.advance_ready(id, rd);
-        }
-        self.transport.flush();
-    }
-
-    fn collect_ready(&mut self, id: RegionId, batch: &mut LogBatch) -> Option<raft::Ready> {
-        let p = self.peers.get_mut(&id)?;
-        let mut rd = p.raw.ready();
-        let msgs = rd.take_messages();
-        self.send_messages(id, msgs);
-        if !rd.snapshot().is_empty() {
-            self.apply_snapshot(id, rd.snapshot().clone(), batch);
-        }
-        let committed = rd.take_committed_entries();
-        self.handle_committed(id, committed);
-        let p = self.peers.get_mut(&id)?;
-        let entries = rd.take_entries();
-        p.raw.mut_store().append(entries, batch);
-        if let Some(hs) = rd.hs() {
-            p.raw.mut_store().set_hard_state(hs);
-        }
-        for rs in rd.take_read_states() {
-            p.on_read_state(&rs.request_ctx, rs.index);
-        }
-        p.raw.store().persist_state(batch);
-        if rd.ss().is_some() {
-            self.on_role_changed(id);
-        }
-        Some(rd)
-    }
-
-    fn advance_ready(&mut self, id: RegionId, mut rd: raft::Ready) {
-        let persisted = rd.take_persisted_messages();
-        self.send_messages(id, persisted);
-        let Some(p) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let snapshot_index =
-            (!rd.snapshot().is_empty()).then(|| rd.snapshot().get_metadata().index);
-        let mut light = p.raw.advance_append(rd);
-        if let Some(index) = snapshot_index {
-            // The snapshot is applied (see `apply_snapshot`): raft-rs must know, or a campaign
-            // before the next apply result reads the unapplied entries from the old applied
-            // index, which the snapshot compacted away (raft-rs panics).
-            p.raw.advance_apply_to(index);
-        }
-        if let Some(commit) = light.commit_index() {
-            p.raw.mut_store().set_commit(commit);
-            self.dirty.insert(id);
-        }
-        let msgs = light.take_messages();
-        let committed = light.take_committed_entries();
-        self.send_messages(id, msgs);
-        self.handle_committed(id, committed);
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.serve_ready_reads(&self.kv);
-        }
-    }
-
-    fn send_messages(&mut self, id: RegionId, msgs: Vec<RaftMsg>) {
-        if msgs.is_empty() {
-            return;
-        }
-        let Some(p) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let region = p.region().clone();
-        for m in msgs {
-            let Some(to) = p.peer_by_id(m.to) else {
-                continue;
-            };
-            if m.get_msg_type() == MessageType::MsgSnapshot {
-                if snapshot_send_fails(self.store_id) {
-                    p.raw.report_snapshot(m.to, SnapshotStatus::Failure);
-                    continue;
-                }
-                p.snapshot_ticks.insert(m.to, 0);
-            }
-            let bytes = protobuf::Message::write_to_bytes(&m).expect("encode raft message");
-            self.transport.send(flotillapb::RaftMessage {
-                region_id: id,
-                from_peer: Some(p.meta),
-                to_peer: Some(to),
-                region_epoch: region.region_epoch,
-                message: bytes,
-                start_key: region.start_key.clone(),
-                end_key: region.end_key.clone(),
-                is_tombstone: false,
-            });
-        }
-    }
-
-    fn handle_committed(&mut self, id: RegionId, entries: Vec<Entry>) {
-        if entries.is_empty() {
-            return;
-        }
-        let Some(p) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let last = entries.last().map(|e| e.index).unwrap_or(0);
-        let mut proposals: Vec<Proposal> = vec![];
-        while p.proposals.front().is_some_and(|f| f.index <= last) {
-            proposals.push(p.proposals.pop_front().expect("front"));
-        }
-        let task = ApplyTask::Apply {
-            region_id: id,
-            entries,
-            proposals,
-        };
-        if let Err(e) = self.apply_tx.send(task) {
-            panic!("apply thread is gone: {e}");
-        }
-    }
-
-    fn apply_snapshot(
-        &mut self,
-        id: RegionId,
-        snap: raft::eraftpb::Snapshot,
-        batch: &mut LogBatch,
-    ) {
-        let data =
-            SnapshotData::decode(snap.get_data()).expect("snapshot data checked before stepping");
-        let region = data
-            .region_state
-            .as_ref()
-            .and_then(|s| s.region.clone())
-            .expect("snapshot region");
-        let (done_tx, done_rx) = bounded(1);
-        let task = ApplyTask::Snapshot {
-            region_id: id,
-            data: Box::new(data),
-            done: done_tx,
-        };
-        self.apply_tx.send(task).expect("apply thread alive");
-        match done_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("region {id}: applying snapshot failed: {e}"),
-            Err(_) => panic!("apply thread is gone"),
-        }
-        let p = self.peers.get_mut(&id).expect("peer");
-        p.raw
-            .mut_store()
-            .on_snapshot_applied(&snap, region.clone(), batch);
-        if let Some(meta) = find_peer(&region, self.store_id) {
-            p.meta = *meta;
-        }
-        tracing::info!(
-            region_id = id,
-            index = snap.get_metadata().index,
-            "applied snapshot"
-        );
-        self.regions.insert(id, p.info());
-    }
-
-    fn on_role_changed(&mut self, id: RegionId) {
-        let Some(p) = self.peers.get_mut(&id) else {
-            return;
-        };
-        if p.raw.raft.state != StateRole::Leader {
-            p.fail_reads(RegionError::NotLeader {
-                region_id: id,
-                leader: p.leader(),
-            });
-        } else {
-            p.leader_since = self.tick_count;
-            let _ = self
-                .pd_tx
-                .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
-        }
-        p.last_leader_id = p.raw.raft.leader_id;
-        self.regions.insert(id, p.info());
+        examined
     }
 }

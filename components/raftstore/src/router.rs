@@ -1,5 +1,7 @@
-//! The way into a running raftstore: a bounded mailbox to the raft poller and a shared map of
-//! region states that gRPC threads read without waiting for the poller.
+//! The way into a running raftstore: a bounded mailbox to the raft poller for what may be
+//! refused under load (client requests, raft messages from other stores), an unbounded control
+//! channel for what must never be lost (PD's answers, snapshot status, operator requests), and a
+//! shared map of region states that gRPC threads read without waiting for the poller.
 
 use std::sync::Arc;
 
@@ -8,15 +10,17 @@ use dashmap::DashMap;
 use proto::{flotillapb, metapb, pdpb};
 
 use crate::msg::{
-    DataModify, ReadCallback, RegionError, RegionId, RegionInfo, RequestHeader, WriteCallback,
+    ControlMsg, DataModify, PeerId, PollerCounters, PollerStats, ReadCallback, RegionError,
+    RegionId, RegionInfo, RequestHeader, StoreMsg, WriteCallback,
 };
-use crate::poller::StoreMsg;
 
-/// Cheap to clone; every method returns at once.
+/// Cheap to clone; every method returns at once (none waits for the poller).
 #[derive(Clone)]
 pub struct RaftRouter {
     pub(crate) tx: Sender<StoreMsg>,
+    pub(crate) control: Sender<ControlMsg>,
     pub(crate) regions: Arc<DashMap<RegionId, RegionInfo>>,
+    pub(crate) stats: Arc<PollerCounters>,
     pub(crate) store_id: u64,
 }
 
@@ -79,10 +83,31 @@ impl RaftRouter {
         }
     }
 
+    /// Puts `msg` on the control channel. It only fails once the poller has stopped, when
+    /// there is nobody left to tell.
+    fn send_control(&self, msg: ControlMsg) {
+        let _ = self.control.send(msg);
+    }
+
     /// Delivers PD's answer to a region heartbeat (a membership change, a leader transfer or a
     /// split request).
     pub fn on_heartbeat_response(&self, resp: pdpb::RegionHeartbeatResponse) {
-        let _ = self.send(StoreMsg::HeartbeatResponse(Box::new(resp)));
+        self.send_control(ControlMsg::HeartbeatResponse(Box::new(resp)));
+    }
+
+    /// Delivers PD's region for a peer that asked with `PdTask::CheckStalePeer` (`None`: PD does
+    /// not know the region). The peer destroys itself if PD's region is newer and lacks it.
+    pub fn on_stale_peer_check(
+        &self,
+        region_id: RegionId,
+        peer_id: PeerId,
+        pd_region: Option<metapb::Region>,
+    ) {
+        self.send_control(ControlMsg::StalePeerCheck {
+            region_id,
+            peer_id,
+            pd_region,
+        });
     }
 
     /// Delivers the ids PD allocated for a split asked for with `PdTask::AskBatchSplit`.
@@ -93,7 +118,7 @@ impl RaftRouter {
         split_keys: Vec<Vec<u8>>,
         ids: Vec<pdpb::SplitId>,
     ) {
-        let _ = self.send(StoreMsg::SplitIds {
+        self.send_control(ControlMsg::SplitIds {
             region_id,
             epoch,
             split_keys,
@@ -103,7 +128,7 @@ impl RaftRouter {
 
     /// Tells the leader whether a snapshot it sent reached the target peer's store.
     pub fn report_snapshot_status(&self, region_id: RegionId, to_peer_id: u64, delivered: bool) {
-        let _ = self.send(StoreMsg::SnapshotStatus {
+        self.send_control(ControlMsg::SnapshotStatus {
             region_id,
             to_peer_id,
             delivered,
@@ -113,7 +138,7 @@ impl RaftRouter {
     /// Asks the region's leader to split at `split_keys` (encoded, ascending), as an operator
     /// would. Errors come back through the usual PD round trip, not here.
     pub fn split_region(&self, region_id: RegionId, split_keys: Vec<Vec<u8>>) {
-        let _ = self.send(StoreMsg::SplitRequest {
+        self.send_control(ControlMsg::SplitRequest {
             region_id,
             split_keys,
         });
@@ -127,5 +152,10 @@ impl RaftRouter {
     /// One region as of the poller's last update.
     pub fn region_info(&self, region_id: RegionId) -> Option<RegionInfo> {
         self.regions.get(&region_id).map(|r| r.value().clone())
+    }
+
+    /// The poller's work counters so far.
+    pub fn poller_stats(&self) -> PollerStats {
+        self.stats.stats()
     }
 }

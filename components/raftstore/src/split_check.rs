@@ -1,5 +1,6 @@
 //! The split checker: measures a region's data and, when it has outgrown the configured size or
-//! key count, picks split keys. Runs on its own thread because it scans.
+//! key count, picks split keys. Runs on its own thread because it scans; its results go on the
+//! poller's unbounded control channel, so it never waits for the poller.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use engine::{KvEngine, CF_DEFAULT, CF_WRITE};
 use proto::metapb;
 
 use crate::config::StoreConfig;
-use crate::poller::StoreMsg;
+use crate::msg::ControlMsg;
 use crate::util::epoch_of;
 
 /// Most split keys produced by one check.
@@ -36,13 +37,13 @@ pub fn run(
     kv: Arc<dyn KvEngine>,
     cfg: StoreConfig,
     rx: Receiver<SplitCheckTask>,
-    tx: Sender<StoreMsg>,
+    tx: Sender<ControlMsg>,
 ) {
     while let Ok(task) = rx.recv() {
         let region = task.region;
         match measure(kv.as_ref(), &cfg, &region) {
             Ok(m) => {
-                let _ = tx.send(StoreMsg::SplitCheckResult {
+                let _ = tx.send(ControlMsg::SplitCheckResult {
                     region_id: region.id,
                     epoch: epoch_of(&region),
                     size: m.size,

@@ -1,5 +1,6 @@
 //! The PD worker: carries the raftstore's [`PdTask`]s to PD and PD's answers back to the
-//! router, keeps the region heartbeat stream open, and sends periodic store heartbeats.
+//! router (split ids, a stale peer's region), keeps the region heartbeat stream open, and sends
+//! periodic store heartbeats.
 //!
 //! The raftstore's crossbeam queue is bridged into tokio by one small thread; the worker itself
 //! is one tokio task.
@@ -146,6 +147,10 @@ impl WorkerState {
                 let (pd, router) = (self.pd.clone(), self.router.clone());
                 tokio::spawn(ask_batch_split(pd, router, region, split_keys));
             }
+            PdTask::CheckStalePeer { region, peer } => {
+                let (pd, router) = (self.pd.clone(), self.router.clone());
+                tokio::spawn(check_stale_peer(pd, router, region.id, peer.id));
+            }
             PdTask::ReportBatchSplit { regions } => {
                 let pd = self.pd.clone();
                 tokio::spawn(async move {
@@ -186,6 +191,15 @@ async fn ask_batch_split(
     match pd.ask_batch_split(region, split_keys.len() as u32).await {
         Ok(ids) => router.on_split_ids(region_id, epoch, split_keys, ids),
         Err(e) => tracing::warn!(region_id, error = %e, "ask batch split failed"),
+    }
+}
+
+/// Asks PD for the region of a peer that has heard from no leader for a while, and hands the
+/// answer to the raftstore (which decides; an unanswered question is asked again later).
+async fn check_stale_peer(pd: Pd, router: RaftRouter, region_id: u64, peer_id: u64) {
+    match pd.get_region_by_id(region_id).await {
+        Ok(region) => router.on_stale_peer_check(region_id, peer_id, region),
+        Err(e) => tracing::warn!(region_id, error = %e, "stale peer check failed"),
     }
 }
 

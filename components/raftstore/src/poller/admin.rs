@@ -3,23 +3,36 @@
 
 use super::*;
 
+use proto::flotillapb::{
+    AdminCmdType, AdminRequest, BatchSplitRequest, CompactLogRequest, RaftCmdRequest, SplitRequest,
+};
+use proto::pdpb;
+
+use crate::msg::{ApplyRes, ExecResult, WriteCallback};
+use crate::util::{find_peer_by_id, key_in_region, merge_epochs};
+
 impl Poller {
     pub(super) fn on_apply_res(&mut self, res: ApplyRes) {
         let id = res.region_id;
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        let snapshot_index = p
+            .pending_snapshot
+            .as_ref()
+            .map_or(0, |s| s.ready.snapshot().get_metadata().index);
         let ps = p.raw.mut_store();
-        if res.apply_state.applied_index < ps.apply_state.applied_index {
-            // Entries applied before a snapshot that the poller took in first (the snapshot's
-            // answer does not queue behind apply results): the snapshot supersedes them, their
-            // membership changes and splits included. Taking them would move the applied index
-            // back below the snapshot's compacted log.
+        let superseded_below = ps.apply_state.applied_index.max(snapshot_index);
+        if res.apply_state.applied_index < superseded_below {
+            // Entries applied before a snapshot that raft-rs has already taken in (pending or
+            // applied): the snapshot supersedes them, their membership changes and splits
+            // included. Taking them would undo the snapshot's membership in raft-rs or move the
+            // applied index back below the snapshot's compacted log.
             tracing::info!(
                 region_id = id,
                 stale = res.apply_state.applied_index,
-                applied = ps.apply_state.applied_index,
-                "dropping apply results older than an applied snapshot"
+                snapshot = superseded_below,
+                "dropping apply results older than a snapshot"
             );
             return;
         }
@@ -67,7 +80,7 @@ impl Poller {
         }
         if removed {
             tracing::info!(region_id = id, "peer removed from region; destroying");
-            self.destroy_peer(id, true);
+            self.destroy_peer(id, true, None);
         }
     }
 
@@ -97,6 +110,22 @@ impl Poller {
             let Some(meta) = find_peer(r, self.store_id).cloned() else {
                 continue;
             };
+            if let Some(tombstone) = self.tombstones.get(&r.id).copied() {
+                if !is_epoch_stale(&tombstone, &epoch_of(r)) {
+                    // This store's peer of the new region was created from a message and
+                    // removed before this (lagging) split was applied here: it stays removed.
+                    tracing::info!(
+                        region_id = r.id,
+                        "split region was removed here; not created"
+                    );
+                    let _ = self.apply_tx.send(ApplyTask::Destroy {
+                        region_id: r.id,
+                        clear_data: true,
+                        tombstone_epoch: tombstone,
+                    });
+                    continue;
+                }
+            }
             if let Err(e) = self.create_peer(r.clone(), meta) {
                 panic!("region {}: cannot create split peer: {e}", r.id);
             }
@@ -133,19 +162,39 @@ impl Poller {
         }
     }
 
-    pub(super) fn destroy_peer(&mut self, id: RegionId, clear_data: bool) {
+    /// Destroys this store's peer of region `id`: its pending work fails, its raft log is
+    /// cleaned, and the apply thread marks the region tombstone (its data deleted if
+    /// `clear_data`). The tombstone keeps the newest epoch known here (the peer's, merged with
+    /// `newer_epoch` when a newer one told it that it is no longer a member), so that no older
+    /// message creates the peer again.
+    pub(super) fn destroy_peer(
+        &mut self,
+        id: RegionId,
+        clear_data: bool,
+        newer_epoch: Option<metapb::RegionEpoch>,
+    ) {
         let Some(mut p) = self.peers.remove(&id) else {
             return;
         };
+        let mut tombstone = epoch_of(p.region());
+        if let Some(newer) = &newer_epoch {
+            tombstone = merge_epochs(&tombstone, newer);
+        }
+        if let Some(old) = self.tombstones.get(&id) {
+            tombstone = merge_epochs(&tombstone, old);
+        }
+        self.tombstones.insert(id, tombstone);
         p.fail_reads(RegionError::RegionNotFound(id));
         // A proposal in flight may still commit on the region's other peers: a retryable
         // error would invite a client to apply the write twice.
         p.fail_proposals(RegionError::outcome_unknown(id));
         self.regions.remove(&id);
         self.dirty.remove(&id);
+        self.active.remove(&id);
         let _ = self.apply_tx.send(ApplyTask::Destroy {
             region_id: id,
             clear_data,
+            tombstone_epoch: tombstone,
         });
         let mut lb = LogBatch::default();
         lb.clean_region(id);
@@ -171,7 +220,7 @@ impl Poller {
         };
         if !p.is_leader()
             || p.splitting
-                .is_some_and(|since| self.tick_count < since + SPLIT_TIMEOUT_TICKS)
+                .is_some_and(|since| self.tick_count < since + self.cfg.split_timeout_ticks)
         {
             return;
         }
@@ -235,12 +284,12 @@ impl Poller {
                 compact_log: None,
             }),
         };
-        let tx = self.self_tx.clone();
+        let tx = self.control_tx.clone();
         let cb: WriteCallback = Box::new(move |r| {
             if let Err(e) = r {
                 tracing::info!(region_id = id, "split not applied: {e}");
                 // Clears the in-progress mark so that a later check can try again.
-                let _ = tx.try_send(StoreMsg::SplitFailed { region_id: id });
+                let _ = tx.send(ControlMsg::SplitFailed { region_id: id });
             }
         });
         let cfg = self.cfg.clone();
@@ -248,16 +297,13 @@ impl Poller {
     }
 }
 
-/// Ticks after which a split that has not come back is given up.
-const SPLIT_TIMEOUT_TICKS: u64 = 100;
-
 /// A follower that has sat in snapshot state too long is reported as failed, so the leader
 /// sends a new snapshot instead of waiting forever for one that was lost.
-pub(super) fn check_snapshot_progress(p: &mut Peer) {
+pub(super) fn check_snapshot_progress(cfg: &StoreConfig, p: &mut Peer) {
     let mut failed = vec![];
     for (peer_id, ticks) in p.snapshot_ticks.iter_mut() {
         *ticks += 1;
-        if *ticks > 300 {
+        if *ticks > cfg.snapshot_send_timeout_ticks {
             failed.push(*peer_id);
         }
     }
