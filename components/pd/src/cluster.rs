@@ -11,13 +11,14 @@ use proto::pdpb::{self, RegionHeartbeatRequest, RegionHeartbeatResponse, SplitId
 use proto::Message;
 
 use crate::meta_store::MetaStore;
-use crate::operator::{OpStatus, Operator};
+use crate::operator::{OpStatus, Operator, Step};
 use crate::region_dir::{epoch_is_stale, RegionDirectory, RegionInfo};
 use crate::replica_view::{
     region_key, region_value, scan_limit, store_key, Lookup, Persisted, BOOTSTRAPPED_KEY,
     CLUSTER_ID_KEY, GC_SAFE_POINT_KEY,
 };
-use crate::scheduler::{self, ClusterSnapshot, RegionSnap, StoreSnap};
+use crate::scheduler;
+use crate::store_limit::StoreLimits;
 use crate::tso::decode_u64;
 use crate::{IdAllocator, PdConfig, PdError, Result, Tso};
 
@@ -54,6 +55,8 @@ struct Inner {
     stores: BTreeMap<u64, StoreInfo>,
     regions: RegionDirectory,
     operators: HashMap<u64, Operator>,
+    /// Store limits of peer additions and removals (in memory only).
+    limits: StoreLimits,
     gc_safe_point: u64,
 }
 
@@ -119,6 +122,10 @@ impl Cluster {
             gc_safe_point: state.gc_safe_point,
             stores,
             regions: state.regions,
+            limits: StoreLimits::new(
+                cfg.store_limit_add_peer_per_min,
+                cfg.store_limit_remove_peer_per_min,
+            ),
             ..Default::default()
         };
         Ok(Cluster {
@@ -401,15 +408,22 @@ impl Cluster {
             return Ok(None);
         }
         let op = scheduler::presplit(&info, &self.presplit_keys).or_else(|| {
-            let snap = Self::snapshot(inner, &self.cfg, now_ms);
-            scheduler::check_replicas(&info, &snap, self.cfg.max_replicas)
+            let snap = Self::snapshot(inner, &self.cfg, now_ms, false);
+            let rules = scheduler::PlacementRules::from_config(&self.cfg);
+            scheduler::check_replicas(&info, &snap, &rules)
         });
-        let Some(mut op) = op else { return Ok(None) };
-        op.assign_peer_ids(|| self.ids.alloc())?;
-        op.created_ms = now_ms;
-        let status = op.advance(&info, now_ms, timeout_ms);
-        inner.operators.insert(region_id, op);
-        Ok(match status {
+        let Some(op) = op else { return Ok(None) };
+        // Restoring a missing voter, or only removing peers, goes before the store limits.
+        let adds = op
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::AddLearner { .. }));
+        let force = !adds || scheduler::is_under_replicated(&info, self.cfg.max_replicas);
+        if !self.queue_operator(inner, op, now_ms, force)? {
+            return Ok(None);
+        }
+        let op = inner.operators.get(&region_id).expect("just queued");
+        Ok(match op.advance(&info, now_ms, timeout_ms) {
             OpStatus::Running(resp) => resp.map(|r| *r),
             _ => None,
         })
@@ -447,28 +461,6 @@ impl Cluster {
             .collect()
     }
 
-    fn snapshot(inner: &Inner, cfg: &PdConfig, now_ms: u64) -> ClusterSnapshot {
-        let stores = Self::store_status(inner, cfg, now_ms)
-            .into_iter()
-            .filter(|s| s.info.store.state != StoreState::Tombstone as i32)
-            .map(|s| StoreSnap {
-                id: s.info.store.id,
-                is_up: s.is_up,
-                leader_count: s.leader_count,
-                region_count: s.region_count,
-            })
-            .collect();
-        let regions = inner
-            .regions
-            .iter()
-            .map(|r| RegionSnap {
-                info: r.clone(),
-                has_operator: inner.operators.contains_key(&r.region.id),
-            })
-            .collect();
-        ClusterSnapshot { stores, regions }
-    }
-
     /// Every store with its counts and liveness at `now_ms`.
     pub fn stores_status(&self, now_ms: u64) -> Vec<StoreStatus> {
         Self::store_status(&self.inner.lock(), &self.cfg, now_ms)
@@ -482,39 +474,6 @@ impl Cluster {
     /// The running operator of a region, if any.
     pub fn operator(&self, region_id: u64) -> Option<Operator> {
         self.inner.lock().operators.get(&region_id).cloned()
-    }
-
-    /// Counts leaders as they will be once the running transfer operators finish: operators
-    /// reach stores only on the regions' next heartbeats, and a run that ignored them would
-    /// move the same imbalance again and overshoot.
-    fn count_pending_transfers(inner: &Inner, snap: &mut ClusterSnapshot) {
-        for op in inner.operators.values() {
-            let Some(crate::operator::Step::TransferLeader { store_id: to, .. }) = op
-                .steps
-                .iter()
-                .find(|s| matches!(s, crate::operator::Step::TransferLeader { .. }))
-            else {
-                continue;
-            };
-            let Some(from) = inner
-                .regions
-                .get(op.region_id)
-                .and_then(|r| r.leader)
-                .map(|l| l.store_id)
-            else {
-                continue;
-            };
-            if from == *to {
-                continue;
-            }
-            for st in snap.stores.iter_mut() {
-                if st.id == from {
-                    st.leader_count = st.leader_count.saturating_sub(1);
-                } else if st.id == *to {
-                    st.leader_count += 1;
-                }
-            }
-        }
     }
 
     /// Queues an operator moving the leader of `region_id` to its voter on `to_store_id`, sent
@@ -603,25 +562,6 @@ impl Cluster {
         }
         inner.operators.insert(region_id, op);
         Ok(())
-    }
-
-    /// Runs balance-leader once; its operators are sent on the regions' next heartbeats.
-    pub fn run_balance_leader(&self, now_ms: u64) -> usize {
-        let mut inner = self.inner.lock();
-        let room = self.cfg.operators_max.saturating_sub(inner.operators.len());
-        let limit = room.min(self.cfg.balance_leader_operators_max);
-        if !inner.bootstrapped || limit == 0 {
-            return 0;
-        }
-        let mut snap = Self::snapshot(&inner, &self.cfg, now_ms);
-        Self::count_pending_transfers(&inner, &mut snap);
-        let ops = scheduler::balance_leader(&snap, self.cfg.leader_balance_tolerance, limit);
-        let n = ops.len();
-        for mut op in ops {
-            op.created_ms = now_ms;
-            inner.operators.insert(op.region_id, op);
-        }
-        n
     }
 
     /// New ids for `count` regions split from `region`: one region id and one peer id per peer.
@@ -746,6 +686,9 @@ impl Lookup for Cluster {
         Cluster::gc_safe_point(self)
     }
 }
+
+#[path = "cluster_schedule.rs"]
+mod schedule;
 
 #[path = "cluster_stores.rs"]
 mod stores;

@@ -63,6 +63,26 @@ pub struct PdConfig {
     /// The raft log is compacted when it holds more applied entries than this; a member
     /// further behind catches up from a snapshot of the state.
     pub raft_log_max_entries: u64,
+    /// Interval between two balance-region runs.
+    pub balance_region_interval_ms: u64,
+    /// Largest number of balance-region operators running at once (each moves one replica:
+    /// a snapshot to the target store).
+    pub balance_region_operators_max: usize,
+    /// Every region weighs at least this much in a store's region score (its approximate size
+    /// is added on top), so that stores of tiny or empty regions balance by region count.
+    pub region_score_floor_bytes: u64,
+    /// Below this fraction of free disk a store's region score is inflated by
+    /// `ratio / free_fraction`, so a filling disk stops receiving regions (0 < ratio < 1).
+    pub region_score_low_space_ratio: f64,
+    /// balance-region moves a region only if, after the move, the source still scores at
+    /// least this fraction of the region's weight above the target (no oscillation).
+    pub region_balance_tolerance_ratio: f64,
+    /// Store limit: peers PD may add to one store per minute (each one a snapshot the store
+    /// receives). The default, 30, moves a 3 → 5 store scale-out of ~100 regions in about
+    /// two minutes while keeping snapshot traffic to one every two seconds per store.
+    pub store_limit_add_peer_per_min: u64,
+    /// Store limit: peers PD may remove from one store per minute.
+    pub store_limit_remove_peer_per_min: u64,
 }
 
 /// One member of a replicated PD: its raft id, the address clients use (gRPC and HTTP), and
@@ -135,6 +155,13 @@ impl Default for PdConfig {
             raft_tick_ms: 100,
             raft_election_ticks: 10,
             raft_log_max_entries: 10_000,
+            balance_region_interval_ms: 1000,
+            balance_region_operators_max: 4,
+            region_score_floor_bytes: 1 << 20,
+            region_score_low_space_ratio: 0.2,
+            region_balance_tolerance_ratio: 0.2,
+            store_limit_add_peer_per_min: 30,
+            store_limit_remove_peer_per_min: 30,
         }
     }
 }
@@ -175,7 +202,39 @@ impl PdConfig {
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(PdError::InvalidConfig((*msg).to_owned()));
         }
+        self.validate_scheduling()?;
         self.validate_members()
+    }
+
+    /// Checks the limits of balance-region and the store limits.
+    fn validate_scheduling(&self) -> Result<()> {
+        let checks: [(bool, &str); 5] = [
+            (
+                self.balance_region_interval_ms >= 1,
+                "balance_region_interval_ms must be >= 1",
+            ),
+            (
+                self.region_score_floor_bytes >= 1,
+                "region_score_floor_bytes must be >= 1",
+            ),
+            (
+                self.region_score_low_space_ratio > 0.0 && self.region_score_low_space_ratio < 1.0,
+                "region_score_low_space_ratio must be in (0, 1)",
+            ),
+            (
+                self.region_balance_tolerance_ratio >= 0.0
+                    && self.region_balance_tolerance_ratio.is_finite(),
+                "region_balance_tolerance_ratio must be >= 0",
+            ),
+            (
+                self.store_limit_add_peer_per_min >= 1 && self.store_limit_remove_peer_per_min >= 1,
+                "store_limit_add_peer_per_min and store_limit_remove_peer_per_min must be >= 1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(PdError::InvalidConfig((*msg).to_owned())),
+            None => Ok(()),
+        }
     }
 
     /// Whether PD runs as one member of a replicated group.

@@ -26,6 +26,7 @@
 //! (`raftstore`, `storage`, `server`).
 #![deny(missing_docs)]
 
+mod balance_region;
 mod cluster;
 mod config;
 mod error;
@@ -40,6 +41,7 @@ mod replication;
 pub mod scheduler;
 mod server;
 mod service;
+mod store_limit;
 mod tso;
 
 pub use cluster::{Cluster, StoreInfo, StoreStatus};

@@ -55,7 +55,7 @@ impl Step {
     }
 
     /// Whether the region, as reported, shows this step done.
-    fn is_done(&self, info: &RegionInfo) -> bool {
+    pub(crate) fn is_done(&self, info: &RegionInfo) -> bool {
         let peer = |id: u64| info.region.peers.iter().find(|p| p.id == id);
         match self {
             Step::AddLearner { peer_id, .. } => peer(*peer_id).is_some(),

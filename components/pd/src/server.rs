@@ -1,6 +1,6 @@
 //! Start-up and shutdown: one TCP listener serving gRPC (h2c) and HTTP/1 through one router,
-//! plus the periodic balance-leader task. Shutdown closes every connection and stream and
-//! releases the embedded RocksDB, so a test can restart PD on the same data dir.
+//! plus the periodic balance-leader and balance-region tasks. Shutdown closes every connection
+//! and stream and releases the embedded RocksDB, so a test can restart PD on the same data dir.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -197,6 +197,7 @@ impl PdServer {
             cfg.advertise_addr.clone()
         };
         let balance_interval = Duration::from_millis(cfg.balance_leader_interval_ms);
+        let region_interval = Duration::from_millis(cfg.balance_region_interval_ms);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (current_tx, current_rx) = watch::channel(None);
         let group = replica.map(|(replica, role)| Group {
@@ -242,7 +243,12 @@ impl PdServer {
             .into_axum_router();
         let router = crate::http::routes(grpc, serving.clone(), metrics);
         let serve = tokio::spawn(accept_loop(listener, router, stop_rx.clone()));
-        let balance = tokio::spawn(balance_loop(serving.clone(), balance_interval, stop_rx));
+        let balance = tokio::spawn(balance_loop(
+            serving.clone(),
+            balance_interval,
+            region_interval,
+            stop_rx,
+        ));
         Ok(PdHandle {
             addr,
             serving,
@@ -341,8 +347,15 @@ pub(crate) async fn accept_loop(
     conns.shutdown().await;
 }
 
-async fn balance_loop(serving: Serving, interval: Duration, mut stop: watch::Receiver<bool>) {
+/// Runs balance-leader every `interval` and balance-region every `region_interval`.
+async fn balance_loop(
+    serving: Serving,
+    interval: Duration,
+    region_interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(interval);
+    let mut region_ticker = tokio::time::interval(region_interval);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -354,6 +367,13 @@ async fn balance_loop(serving: Serving, interval: Duration, mut stop: watch::Rec
                 let n = cluster.run_balance_leader(now_ms());
                 if n > 0 {
                     tracing::debug!(operators = n, "balance-leader scheduled");
+                }
+            }
+            _ = region_ticker.tick() => {
+                let Some(cluster) = serving.cluster() else { continue };
+                let n = cluster.run_balance_region(now_ms());
+                if n > 0 {
+                    tracing::debug!(operators = n, "balance-region scheduled");
                 }
             }
         }

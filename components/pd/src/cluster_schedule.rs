@@ -1,0 +1,225 @@
+//! The scheduling half of [`Cluster`]: the [`ClusterSnapshot`] the pure schedulers read, and
+//! the periodic runs of balance-leader and balance-region that queue their operators (sent
+//! on the regions' next heartbeats, advanced by `next_step`).
+//!
+//! The snapshot counts every store's regions, region bytes and leaders as they will be once
+//! the running operators finish (an operator reaches its store only on the region's next
+//! heartbeat; a run that ignored it would move the same imbalance again and overshoot), and
+//! carries each store's store-limit tokens; every operator created consumes its tokens.
+
+use std::collections::HashMap;
+
+use proto::metapb::StoreState;
+
+use super::{Cluster, Inner};
+use crate::operator::{Operator, Step};
+use crate::scheduler::{self, ClusterSnapshot, PlacementRules, RegionSnap, StoreHealth, StoreSnap};
+use crate::store_limit::LimitKind;
+use crate::PdConfig;
+
+/// The name balance-region gives its operators (counted against
+/// `balance_region_operators_max`).
+pub(super) const BALANCE_REGION: &str = "balance-region";
+
+impl Cluster {
+    /// The schedulers' view at `now_ms`; `with_regions` false leaves the region list empty
+    /// (the replica checker needs only the stores, and runs on every heartbeat).
+    pub(super) fn snapshot(
+        inner: &mut Inner,
+        cfg: &PdConfig,
+        now_ms: u64,
+        with_regions: bool,
+    ) -> ClusterSnapshot {
+        let mut size_bytes: HashMap<u64, u64> = HashMap::new();
+        for r in inner.regions.iter() {
+            for p in &r.region.peers {
+                *size_bytes.entry(p.store_id).or_default() += r.approximate_size;
+            }
+        }
+        let statuses = Self::store_status(inner, cfg, now_ms);
+        let Inner {
+            stores: store_infos,
+            limits,
+            ..
+        } = inner;
+        limits.retain_stores(|id| {
+            store_infos
+                .get(&id)
+                .is_some_and(|s| s.store.state != StoreState::Tombstone as i32)
+        });
+        let stores: Vec<StoreSnap> = statuses
+            .into_iter()
+            .filter(|s| s.info.store.state != StoreState::Tombstone as i32)
+            .map(|s| {
+                let id = s.info.store.id;
+                let health = if s.info.store.state == StoreState::Offline as i32 {
+                    StoreHealth::Offline
+                } else if s.is_down_long {
+                    StoreHealth::Down
+                } else if !s.is_up {
+                    StoreHealth::Disconnected
+                } else {
+                    StoreHealth::Up
+                };
+                let stats = s.info.stats.unwrap_or_default();
+                StoreSnap {
+                    id,
+                    health,
+                    leader_count: s.leader_count,
+                    region_count: s.region_count,
+                    region_size_bytes: size_bytes.get(&id).copied().unwrap_or(0),
+                    capacity_bytes: stats.capacity,
+                    available_bytes: stats.available,
+                    add_peer_tokens: limits.available(id, LimitKind::AddPeer, now_ms),
+                    remove_peer_tokens: limits.available(id, LimitKind::RemovePeer, now_ms),
+                }
+            })
+            .collect();
+        let regions = if with_regions {
+            inner
+                .regions
+                .iter()
+                .map(|r| RegionSnap {
+                    info: r.clone(),
+                    has_operator: inner.operators.contains_key(&r.region.id),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut snap = ClusterSnapshot { stores, regions };
+        Self::count_pending_moves(inner, &mut snap);
+        snap
+    }
+
+    /// Counts regions and bytes as they will be once the running operators' peer additions
+    /// and removals are done.
+    fn count_pending_moves(inner: &Inner, snap: &mut ClusterSnapshot) {
+        for op in inner.operators.values() {
+            let Some(info) = inner.regions.get(op.region_id) else {
+                continue;
+            };
+            for step in op.steps.iter().filter(|s| !s.is_done(info)) {
+                let (store_id, add) = match step {
+                    Step::AddLearner { store_id, .. } => (*store_id, true),
+                    Step::RemovePeer { store_id, .. } => (*store_id, false),
+                    _ => continue,
+                };
+                let Some(st) = snap.stores.iter_mut().find(|s| s.id == store_id) else {
+                    continue;
+                };
+                if add {
+                    st.region_count += 1;
+                    st.region_size_bytes += info.approximate_size;
+                } else {
+                    st.region_count = st.region_count.saturating_sub(1);
+                    st.region_size_bytes =
+                        st.region_size_bytes.saturating_sub(info.approximate_size);
+                }
+            }
+        }
+    }
+
+    /// Counts leaders as they will be once the running transfer operators finish.
+    fn count_pending_transfers(inner: &Inner, snap: &mut ClusterSnapshot) {
+        for op in inner.operators.values() {
+            let Some(Step::TransferLeader { store_id: to, .. }) = op
+                .steps
+                .iter()
+                .find(|s| matches!(s, Step::TransferLeader { .. }))
+            else {
+                continue;
+            };
+            let Some(from) = inner
+                .regions
+                .get(op.region_id)
+                .and_then(|r| r.leader)
+                .map(|l| l.store_id)
+            else {
+                continue;
+            };
+            if from == *to {
+                continue;
+            }
+            for st in snap.stores.iter_mut() {
+                if st.id == from {
+                    st.leader_count = st.leader_count.saturating_sub(1);
+                } else if st.id == *to {
+                    st.leader_count += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs balance-leader once; its operators are sent on the regions' next heartbeats.
+    pub fn run_balance_leader(&self, now_ms: u64) -> usize {
+        let mut inner = self.inner.lock();
+        let room = self.cfg.operators_max.saturating_sub(inner.operators.len());
+        let limit = room.min(self.cfg.balance_leader_operators_max);
+        if !inner.bootstrapped || limit == 0 {
+            return 0;
+        }
+        let mut snap = Self::snapshot(&mut inner, &self.cfg, now_ms, true);
+        Self::count_pending_transfers(&inner, &mut snap);
+        let ops = scheduler::balance_leader(&snap, self.cfg.leader_balance_tolerance, limit);
+        let n = ops.len();
+        for mut op in ops {
+            op.created_ms = now_ms;
+            inner.operators.insert(op.region_id, op);
+        }
+        n
+    }
+
+    /// Runs balance-region once, within `balance_region_operators_max` running operators
+    /// and the store limits; returns how many operators it queued. They are sent on the
+    /// regions' next heartbeats.
+    pub fn run_balance_region(&self, now_ms: u64) -> usize {
+        let mut inner = self.inner.lock();
+        let running = inner
+            .operators
+            .values()
+            .filter(|o| o.name == BALANCE_REGION)
+            .count();
+        let room = self.cfg.operators_max.saturating_sub(inner.operators.len());
+        let limit = room.min(
+            self.cfg
+                .balance_region_operators_max
+                .saturating_sub(running),
+        );
+        if !inner.bootstrapped || limit == 0 {
+            return 0;
+        }
+        let snap = Self::snapshot(&mut inner, &self.cfg, now_ms, true);
+        let rules = PlacementRules::from_config(&self.cfg);
+        let mut n = 0;
+        for op in scheduler::balance_region(&snap, &rules, limit) {
+            match self.queue_operator(&mut inner, op, now_ms, false) {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "balance-region: no peer id");
+                    break;
+                }
+            }
+        }
+        n
+    }
+
+    /// Gives `op` its peer ids and creation time, consumes its store-limit tokens (`force`:
+    /// even into debt) and queues it; Ok(false) when the tokens are short (nothing changes).
+    pub(super) fn queue_operator(
+        &self,
+        inner: &mut Inner,
+        mut op: Operator,
+        now_ms: u64,
+        force: bool,
+    ) -> crate::Result<bool> {
+        if !inner.limits.consume_operator(&op, now_ms, force) {
+            return Ok(false);
+        }
+        op.assign_peer_ids(|| self.ids.alloc())?;
+        op.created_ms = now_ms;
+        inner.operators.insert(op.region_id, op);
+        Ok(true)
+    }
+}
