@@ -223,3 +223,172 @@ impl Cluster {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proto::eraftpb::ConfChangeType;
+    use proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+    use proto::pdpb::RegionHeartbeatRequest;
+
+    use super::*;
+    use crate::meta_store::{MemMetaStore, MetaStore};
+
+    fn peer(id: u64, store_id: u64, role: PeerRole) -> Peer {
+        Peer {
+            id,
+            store_id,
+            role: role as i32,
+            is_witness: false,
+        }
+    }
+
+    fn region(id: u64, start: &[u8], end: &[u8], conf_ver: u64, peers: Vec<Peer>) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(RegionEpoch {
+                conf_ver,
+                version: 2,
+            }),
+            peers,
+        }
+    }
+
+    fn heartbeat(
+        c: &Cluster,
+        r: &Region,
+        pending: Vec<Peer>,
+        now_ms: u64,
+    ) -> Option<Box<proto::pdpb::RegionHeartbeatResponse>> {
+        let req = RegionHeartbeatRequest {
+            region: Some(r.clone()),
+            leader: r.peers.first().copied(),
+            pending_peers: pending,
+            term: 1,
+            ..Default::default()
+        };
+        c.region_heartbeat(req, now_ms).unwrap().map(Box::new)
+    }
+
+    /// Regions 10..18 on stores 1, 2, 3 (leaders on 1; region 10 gets a pre-split operator), a
+    /// new empty store 4.
+    fn three_stores_and_a_new_one(cfg: PdConfig) -> (Cluster, Vec<Region>) {
+        let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+        let c = Cluster::open(meta, cfg, 1_000).unwrap();
+        let store = |id: u64| Store {
+            id,
+            address: format!("127.0.0.1:{}", 20160 + id),
+            ..Default::default()
+        };
+        let first = region(2, b"", b"", 1, vec![peer(3, 1, PeerRole::Voter)]);
+        c.bootstrap(store(1), first, 1_000).unwrap();
+        for id in 2..=4 {
+            c.put_store(store(id), 1_000).unwrap();
+        }
+        let regions: Vec<Region> = (0..8u8)
+            .map(|i| {
+                let id = 10 + u64::from(i);
+                let end = if i == 7 { vec![] } else { vec![b'z', i + 1] };
+                let start = if i == 0 { vec![] } else { vec![b'z', i] };
+                let peers = (1..=3)
+                    .map(|s| peer(id * 10 + s, s, PeerRole::Voter))
+                    .collect();
+                region(id, &start, &end, 1, peers)
+            })
+            .collect();
+        for r in &regions {
+            heartbeat(&c, r, vec![], 1_000);
+        }
+        (c, regions)
+    }
+
+    #[test]
+    fn balance_region_runs_within_limits_and_moves_a_replica_step_by_step() {
+        let cfg = PdConfig {
+            store_limit_add_peer_per_min: 2,
+            balance_region_operators_max: 4,
+            ..Default::default()
+        };
+        let (c, regions) = three_stores_and_a_new_one(cfg);
+        // Store 4 may receive two peers now, then one every 30 s.
+        assert_eq!(c.run_balance_region(1_000), 2);
+        assert_eq!(c.run_balance_region(1_000), 0, "store limit");
+        assert_eq!(c.run_balance_region(31_000), 1);
+        assert_eq!(c.run_balance_region(31_000), 0);
+        let (mut r, op) = regions
+            .iter()
+            .find_map(|r| {
+                let op = c.operator(r.id).filter(|op| op.name == BALANCE_REGION)?;
+                Some((r.clone(), op))
+            })
+            .expect("a balance-region operator");
+        assert_eq!(op.name, BALANCE_REGION);
+        let Step::AddLearner {
+            store_id: 4,
+            peer_id,
+        } = op.steps[0]
+        else {
+            panic!("{op:?}")
+        };
+        // Add the learner.
+        let resp = heartbeat(&c, &r, vec![], 32_000).expect("add learner");
+        let cp = resp.change_peer.unwrap();
+        assert_eq!(cp.change_type, ConfChangeType::AddLearnerNode as i32);
+        assert_eq!(cp.peer.unwrap(), peer(peer_id, 4, PeerRole::Learner));
+        // The learner is there but still catching up: wait.
+        let learner = peer(peer_id, 4, PeerRole::Learner);
+        r.peers.push(learner);
+        r.region_epoch.as_mut().unwrap().conf_ver += 1;
+        assert!(heartbeat(&c, &r, vec![learner], 33_000).is_none());
+        // Caught up: promote.
+        let resp = heartbeat(&c, &r, vec![], 34_000).expect("promote");
+        assert_eq!(
+            resp.change_peer.unwrap().change_type,
+            ConfChangeType::AddNode as i32
+        );
+        r.peers[3].role = PeerRole::Voter as i32;
+        r.region_epoch.as_mut().unwrap().conf_ver += 1;
+        // Four voters: remove the source's peer (not the leader on store 1).
+        let resp = heartbeat(&c, &r, vec![], 35_000).expect("remove");
+        let cp = resp.change_peer.unwrap();
+        assert_eq!(cp.change_type, ConfChangeType::RemoveNode as i32);
+        let gone = cp.peer.unwrap();
+        assert_ne!(gone.store_id, 1);
+        assert_ne!(gone.store_id, 4);
+        r.peers.retain(|p| p.id != gone.id);
+        r.region_epoch.as_mut().unwrap().conf_ver += 1;
+        assert!(heartbeat(&c, &r, vec![], 36_000).is_none());
+        assert!(c.operator(r.id).is_none(), "finished");
+    }
+
+    #[test]
+    fn offline_store_replicas_move_within_the_remove_limit() {
+        let cfg = PdConfig {
+            store_limit_remove_peer_per_min: 3,
+            ..Default::default()
+        };
+        let (c, regions) = three_stores_and_a_new_one(cfg);
+        c.remove_store(3, false).unwrap();
+        // Each heartbeat asks the replica checker; store 3 may lose 3 peers a minute. (The
+        // first region spans the keyspace boundaries: it is being pre-split.)
+        let mut moved = 0;
+        for r in &regions[1..] {
+            if let Some(resp) = heartbeat(&c, r, vec![], 2_000) {
+                let cp = resp.change_peer.expect("add learner");
+                assert_eq!(cp.peer.unwrap().store_id, 4, "the only up store left");
+                moved += 1;
+            }
+        }
+        assert_eq!(moved, 3);
+        let op = c.operator(regions[1].id).unwrap();
+        assert!(matches!(
+            op.steps.last(),
+            Some(Step::RemovePeer { store_id: 3, .. })
+        ));
+        // balance-region does not touch a store that is not up.
+        assert_eq!(c.run_balance_region(2_000), 0);
+    }
+}

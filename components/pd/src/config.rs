@@ -299,4 +299,30 @@ mod tests {
         cfg.initial_cluster[1].id = 1;
         assert!(cfg.validate().is_err(), "duplicate ids");
     }
+
+    #[test]
+    fn scheduling_limits_are_checked() {
+        PdConfig::default().validate().unwrap();
+        let bad = [
+            PdConfig {
+                store_limit_add_peer_per_min: 0,
+                ..Default::default()
+            },
+            PdConfig {
+                region_score_low_space_ratio: 1.0,
+                ..Default::default()
+            },
+            PdConfig {
+                region_balance_tolerance_ratio: -0.1,
+                ..Default::default()
+            },
+            PdConfig {
+                balance_region_interval_ms: 0,
+                ..Default::default()
+            },
+        ];
+        for cfg in bad {
+            assert!(matches!(cfg.validate(), Err(PdError::InvalidConfig(_))));
+        }
+    }
 }
