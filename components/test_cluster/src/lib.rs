@@ -464,3 +464,19 @@ pub fn encode(key: &[u8]) -> Vec<u8> {
     raw.extend_from_slice(key);
     codec::memcomparable::encode_bytes(&raw)
 }
+
+impl Cluster {
+    /// Adds a store slot with a fresh data directory and starts it (a scale-out); returns
+    /// its slot. PD registers it on start and balance-region moves replicas onto it.
+    pub fn add_store(&mut self) -> usize {
+        self.slots.push(Slot {
+            dir: tempfile::tempdir().expect("tempdir"),
+            node: None,
+            store_id: 0,
+            faults: None,
+        });
+        let i = self.slots.len() - 1;
+        self.start_store(i);
+        i
+    }
+}
