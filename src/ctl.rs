@@ -13,8 +13,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// What `flotilla ctl` can do.
 #[derive(Subcommand, Debug)]
 pub enum CtlCommand {
-    /// List the stores PD knows, with their state and region/leader counts.
+    /// List the stores PD knows: state (Up, Offline, Tombstone), liveness, region and leader
+    /// counts, and for an Offline store the regions it still holds (left to move away).
     Stores,
+    /// Look at or decommission one store.
+    Store {
+        /// What to do with the store.
+        #[command(subcommand)]
+        cmd: StoreCommand,
+    },
     /// List regions: id, key range, leader, peers, size and keys.
     Regions,
     /// Show the region that holds KEY (a raw key of the default keyspace).
@@ -59,10 +66,35 @@ pub enum CtlCommand {
     },
 }
 
+/// `flotilla ctl store ...`.
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Show one store as PD knows it.
+    Show {
+        /// The store id.
+        id: u64,
+    },
+    /// Decommission a store: PD marks it Offline, moves its replicas away, then makes it a
+    /// Tombstone. Refused if fewer Up stores than `max_replicas` would be left, unless `--force`.
+    Delete {
+        /// The store id.
+        id: u64,
+        /// Skip the check on the number of Up stores left.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Cancel a decommission: bring an Offline store back Up (a Tombstone cannot come back).
+    Up {
+        /// The store id.
+        id: u64,
+    },
+}
+
 /// Runs one ctl command against the PD at `pd` (comma-separated: the members of a PD group).
 pub async fn run(pd: &str, cmd: CtlCommand) -> Result<()> {
     match cmd {
         CtlCommand::Stores => print_stores(pd).await,
+        CtlCommand::Store { cmd } => store_command(pd, cmd).await,
         CtlCommand::Regions => print_regions(pd).await,
         CtlCommand::Region { key } => {
             let mut raw = vec![b'r', 0, 0, 0];
@@ -149,23 +181,58 @@ async fn client(pd: &str) -> Result<RawClient> {
 
 async fn print_stores(pd: &str) -> Result<()> {
     let v = http_get_json(pd, "/pd/api/v1/stores").await?;
-    println!(
-        "{:<6} {:<22} {:<8} {:>8} {:>8}",
-        "id", "address", "state", "regions", "leaders"
+    print!("{}", stores_table(&v));
+    Ok(())
+}
+
+/// The table `flotilla ctl stores` prints for PD's `/pd/api/v1/stores` answer.
+fn stores_table(v: &Value) -> String {
+    let mut out = format!(
+        "{:<6} {:<22} {:<10} {:<5} {:>8} {:>8} {:>12}\n",
+        "id", "address", "state", "live", "regions", "leaders", "regions left"
     );
     for s in v["stores"].as_array().into_iter().flatten() {
-        println!(
-            "{:<6} {:<22} {:<8} {:>8} {:>8}",
+        let state = s["store"]["state"].as_str().unwrap_or("Unknown");
+        let live = if s["status"]["is_up"].as_bool().unwrap_or(false) {
+            "up"
+        } else {
+            "down"
+        };
+        // Progress of a decommission: the peers PD still has to move off the store.
+        let left = match state {
+            "Offline" => s["status"]["region_count"].to_string(),
+            _ => "-".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<6} {:<22} {:<10} {:<5} {:>8} {:>8} {:>12}\n",
             s["store"]["id"],
             s["store"]["address"].as_str().unwrap_or(""),
-            if s["status"]["is_up"].as_bool().unwrap_or(false) {
-                "up"
-            } else {
-                "down"
-            },
+            state,
+            live,
             s["status"]["region_count"],
             s["status"]["leader_count"],
-        );
+            left,
+        ));
+    }
+    out
+}
+
+async fn store_command(pd: &str, cmd: StoreCommand) -> Result<()> {
+    match cmd {
+        StoreCommand::Show { id } => {
+            let v = http_get_json(pd, &format!("/pd/api/v1/store/{id}")).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        StoreCommand::Delete { id, force } => {
+            let query = if force { "?force=true" } else { "" };
+            http_delete_json(pd, &format!("/pd/api/v1/store/{id}{query}")).await?;
+            println!("store {id} is Offline: PD moves its regions away, then makes it Tombstone");
+        }
+        StoreCommand::Up { id } => {
+            let path = format!("/pd/api/v1/store/{id}/state?state=Up");
+            http_call(pd, "POST", &path, None).await?;
+            println!("store {id} is Up");
+        }
     }
     Ok(())
 }
@@ -239,6 +306,13 @@ pub async fn http_post_json(addr: &str, path: &str, body: &Value) -> Result<Valu
     Ok(serde_json::from_slice(&answer).unwrap_or(Value::Null))
 }
 
+/// DELETEs `path`; the JSON answer, or an error unless the status is 2xx (see
+/// [`http_post_json`]).
+pub async fn http_delete_json(addr: &str, path: &str) -> Result<Value> {
+    let answer = http_call(addr, "DELETE", path, None).await?;
+    Ok(serde_json::from_slice(&answer).unwrap_or(Value::Null))
+}
+
 /// How long one HTTP exchange may take (a paused or partitioned process never answers).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -282,10 +356,32 @@ async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -
     }
 }
 
+/// An HTTP answer whose status is not 2xx. Its text keeps the status line (`HTTP/1.1 409
+/// Conflict`), which callers match on.
+#[derive(Debug)]
+pub struct HttpStatusError {
+    /// The request path.
+    pub path: String,
+    /// The status code.
+    pub code: u16,
+    /// The status line.
+    pub status_line: String,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl std::fmt::Display for HttpStatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} {}", self.path, self.status_line, self.body)
+    }
+}
+
+impl std::error::Error for HttpStatusError {}
+
 /// Whether `e` is an HTTP answer other than `503`.
 fn is_other_answer(e: &anyhow::Error) -> bool {
-    let text = e.to_string();
-    text.contains(" HTTP/1.1 ") && !text.contains(" HTTP/1.1 503")
+    e.downcast_ref::<HttpStatusError>()
+        .is_some_and(|s| s.code != 503)
 }
 
 async fn http_call_within(
@@ -336,12 +432,20 @@ async fn http_exchange(
     } else {
         body.to_vec()
     };
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "{path}: {} {}",
-            head.lines().next().unwrap_or(""),
-            String::from_utf8_lossy(&body).trim()
-        );
+    let status_line = head.lines().next().unwrap_or("").to_owned();
+    let code: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("{path}: malformed status line {status_line:?}"))?;
+    if !(200..300).contains(&code) {
+        return Err(HttpStatusError {
+            path: path.to_owned(),
+            code,
+            status_line,
+            body: String::from_utf8_lossy(&body).trim().to_owned(),
+        }
+        .into());
     }
     Ok(body)
 }
@@ -366,16 +470,81 @@ fn dechunk(body: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn status(code: u16, line: &str) -> anyhow::Error {
+        HttpStatusError {
+            path: "/p".into(),
+            code,
+            status_line: line.into(),
+            body: String::new(),
+        }
+        .into()
+    }
+
     #[test]
     fn only_a_503_moves_on_to_the_next_pd_member() {
-        let answer = |t: &str| anyhow::anyhow!("{t}");
-        assert!(!is_other_answer(&answer(
-            "/status: HTTP/1.1 503 Service Unavailable {\"error\":\"not leader\"}"
+        assert!(!is_other_answer(&status(
+            503,
+            "HTTP/1.1 503 Service Unavailable"
         )));
-        assert!(!is_other_answer(&answer("connecting to 127.0.0.1:1")));
-        assert!(is_other_answer(&answer(
-            "/pd/api/v1/operators: HTTP/1.1 409 Conflict"
+        assert!(!is_other_answer(&anyhow::anyhow!(
+            "connecting to 127.0.0.1:1"
         )));
+        let conflict = status(409, "HTTP/1.1 409 Conflict");
+        assert!(is_other_answer(&conflict));
+        // Callers match on the status line in the text.
+        assert!(conflict.to_string().contains("HTTP/1.1 4"), "{conflict}");
+    }
+
+    #[test]
+    fn the_stores_table_shows_state_and_regions_left_of_an_offline_store() {
+        let v = serde_json::json!({"stores": [
+            {"store": {"id": 1, "address": "a:1", "state": "Up"},
+             "status": {"region_count": 5, "leader_count": 2, "is_up": true}},
+            {"store": {"id": 2, "address": "a:2", "state": "Offline"},
+             "status": {"region_count": 3, "leader_count": 0, "is_up": true}},
+            {"store": {"id": 3, "address": "a:3", "state": "Tombstone"},
+             "status": {"region_count": 0, "leader_count": 0, "is_up": false}},
+        ]});
+        let table = stores_table(&v);
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[1], ["1", "a:1", "Up", "up", "5", "2", "-"]);
+        assert_eq!(lines[2], ["2", "a:2", "Offline", "up", "3", "0", "3"]);
+        assert_eq!(lines[3], ["3", "a:3", "Tombstone", "down", "0", "0", "-"]);
+    }
+
+    /// A server answering every request with a fixed status line and body.
+    async fn answering(status: &'static str, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_delete_reads_the_status_code() {
+        let ok = answering("200 OK", "{\"ok\":true}").await;
+        let v = http_delete_json(&ok, "/pd/api/v1/store/1").await.unwrap();
+        assert_eq!(v["ok"], true);
+        let missing = answering("404 Not Found", "{\"error\":\"store 9 not found\"}").await;
+        let e = http_delete_json(&missing, "/pd/api/v1/store/9")
+            .await
+            .unwrap_err();
+        let status = e.downcast_ref::<HttpStatusError>().expect("typed status");
+        assert_eq!(status.code, 404);
+        assert!(status.body.contains("store 9 not found"), "{e:#}");
     }
 
     /// A process that accepts connections but never answers (SIGSTOPped, as the nemesis

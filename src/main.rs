@@ -189,10 +189,20 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     let node = server::Node::start(cfg)
         .await
         .context("starting the store")?;
-    tracing::info!(store_id = node.store_id(), addr = %node.addr(), "store is serving");
-    stop_signal().await;
+    let store_id = node.store_id();
+    tracing::info!(store_id, addr = %node.addr(), "store is serving");
+    let removed = tokio::select! {
+        _ = stop_signal() => false,
+        _ = node.removed_from_cluster() => true,
+    };
     tracing::info!("store stopping");
     node.stop().await;
+    if removed {
+        anyhow::bail!(
+            "store {store_id} was removed from the cluster (Tombstone in PD): it stopped, and \
+             its data dir cannot rejoin; start a new store on an empty data dir"
+        );
+    }
     Ok(())
 }
 

@@ -18,6 +18,12 @@ pub enum ServerError {
     /// The raftstore failed.
     #[error("raftstore: {0}")]
     Store(#[from] raftstore::StoreError),
+    /// PD says this store was decommissioned (a Tombstone): it may not serve again.
+    #[error(
+        "this store was removed from the cluster (PD: {0}); its data dir cannot rejoin: \
+         start a new store on an empty data dir"
+    )]
+    Tombstone(String),
     /// PD refused or could not be reached.
     #[error("pd: {0}")]
     Pd(String),

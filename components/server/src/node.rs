@@ -37,6 +37,7 @@ pub struct Node {
     raftstore: Option<RaftStore>,
     grpc_transport: Option<GrpcTransport>,
     pd_worker: Option<PdWorker>,
+    removed: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     status_task: JoinHandle<()>,
@@ -185,6 +186,7 @@ impl Node {
             raftstore: Some(raftstore),
             grpc_transport,
             pd_worker: Some(pd_worker),
+            removed: pd.removed(),
             shutdown,
             grpc_task,
             status_task,
@@ -212,6 +214,16 @@ impl Node {
     /// The way into this store's raftstore.
     pub fn router(&self) -> RaftRouter {
         self.router.clone()
+    }
+
+    /// Resolves once PD has answered that this store is a Tombstone (decommissioned, its
+    /// replicas moved away): the process should [`Node::stop`] and not start on this data dir
+    /// again (PD refuses it).
+    pub async fn removed_from_cluster(&self) {
+        let mut removed = self.removed.clone();
+        if removed.wait_for(|r| *r).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// This store's KV engine.

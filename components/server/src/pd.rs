@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use pd_client::PdClient;
 use proto::{metapb, pdpb};
+use tokio::sync::watch;
 
 use crate::transport::StoreResolver;
 use crate::ServerError;
@@ -14,6 +15,8 @@ use crate::ServerError;
 #[derive(Clone)]
 pub struct Pd {
     client: Arc<dyn PdClient>,
+    /// Flips to true once PD answers that this store is a Tombstone (decommissioned).
+    removed: Arc<watch::Sender<bool>>,
 }
 
 /// What PD answered to a bootstrap.
@@ -35,14 +38,35 @@ impl Pd {
         let client = pd_client::RpcPdClient::connect(endpoints)
             .await
             .map_err(pd_err)?;
-        Ok(Pd {
-            client: Arc::new(client),
-        })
+        Ok(Pd::from_client(Arc::new(client)))
     }
 
     /// Over any PD client (a test's substitute).
     pub fn from_client(client: Arc<dyn PdClient>) -> Pd {
-        Pd { client }
+        Pd {
+            client,
+            removed: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Turns true once PD has answered `STORE_TOMBSTONE` to this store's registration or
+    /// heartbeat: the store was decommissioned and must stop serving.
+    pub fn removed(&self) -> watch::Receiver<bool> {
+        self.removed.subscribe()
+    }
+
+    /// The error of a store registration or heartbeat; notes a tombstone.
+    fn store_err(&self, e: pd_client::PdError) -> ServerError {
+        match e {
+            pd_client::PdError::Pd {
+                kind: pdpb::ErrorType::StoreTombstone,
+                message,
+            } => {
+                self.removed.send_replace(true);
+                ServerError::Tombstone(message)
+            }
+            e => pd_err(e),
+        }
     }
 
     /// The cluster's id.
@@ -75,7 +99,10 @@ impl Pd {
 
     /// Registers or updates this store.
     pub async fn put_store(&self, store: metapb::Store) -> Result<(), ServerError> {
-        self.client.put_store(store).await.map_err(pd_err)
+        self.client
+            .put_store(store)
+            .await
+            .map_err(|e| self.store_err(e))
     }
 
     /// A store's record.
@@ -95,7 +122,10 @@ impl Pd {
 
     /// Reports this store's statistics.
     pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> Result<(), ServerError> {
-        self.client.store_heartbeat(stats).await.map_err(pd_err)
+        self.client
+            .store_heartbeat(stats)
+            .await
+            .map_err(|e| self.store_err(e))
     }
 
     /// Ids for splitting `region` into `count + 1` regions.
@@ -108,19 +138,6 @@ impl Pd {
             .ask_batch_split(region, count)
             .await
             .map_err(pd_err)
-    }
-
-    /// The region with this id as PD knows it (`None`: PD does not know it).
-    pub async fn get_region_by_id(
-        &self,
-        region_id: u64,
-    ) -> Result<Option<metapb::Region>, ServerError> {
-        let found = self
-            .client
-            .get_region_by_id(region_id)
-            .await
-            .map_err(pd_err)?;
-        Ok(found.map(|r| r.region))
     }
 
     /// Tells PD the regions a split produced.
