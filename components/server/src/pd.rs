@@ -140,6 +140,19 @@ impl Pd {
             .map_err(pd_err)
     }
 
+    /// The region with this id as PD knows it (`None`: PD does not know it).
+    pub async fn get_region_by_id(
+        &self,
+        region_id: u64,
+    ) -> Result<Option<metapb::Region>, ServerError> {
+        let found = self
+            .client
+            .get_region_by_id(region_id)
+            .await
+            .map_err(pd_err)?;
+        Ok(found.map(|r| r.region))
+    }
+
     /// Tells PD the regions a split produced.
     pub async fn report_batch_split(
         &self,
