@@ -36,6 +36,8 @@ enum Command {
     /// Turn `bench --json` results into markdown tables and PNG plots.
     BenchReport(report::ReportArgs),
     /// Run a seeded fault campaign against a cluster of local processes and check the history.
+    /// Grow and shrink a cluster of local processes under load, and measure it.
+    BenchElastic(Box<bench::elastic::ElasticArgs>),
     Chaos(Box<chaos::ChaosArgs>),
     /// Check a history recorded by `flotilla chaos` (JSON lines).
     Check(chaos::CheckArgs),
@@ -236,6 +238,7 @@ fn main() -> Result<ExitCode> {
         Command::Bench(a) => rt.block_on(bench::run(*a)),
         Command::BenchReport(a) => report::run(a),
         Command::Chaos(a) => return rt.block_on(chaos::run(*a)).map(exit_code),
+        Command::BenchElastic(a) => rt.block_on(bench::elastic::run(*a)),
         Command::Check(a) => return chaos::check(a).map(exit_code),
         Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),

@@ -7,6 +7,7 @@
 //! lines file that `flotilla bench-report` turns into tables and plots.
 
 mod cluster;
+pub mod elastic;
 mod keys;
 mod run;
 mod target;

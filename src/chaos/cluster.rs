@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::ctl::{http_get_json, http_post_json};
+use crate::ctl::{http_delete_json, http_get_json, http_post_json};
 use crate::playground::{free_port, path_arg, stop_all, Proc};
 
 /// Store settings of a campaign: small regions (a split every few dozen keys), quick split
@@ -48,6 +48,8 @@ impl std::fmt::Display for Target {
 /// The running cluster. Dropping it kills every process it started (by pid).
 pub struct ChaosCluster {
     exe: PathBuf,
+    /// The run's directory (stores added later live here too).
+    dir: PathBuf,
     /// The PD members' client addresses, comma separated (as clients and `ctl` take them).
     pub pd_addr: String,
     /// Number of PD members.
@@ -65,10 +67,20 @@ impl ChaosCluster {
     /// Starts a PD group of `pd_members` members (one runs PD alone) and `stores` stores
     /// under `dir`.
     pub fn start(dir: &Path, pd_members: usize, stores: usize) -> Result<ChaosCluster> {
+        Self::start_with_config(dir, pd_members, stores, CHAOS_STORE_CONFIG)
+    }
+
+    /// [`Self::start`] with `store_config` (TOML) as every store's settings.
+    pub fn start_with_config(
+        dir: &Path,
+        pd_members: usize,
+        stores: usize,
+        store_config: &str,
+    ) -> Result<ChaosCluster> {
         let exe = std::env::current_exe()?;
         std::fs::create_dir_all(dir)?;
         let cfg = dir.join("store.toml");
-        std::fs::write(&cfg, CHAOS_STORE_CONFIG)?;
+        std::fs::write(&cfg, store_config)?;
         let mut members = Vec::new();
         for id in 1..=pd_members as u64 {
             members.push(pd::PdMember {
@@ -83,7 +95,7 @@ impl ChaosCluster {
             .collect::<Vec<_>>()
             .join(",");
         let list = pd::PdMember::format_list(&members);
-        let mut procs: Vec<Proc> = members
+        let procs: Vec<Proc> = members
             .iter()
             .enumerate()
             .map(|(i, m)| {
@@ -110,42 +122,92 @@ impl ChaosCluster {
                 }
             })
             .collect();
-        let mut status_addrs = Vec::new();
-        for i in 0..stores {
-            let status = format!("127.0.0.1:{}", free_port(0)?);
-            status_addrs.push(status.clone());
-            procs.push(Proc {
-                name: format!("store{i}"),
-                args: vec![
-                    "server".into(),
-                    "--data-dir".into(),
-                    path_arg(&dir.join(format!("store{i}"))),
-                    "--addr".into(),
-                    format!("127.0.0.1:{}", free_port(0)?),
-                    "--status-addr".into(),
-                    status,
-                    "--pd".into(),
-                    pd_addr.clone(),
-                    "--config".into(),
-                    path_arg(&cfg),
-                ],
-                child: None,
-                log: dir.join(format!("store{i}.log")),
-            });
-        }
         let mut c = ChaosCluster {
             exe,
+            dir: dir.to_path_buf(),
             pd_addr,
             pd_members,
             procs,
-            status_addrs,
-            store_ids: vec![None; stores],
+            status_addrs: Vec::new(),
+            store_ids: Vec::new(),
             paused: Vec::new(),
         };
+        for _ in 0..stores {
+            c.push_store()?;
+        }
         for i in 0..c.procs.len() {
             c.spawn(i)?;
         }
         Ok(c)
+    }
+
+    /// Adds store process `i` (the next index) to the list, not started.
+    fn push_store(&mut self) -> Result<usize> {
+        let i = self.stores();
+        let status = format!("127.0.0.1:{}", free_port(0)?);
+        self.status_addrs.push(status.clone());
+        self.store_ids.push(None);
+        self.procs.push(Proc {
+            name: format!("store{i}"),
+            args: vec![
+                "server".into(),
+                "--data-dir".into(),
+                path_arg(&self.dir.join(format!("store{i}"))),
+                "--addr".into(),
+                format!("127.0.0.1:{}", free_port(0)?),
+                "--status-addr".into(),
+                status,
+                "--pd".into(),
+                self.pd_addr.clone(),
+                "--config".into(),
+                path_arg(&self.dir.join("store.toml")),
+            ],
+            child: None,
+            log: self.dir.join(format!("store{i}.log")),
+        });
+        Ok(i)
+    }
+
+    /// Starts a new, empty store (a machine joining the cluster); its index.
+    pub fn add_store(&mut self) -> Result<usize> {
+        let i = self.push_store()?;
+        self.spawn(self.pd_members + i)?;
+        Ok(i)
+    }
+
+    /// Asks PD to decommission the store with id `store_id` (`DELETE /pd/api/v1/store/{id}`):
+    /// PD marks it Offline and moves its replicas away.
+    pub async fn delete_store(&self, store_id: u64) -> Result<()> {
+        http_delete_json(
+            &self.pd_http_addrs(),
+            &format!("/pd/api/v1/store/{store_id}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// PD's state of the store with id `store_id` ("Up", "Offline", "Tombstone") and the
+    /// region peers it still holds.
+    pub async fn store_state(&self, store_id: u64) -> Result<(String, u64)> {
+        let v = http_get_json(&self.pd_http_addrs(), "/pd/api/v1/stores").await?;
+        let s = v["stores"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["store"]["id"].as_u64() == Some(store_id))
+            .with_context(|| format!("PD does not list store {store_id}"))?;
+        let state = s["store"]["state"]
+            .as_str()
+            .unwrap_or("Unknown")
+            .to_string();
+        Ok((state, s["status"]["region_count"].as_u64().unwrap_or(0)))
+    }
+
+    /// Stops store `i` for good (SIGKILL): after PD made it a tombstone, it holds nothing.
+    pub fn retire(&mut self, i: usize) {
+        let t = Target::Store(i);
+        self.pause(t, false);
+        self.kill(t);
     }
 
     fn spawn(&mut self, i: usize) -> Result<()> {
@@ -248,6 +310,17 @@ impl ChaosCluster {
         p.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Store `i`'s id if it has been learned.
+    pub fn known_store_id(&self, i: usize) -> Option<u64> {
+        self.store_ids.get(i).copied().flatten()
+    }
+
+    /// Store `i`'s status address while it runs.
+    pub fn live_status_addr(&self, i: usize) -> Option<String> {
+        self.answers(Target::Store(i))
+            .then(|| self.status_addrs[i].clone())
+    }
+
     /// Store `i`'s id, asked of its status port (remembered; asked before any fault).
     pub async fn store_id(&mut self, i: usize) -> Result<u64> {
         if let Some(id) = self.store_ids[i] {
@@ -307,7 +380,7 @@ impl ChaosCluster {
 
     /// The PD members' addresses for an HTTP call: the running, unpaused ones first (a paused
     /// member answers nothing until its timeout).
-    fn pd_http_addrs(&self) -> String {
+    pub fn pd_http_addrs(&self) -> String {
         let (mut up, down): (Vec<_>, Vec<_>) = self
             .pd_addr
             .split(',')

@@ -16,7 +16,7 @@
 //! an error: it ends with its findings and [`RunEnd::Failed`].
 
 mod bank;
-mod cluster;
+pub(crate) mod cluster;
 mod history;
 mod list_append;
 pub mod lookup_probe;
@@ -25,7 +25,7 @@ mod nemesis;
 mod pd_watch;
 mod raw;
 mod register;
-mod txn;
+pub(crate) mod txn;
 mod verdict;
 
 use std::path::PathBuf;
@@ -391,9 +391,9 @@ pub async fn run(args: ChaosArgs) -> Result<RunEnd> {
     println!("{}", verdict.text);
     if verdict.passed {
         if !args.keep {
-            for d in (0..args.pd_members)
+            for d in (0..args.pd_members as usize)
                 .map(|i| format!("pd{i}"))
-                .chain((0..args.stores).map(|i| format!("store{i}")))
+                .chain((0..cluster.stores()).map(|i| format!("store{i}")))
             {
                 let _ = std::fs::remove_dir_all(dir.join(d));
             }

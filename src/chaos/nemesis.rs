@@ -35,6 +35,12 @@ pub enum FaultKind {
     TransferLeader,
     /// Ask PD to split the workload's regions at random workload keys.
     Split,
+    /// Start a new, empty store (a machine joins; PD balances regions onto it).
+    AddStore,
+    /// Decommission a store while the workload runs: PD moves its replicas away and makes it
+    /// a tombstone, then the nemesis stops it. A store is added first when fewer than four
+    /// would otherwise stay up.
+    RemoveStore,
     /// Two of the other kinds asked for (all, if fewer than two were) at once, on different processes.
     Mix,
 }
@@ -49,18 +55,22 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::TransferLeader => "transfer-leader",
             FaultKind::Split => "split",
+            FaultKind::AddStore => "add-store",
+            FaultKind::RemoveStore => "remove-store",
             FaultKind::Mix => "mix",
         }
     }
 
     /// Every kind but `mix`.
-    const SINGLE: [FaultKind; 6] = [
+    const SINGLE: [FaultKind; 8] = [
         FaultKind::Partition,
         FaultKind::Kill,
         FaultKind::KillPd,
         FaultKind::Pause,
         FaultKind::TransferLeader,
         FaultKind::Split,
+        FaultKind::AddStore,
+        FaultKind::RemoveStore,
     ];
 }
 
@@ -95,6 +105,15 @@ pub struct NemesisReport {
     pub errors: Vec<String>,
     /// PD members taken down (killed, paused, found crashed), for the lookup verdict.
     pub pd_faults: Vec<PdFault>,
+    /// Stores started during the run.
+    pub stores_added: u32,
+    /// Stores PD accepted to decommission.
+    pub stores_removed: u32,
+    /// Decommissioned stores that PD made tombstones (and the nemesis then stopped), with the
+    /// time from the request to the tombstone.
+    pub stores_tombstoned: Vec<Duration>,
+    /// Decommissioned stores that were not yet tombstones when the run ended.
+    pub stores_still_leaving: usize,
 }
 
 /// A fault in force, to heal.
@@ -103,6 +122,10 @@ enum Active {
     Partitioned,
     Killed(Target),
     Paused(Target),
+    /// A store joined: nothing to heal, the recovery is measured all the same.
+    Joined,
+    /// A store is being decommissioned: nothing to heal; it retires once it is a tombstone.
+    Leaving,
 }
 
 /// Writes beside the workload's keys, raw or transactional as the workload's are.
@@ -162,7 +185,18 @@ pub struct Nemesis<'a> {
     report: NemesisReport,
     /// Processes the nemesis has down on purpose (not crashes).
     down: Vec<Target>,
+    /// Stores being decommissioned (PD moves their replicas away), with when it was asked;
+    /// no other fault targets them.
+    leaving: Vec<(usize, u64, Instant)>,
+    /// Stores decommissioned and stopped for good.
+    retired: Vec<usize>,
 }
+
+/// Most stores a run grows to with `add-store` (the machine has room for so many processes).
+const STORES_MAX: usize = 7;
+
+/// Fewest stores that stay up when `remove-store` decommissions one.
+const STORES_UP_MIN: usize = 3;
 
 impl<'a> Nemesis<'a> {
     /// A nemesis with its own RNG stream from the run's seed.
@@ -180,6 +214,8 @@ impl<'a> Nemesis<'a> {
             probe,
             report: NemesisReport::default(),
             down: Vec::new(),
+            leaving: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -231,6 +267,7 @@ impl<'a> Nemesis<'a> {
             self.round().await;
         }
         self.check_crashes().await;
+        self.report.stores_still_leaving = self.leaving.len();
         self.report
     }
 
@@ -319,6 +356,9 @@ impl<'a> Nemesis<'a> {
         kind: FaultKind,
         used: &[Target],
     ) -> Result<Option<(Active, Target)>> {
+        let mut used = used.to_vec();
+        used.extend(self.out_of_play().into_iter().map(Target::Store));
+        let used = &used[..];
         let stores: Vec<usize> = (0..self.cluster.stores())
             .filter(|i| !used.contains(&Target::Store(*i)))
             .collect();
@@ -403,8 +443,88 @@ impl<'a> Nemesis<'a> {
                 self.log("fault", json!({ "fault": "split", "queued": n }));
                 Ok(None)
             }
+            FaultKind::AddStore => {
+                if self.stores_up() >= STORES_MAX {
+                    return Ok(None);
+                }
+                let i = self.add_store().await?;
+                Ok(Some((Active::Joined, Target::Store(i))))
+            }
+            FaultKind::RemoveStore => {
+                if self.stores_up() <= STORES_UP_MIN && self.stores_up() < STORES_MAX {
+                    self.add_store().await?;
+                }
+                let Some(i) = pick_store(&mut self.rng) else {
+                    return Ok(None);
+                };
+                if self.stores_up() <= STORES_UP_MIN || self.down.contains(&Target::Store(i)) {
+                    return Ok(None);
+                }
+                let id = self.cluster.store_id(i).await?;
+                self.log(
+                    "fault",
+                    json!({ "fault": "remove-store", "target": format!("store{i}"), "store_id": id }),
+                );
+                self.cluster.delete_store(id).await?;
+                self.report.stores_removed += 1;
+                self.leaving.push((i, id, Instant::now()));
+                Ok(Some((Active::Leaving, Target::Store(i))))
+            }
             FaultKind::Mix => Ok(None),
         }
+    }
+
+    /// Stores no fault may target: being decommissioned, or retired.
+    fn out_of_play(&self) -> Vec<usize> {
+        self.leaving
+            .iter()
+            .map(|(i, ..)| *i)
+            .chain(self.retired.iter().copied())
+            .collect()
+    }
+
+    /// Stores neither leaving nor retired.
+    fn stores_up(&self) -> usize {
+        self.cluster.stores() - self.leaving.len() - self.retired.len()
+    }
+
+    /// Starts a store and learns its id (so that partitions can name it).
+    async fn add_store(&mut self) -> Result<usize> {
+        let i = self.cluster.add_store()?;
+        self.log(
+            "fault",
+            json!({ "fault": "add-store", "target": format!("store{i}") }),
+        );
+        self.report.stores_added += 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.cluster.store_id(i).await {
+                Ok(_) => return Ok(i),
+                Err(e) if Instant::now() > deadline => return Err(e.context("new store's id")),
+                Err(_) => sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Stops the decommissioned stores that PD has made tombstones.
+    async fn retire_tombstones(&mut self) {
+        let mut still = Vec::new();
+        for (i, id, since) in std::mem::take(&mut self.leaving) {
+            match self.cluster.store_state(id).await {
+                Ok((state, _)) if state == "Tombstone" => {
+                    let took = since.elapsed();
+                    self.log(
+                        "retired",
+                        json!({ "target": format!("store{i}"), "store_id": id, "after_ms": took.as_millis() as u64 }),
+                    );
+                    self.cluster.retire(i);
+                    self.retired.push(i);
+                    self.report.stores_tombstoned.push(took);
+                }
+                _ => still.push((i, id, since)),
+            }
+        }
+        self.leaving = still;
     }
 
     async fn heal(&mut self, active: &[Active]) {
@@ -425,6 +545,7 @@ impl<'a> Nemesis<'a> {
                     Ok(())
                 }
                 Active::Partitioned => self.cluster.heal_partitions().await,
+                Active::Joined | Active::Leaving => Ok(()),
             };
             self.log("heal", json!({ "fault": format!("{a:?}") }));
             if let Err(e) = r {
@@ -435,8 +556,10 @@ impl<'a> Nemesis<'a> {
 
     /// Restarts any process that exited without being killed, and reports it as a crash.
     async fn check_crashes(&mut self) {
+        self.retire_tombstones().await;
+        let out = self.out_of_play();
         for t in self.cluster.targets() {
-            if self.down.contains(&t) {
+            if self.down.contains(&t) || matches!(t, Target::Store(i) if out.contains(&i)) {
                 continue;
             }
             if let Some(status) = self.cluster.exited(t) {

@@ -180,6 +180,18 @@ impl Verdict {
             spread(&clients)
         );
         text += &lookups.text();
+        if report.stores_added + report.stores_removed > 0 {
+            let mut took = report.stores_tombstoned.clone();
+            took.sort_unstable();
+            text += &format!(
+                "stores: {} added, {} decommissioned, {} became tombstones (request -> tombstone: {}), {} still leaving at the end\n",
+                report.stores_added,
+                report.stores_removed,
+                took.len(),
+                spread(&took),
+                report.stores_still_leaving
+            );
+        }
         if !report.crashes.is_empty() {
             text += &format!("CRASHES ({}):\n", report.crashes.len());
             for c in &report.crashes {
@@ -230,6 +242,10 @@ impl Verdict {
             "pd_lookups": lookups.json(),
             "crashes": report.crashes,
             "nemesis_errors": report.errors,
+            "stores_added": report.stores_added,
+            "stores_decommissioned": report.stores_removed,
+            "stores_tombstoned": report.stores_tombstoned.len(),
+            "stores_still_leaving": report.stores_still_leaving,
         });
         Verdict {
             passed,

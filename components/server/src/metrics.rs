@@ -40,7 +40,8 @@ pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 /// Raft messages of the store-to-store transport, by event (`sent`, `received`, `dropped_full`,
-/// `dropped_unreachable`, `snapshot_sent`, `snapshot_failed`, `snapshot_received`).
+/// `dropped_unreachable`, `snapshot_sent`, `snapshot_failed`, `snapshot_received`; and
+/// `snapshot_bytes_sent`, which counts the bytes of delivered snapshots, not messages).
 pub static RAFT_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "flotilla_transport_raft_messages_total",

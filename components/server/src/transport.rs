@@ -149,6 +149,9 @@ impl Inner {
             },
             1,
         );
+        if delivered {
+            raft_event("snapshot_bytes_sent", msg.message.len() as u64);
+        }
         if let Some(router) = self.router.get() {
             let to_peer = msg.to_peer.as_ref().map_or(0, |p| p.id);
             router.report_snapshot_status(msg.region_id, to_peer, delivered);
