@@ -543,8 +543,20 @@ impl Poller {
         }
     }
 
-    /// Whether a snapshot may be applied: its range must not overlap another local region.
+    /// Whether a snapshot may be stepped now: none is being written for the region, and its
+    /// range does not overlap another local region.
     fn snapshot_fits(&self, region_id: RegionId, m: &RaftMsg) -> bool {
+        // A Ready with a snapshot is parked while that snapshot is written: raft-rs still holds
+        // it as its unstable snapshot, which a newer one stepped now would replace, and the
+        // parked Ready could then not be finished. The leader sends again once this one is in.
+        if self
+            .peers
+            .get(&region_id)
+            .is_some_and(|p| p.pending_snapshot.is_some())
+        {
+            tracing::debug!(region_id, "snapshot dropped: another is being written");
+            return false;
+        }
         let Ok(data) = SnapshotData::decode(m.get_snapshot().get_data()) else {
             return false;
         };
