@@ -6,6 +6,9 @@
 //! tonic-prost-build, so no system `protoc` is needed. Message names and field numbers follow
 //! the protocol so that the official client interoperates; everything else is ours.
 //!
+//! Hand-written next to them: [`epoch`], the one rule for comparing region epochs, which the
+//! store and PD share.
+//!
 //! This crate depends on nothing of Flotilla's. Only `pd`, `pd_client` and `server` use its
 //! gRPC services; the other crates use its messages.
 #![allow(missing_docs, clippy::all)]
@@ -26,5 +29,7 @@ include_pkg!(keyspacepb);
 include_pkg!(kvrpcpb);
 include_pkg!(tikvpb);
 include_pkg!(flotillapb);
+
+pub mod epoch;
 
 pub use prost::Message;
