@@ -1,23 +1,26 @@
 //! The cluster state behind every RPC: stores, the region directory, operators, the GC safe
 //! point, plus the id allocator and the TSO. Every change is persisted before it is applied
 //! in memory and acknowledged. Methods take the current time as an argument (no clock inside).
+//!
+//! One lock guards the state in memory. Region reports, the hot path, persist with it released
+//! (see `cluster_regions.rs`): a meta-store write in a PD group is a raft round trip of up to
+//! 5 s, and lookups, store heartbeats and other regions' reports go on meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-use proto::metapb::{Peer, Region, Store, StoreState};
-use proto::pdpb::{self, RegionHeartbeatRequest, RegionHeartbeatResponse, SplitId, StoreStats};
+use parking_lot::{Condvar, Mutex};
+use proto::metapb::{Region, Store, StoreState};
+use proto::pdpb::{self, SplitId, StoreStats};
 use proto::Message;
 
 use crate::meta_store::MetaStore;
-use crate::operator::{OpStatus, Operator, Step};
-use crate::region_dir::{epoch_is_stale, RegionDirectory, RegionInfo};
+use crate::operator::Operator;
+use crate::region_dir::{RegionDirectory, RegionInfo};
 use crate::replica_view::{
     region_key, region_value, scan_limit, store_key, Lookup, Persisted, BOOTSTRAPPED_KEY,
     CLUSTER_ID_KEY, GC_SAFE_POINT_KEY,
 };
-use crate::scheduler;
 use crate::store_limit::StoreLimits;
 use crate::tso::decode_u64;
 use crate::{IdAllocator, PdConfig, PdError, Result, Tso};
@@ -58,6 +61,8 @@ struct Inner {
     /// Store limits of peer additions and removals (in memory only).
     limits: StoreLimits,
     gc_safe_point: u64,
+    /// What the region writes persisting right now (lock released) have claimed.
+    claims: regions::Claims,
 }
 
 /// PD's state. Shared by the gRPC services, the HTTP API and the background schedulers.
@@ -69,6 +74,8 @@ pub struct Cluster {
     tso: Tso,
     presplit_keys: Vec<Vec<u8>>,
     inner: Mutex<Inner>,
+    /// Signalled (with `inner`) when a region write releases its claims.
+    claims_released: Condvar,
 }
 
 impl Cluster {
@@ -133,6 +140,7 @@ impl Cluster {
             tso: Tso::load(meta.clone(), cfg.tso_save_window_ms)?,
             presplit_keys: codec::keys::keyspace_presplit_keys(),
             inner: Mutex::new(inner),
+            claims_released: Condvar::new(),
             cfg,
             meta,
             cluster_id,
@@ -326,134 +334,22 @@ impl Cluster {
         self.inner.lock().regions.iter().cloned().collect()
     }
 
-    /// Persists `info` (and the eviction of the regions it overlaps), then applies it.
-    fn apply_region(&self, inner: &mut Inner, info: RegionInfo) -> Result<()> {
-        let evicted = inner.regions.check(&info)?;
-        let unchanged = inner
-            .regions
-            .get(info.region.id)
-            .is_some_and(|old| old.region == info.region && old.leader == info.leader);
-        if !unchanged || !evicted.is_empty() {
-            let mut pairs = vec![(region_key(info.region.id), region_value(&info))];
-            pairs.extend(evicted.iter().map(|id| (region_key(*id), Vec::new())));
-            self.meta.write(&pairs)?;
-        }
-        for id in inner.regions.upsert(info)? {
-            inner.operators.remove(&id);
-        }
-        Ok(())
-    }
-
-    /// Handles one region heartbeat; returns the step to send, if any.
-    pub fn region_heartbeat(
-        &self,
-        req: RegionHeartbeatRequest,
-        now_ms: u64,
-    ) -> Result<Option<RegionHeartbeatResponse>> {
-        let mut inner = self.inner.lock();
-        Self::must_bootstrapped(&inner)?;
-        let region = req
-            .region
-            .ok_or_else(|| PdError::InvalidValue("heartbeat without region".into()))?;
-        let info = RegionInfo {
-            region,
-            leader: req.leader,
-            pending_peers: req.pending_peers,
-            down_peers: req.down_peers,
-            approximate_size: req.approximate_size,
-            approximate_keys: req.approximate_keys,
-            term: req.term,
-        };
-        let region_id = info.region.id;
-        // A heartbeat from a leader of an older term (queued before a leader change) must not
-        // overwrite the newer leader's report: balance-leader would chase stale counts.
-        if let Some(known) = inner.regions.get(region_id) {
-            if known.term > info.term && !epoch_is_stale(&known.epoch(), &info.epoch()) {
-                tracing::debug!(
-                    region_id,
-                    known = known.term,
-                    got = info.term,
-                    "stale-term heartbeat ignored"
-                );
-                return Ok(None);
-            }
-        }
-        self.apply_region(&mut inner, info)?;
-        self.next_step(&mut inner, region_id, now_ms)
-    }
-
-    /// Advances the region's operator, or asks the schedulers for one.
-    fn next_step(
-        &self,
-        inner: &mut Inner,
-        region_id: u64,
-        now_ms: u64,
-    ) -> Result<Option<RegionHeartbeatResponse>> {
-        let info = inner
-            .regions
-            .get(region_id)
-            .expect("region just applied")
-            .clone();
-        let timeout_ms = self.cfg.operator_timeout_secs * 1000;
-        if let Some(op) = inner.operators.get(&region_id) {
-            match op.advance(&info, now_ms, timeout_ms) {
-                OpStatus::Running(resp) => return Ok(resp.map(|r| *r)),
-                status => {
-                    tracing::debug!(region_id, ?status, name = op.name, "operator ended");
-                    inner.operators.remove(&region_id);
-                }
-            }
-        }
-        if inner.operators.len() >= self.cfg.operators_max {
-            return Ok(None);
-        }
-        let op = scheduler::presplit(&info, &self.presplit_keys).or_else(|| {
-            let snap = Self::snapshot(inner, &self.cfg, now_ms, false);
-            let rules = scheduler::PlacementRules::from_config(&self.cfg);
-            scheduler::check_replicas(&info, &snap, &rules)
-        });
-        let Some(op) = op else { return Ok(None) };
-        // Restoring a missing voter, or only removing peers, goes before the store limits.
-        let adds = op
-            .steps
-            .iter()
-            .any(|s| matches!(s, Step::AddLearner { .. }));
-        let force = !adds || scheduler::is_under_replicated(&info, self.cfg.max_replicas);
-        if !self.queue_operator(inner, op, now_ms, force)? {
-            return Ok(None);
-        }
-        let op = inner.operators.get(&region_id).expect("just queued");
-        Ok(match op.advance(&info, now_ms, timeout_ms) {
-            OpStatus::Running(resp) => resp.map(|r| *r),
-            _ => None,
-        })
-    }
-
     fn store_is_up(cfg: &PdConfig, s: &StoreInfo, now_ms: u64) -> bool {
         s.store.state == StoreState::Up as i32
             && now_ms.saturating_sub(s.last_heartbeat_ms) <= cfg.store_down_after_secs * 1000
     }
 
+    /// Every store's status: O(stores), the counts come from the directory's tallies.
     fn store_status(inner: &Inner, cfg: &PdConfig, now_ms: u64) -> Vec<StoreStatus> {
-        let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
-        for r in inner.regions.iter() {
-            for p in &r.region.peers {
-                counts.entry(p.store_id).or_default().0 += 1;
-            }
-            if let Some(l) = &r.leader {
-                counts.entry(l.store_id).or_default().1 += 1;
-            }
-        }
         inner
             .stores
             .values()
             .map(|s| {
-                let (region_count, leader_count) =
-                    counts.get(&s.store.id).copied().unwrap_or_default();
+                let tally = inner.regions.tally(s.store.id);
                 StoreStatus {
                     info: s.clone(),
-                    region_count,
-                    leader_count,
+                    region_count: tally.region_count,
+                    leader_count: tally.leader_count,
                     is_up: Self::store_is_up(cfg, s, now_ms),
                     is_down_long: Self::store_down_long(cfg, s, now_ms),
                 }
@@ -589,51 +485,6 @@ impl Cluster {
             .collect())
     }
 
-    /// Applies the regions a split produced. Their leader is presumed on the store that led
-    /// the parent, until their own heartbeats say otherwise.
-    pub fn report_batch_split(&self, regions: Vec<Region>) -> Result<()> {
-        let mut inner = self.inner.lock();
-        Self::must_bootstrapped(&inner)?;
-        let leader_store = regions
-            .iter()
-            .find_map(|r| {
-                inner
-                    .regions
-                    .get(r.id)
-                    .and_then(|old| old.leader.as_ref())
-                    .map(|l| l.store_id)
-            })
-            .or_else(|| {
-                let r = regions.first()?;
-                inner
-                    .regions
-                    .get_by_key(&r.start_key)?
-                    .leader
-                    .as_ref()
-                    .map(|l| l.store_id)
-            });
-        let mut first_err = None;
-        for region in regions {
-            let leader =
-                leader_store.and_then(|s| region.peers.iter().find(|p| p.store_id == s).cloned());
-            let leader: Option<Peer> = match inner.regions.get(region.id) {
-                Some(old)
-                    if old
-                        .leader
-                        .as_ref()
-                        .is_some_and(|l| region.peers.contains(l)) =>
-                {
-                    old.leader
-                }
-                _ => leader,
-            };
-            if let Err(e) = self.apply_region(&mut inner, RegionInfo::new(region, leader)) {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
     /// The GC safe point.
     pub fn gc_safe_point(&self) -> u64 {
         self.inner.lock().gc_safe_point
@@ -686,6 +537,9 @@ impl Lookup for Cluster {
         Cluster::gc_safe_point(self)
     }
 }
+
+#[path = "cluster_regions.rs"]
+mod regions;
 
 #[path = "cluster_schedule.rs"]
 mod schedule;

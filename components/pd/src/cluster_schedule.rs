@@ -7,8 +7,6 @@
 //! heartbeat; a run that ignored it would move the same imbalance again and overshoot), and
 //! carries each store's store-limit tokens; every operator created consumes its tokens.
 
-use std::collections::HashMap;
-
 use proto::metapb::StoreState;
 
 use super::{Cluster, Inner};
@@ -23,19 +21,15 @@ pub(super) const BALANCE_REGION: &str = "balance-region";
 
 impl Cluster {
     /// The schedulers' view at `now_ms`; `with_regions` false leaves the region list empty
-    /// (the replica checker needs only the stores, and runs on every heartbeat).
+    /// (the replica checker needs only the stores, and runs on every heartbeat: that view is
+    /// O(stores + operators), the stores' counts coming from the directory's tallies). With
+    /// the regions, every region is cloned: for the periodic runs only.
     pub(super) fn snapshot(
         inner: &mut Inner,
         cfg: &PdConfig,
         now_ms: u64,
         with_regions: bool,
     ) -> ClusterSnapshot {
-        let mut size_bytes: HashMap<u64, u64> = HashMap::new();
-        for r in inner.regions.iter() {
-            for p in &r.region.peers {
-                *size_bytes.entry(p.store_id).or_default() += r.approximate_size;
-            }
-        }
         let statuses = Self::store_status(inner, cfg, now_ms);
         let Inner {
             stores: store_infos,
@@ -67,7 +61,7 @@ impl Cluster {
                     health,
                     leader_count: s.leader_count,
                     region_count: s.region_count,
-                    region_size_bytes: size_bytes.get(&id).copied().unwrap_or(0),
+                    region_size_bytes: inner.regions.tally(id).region_size_bytes,
                     capacity_bytes: stats.capacity,
                     available_bytes: stats.available,
                     add_peer_tokens: limits.available(id, LimitKind::AddPeer, now_ms),

@@ -96,10 +96,7 @@ impl Cluster {
             return Ok(Vec::new());
         }
         let holds_peer = |id: u64| {
-            let in_dir = inner
-                .regions
-                .iter()
-                .any(|r| r.region.peers.iter().any(|p| p.store_id == id));
+            let in_dir = inner.regions.tally(id).region_count > 0;
             let incoming = inner.operators.values().any(|op| {
                 op.steps
                     .iter()

@@ -1,4 +1,5 @@
-use proto::metapb::{PeerRole, RegionEpoch};
+use proto::metapb::{Peer, PeerRole, RegionEpoch};
+use proto::pdpb::RegionHeartbeatRequest;
 
 use super::*;
 use crate::meta_store::MemMetaStore;

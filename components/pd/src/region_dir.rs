@@ -1,6 +1,10 @@
 //! The region directory: every region PD knows, by encoded start key and by id. A report
-//! replaces what PD knows only if its epoch is not older, and evicts the stale regions it
-//! overlaps. Pure data structure, no I/O.
+//! replaces what PD knows only if its epoch is not stale (`proto::epoch`, the rule the store
+//! uses too), and evicts the regions it overlaps whose version is lower. Pure data structure,
+//! no I/O.
+//!
+//! It keeps a [`StoreTally`] per store (peers, leaders, bytes) as regions come and go, so
+//! that PD's store statuses and the schedulers' snapshot never walk every region.
 //!
 //! It also keeps stale coverage: a key range some region covered until a report shrank,
 //! evicted or removed it, and that no live region has taken over yet (say the shrunk left half
@@ -13,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use proto::epoch;
 use proto::metapb::{Peer, Region, RegionEpoch};
 use proto::pdpb::PeerStats;
 
@@ -64,9 +69,30 @@ pub fn contains(region: &Region, key: &[u8]) -> bool {
         && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
-/// Whether `new` is older than `old`: compares version, then conf_ver.
-pub fn epoch_is_stale(new: &RegionEpoch, old: &RegionEpoch) -> bool {
-    (new.version, new.conf_ver) < (old.version, old.conf_ver)
+/// What the live regions put on one store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreTally {
+    /// Live regions with a peer on the store.
+    pub region_count: u64,
+    /// Live regions whose reported leader is on the store.
+    pub leader_count: u64,
+    /// Sum of the approximate sizes of the live regions with a peer on the store.
+    pub region_size_bytes: u64,
+}
+
+impl StoreTally {
+    /// Adds one region's share (`add`), or subtracts it.
+    fn count(&mut self, peers: u64, leaders: u64, size_bytes: u64, add: bool) {
+        if add {
+            self.region_count += peers;
+            self.leader_count += leaders;
+            self.region_size_bytes += size_bytes;
+        } else {
+            self.region_count -= peers;
+            self.leader_count -= leaders;
+            self.region_size_bytes -= size_bytes;
+        }
+    }
 }
 
 /// How many stale ranges the directory keeps. A stale range lives until the report of the
@@ -90,11 +116,13 @@ struct StaleRange {
 ///
 /// Invariants: live ranges never overlap; stale ranges overlap neither each other nor a live
 /// range; `stale_age` holds `(seq, start key)` of exactly the stale ranges, at most
-/// [`STALE_MAX`] of them. Everything but [`RegionDirectory::get_by_key`] sees live regions only.
+/// [`STALE_MAX`] of them; `tallies` are the sums over the live regions (no all-zero entry).
+/// Everything but [`RegionDirectory::get_by_key`] sees live regions only.
 #[derive(Clone, Default, Debug)]
 pub struct RegionDirectory {
     by_start: BTreeMap<Vec<u8>, u64>,
     by_id: HashMap<u64, RegionInfo>,
+    tallies: HashMap<u64, StoreTally>,
     stale: BTreeMap<Vec<u8>, StaleRange>,
     stale_age: BTreeSet<(u64, Vec<u8>)>,
     stale_seq: u64,
@@ -166,9 +194,9 @@ impl RegionDirectory {
         self.by_id.get(&id)
     }
 
-    /// Mutable access to the region with this id (for heartbeat stats; not its range).
-    pub fn get_mut(&mut self, id: u64) -> Option<&mut RegionInfo> {
-        self.by_id.get_mut(&id)
+    /// What the live regions put on `store_id`.
+    pub fn tally(&self, store_id: u64) -> StoreTally {
+        self.tallies.get(&store_id).copied().unwrap_or_default()
     }
 
     /// The region holding the encoded `key`: the live one, else, while no live region has taken
@@ -246,9 +274,9 @@ impl RegionDirectory {
             reason,
         };
         if let Some(old) = self.by_id.get(&info.region.id) {
-            if epoch_is_stale(&epoch, &old.epoch()) {
+            if epoch::is_stale(&epoch, &old.epoch()) {
                 return Err(stale(format!(
-                    "epoch {:?} < known {:?}",
+                    "epoch {:?} is stale against known {:?}",
                     epoch,
                     old.epoch()
                 )));
@@ -257,7 +285,7 @@ impl RegionDirectory {
         let overlaps = self.overlaps(&info.region);
         for id in &overlaps {
             let other = self.by_id[id].epoch();
-            if other.version > epoch.version {
+            if epoch::range_is_stale(&epoch, &other) {
                 return Err(stale(format!(
                     "overlaps region {id} with newer version {}",
                     other.version
@@ -278,6 +306,7 @@ impl RegionDirectory {
         let (start, end) = (info.region.start_key.clone(), info.region.end_key.clone());
         self.cut_stale(&start, &end);
         self.by_start.insert(start.clone(), info.region.id);
+        self.count(&info, true);
         self.by_id.insert(info.region.id, info);
         self.stale_seq += 1;
         // Live ranges were disjoint, so what no longer is live of an old range is exactly what
@@ -304,7 +333,31 @@ impl RegionDirectory {
     fn take_live(&mut self, id: u64) -> Option<RegionInfo> {
         let info = self.by_id.remove(&id)?;
         self.by_start.remove(&info.region.start_key);
+        self.count(&info, false);
         Some(info)
+    }
+
+    /// Adds `info`'s share to the store tallies, or takes it away.
+    fn count(&mut self, info: &RegionInfo, add: bool) {
+        let leader_store = info.leader.as_ref().map(|l| l.store_id);
+        let mut stores: Vec<u64> = info.region.peers.iter().map(|p| p.store_id).collect();
+        stores.extend(leader_store);
+        stores.sort_unstable();
+        stores.dedup();
+        for store_id in stores {
+            let peers = info
+                .region
+                .peers
+                .iter()
+                .filter(|p| p.store_id == store_id)
+                .count() as u64;
+            let leaders = u64::from(leader_store == Some(store_id));
+            let tally = self.tallies.entry(store_id).or_default();
+            tally.count(peers, leaders, peers * info.approximate_size, add);
+            if *tally == StoreTally::default() {
+                self.tallies.remove(&store_id);
+            }
+        }
     }
 
     /// Subtracts `[start, end)` from every stale range; a range around it splits in two.
@@ -393,6 +446,21 @@ mod tests {
                 "{k1} {s1:?}..{e1:?} overlaps {k2} from {s2:?}"
             );
         }
+        let mut tallies: HashMap<u64, StoreTally> = HashMap::new();
+        for r in d.iter() {
+            for p in &r.region.peers {
+                let t = tallies.entry(p.store_id).or_default();
+                t.region_count += 1;
+                t.region_size_bytes += r.approximate_size;
+            }
+            if let Some(l) = &r.leader {
+                tallies.entry(l.store_id).or_default().leader_count += 1;
+            }
+        }
+        assert_eq!(
+            d.tallies, tallies,
+            "store tallies drifted from the live regions"
+        );
     }
 
     fn ids(regions: &[&RegionInfo]) -> Vec<u64> {
@@ -452,24 +520,72 @@ mod tests {
     }
 
     #[test]
-    fn epoch_order_is_version_then_conf_ver() {
+    fn a_report_stale_in_either_dimension_is_refused() {
         let mut d = RegionDirectory::default();
         d.upsert(region(1, b"", b"", 2, 2)).unwrap();
         assert!(d.upsert(region(1, b"", b"", 2, 1)).is_err());
         assert!(d.upsert(region(1, b"", b"", 1, 9)).is_err());
+        // A higher version does not make up for a lower conf_ver (the store's rule too).
+        assert!(d.upsert(region(1, b"", b"", 3, 1)).is_err());
         d.upsert(region(1, b"", b"", 2, 2)).unwrap();
         d.upsert(region(1, b"", b"", 2, 3)).unwrap();
-        assert_eq!(d.get(1).unwrap().epoch().conf_ver, 3);
-        assert!(epoch_is_stale(
-            &RegionEpoch {
-                conf_ver: 9,
-                version: 1
-            },
-            &RegionEpoch {
-                conf_ver: 1,
-                version: 2
+        d.upsert(region(1, b"", b"", 3, 3)).unwrap();
+        assert_eq!(
+            d.get(1).unwrap().epoch(),
+            RegionEpoch {
+                version: 3,
+                conf_ver: 3
             }
-        ));
+        );
+        // Another region's conf_ver does not count: only versions decide an overlap.
+        assert!(d.upsert(region(2, b"m", b"", 2, 9)).is_err());
+        assert_eq!(d.upsert(region(2, b"m", b"", 4, 1)).unwrap(), [1]);
+    }
+
+    #[test]
+    fn store_tallies_follow_peers_leaders_and_sizes() {
+        let peer = |id, store_id| Peer {
+            id,
+            store_id,
+            ..Default::default()
+        };
+        let with = |mut r: RegionInfo, stores: &[u64], leader: u64, size: u64| {
+            r.region.peers = stores
+                .iter()
+                .map(|s| peer(r.region.id * 10 + s, *s))
+                .collect();
+            r.leader = Some(peer(r.region.id * 10 + leader, leader));
+            r.approximate_size = size;
+            r
+        };
+        let mut d = RegionDirectory::default();
+        d.upsert(with(region(1, b"", b"m", 1, 1), &[1, 2, 3], 1, 100))
+            .unwrap();
+        d.upsert(with(region(2, b"m", b"", 1, 1), &[1, 2, 4], 2, 10))
+            .unwrap();
+        must_hold_invariants(&d);
+        let t = |region_count, leader_count, region_size_bytes| StoreTally {
+            region_count,
+            leader_count,
+            region_size_bytes,
+        };
+        assert_eq!(d.tally(1), t(2, 1, 110));
+        assert_eq!(d.tally(2), t(2, 1, 110));
+        assert_eq!(d.tally(4), t(1, 0, 10));
+        assert_eq!(d.tally(9), t(0, 0, 0));
+        // A new report replaces the region's share (peer moved from 3 to 4, new leader, size).
+        d.upsert(with(region(1, b"", b"m", 1, 2), &[1, 2, 4], 4, 50))
+            .unwrap();
+        must_hold_invariants(&d);
+        assert_eq!(d.tally(3), t(0, 0, 0));
+        assert_eq!(d.tally(4), t(2, 1, 60));
+        // A merge evicts region 2's share; a removal takes region 1's.
+        d.upsert(with(region(1, b"", b"", 2, 2), &[1, 2, 4], 1, 70))
+            .unwrap();
+        must_hold_invariants(&d);
+        assert_eq!(d.tally(1), t(1, 1, 70));
+        d.remove(1).unwrap();
+        assert!(d.tallies.is_empty());
     }
 
     #[test]
