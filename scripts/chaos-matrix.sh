@@ -20,8 +20,12 @@ DURATION="${DURATION:-2m}"
 JOBS="${JOBS:-1}"
 DIR="${DIR:-./data/chaos-matrix}"
 
-cargo build --locked --bin flotilla >&2
-BIN="$CARGO_TARGET_DIR/debug/flotilla"
+# BIN names a flotilla binary to use as it is (no build), e.g. one copied aside while the tree
+# changes.
+if [ -z "${BIN:-}" ]; then
+    cargo build --locked --bin flotilla >&2
+    BIN="$CARGO_TARGET_DIR/debug/flotilla"
+fi
 mkdir -p "$DIR"
 DIR="$(cd "$DIR" && pwd)"
 

@@ -4,6 +4,7 @@
 
 mod bench;
 mod chaos;
+mod cpu_limit;
 mod ctl;
 mod playground;
 mod report;
@@ -40,6 +41,8 @@ enum Command {
     BenchElastic(Box<bench::elastic::ElasticArgs>),
     Chaos(Box<chaos::ChaosArgs>),
     /// Check a history recorded by `flotilla chaos` (JSON lines).
+    /// Run a command in a CPU cgroup of its own with a quota (an emulated machine).
+    CpuLimit(cpu_limit::CpuLimitArgs),
     Check(chaos::CheckArgs),
     /// Region lookups through the official client, one JSON line per round (run by `chaos`).
     #[command(hide = true)]
@@ -241,6 +244,7 @@ fn main() -> Result<ExitCode> {
         Command::BenchElastic(a) => rt.block_on(bench::elastic::run(*a)),
         Command::Check(a) => return chaos::check(a).map(exit_code),
         Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
+        Command::CpuLimit(a) => return rt.block_on(cpu_limit::run(a)),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
     };
     done.map(|()| ExitCode::SUCCESS)

@@ -78,6 +78,10 @@ pub struct BenchRecord {
     pub server_cpu_s: Option<f64>,
     /// `server_cpu_s` per thousand operations.
     pub server_cpu_s_per_kop: Option<f64>,
+    /// CPU time the load generator (`flotilla bench` itself) spent in the window: near a
+    /// core's worth per second, the load generator, not the servers, set the pace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu_s: Option<f64>,
 }
 
 /// Latency percentiles of one point, in milliseconds.
@@ -582,6 +586,7 @@ mod tests {
             },
             server_cpu_s: Some(10.0),
             server_cpu_s_per_kop: Some(0.125),
+            client_cpu_s: None,
         }
     }
 

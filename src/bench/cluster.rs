@@ -56,7 +56,7 @@ pub fn cpu_used(before: &[(u32, f64)], after: &[(u32, f64)]) -> Option<f64> {
 }
 
 /// utime + stime of `pid`, in seconds (fields 14 and 15 of `/proc/PID/stat`).
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after its ')' are plain.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -262,6 +262,7 @@ pub async fn point(
         file: args.server_pids_file.clone(),
     };
     let cpu_before = pids.sample();
+    let own_cpu_before = cluster::cpu_seconds(std::process::id());
     shared.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let profile = spawn_profile(args, &label, w, clients);
@@ -269,6 +270,7 @@ pub async fn point(
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed_s = started.elapsed().as_secs_f64();
     let cpu_after = pids.sample();
+    let own_cpu_after = cluster::cpu_seconds(std::process::id());
     shared.stop.store(true, Ordering::Relaxed);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut errors: HashMap<String, u64> = HashMap::new();
@@ -296,7 +298,7 @@ pub async fn point(
         (Some(b), Some(a)) => cluster::cpu_used(b, a),
         _ => None,
     };
-    let record = make_record(
+    let mut record = make_record(
         args,
         label,
         w,
@@ -306,6 +308,9 @@ pub async fn point(
         &errors,
         server_cpu_s,
     );
+    record.client_cpu_s = own_cpu_before
+        .zip(own_cpu_after)
+        .map(|(before, after)| after - before);
     print_point(&record, &errors);
     if let Some(path) = &args.json {
         append_json(path, &record)?;
@@ -409,6 +414,7 @@ fn make_record(
         server_cpu_s_per_kop: server_cpu_s
             .filter(|_| ops > 0)
             .map(|s| s * 1000.0 / ops as f64),
+        client_cpu_s: None,
     }
 }
 
@@ -424,7 +430,7 @@ fn append_json(path: &std::path::Path, r: &BenchRecord) -> Result<()> {
 
 fn print_point(r: &BenchRecord, errors: &HashMap<String, u64>) {
     println!(
-        "{} {} x{}: {:.0} ops/s over {:.1} s, p50 {:.2} p99 {:.2} ms, {} errors{}",
+        "{} {} x{}: {:.0} ops/s over {:.1} s, p50 {:.2} p99 {:.2} ms, {} errors{}{}",
         r.label,
         r.workload,
         r.clients,
@@ -435,6 +441,10 @@ fn print_point(r: &BenchRecord, errors: &HashMap<String, u64>) {
         r.errors,
         r.server_cpu_s_per_kop.map_or(String::new(), |c| format!(
             ", server CPU {c:.3} s per 1k ops"
+        )),
+        r.client_cpu_s.map_or(String::new(), |c| format!(
+            ", load generator {:.2} cores",
+            c / r.elapsed_s.max(1e-9)
         ))
     );
     let mut kinds: Vec<_> = errors.iter().collect();
