@@ -2,9 +2,13 @@
 //! point, plus the id allocator and the TSO. Every change is persisted before it is applied
 //! in memory and acknowledged. Methods take the current time as an argument (no clock inside).
 //!
-//! One lock guards the state in memory. Region reports, the hot path, persist with it released
-//! (see `cluster_regions.rs`): a meta-store write in a PD group is a raft round trip of up to
-//! 5 s, and lookups, store heartbeats and other regions' reports go on meanwhile.
+//! One lock, `inner`, guards the state in memory, and no meta-store write happens under it:
+//! a write in a PD group is a raft round trip of up to 5 s, and lookups, store heartbeats and
+//! region reports go on meanwhile. Region reports, the hot path, claim what they touch and
+//! persist with the lock released (see `cluster_regions.rs`). The rare record changes
+//! (bootstrap, store records and states, the GC safe point) decide under `inner`, release it,
+//! persist, and install, all under `record_writes`, which orders them among themselves (so
+//! a decision still holds when installed) and which nothing else takes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -76,6 +80,9 @@ pub struct Cluster {
     inner: Mutex<Inner>,
     /// Signalled (with `inner`) when a region write releases its claims.
     claims_released: Condvar,
+    /// Held by a record change (bootstrap, store record, GC safe point) from its decision to
+    /// its install, across its write; never taken with `inner` held.
+    record_writes: Mutex<()>,
 }
 
 impl Cluster {
@@ -141,6 +148,7 @@ impl Cluster {
             presplit_keys: codec::keys::keyspace_presplit_keys(),
             inner: Mutex::new(inner),
             claims_released: Condvar::new(),
+            record_writes: Mutex::new(()),
             cfg,
             meta,
             cluster_id,
@@ -174,8 +182,8 @@ impl Cluster {
 
     /// Bootstraps with the first store and the first region (one peer, on that store).
     pub fn bootstrap(&self, store: Store, region: Region, now_ms: u64) -> Result<()> {
-        let mut inner = self.inner.lock();
-        if inner.bootstrapped {
+        let _order = self.record_writes.lock();
+        if self.inner.lock().bootstrapped {
             return Err(PdError::AlreadyBootstrapped);
         }
         if store.id == 0 || region.id == 0 || region.peers.is_empty() {
@@ -194,6 +202,8 @@ impl Cluster {
             (region_key(info.region.id), region_value(&info)),
             (BOOTSTRAPPED_KEY.to_vec(), vec![1]),
         ])?;
+        // No region write is in flight: they need a bootstrapped cluster.
+        let mut inner = self.inner.lock();
         inner.stores.insert(
             store.id,
             StoreInfo {
@@ -215,7 +225,8 @@ impl Cluster {
         if store.id == 0 {
             return Err(PdError::InvalidValue("store id 0".into()));
         }
-        let mut inner = self.inner.lock();
+        let _order = self.record_writes.lock();
+        let inner = self.inner.lock();
         let state = match inner.stores.get(&store.id) {
             Some(old) if old.store.state == StoreState::Tombstone as i32 => {
                 return Err(PdError::StoreTombstone(store.id));
@@ -235,8 +246,10 @@ impl Cluster {
                 store.address, dup.store.id
             )));
         }
+        drop(inner);
         self.meta
             .write(&[(store_key(store.id), store.encode_to_vec())])?;
+        let mut inner = self.inner.lock();
         let stats = inner.stores.get(&store.id).and_then(|s| s.stats);
         inner.stores.insert(
             store.id,
@@ -492,15 +505,17 @@ impl Cluster {
 
     /// Moves the GC safe point forward to `safe_point` (never back); returns the new value.
     pub fn update_gc_safe_point(&self, safe_point: u64) -> Result<u64> {
-        let mut inner = self.inner.lock();
-        if safe_point > inner.gc_safe_point {
-            self.meta.write(&[(
-                GC_SAFE_POINT_KEY.to_vec(),
-                safe_point.to_be_bytes().to_vec(),
-            )])?;
-            inner.gc_safe_point = safe_point;
+        let _order = self.record_writes.lock();
+        let current = self.inner.lock().gc_safe_point;
+        if safe_point <= current {
+            return Ok(current);
         }
-        Ok(inner.gc_safe_point)
+        self.meta.write(&[(
+            GC_SAFE_POINT_KEY.to_vec(),
+            safe_point.to_be_bytes().to_vec(),
+        )])?;
+        self.inner.lock().gc_safe_point = safe_point;
+        Ok(safe_point)
     }
 }
 

@@ -25,6 +25,7 @@ use proto::epoch;
 use proto::metapb::{Peer, Region};
 use proto::pdpb::{RegionHeartbeatRequest, RegionHeartbeatResponse};
 
+use super::schedule::Queued;
 use super::{Cluster, Inner};
 use crate::operator::{OpStatus, Step};
 use crate::region_dir::RegionInfo;
@@ -92,6 +93,14 @@ impl Claims {
     pub(super) fn len(&self) -> usize {
         self.held.len()
     }
+}
+
+/// What a heartbeat answers, once its report is installed.
+enum Next {
+    /// This step, or nothing.
+    Answer(Option<RegionHeartbeatResponse>),
+    /// The operator planned needs this many peer ids beyond those reserved.
+    NeedIds(u64),
 }
 
 impl Cluster {
@@ -183,19 +192,31 @@ impl Cluster {
             }
             Some(info.clone())
         };
-        match self.apply_region(prepare)? {
-            Some(mut inner) => self.next_step(&mut inner, region_id, now_ms),
-            None => Ok(None),
+        let Some(mut inner) = self.apply_region(prepare)? else {
+            return Ok(None);
+        };
+        match self.next_step(&mut inner, region_id, now_ms)? {
+            Next::Answer(resp) => Ok(resp),
+            Next::NeedIds(n) => {
+                // The operator needs peer ids and the allocator must persist a new bound:
+                // reserve them with the lock released, then plan again.
+                drop(inner);
+                self.ids.reserve(n)?;
+                let mut inner = self.inner.lock();
+                if inner.regions.get(region_id).is_none() {
+                    return Ok(None);
+                }
+                match self.next_step(&mut inner, region_id, now_ms)? {
+                    Next::Answer(resp) => Ok(resp),
+                    // Taken by others meanwhile: the next heartbeat plans again.
+                    Next::NeedIds(_) => Ok(None),
+                }
+            }
         }
     }
 
     /// Advances the region's operator, or asks the schedulers for one.
-    fn next_step(
-        &self,
-        inner: &mut Inner,
-        region_id: u64,
-        now_ms: u64,
-    ) -> Result<Option<RegionHeartbeatResponse>> {
+    fn next_step(&self, inner: &mut Inner, region_id: u64, now_ms: u64) -> Result<Next> {
         let info = inner
             .regions
             .get(region_id)
@@ -204,7 +225,7 @@ impl Cluster {
         let timeout_ms = self.cfg.operator_timeout_secs * 1000;
         if let Some(op) = inner.operators.get(&region_id) {
             match op.advance(&info, now_ms, timeout_ms) {
-                OpStatus::Running(resp) => return Ok(resp.map(|r| *r)),
+                OpStatus::Running(resp) => return Ok(Next::Answer(resp.map(|r| *r))),
                 status => {
                     tracing::debug!(region_id, ?status, name = op.name, "operator ended");
                     inner.operators.remove(&region_id);
@@ -212,7 +233,7 @@ impl Cluster {
             }
         }
         if inner.operators.len() >= self.cfg.operators_max {
-            return Ok(None);
+            return Ok(Next::Answer(None));
         }
         // The replica checker sees the stores only (O(stores), from the directory's tallies).
         let op = scheduler::presplit(&info, &self.presplit_keys).or_else(|| {
@@ -220,21 +241,25 @@ impl Cluster {
             let rules = scheduler::PlacementRules::from_config(&self.cfg);
             scheduler::check_replicas(&info, &snap, &rules)
         });
-        let Some(op) = op else { return Ok(None) };
+        let Some(op) = op else {
+            return Ok(Next::Answer(None));
+        };
         // Restoring a missing voter, or only removing peers, goes before the store limits.
         let adds = op
             .steps
             .iter()
             .any(|s| matches!(s, Step::AddLearner { .. }));
         let force = !adds || scheduler::is_under_replicated(&info, self.cfg.max_replicas);
-        if !self.queue_operator(inner, op, now_ms, force)? {
-            return Ok(None);
+        match self.queue_operator(inner, op, now_ms, force) {
+            Queued::Yes => {}
+            Queued::NoTokens => return Ok(Next::Answer(None)),
+            Queued::NeedIds(n) => return Ok(Next::NeedIds(n)),
         }
         let op = inner.operators.get(&region_id).expect("just queued");
-        Ok(match op.advance(&info, now_ms, timeout_ms) {
+        Ok(Next::Answer(match op.advance(&info, now_ms, timeout_ms) {
             OpStatus::Running(resp) => resp.map(|r| *r),
             _ => None,
-        })
+        }))
     }
 
     /// Applies the regions a split produced, one write each. Their leader is presumed on the
@@ -535,6 +560,46 @@ mod tests {
             reopened.all_regions().len(),
             2,
             "neither half evicted the other"
+        );
+    }
+
+    #[test]
+    fn record_writes_do_not_hold_the_lock_either() {
+        let (meta, c) = gated_cluster();
+        let writers = [
+            std::thread::spawn({
+                let c = c.clone();
+                move || c.update_gc_safe_point(10).map(|_| ())
+            }),
+            std::thread::spawn({
+                let c = c.clone();
+                move || c.remove_store(2, true)
+            }),
+        ];
+        // One record write blocks; the other waits behind it (record_writes), not the lock.
+        meta.must_have_entered(1);
+        let c2 = c.clone();
+        must_finish(move || {
+            let stats = proto::pdpb::StoreStats {
+                store_id: 1,
+                ..Default::default()
+            };
+            c2.store_heartbeat(stats, 2_000).unwrap();
+            c2.region_heartbeat(heartbeat(region_at(1), 3), 2_000)
+                .unwrap();
+            assert_eq!(c2.gc_safe_point(), 0, "not installed before it is durable");
+            assert_eq!(c2.all_stores(true).len(), 2);
+        });
+        meta.pass_one();
+        meta.must_have_entered(2);
+        meta.pass_one();
+        for w in writers {
+            w.join().unwrap().unwrap();
+        }
+        assert_eq!(c.gc_safe_point(), 10);
+        assert_eq!(
+            c.get_store(2).unwrap().store.state,
+            proto::metapb::StoreState::Offline as i32
         );
     }
 

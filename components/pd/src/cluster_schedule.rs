@@ -19,6 +19,17 @@ use crate::PdConfig;
 /// `balance_region_operators_max`).
 pub(super) const BALANCE_REGION: &str = "balance-region";
 
+/// What [`Cluster::queue_operator`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Queued {
+    /// The operator is queued.
+    Yes,
+    /// The store limits refused it.
+    NoTokens,
+    /// It needs this many new peer ids and too few are reserved.
+    NeedIds(u64),
+}
+
 impl Cluster {
     /// The schedulers' view at `now_ms`; `with_regions` false leaves the region list empty
     /// (the replica checker needs only the stores, and runs on every heartbeat: that view is
@@ -168,6 +179,12 @@ impl Cluster {
     /// and the store limits; returns how many operators it queued. They are sent on the
     /// regions' next heartbeats.
     pub fn run_balance_region(&self, now_ms: u64) -> usize {
+        // Each operator adds at most one peer; its id is reserved before the lock is taken.
+        let reserve = self.cfg.balance_region_operators_max.max(1) as u64;
+        if let Err(e) = self.ids.reserve(reserve) {
+            tracing::warn!(error = %e, "balance-region: no peer ids");
+            return 0;
+        }
         let mut inner = self.inner.lock();
         let running = inner
             .operators
@@ -188,33 +205,47 @@ impl Cluster {
         let mut n = 0;
         for op in scheduler::balance_region(&snap, &rules, limit) {
             match self.queue_operator(&mut inner, op, now_ms, false) {
-                Ok(true) => n += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "balance-region: no peer id");
-                    break;
-                }
+                Queued::Yes => n += 1,
+                Queued::NoTokens => {}
+                // Another caller took the reserved ids; the next run plans again.
+                Queued::NeedIds(_) => break,
             }
         }
         n
     }
 
     /// Gives `op` its peer ids and creation time, consumes its store-limit tokens (`force`:
-    /// even into debt) and queues it; Ok(false) when the tokens are short (nothing changes).
+    /// even into debt) and queues it. Nothing changes when the tokens are short, or when the
+    /// ids reserved beforehand have run out ([`Queued::NeedIds`]: the caller reserves more
+    /// with `IdAllocator::reserve` once it has released the lock, which is never held across
+    /// the allocator's write).
     pub(super) fn queue_operator(
         &self,
         inner: &mut Inner,
         mut op: Operator,
         now_ms: u64,
         force: bool,
-    ) -> crate::Result<bool> {
+    ) -> Queued {
+        let needed = op
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::AddLearner { peer_id: 0, .. }))
+            .count() as u64;
+        let mut ids = match needed {
+            0 => 0..0,
+            n => match self.ids.alloc_reserved(n) {
+                Some(ids) => ids,
+                None => return Queued::NeedIds(n),
+            },
+        };
         if !inner.limits.consume_operator(&op, now_ms, force) {
-            return Ok(false);
+            return Queued::NoTokens;
         }
-        op.assign_peer_ids(|| self.ids.alloc())?;
+        op.assign_peer_ids(|| Ok(ids.next().expect("counted above")))
+            .expect("ids are given");
         op.created_ms = now_ms;
         inner.operators.insert(op.region_id, op);
-        Ok(true)
+        Queued::Yes
     }
 }
 

@@ -3,7 +3,8 @@
 //! schedulers move its replicas away, [`Cluster::up_store`] cancels); once PD's directory shows
 //! no peer on it, [`Cluster::update_store_states`] makes it **Tombstone**, for good: PutStore and
 //! StoreHeartbeat from it are refused with `STORE_TOMBSTONE` and its address may be reused.
-//! Every transition is persisted before it is applied. PD owns the state: what a store puts
+//! Every transition is persisted before it is applied, with `Cluster::inner` released and
+//! `record_writes` held from the decision to the install. PD owns the state: what a store puts
 //! about itself never changes it.
 //!
 //! Liveness is a separate axis, from heartbeats: a store silent for `store_down_after_secs` is
@@ -13,7 +14,7 @@
 use proto::metapb::{NodeState, Store, StoreState};
 use proto::Message;
 
-use super::{Cluster, Inner, StoreInfo};
+use super::{Cluster, StoreInfo};
 use crate::operator::Step;
 use crate::replica_view::store_key;
 use crate::{PdConfig, PdError, Result};
@@ -37,7 +38,8 @@ impl Cluster {
     /// Offline is a no-op. Refused for a Tombstone, and, unless `force`, when fewer Up stores
     /// than `max_replicas` would be left (its replicas would have nowhere to go).
     pub fn remove_store(&self, store_id: u64, force: bool) -> Result<()> {
-        let mut inner = self.inner.lock();
+        let _order = self.record_writes.lock();
+        let inner = self.inner.lock();
         let info = inner
             .stores
             .get(&store_id)
@@ -58,8 +60,9 @@ impl Cluster {
                         max_replicas: self.cfg.max_replicas,
                     });
                 }
+                drop(inner);
                 tracing::info!(store_id, force, "store is Offline: decommissioning");
-                self.set_store_state(&mut inner, store_id, StoreState::Offline)
+                self.set_store_state(store_id, StoreState::Offline)
             }
         }
     }
@@ -67,7 +70,8 @@ impl Cluster {
     /// Cancels a decommission: an Offline store becomes Up again (PD's `UpStore`). Already Up
     /// is a no-op; a Tombstone cannot come back.
     pub fn up_store(&self, store_id: u64) -> Result<()> {
-        let mut inner = self.inner.lock();
+        let _order = self.record_writes.lock();
+        let inner = self.inner.lock();
         let info = inner
             .stores
             .get(&store_id)
@@ -76,16 +80,24 @@ impl Cluster {
             StoreState::Tombstone => Err(PdError::StoreTombstone(store_id)),
             StoreState::Up => Ok(()),
             StoreState::Offline => {
+                drop(inner);
                 tracing::info!(store_id, "store is Up again: decommission cancelled");
-                self.set_store_state(&mut inner, store_id, StoreState::Up)
+                self.set_store_state(store_id, StoreState::Up)
             }
         }
     }
 
     /// Makes Tombstone every Offline store that holds no peer in PD's region directory and is
     /// not the target of a running operator's AddLearner; returns their ids. Run periodically.
+    ///
+    /// The check and the write are not atomic against region reports (which do not wait for
+    /// record writes): a report landing in between with a new peer on the store would find
+    /// it Tombstone. Neither the schedulers nor PD's HTTP operators target an Offline store,
+    /// and a report older than the directory is refused, so only a membership change made
+    /// around PD could do that.
     pub fn update_store_states(&self) -> Result<Vec<u64>> {
-        let mut inner = self.inner.lock();
+        let _order = self.record_writes.lock();
+        let inner = self.inner.lock();
         let offline: Vec<u64> = inner
             .stores
             .values()
@@ -105,9 +117,10 @@ impl Cluster {
             in_dir || incoming
         };
         let empty: Vec<u64> = offline.into_iter().filter(|id| !holds_peer(*id)).collect();
+        drop(inner);
         for &store_id in &empty {
             tracing::info!(store_id, "store holds no region: Tombstone");
-            self.set_store_state(&mut inner, store_id, StoreState::Tombstone)?;
+            self.set_store_state(store_id, StoreState::Tombstone)?;
         }
         Ok(empty)
     }
@@ -120,16 +133,25 @@ impl Cluster {
             && now_ms.saturating_sub(s.last_heartbeat_ms) > cfg.max_store_down_time_secs * 1000
     }
 
-    /// Persists `store_id`'s new state, then applies it.
-    fn set_store_state(&self, inner: &mut Inner, store_id: u64, state: StoreState) -> Result<()> {
-        let info = inner
+    /// Persists `store_id`'s new state with `inner` released, then applies it. The caller
+    /// holds `record_writes`: no one else changes the store's record meanwhile.
+    fn set_store_state(&self, store_id: u64, state: StoreState) -> Result<()> {
+        let mut store = self
+            .inner
+            .lock()
             .stores
-            .get_mut(&store_id)
-            .ok_or(PdError::StoreNotFound(store_id))?;
-        let mut store = info.store.clone();
+            .get(&store_id)
+            .ok_or(PdError::StoreNotFound(store_id))?
+            .store
+            .clone();
         set_state_fields(&mut store, state);
         self.meta
             .write(&[(store_key(store_id), store.encode_to_vec())])?;
+        let mut inner = self.inner.lock();
+        let info = inner
+            .stores
+            .get_mut(&store_id)
+            .expect("stores are never forgotten");
         info.store = store;
         Ok(())
     }
