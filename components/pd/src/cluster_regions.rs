@@ -442,6 +442,14 @@ mod tests {
             .expect("a call into Cluster blocked behind a persisting region write")
     }
 
+    fn must_store_heartbeat(c: &Cluster, store_id: u64) {
+        let stats = proto::pdpb::StoreStats {
+            store_id,
+            ..Default::default()
+        };
+        c.store_heartbeat(stats, 2_000).unwrap();
+    }
+
     fn conf_ver(c: &Cluster) -> u64 {
         let info = c.get_region_by_id(2).unwrap().unwrap();
         info.epoch().conf_ver
@@ -458,11 +466,7 @@ mod tests {
         // The write blocks; every other call goes on, and sees the region as still durable.
         let c2 = c.clone();
         must_finish(move || {
-            let stats = proto::pdpb::StoreStats {
-                store_id: 2,
-                ..Default::default()
-            };
-            c2.store_heartbeat(stats, 2_000).unwrap();
+            must_store_heartbeat(&c2, 2);
             assert_eq!(conf_ver(&c2), 1, "not installed before it is durable");
             assert_eq!(c2.get_region(b"k").unwrap().unwrap().region.id, 2);
             assert_eq!(c2.stores_status(2_000).len(), 2);
@@ -580,11 +584,7 @@ mod tests {
         meta.must_have_entered(1);
         let c2 = c.clone();
         must_finish(move || {
-            let stats = proto::pdpb::StoreStats {
-                store_id: 1,
-                ..Default::default()
-            };
-            c2.store_heartbeat(stats, 2_000).unwrap();
+            must_store_heartbeat(&c2, 1);
             c2.region_heartbeat(heartbeat(region_at(1), 3), 2_000)
                 .unwrap();
             assert_eq!(c2.gc_safe_point(), 0, "not installed before it is durable");
