@@ -47,23 +47,35 @@ fn not_leader() -> Status {
     Status::unavailable("not leader: this PD member does not lead the PD group")
 }
 
+/// How a stream's handler runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// On the stream's task: the handler seldom blocks (TSO: a write once per save window).
+    Inline,
+    /// On tokio's blocking pool, one request at a time: the handler may wait on a meta-store
+    /// write (region heartbeats: a raft round trip of up to 5 s in a PD group), which must not
+    /// hold a runtime worker.
+    Blocking,
+}
+
 /// Forwards `input` through `handle` into a bounded response stream until the client ends it
-/// or PD shuts down.
 /// or PD shuts down. The stream ends with `Unavailable` when `cluster` stops being served (the
-/// member lost the lead) or `handle` fails.
+/// member lost the lead) or `handle` fails. Requests are handled one at a time, in order.
 fn pump<Req, Resp>(
     mut input: Streaming<Req>,
     mut stop: watch::Receiver<bool>,
     mut served: watch::Receiver<Option<Arc<Cluster>>>,
     cluster: Arc<Cluster>,
     queue_max: usize,
-    handle: impl Fn(&Cluster, Req) -> Result<Option<Resp>, Status> + Send + 'static,
+    run: Run,
+    handle: impl Fn(&Cluster, Req) -> Result<Option<Resp>, Status> + Send + Sync + 'static,
 ) -> ResponseStream<Resp>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(queue_max);
+    let handle = Arc::new(handle);
     tokio::spawn(async move {
         loop {
             let req = tokio::select! {
@@ -81,7 +93,16 @@ where
                     _ => break,
                 },
             };
-            match handle(&cluster, req) {
+            let result = match run {
+                Run::Inline => handle(&cluster, req),
+                Run::Blocking => {
+                    let (handle, cluster) = (handle.clone(), cluster.clone());
+                    tokio::task::spawn_blocking(move || handle(&cluster, req))
+                        .await
+                        .unwrap_or_else(|e| Err(Status::internal(format!("handler: {e}"))))
+                }
+            };
+            match result {
                 Ok(Some(resp)) => {
                     if tx.send(Ok(resp)).await.is_err() {
                         break;
@@ -203,7 +224,8 @@ impl PdService {
     fn stream<Req, Resp>(
         &self,
         req: Request<Streaming<Req>>,
-        handle: impl Fn(&Cluster, Req) -> Result<Option<Resp>, Status> + Send + 'static,
+        run: Run,
+        handle: impl Fn(&Cluster, Req) -> Result<Option<Resp>, Status> + Send + Sync + 'static,
     ) -> RpcResult<ResponseStream<Resp>>
     where
         Req: Send + 'static,
@@ -215,6 +237,7 @@ impl PdService {
             self.serving.watch(),
             self.cluster()?,
             self.queue_max,
+            run,
             handle,
         );
         Ok(Response::new(stream))
@@ -353,7 +376,7 @@ impl Pd for PdService {
             match self.tso_route(deadline, may_forward).await? {
                 TsoRoute::Here => {
                     let svc = self.clone();
-                    return self.stream(req, move |c, r| svc.on_tso(c, r));
+                    return self.stream(req, Run::Inline, move |c, r| svc.on_tso(c, r));
                 }
                 TsoRoute::Forward(url) => match connect(&url).await {
                     Ok(channel) => return self.forward_tso(req, channel, &url).await,
@@ -475,7 +498,9 @@ impl Pd for PdService {
         req: Request<Streaming<RegionHeartbeatRequest>>,
     ) -> RpcResult<Self::RegionHeartbeatStream> {
         let svc = self.clone();
-        self.stream(req, move |c, r| svc.on_region_heartbeat(c, r))
+        self.stream(req, Run::Blocking, move |c, r| {
+            svc.on_region_heartbeat(c, r)
+        })
     }
 
     async fn get_region(&self, req: Request<GetRegionRequest>) -> RpcResult<GetRegionResponse> {
