@@ -123,14 +123,22 @@ impl RaftStore {
             tombstones: HashMap::new(),
             stats,
         };
-        poller.recover()?;
-        let mut threads = vec![];
+        // The apply thread runs before recovery: recovery registers every region with it
+        // through the bounded apply queue, which a store with more regions than the queue
+        // holds would otherwise wait on forever.
         let kv_apply = kv.clone();
         let apply_batch = cfg.raft_poll_batch_max;
         let control_apply = control_tx.clone();
-        threads.push(spawn("apply", move || {
+        let apply_thread = spawn("apply", move || {
             apply::run(store_id, kv_apply, apply_rx, control_apply, apply_batch)
-        }));
+        });
+        if let Err(e) = poller.recover() {
+            drop(poller);
+            drop(apply_tx);
+            let _ = apply_thread.join();
+            return Err(e);
+        }
+        let mut threads = vec![apply_thread];
         let split_cfg = cfg.clone();
         threads.push(spawn("split-check", move || {
             split_check::run(kv, split_cfg, split_rx, control_tx)

@@ -11,8 +11,8 @@
 //! Seeded; `FLOTILLA_SEED` replays a run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use proto::flotillapb::PeerState;
@@ -421,6 +421,152 @@ fn failed_snapshot_sends_and_a_leader_crash_while_sending_still_deliver_the_snap
     h.must_put(&c, b"after leader crash", b"x");
     c.start_store(leader);
     must_converge(&c, &h);
+}
+
+/// A failpoint that holds the thread that hits it (on one store) until the gate is dropped.
+struct Gate {
+    name: String,
+    /// (a thread is held, the gate is open)
+    state: Arc<(Mutex<(bool, bool)>, Condvar)>,
+}
+
+impl Gate {
+    fn arm(point: &str, store_id: u64) -> Gate {
+        let name = format!("{point}@{store_id}");
+        let state = Arc::new((Mutex::new((false, false)), Condvar::new()));
+        let s = state.clone();
+        fail::cfg_callback(name.clone(), move || {
+            let (lock, cv) = &*s;
+            let mut g = lock.lock().expect("gate");
+            g.0 = true;
+            while !g.1 {
+                g = cv.wait(g).expect("gate");
+            }
+        })
+        .expect("configure failpoint");
+        Gate { name, state }
+    }
+
+    fn wait(&self, c: &Cluster) {
+        let held = || self.state.0.lock().expect("gate").0;
+        assert!(
+            c.wait_until(WAIT, |_| held()),
+            "failpoint {} was never hit",
+            self.name
+        );
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().expect("gate").1 = true;
+        cv.notify_all();
+        fail::remove(&self.name);
+    }
+}
+
+/// Tries to put `capacity + 1` proposals into the mailbox of `router`'s store; returns whether
+/// one was refused as `ServerIsBusy`. `answered` counts the proposals whose callback ran.
+fn fill_mailbox(
+    router: &raftstore::RaftRouter,
+    region_id: u64,
+    capacity: usize,
+    answered: &Arc<AtomicUsize>,
+) -> (usize, bool) {
+    let busy = Arc::new(AtomicBool::new(false));
+    for _ in 0..=capacity {
+        let header = raftstore::RequestHeader {
+            region_id,
+            region_epoch: None,
+            peer: None,
+            term: None,
+        };
+        let (answered, busy) = (answered.clone(), busy.clone());
+        router.propose_write(
+            header,
+            vec![],
+            Box::new(move |r| {
+                if let Err(raftstore::RegionError::ServerIsBusy(_)) = r {
+                    busy.store(true, Ordering::SeqCst);
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+    }
+    (capacity + 1, busy.load(Ordering::SeqCst))
+}
+
+/// The wait-for cycle the control channel breaks: a follower's apply thread is writing a
+/// snapshot, its poller waits on the full apply queue, and its mailbox is full. The apply
+/// thread's report that the snapshot is written must still reach the poller (not be dropped
+/// with the mailbox's load, nor wait for room in it), or the region stays parked forever.
+#[test]
+fn a_snapshot_written_while_the_mailbox_is_full_is_still_reported_to_the_poller() {
+    let _scenario = fail::FailScenario::setup();
+    let mut cfg = snapshot_config();
+    let mailbox_capacity = 16;
+    cfg.raftstore.mailbox_capacity_max = mailbox_capacity;
+    // A poller whose apply thread is busy blocks on its second apply task.
+    cfg.raftstore.apply_queue_capacity_max = 1;
+    let mut c = three_stores(Cluster::start(3, seed_from_env(), cfg));
+    let mut h = History::default();
+    // A second region beside key 0's, to commit entries on the follower while its apply
+    // thread is held. An operator's split is best effort: asked again until it is applied.
+    let split_key = encode(b"m");
+    let split = c.wait_until(WAIT, |c| {
+        if let Some(r) = c.region_of(&split_key) {
+            if let Some(leader) = c.leader_of(r.id) {
+                c.router(leader).split_region(r.id, vec![split_key.clone()]);
+            }
+        }
+        (0..c.len()).all(|i| {
+            store_regions(c, i)
+                .values()
+                .any(|r| r.start_key == split_key)
+        })
+    });
+    assert!(split, "the split did not reach every store");
+    let (down, _) = leave_a_follower_behind(&mut c, &mut h, 1);
+    let (region_id, _) = leader_of_key(&c, &key(0));
+    let snapshot = Gate::arm("snapshot_before_apply", c.store_id(down));
+    c.start_store(down);
+    snapshot.wait(&c);
+    // Writes to the other region commit on the follower: its poller hands them to the held
+    // apply thread and blocks on the second; then its mailbox fills.
+    let router = c.router(down);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut proposed = 0;
+    let mut i = 0;
+    let blocked_and_full = c.wait_until(WAIT, |c| {
+        h.must_put(
+            c,
+            format!("n{i:03}").as_bytes(),
+            b"while the snapshot is held",
+        );
+        i += 1;
+        let (n, busy) = fill_mailbox(&router, region_id, mailbox_capacity, &answered);
+        proposed += n;
+        if !busy {
+            return false;
+        }
+        // Refused because the poller is stuck, not because it was slow for a moment.
+        let rounds = router.poller_stats().rounds;
+        std::thread::sleep(Duration::from_millis(300));
+        router.poller_stats().rounds == rounds
+    });
+    assert!(
+        blocked_and_full,
+        "the follower's poller never blocked with a full mailbox"
+    );
+    // The apply thread writes the snapshot and reports it while the mailbox is full.
+    drop(snapshot);
+    must_converge(&c, &h);
+    assert!(
+        c.wait_until(WAIT, |_| answered.load(Ordering::SeqCst) == proposed),
+        "{} of {proposed} proposals never answered",
+        proposed - answered.load(Ordering::SeqCst)
+    );
 }
 
 /// Starts a cluster whose raft logs are on the fault file system.

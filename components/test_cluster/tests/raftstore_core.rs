@@ -1,0 +1,283 @@
+//! The raftstore's core under elastic scale: a poller round's work follows the busy regions
+//! (counted, never timed), and a peer removed while its store was down is destroyed,
+//! tombstoned and never brought back by an old message, whether a member tells it or PD does.
+//! Seeded; `FLOTILLA_SEED` replays a run.
+
+use std::time::Duration;
+
+use proto::flotillapb::{PeerState, RaftMessage};
+use proto::{metapb, pdpb};
+use raft::eraftpb::{Message as RaftMsg, MessageType};
+use test_cluster::{encode, fast_config, seed_from_env, Cluster, Filter};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn poller_work_between_ticks_follows_the_written_region_not_the_idle_ones() {
+    let mut cfg = fast_config();
+    // Nothing periodic but raft ticks: PD heartbeats and split checks would touch every
+    // region on their own schedule.
+    cfg.raftstore.pd_heartbeat_tick_interval_ticks = 100_000;
+    cfg.raftstore.split_check_tick_interval_ticks = 100_000;
+    let c = Cluster::start(1, seed_from_env(), cfg);
+    assert!(c.wait_replicated(1, WAIT), "no leader");
+    // PD pre-splits the first region at the keyspace bounds as soon as its leader reports in.
+    // A split asked for while that one is in flight is dropped (a region splits one batch at
+    // a time), so this test's split waits for it.
+    let presplit = codec::keys::keyspace_presplit_keys();
+    assert!(
+        c.wait_until(WAIT, |c| all_region_starts(c, &presplit)),
+        "PD never pre-split the keyspace bounds"
+    );
+    c.must_put(b"idle", b"x");
+    let region = c.region_of(&encode(b"idle")).expect("region");
+    let split_keys: Vec<Vec<u8>> = (0..50u32)
+        .map(|i| encode(format!("idle{i:03}").as_bytes()))
+        .collect();
+    // An operator's split is best effort; asking again while it is in flight is a no-op, and
+    // once it is applied the keys no longer fall in the region asked about.
+    assert!(
+        c.wait_until(WAIT, |c| {
+            c.router(0).split_region(region.id, split_keys.clone());
+            all_region_starts(c, &split_keys)
+        }),
+        "the split never produced 50 regions"
+    );
+    // Every new region has elected itself and applied its leader's first entry, and a few
+    // ticks have passed, so that what follows counts the writes' work and not the split's.
+    let settled = |c: &Cluster| {
+        let infos = c.router(0).region_infos();
+        infos.len() == presplit.len() + 1 + split_keys.len()
+            && infos
+                .iter()
+                .all(|r| r.is_leader && r.applied_index > raftstore::RAFT_INIT_LOG_INDEX)
+    };
+    assert!(c.wait_until(WAIT, settled), "the new regions never settled");
+    let ticks = c.router(0).poller_stats().tick_rounds;
+    assert!(c.wait_until(WAIT, |c| c.router(0).poller_stats().tick_rounds > ticks + 2));
+    let regions = c.router(0).region_infos().len() as u64;
+    c.must_put(b"busy", b"warm up");
+    let before = c.router(0).poller_stats();
+    let writes = 100u64;
+    for i in 0..writes {
+        c.put_on(0, b"busy", format!("v{i}").as_bytes())
+            .expect("write to the busy region");
+    }
+    let after = c.router(0).poller_stats();
+    let examined = after.peers_examined_between_ticks - before.peers_examined_between_ticks;
+    let rounds = (after.rounds - before.rounds) - (after.tick_rounds - before.tick_rounds);
+    eprintln!("{regions} regions, {writes} writes: {rounds} rounds between ticks examined {examined} peers");
+    // A write costs a round for its proposal and one for its apply result, each looking at
+    // the written region only; a few stray control messages may touch other regions once.
+    assert!(
+        examined <= 3 * writes + regions,
+        "{examined} peers examined for {writes} writes among {regions} regions"
+    );
+    assert!(rounds > 0);
+}
+
+/// Whether every key in `keys` starts one of store 0's regions.
+fn all_region_starts(c: &Cluster, keys: &[Vec<u8>]) -> bool {
+    let starts: Vec<Vec<u8>> = c
+        .router(0)
+        .region_infos()
+        .into_iter()
+        .map(|r| r.region.start_key)
+        .collect();
+    keys.iter().all(|k| starts.contains(k))
+}
+
+/// Four stores; returns the cluster, a region, a store holding a follower of it and the
+/// follower's peer.
+fn four_stores_and_a_follower(
+    cfg: server::ServerConfig,
+) -> (Cluster, metapb::Region, usize, metapb::Peer) {
+    let c = Cluster::start(4, seed_from_env(), cfg);
+    assert!(c.wait_replicated(3, WAIT), "regions never reached 3 voters");
+    for i in 0..20u32 {
+        c.must_put(format!("s{i:02}").as_bytes(), b"before");
+    }
+    let region = c.region_of(&encode(b"s00")).expect("region");
+    let leader = c.leader_of(region.id).expect("leader");
+    let follower = region
+        .peers
+        .iter()
+        .find(|p| p.store_id != c.store_id(leader))
+        .copied()
+        .expect("a follower");
+    let slot = c.slot_of(follower.store_id);
+    (c, region, slot, follower)
+}
+
+/// Stops `down`, removes its peer of `region` through the leader (as a PD operator would),
+/// and writes more.
+fn remove_while_down(c: &mut Cluster, region: &metapb::Region, down: usize, peer: metapb::Peer) {
+    c.stop_store(down);
+    let removed = |c: &Cluster| {
+        c.region_infos().into_iter().any(|(_, r)| {
+            r.is_leader
+                && r.region.id == region.id
+                && !r.region.peers.iter().any(|p| p.id == peer.id)
+        })
+    };
+    assert!(
+        c.wait_until(WAIT, |c| {
+            if let Some((slot, r)) = c
+                .region_infos()
+                .into_iter()
+                .find(|(_, r)| r.is_leader && r.region.id == region.id)
+            {
+                c.router(slot)
+                    .on_heartbeat_response(pdpb::RegionHeartbeatResponse {
+                        region_id: region.id,
+                        region_epoch: r.region.region_epoch,
+                        change_peer: Some(pdpb::ChangePeer {
+                            peer: Some(peer),
+                            change_type: proto::eraftpb::ConfChangeType::RemoveNode as i32,
+                        }),
+                        ..Default::default()
+                    });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            removed(c)
+        }),
+        "the leader never removed the down store's peer"
+    );
+    for i in 0..20u32 {
+        c.must_put(format!("s{i:02}").as_bytes(), b"after");
+    }
+}
+
+/// Whether the peer is gone from store `slot`: the region is not there, or only as a newer
+/// peer (PD may place one there again).
+fn peer_gone(c: &Cluster, slot: usize, region_id: u64, peer: metapb::Peer) -> bool {
+    c.router(slot)
+        .region_info(region_id)
+        .is_none_or(|r| r.peer.id > peer.id)
+}
+
+/// Checks that store `slot` holds the region as a tombstone with its data cleared, unless a
+/// newer peer has been placed there since. The poller lets go of a destroyed peer at once and
+/// its apply thread writes the tombstone after, so this waits for the write.
+fn assert_tombstoned(c: &Cluster, slot: usize, region: &metapb::Region) {
+    let kv = c.kv(slot);
+    let region_state = || {
+        raftstore::load_region_states(kv.as_ref())
+            .expect("read region states")
+            .into_iter()
+            .find(|s| s.region.as_ref().is_some_and(|r| r.id == region.id))
+            .expect("region state")
+    };
+    let newer_peer = |c: &Cluster| c.router(slot).region_info(region.id).is_some();
+    c.wait_until(WAIT, |c| {
+        newer_peer(c) || region_state().state == PeerState::Tombstone as i32
+    });
+    if newer_peer(c) {
+        return; // created from a newer message
+    }
+    let state = region_state();
+    assert_eq!(state.state, PeerState::Tombstone as i32, "{state:?}");
+    let tomb = state
+        .region
+        .and_then(|r| r.region_epoch)
+        .unwrap_or_default();
+    let old = region.region_epoch.unwrap_or_default();
+    assert!(
+        tomb.conf_ver > old.conf_ver,
+        "tombstone {tomb:?}, old {old:?}"
+    );
+    if c.router(slot).region_info(region.id).is_none() {
+        let data = kv
+            .get_cf(engine::CF_DEFAULT, &codec::keys::data_key(&encode(b"s00")))
+            .expect("read data");
+        assert_eq!(data, None, "the stale peer's data is still there");
+    }
+}
+
+/// A heartbeat from the region's old leader to the destroyed peer, under the old epoch.
+fn old_heartbeat(region: &metapb::Region, leader: metapb::Peer, to: metapb::Peer) -> RaftMessage {
+    let mut m = RaftMsg::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = leader.id;
+    m.to = to.id;
+    m.term = 6;
+    RaftMessage {
+        region_id: region.id,
+        from_peer: Some(leader),
+        to_peer: Some(to),
+        region_epoch: region.region_epoch,
+        message: protobuf::Message::write_to_bytes(&m).expect("encode"),
+        start_key: region.start_key.clone(),
+        end_key: region.end_key.clone(),
+        is_tombstone: false,
+    }
+}
+
+/// Sends an old message to the destroyed peer and checks that it stays destroyed, before and
+/// after a restart of its store.
+fn assert_not_recreated(c: &mut Cluster, slot: usize, region: &metapb::Region, peer: metapb::Peer) {
+    let leader = region
+        .peers
+        .iter()
+        .find(|p| p.id != peer.id)
+        .copied()
+        .expect("another peer");
+    for restart in [false, true] {
+        if restart {
+            c.stop_store(slot);
+            c.start_store(slot);
+        }
+        let router = c.router(slot);
+        router
+            .send_raft_message(old_heartbeat(region, leader, peer))
+            .expect("mailbox takes it");
+        // The poller handles its mailbox every round: a few rounds later the message is in.
+        let rounds = router.poller_stats().rounds;
+        assert!(c.wait_until(WAIT, |_| router.poller_stats().rounds > rounds + 3));
+        assert!(
+            peer_gone(c, slot, region.id, peer),
+            "an old message brought the destroyed peer back (restart: {restart})"
+        );
+    }
+}
+
+#[test]
+fn a_peer_removed_while_its_store_was_down_is_destroyed_when_a_member_tells_it() {
+    let mut cfg = fast_config();
+    // Only a member's answer may destroy the peer in this test, not PD's.
+    cfg.raftstore.stale_peer_check_ticks = 100_000;
+    let (mut c, region, down, peer) = four_stores_and_a_follower(cfg);
+    remove_while_down(&mut c, &region, down, peer);
+    c.start_store(down);
+    assert!(
+        c.wait_until(WAIT, |c| peer_gone(c, down, region.id, peer)),
+        "the stale peer was never destroyed"
+    );
+    assert_tombstoned(&c, down, &region);
+    // It serves nothing for the region under its old identity.
+    match c.get_on(down, b"s00") {
+        Ok(v) => panic!("the removed store served a read: {v:?}"),
+        Err(e) => eprintln!("removed store refused the read: {e}"),
+    }
+    assert_not_recreated(&mut c, down, &region, peer);
+    assert_eq!(c.must_get(b"s00"), Some(b"after".to_vec()));
+}
+
+#[test]
+fn a_peer_removed_while_its_store_was_down_and_cut_off_asks_pd_and_is_destroyed() {
+    let mut cfg = fast_config();
+    cfg.raftstore.stale_peer_check_ticks = 30;
+    let (mut c, region, down, peer) = four_stores_and_a_follower(cfg);
+    remove_while_down(&mut c, &region, down, peer);
+    // No member can tell it: every raft message to or from the store is dropped.
+    c.net.add_filter(Filter::Isolate(peer.store_id));
+    c.start_store(down);
+    assert!(
+        c.wait_until(WAIT, |c| peer_gone(c, down, region.id, peer)),
+        "the stale peer never asked PD, or did not act on the answer"
+    );
+    assert_tombstoned(&c, down, &region);
+    c.heal();
+    assert_not_recreated(&mut c, down, &region, peer);
+    assert_eq!(c.must_get(b"s00"), Some(b"after".to_vec()));
+}
