@@ -205,12 +205,13 @@ fn stores_table(v: &Value) -> String {
         };
         out.push_str(&format!(
             "{:<6} {:<22} {:<10} {:<5} {:>8} {:>8} {:>12}\n",
-            s["store"]["id"],
+            // A JSON value ignores widths: strings are padded.
+            s["store"]["id"].to_string(),
             s["store"]["address"].as_str().unwrap_or(""),
             state,
             live,
-            s["status"]["region_count"],
-            s["status"]["leader_count"],
+            s["status"]["region_count"].to_string(),
+            s["status"]["leader_count"].to_string(),
             left,
         ));
     }
@@ -336,7 +337,13 @@ const PD_ELECTION_WAIT: Duration = Duration::from_secs(6);
 async fn http_call(addr: &str, method: &str, path: &str, body: Option<String>) -> Result<Vec<u8>> {
     let members = pd_endpoints(addr);
     if members.len() <= 1 {
-        return http_call_within(HTTP_TIMEOUT, addr, method, path, body).await;
+        let answer = http_call_within(HTTP_TIMEOUT, addr, method, path, body.clone()).await;
+        // One member of a PD group named alone (the playground's first): a follower answers
+        // 503 with the leader's URL, which is asked once in its place.
+        return match answer.as_ref().err().and_then(leader_hint) {
+            Some(leader) => http_call_within(HTTP_TIMEOUT, &leader, method, path, body).await,
+            None => answer,
+        };
     }
     let deadline = tokio::time::Instant::now() + PD_ELECTION_WAIT;
     loop {
@@ -377,6 +384,17 @@ impl std::fmt::Display for HttpStatusError {
 }
 
 impl std::error::Error for HttpStatusError {}
+
+/// The leader a PD follower names in its `503` answer (`{"leader": "http://HOST:PORT"}`).
+fn leader_hint(e: &anyhow::Error) -> Option<String> {
+    let s = e.downcast_ref::<HttpStatusError>()?;
+    if s.code != 503 {
+        return None;
+    }
+    let body: Value = serde_json::from_str(&s.body).ok()?;
+    let leader = body["leader"].as_str()?.trim_start_matches("http://");
+    (!leader.is_empty()).then(|| leader.to_owned())
+}
 
 /// Whether `e` is an HTTP answer other than `503`.
 fn is_other_answer(e: &anyhow::Error) -> bool {
@@ -496,6 +514,24 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_503_names_the_leader_to_ask_instead() {
+        let follower = |body: &str| -> anyhow::Error {
+            HttpStatusError {
+                path: "/p".into(),
+                code: 503,
+                status_line: "HTTP/1.1 503 Service Unavailable".into(),
+                body: body.into(),
+            }
+            .into()
+        };
+        let e = follower(r#"{"error":"not leader","leader":"http://127.0.0.1:2383"}"#);
+        assert_eq!(leader_hint(&e).as_deref(), Some("127.0.0.1:2383"));
+        assert_eq!(leader_hint(&follower(r#"{"error":"no leader"}"#)), None);
+        assert_eq!(leader_hint(&follower("")), None);
+        assert_eq!(leader_hint(&status(409, "HTTP/1.1 409 Conflict")), None);
+    }
+
+    #[test]
     fn the_stores_table_shows_state_and_regions_left_of_an_offline_store() {
         let v = serde_json::json!({"stores": [
             {"store": {"id": 1, "address": "a:1", "state": "Up"},
@@ -513,6 +549,11 @@ mod tests {
         assert_eq!(lines[1], ["1", "a:1", "Up", "up", "5", "2", "-"]);
         assert_eq!(lines[2], ["2", "a:2", "Offline", "up", "3", "0", "3"]);
         assert_eq!(lines[3], ["3", "a:3", "Tombstone", "down", "0", "0", "-"]);
+        // Columns line up under their headings.
+        let at = |l: &str, word: &str| l.find(word).unwrap();
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(at(rows[0], "address"), at(rows[1], "a:1"), "{table}");
+        assert_eq!(rows[0].len(), rows[1].len(), "{table}");
     }
 
     /// A server answering every request with a fixed status line and body.
