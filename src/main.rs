@@ -30,19 +30,20 @@ enum Command {
     Pd(PdArgs),
     /// Run one store.
     Server(ServerArgs),
-    /// Run PD and three stores on 127.0.0.1 (data under ./data/playground).
-    Playground(playground::PlaygroundArgs),
+    /// Run a PD group and three stores on 127.0.0.1 (data under ./data/playground); or scale
+    /// out, scale in and display the one running.
+    Playground(playground::PlaygroundCli),
     /// Drive load against a cluster and report throughput and latency.
     Bench(Box<bench::BenchArgs>),
     /// Turn `bench --json` results into markdown tables and PNG plots.
     BenchReport(report::ReportArgs),
-    /// Run a seeded fault campaign against a cluster of local processes and check the history.
     /// Grow and shrink a cluster of local processes under load, and measure it.
     BenchElastic(Box<bench::elastic::ElasticArgs>),
+    /// Run a seeded fault campaign against a cluster of local processes and check the history.
     Chaos(Box<chaos::ChaosArgs>),
-    /// Check a history recorded by `flotilla chaos` (JSON lines).
     /// Run a command in a CPU cgroup of its own with a quota (an emulated machine).
     CpuLimit(cpu_limit::CpuLimitArgs),
+    /// Check a history recorded by `flotilla chaos` (JSON lines).
     Check(chaos::CheckArgs),
     /// Region lookups through the official client, one JSON line per round (run by `chaos`).
     #[command(hide = true)]
@@ -237,14 +238,14 @@ fn main() -> Result<ExitCode> {
             abort_on_panic();
             rt.block_on(run_server(a))
         }
-        Command::Playground(a) => rt.block_on(playground::run(a)),
+        Command::Playground(a) => rt.block_on(playground::main(a)),
         Command::Bench(a) => rt.block_on(bench::run(*a)),
         Command::BenchReport(a) => report::run(a),
-        Command::Chaos(a) => return rt.block_on(chaos::run(*a)).map(exit_code),
         Command::BenchElastic(a) => rt.block_on(bench::elastic::run(*a)),
+        Command::Chaos(a) => return rt.block_on(chaos::run(*a)).map(exit_code),
         Command::Check(a) => return chaos::check(a).map(exit_code),
-        Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
         Command::CpuLimit(a) => return rt.block_on(cpu_limit::run(a)),
+        Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
     };
     done.map(|()| ExitCode::SUCCESS)
