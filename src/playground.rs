@@ -110,7 +110,7 @@ pub struct PlaygroundArgs {
 
 /// Store settings of the playground: small regions, so that a modest data set spreads over
 /// dozens of regions and the cluster shows what Multi-Raft does.
-const PLAYGROUND_STORE_CONFIG: &str = r#"# Written by `flotilla playground`; edit freely, it is kept.
+pub(crate) const PLAYGROUND_STORE_CONFIG: &str = r#"# Written by `flotilla playground`; edit freely, it is kept.
 [raftstore]
 region_max_size_bytes = 4194304
 region_split_size_bytes = 3145728

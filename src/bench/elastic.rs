@@ -83,16 +83,6 @@ pub struct ElasticArgs {
     pub seed: Option<u64>,
 }
 
-/// Store settings of a run without `--store-config`: the playground's regions (a split every
-/// 2,000 keys), so 200,000 keys spread over about a hundred regions.
-const ELASTIC_STORE_CONFIG: &str = r#"# Written by `flotilla bench-elastic`.
-[raftstore]
-region_max_size_bytes = 4194304
-region_split_size_bytes = 3145728
-region_max_keys = 3000
-region_split_keys = 2000
-"#;
-
 /// The phases, in order.
 const PHASES: [&str; 5] = ["before", "scale-out", "between", "scale-in", "after"];
 
@@ -166,7 +156,14 @@ pub async fn run(args: ElasticArgs) -> Result<()> {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
         }
-        None => ELASTIC_STORE_CONFIG.to_string(),
+        // The playground's regions (a split every 2,000 keys): 200,000 keys spread over about
+        // a hundred regions.
+        None => {
+            let (_, settings) = crate::playground::PLAYGROUND_STORE_CONFIG
+                .split_once('\n')
+                .expect("a header line");
+            format!("# Written by `flotilla bench-elastic`.\n{settings}")
+        }
     };
     let mut cluster = ChaosCluster::start_with_config(&dir, args.pd_members, args.stores, &config)?;
     let result = conduct(&args, seed, &mut cluster).await;
