@@ -1,12 +1,17 @@
-//! balance-region: moves replicas from the up store with the highest region score to the up
-//! store with the lowest (see [`region_score`]), one region at a time, by add learner on the
+//! balance-region: within each keyspace group (see [`crate::keyspace_group`]), moves replicas
+//! from the up store with the highest region score *of that group's regions* to the up store
+//! with the lowest (see [`region_score`]), one region at a time, by add learner on the
 //! target → promote it (the operator waits until the learner has caught up) → transfer the
 //! leadership away if the source leads → remove the source's peer. The region keeps
-//! `max_replicas` voters at every step and never gets two peers on one store.
+//! `max_replicas` voters at every step and never gets two peers on one store. The group with
+//! the widest spread of scores goes first; between stores that score alike in the group, the
+//! store's overall score decides (highest gives, lowest takes), so overall counts stay even
+//! too, and a cluster of one group balances as one set.
 //!
 //! It settles: a move happens only if, after it, the source still scores at least
-//! `region_tolerance_ratio` of the region's weight above the target, so a move never reverses
-//! the order of the two stores and the sum of squared scores strictly falls with every move.
+//! `region_tolerance_ratio` of the region's weight above the target within the region's
+//! group, so a move never reverses the order of the two stores in that group and the sum over
+//! groups of squared group scores strictly falls with every move.
 //! Only healthy regions move: no operator, no pending or down peer, no learner, exactly
 //! `max_replicas` voters all on up stores, a known leader. Store limits are honoured through
 //! the tokens of [`StoreSnap`]. Pure: no clock, no I/O, no id allocation.
@@ -15,10 +20,11 @@ use std::collections::{HashMap, HashSet};
 
 use proto::metapb::Peer;
 
+use crate::keyspace_group::{region_group, KeyspaceGroup};
 use crate::operator::{Operator, Step};
 use crate::region_dir::RegionInfo;
 use crate::scheduler::{
-    is_voter, region_score, remove_steps, ClusterSnapshot, PlacementRules, StoreSnap,
+    group_tallies, is_voter, region_score, remove_steps, ClusterSnapshot, PlacementRules, StoreSnap,
 };
 
 /// A store's load as balance-region plans: moves planned in this run are applied to it.
@@ -80,8 +86,48 @@ impl Load {
 /// One planned move of `info`'s peer `from` to store `to`.
 struct Move<'a> {
     info: &'a RegionInfo,
+    group: KeyspaceGroup,
     from: Peer,
     to: u64,
+}
+
+/// Per keyspace group, each up store's load of that group's regions (tokens unused: a
+/// store's tokens are in its overall [`Load`]).
+type GroupLoads = HashMap<KeyspaceGroup, HashMap<u64, Load>>;
+
+/// The loads of every group on the up stores in `loads`.
+fn group_loads(snap: &ClusterSnapshot, loads: &HashMap<u64, Load>) -> GroupLoads {
+    group_tallies(snap)
+        .into_iter()
+        .map(|(group, tallies)| {
+            let per_store = loads
+                .iter()
+                .map(|(id, l)| {
+                    let t = tallies.get(id).copied().unwrap_or_default();
+                    let load = Load {
+                        count: t.region_count,
+                        size_bytes: t.region_size_bytes,
+                        ..l.clone()
+                    };
+                    (*id, load)
+                })
+                .collect();
+            (group, per_store)
+        })
+        .collect()
+}
+
+/// The spread of the group's scores (highest − lowest), what orders the groups.
+fn spread(rules: &PlacementRules, loads: &HashMap<u64, Load>) -> f64 {
+    let scores = loads.values().map(|l| l.score(rules));
+    let (lo, hi) = scores.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
+        (lo.min(s), hi.max(s))
+    });
+    if hi >= lo {
+        hi - lo
+    } else {
+        0.0
+    }
 }
 
 /// Up to `ops_max` operators moving region replicas from high-score stores to low-score ones;
@@ -100,16 +146,17 @@ pub fn balance_region(
     if loads.len() < 2 {
         return Vec::new();
     }
-    let candidates: Vec<&RegionInfo> = snap
+    let mut groups = group_loads(snap, &loads);
+    let candidates: Vec<(&RegionInfo, KeyspaceGroup)> = snap
         .regions
         .iter()
         .filter(|r| !r.has_operator && is_movable(&r.info, &loads, rules))
-        .map(|r| &r.info)
+        .map(|r| (&r.info, region_group(&r.info.region)))
         .collect();
     let mut used: HashSet<u64> = HashSet::new();
     let mut ops = Vec::new();
     while ops.len() < ops_max {
-        let Some(m) = pick_move(&loads, &candidates, &used, rules) else {
+        let Some(m) = pick_move(&loads, &groups, &candidates, &used, rules) else {
             break;
         };
         let size = m.info.approximate_size;
@@ -139,6 +186,13 @@ pub fn balance_region(
         dst.count += 1;
         dst.size_bytes = dst.size_bytes.saturating_add(size);
         dst.add_tokens -= 1;
+        let group = groups.get_mut(&m.group).expect("a candidate's group");
+        let src = group.get_mut(&m.from.store_id).expect("source is up");
+        src.count = src.count.saturating_sub(1);
+        src.size_bytes = src.size_bytes.saturating_sub(size);
+        let dst = group.get_mut(&m.to).expect("target is up");
+        dst.count += 1;
+        dst.size_bytes = dst.size_bytes.saturating_add(size);
         used.insert(m.info.region.id);
         ops.push(Operator::new(m.info, "balance-region", steps));
     }
@@ -157,24 +211,48 @@ fn is_movable(info: &RegionInfo, up: &HashMap<u64, Load>, rules: &PlacementRules
             .all(|p| is_voter(p) && up.contains_key(&p.store_id))
 }
 
-/// The first move, from the highest-score source to the lowest-score target, that keeps the
-/// source at least the tolerance above the target. A region whose source peer is not the
-/// leader goes first (its move needs no leader transfer).
+/// The first move, in the group with the widest spread that has one, from the store with the
+/// highest score in that group to the lowest (ties: highest and lowest overall score), that
+/// keeps the source at least the tolerance above the target in the group. A region whose
+/// source peer is not the leader goes first (its move needs no leader transfer).
 fn pick_move<'a>(
     loads: &HashMap<u64, Load>,
-    candidates: &[&'a RegionInfo],
+    groups: &GroupLoads,
+    candidates: &[(&'a RegionInfo, KeyspaceGroup)],
     used: &HashSet<u64>,
     rules: &PlacementRules,
 ) -> Option<Move<'a>> {
+    let mut order: Vec<(&KeyspaceGroup, &HashMap<u64, Load>, f64)> = groups
+        .iter()
+        .map(|(g, l)| (g, l, spread(rules, l)))
+        .filter(|(_, _, s)| *s > 0.0)
+        .collect();
+    order.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(b.0)));
+    order.into_iter().find_map(|(group, group_loads, _)| {
+        pick_move_in(loads, group_loads, *group, candidates, used, rules)
+    })
+}
+
+/// [`pick_move`] within one group.
+fn pick_move_in<'a>(
+    loads: &HashMap<u64, Load>,
+    group_loads: &HashMap<u64, Load>,
+    group: KeyspaceGroup,
+    candidates: &[(&'a RegionInfo, KeyspaceGroup)],
+    used: &HashSet<u64>,
+    rules: &PlacementRules,
+) -> Option<Move<'a>> {
+    // (store, its load in the group, its overall score), ascending.
     let by_score = |f: &dyn Fn(&Load) -> bool| {
-        let mut v: Vec<(u64, &Load)> = loads
+        let mut v: Vec<(u64, &Load, f64)> = loads
             .iter()
             .filter(|(_, l)| f(l))
-            .map(|(id, l)| (*id, l))
+            .filter_map(|(id, l)| Some((*id, group_loads.get(id)?, l.score(rules))))
             .collect();
         v.sort_by(|a, b| {
             a.1.score(rules)
                 .total_cmp(&b.1.score(rules))
+                .then(a.2.total_cmp(&b.2))
                 .then(a.0.cmp(&b.0))
         });
         v
@@ -182,11 +260,11 @@ fn pick_move<'a>(
     let mut sources = by_score(&|l| l.remove_tokens > 0);
     sources.reverse();
     let targets = by_score(&|l| l.add_tokens > 0);
-    for &(src, src_load) in &sources {
+    for &(src, src_load, _) in &sources {
         let mut regions: Vec<(&RegionInfo, Peer)> = candidates
             .iter()
-            .filter(|r| !used.contains(&r.region.id))
-            .filter_map(|r| {
+            .filter(|(r, g)| *g == group && !used.contains(&r.region.id))
+            .filter_map(|(r, _)| {
                 let p = r.region.peers.iter().find(|p| p.store_id == src)?;
                 Some((*r, *p))
             })
@@ -195,7 +273,7 @@ fn pick_move<'a>(
             let leads = r.leader.as_ref().is_some_and(|l| l.id == p.id);
             (leads, r.region.id)
         });
-        for &(dst, dst_load) in &targets {
+        for &(dst, dst_load, _) in &targets {
             if dst_load.score(rules) >= src_load.score(rules) {
                 break;
             }
@@ -209,6 +287,7 @@ fn pick_move<'a>(
             if let Some((info, from)) = fits {
                 return Some(Move {
                     info,
+                    group,
                     from: *from,
                     to: dst,
                 });

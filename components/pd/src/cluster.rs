@@ -342,6 +342,11 @@ impl Cluster {
             .collect())
     }
 
+    /// Number of regions in the directory (O(1), unlike `all_regions().len()`).
+    pub fn region_count(&self) -> usize {
+        self.inner.lock().regions.len()
+    }
+
     /// Every region, in key order.
     pub fn all_regions(&self) -> Vec<RegionInfo> {
         self.inner.lock().regions.iter().cloned().collect()
@@ -422,6 +427,9 @@ impl Cluster {
         keys: Vec<Vec<u8>>,
         now_ms: u64,
     ) -> Result<()> {
+        // A store asks PD for the new regions' ids in one AskBatchSplit, which PD caps at
+        // `split_count_max`: an operator with more keys would be refused on every attempt.
+        let max = self.cfg.split_count_max as usize;
         self.add_manual_operator(region_id, "split-region", now_ms, |info| {
             let r = &info.region;
             let inside = |k: &Vec<u8>| {
@@ -436,6 +444,13 @@ impl Cluster {
             let mut keys = keys.clone();
             keys.sort();
             keys.dedup();
+            if keys.len() > max {
+                return Err(PdError::InvalidValue(format!(
+                    "{} split keys in one operator (max {max}, split_count_max): send them in \
+                     batches, each to the region that then holds them",
+                    keys.len()
+                )));
+            }
             Ok(crate::operator::Step::Split { keys })
         })
     }
@@ -552,6 +567,9 @@ impl Lookup for Cluster {
         Cluster::gc_safe_point(self)
     }
 }
+
+#[path = "cluster_merge.rs"]
+mod merge;
 
 #[path = "cluster_regions.rs"]
 mod regions;

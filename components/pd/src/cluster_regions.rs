@@ -98,7 +98,7 @@ impl Claims {
 /// What a heartbeat answers, once its report is installed.
 enum Next {
     /// This step, or nothing.
-    Answer(Option<RegionHeartbeatResponse>),
+    Answer(Option<Box<RegionHeartbeatResponse>>),
     /// The operator planned needs this many peer ids beyond those reserved.
     NeedIds(u64),
 }
@@ -152,7 +152,7 @@ impl Cluster {
             "region {region_id}: a claimed write evicts other regions at install than judged"
         );
         for id in now_evicted {
-            inner.operators.remove(&id);
+            Self::end_operator(&mut inner, id);
         }
         Ok(Some(inner))
     }
@@ -174,11 +174,13 @@ impl Cluster {
             approximate_size: req.approximate_size,
             approximate_keys: req.approximate_keys,
             term: req.term,
+            version_seen_ms: Some(now_ms),
         };
         let region_id = info.region.id;
         // A heartbeat from a leader of an older term (queued before a leader change) must not
         // overwrite the newer leader's report: balance-leader would chase stale counts.
         let prepare = |inner: &Inner| {
+            let mut info = info.clone();
             if let Some(known) = inner.regions.get(region_id) {
                 if known.term > info.term && !epoch::is_stale(&known.epoch(), &info.epoch()) {
                     tracing::debug!(
@@ -189,14 +191,18 @@ impl Cluster {
                     );
                     return None;
                 }
+                if known.epoch().version == info.epoch().version {
+                    // Still the version PD first saw then (the merge checker's clock).
+                    info.version_seen_ms = known.version_seen_ms.or(info.version_seen_ms);
+                }
             }
-            Some(info.clone())
+            Some(info)
         };
         let Some(mut inner) = self.apply_region(prepare)? else {
             return Ok(None);
         };
         match self.next_step(&mut inner, region_id, now_ms)? {
-            Next::Answer(resp) => Ok(resp),
+            Next::Answer(resp) => Ok(resp.map(|r| *r)),
             Next::NeedIds(n) => {
                 // The operator needs peer ids and the allocator must persist a new bound:
                 // reserve them with the lock released, then plan again.
@@ -207,7 +213,7 @@ impl Cluster {
                     return Ok(None);
                 }
                 match self.next_step(&mut inner, region_id, now_ms)? {
-                    Next::Answer(resp) => Ok(resp),
+                    Next::Answer(resp) => Ok(resp.map(|r| *r)),
                     // Taken by others meanwhile: the next heartbeat plans again.
                     Next::NeedIds(_) => Ok(None),
                 }
@@ -225,10 +231,10 @@ impl Cluster {
         let timeout_ms = self.cfg.operator_timeout_secs * 1000;
         if let Some(op) = inner.operators.get(&region_id) {
             match op.advance(&info, now_ms, timeout_ms) {
-                OpStatus::Running(resp) => return Ok(Next::Answer(resp.map(|r| *r))),
+                OpStatus::Running(resp) => return Ok(Next::Answer(resp)),
                 status => {
                     tracing::debug!(region_id, ?status, name = op.name, "operator ended");
-                    inner.operators.remove(&region_id);
+                    Self::end_operator(inner, region_id);
                 }
             }
         }
@@ -257,7 +263,7 @@ impl Cluster {
         }
         let op = inner.operators.get(&region_id).expect("just queued");
         Ok(Next::Answer(match op.advance(&info, now_ms, timeout_ms) {
-            OpStatus::Running(resp) => resp.map(|r| *r),
+            OpStatus::Running(resp) => resp,
             _ => None,
         }))
     }

@@ -84,9 +84,15 @@ impl Cluster {
             inner
                 .regions
                 .iter()
-                .map(|r| RegionSnap {
-                    info: r.clone(),
-                    has_operator: inner.operators.contains_key(&r.region.id),
+                .map(|r| {
+                    let op = inner.operators.get(&r.region.id);
+                    RegionSnap {
+                        info: r.clone(),
+                        has_operator: op.is_some(),
+                        pending_steps: op.map_or_else(Vec::new, |op| {
+                            op.steps.iter().filter(|s| !s.is_done(r)).cloned().collect()
+                        }),
+                    }
                 })
                 .collect()
         } else {

@@ -227,6 +227,18 @@ fn split_operator_checks_its_keys_and_is_sent_until_the_version_grows() {
         c.add_split_operator(99, vec![inside.clone()], 1_000),
         Err(PdError::RegionNotFound(99))
     ));
+    // More keys than one AskBatchSplit may carry is refused up front, not queued forever.
+    let many = |n: u32| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| [inside.as_slice(), &i.to_be_bytes()].concat())
+            .collect()
+    };
+    let max = PdConfig::default().split_count_max;
+    assert!(matches!(
+        c.add_split_operator(2, many(max + 1), 1_000),
+        Err(PdError::InvalidValue(m)) if m.contains("split_count_max")
+    ));
+    assert!(c.operator(2).is_none());
     c.add_split_operator(2, vec![inside.clone(), inside.clone()], 1_000)
         .unwrap();
     let hb = |version: u64| RegionHeartbeatRequest {

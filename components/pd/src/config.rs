@@ -83,6 +83,25 @@ pub struct PdConfig {
     pub store_limit_add_peer_per_min: u64,
     /// Store limit: peers PD may remove from one store per minute.
     pub store_limit_remove_peer_per_min: u64,
+    /// The merge checker joins a region only if its approximate size is below this (and
+    /// its key count below `max_merge_region_keys`); as PD's `max-merge-region-size`.
+    pub max_merge_region_size_bytes: u64,
+    /// The merge checker joins a region only if its approximate key count is below this.
+    pub max_merge_region_keys: u64,
+    /// Largest number of merges running at once; 0 turns the merge checker off (merges asked
+    /// over HTTP still run). As PD's `merge-schedule-limit`.
+    pub merge_schedule_limit: usize,
+    /// A region PD first saw at its current version (split, merged or new) less than this
+    /// long ago is not merged, nor merged into; PD's `split-merge-interval`.
+    pub split_merge_interval_secs: u64,
+    /// The stores' `raftstore.region_max_size_bytes`, when PD is told (0: unknown). A merge
+    /// must leave the joined region below it (and below `region_max_keys`), or the store
+    /// would split it again; unknown, both regions must be below the merge thresholds (which
+    /// then must be at most half the stores' split thresholds, or merges and splits chase
+    /// each other).
+    pub region_max_size_bytes: u64,
+    /// The stores' `raftstore.region_max_keys`, when PD is told (0: unknown).
+    pub region_max_keys: u64,
 }
 
 /// One member of a replicated PD: its raft id, the address clients use (gRPC and HTTP), and
@@ -162,6 +181,12 @@ impl Default for PdConfig {
             region_balance_tolerance_ratio: 0.2,
             store_limit_add_peer_per_min: 30,
             store_limit_remove_peer_per_min: 30,
+            max_merge_region_size_bytes: 20 << 20,
+            max_merge_region_keys: 200_000,
+            merge_schedule_limit: 8,
+            split_merge_interval_secs: 60,
+            region_max_size_bytes: 0,
+            region_max_keys: 0,
         }
     }
 }

@@ -47,6 +47,16 @@ pub enum PdError {
     /// The request carries a bad argument.
     #[error("invalid value: {0}")]
     InvalidValue(String),
+    /// Two regions asked to merge cannot.
+    #[error("region {source_id} cannot merge into region {target_id}: {reason}")]
+    MergeRefused {
+        /// The source region.
+        source_id: u64,
+        /// The target region.
+        target_id: u64,
+        /// Why not.
+        reason: crate::scheduler::MergeRefusal,
+    },
     /// The request's header names another cluster.
     #[error("cluster id mismatch: request {request}, PD {pd}")]
     ClusterIdMismatch {
@@ -83,7 +93,7 @@ impl PdError {
             PdError::AlreadyBootstrapped => ErrorType::AlreadyBootstrapped,
             PdError::RegionNotFound(_) => ErrorType::RegionNotFound,
             PdError::StoreTombstone(_) => ErrorType::StoreTombstone,
-            PdError::InvalidValue(_) => ErrorType::InvalidValue,
+            PdError::InvalidValue(_) | PdError::MergeRefused { .. } => ErrorType::InvalidValue,
             _ => ErrorType::Unknown,
         }
     }

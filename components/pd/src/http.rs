@@ -2,8 +2,9 @@
 //! `/pd/api/v1/store/{id}` (`GET` one store, `DELETE` to decommission it: Offline, then
 //! Tombstone once its regions have moved; `?force=true` skips the check on the Up stores left),
 //! `POST /pd/api/v1/store/{id}/state?state=Up|Offline`, `/metrics`, `/status`, and
-//! `POST /pd/api/v1/operators` for an operator's `transfer-leader` or `split-region` (keys as
-//! uppercase hex of the encoded region keys). JSON shapes follow PD's API closely enough for
+//! `POST /pd/api/v1/operators` for an operator's `transfer-leader`, `split-region` (keys as
+//! uppercase hex of the encoded region keys) or `merge-region` (a refused merge answers `400`
+//! with a `reason`: `same_region`, `not_adjacent`, `different_keyspaces`, `unhealthy`). JSON shapes follow PD's API closely enough for
 //! scripts, `flotilla ctl` and fault tests; every error is a JSON `{"error": ...}`, an unknown
 //! path `404` and a known path with the wrong method `405` (a gRPC call to an unknown method
 //! still gets gRPC's `UNIMPLEMENTED`). A member of a PD group that does not lead answers `503`
@@ -110,14 +111,20 @@ fn status_of(e: &PdError) -> StatusCode {
         PdError::Busy(_) | PdError::StoreTombstone(_) | PdError::StoresNotEnough { .. } => {
             StatusCode::CONFLICT
         }
-        PdError::InvalidValue(_) | PdError::NotBootstrapped => StatusCode::BAD_REQUEST,
+        PdError::InvalidValue(_) | PdError::NotBootstrapped | PdError::MergeRefused { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         PdError::NotLeader => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 fn pd_error_reply(e: PdError) -> Reply {
-    error_reply(status_of(&e), e)
+    let (code, mut reply) = error_reply(status_of(&e), &e);
+    if let PdError::MergeRefused { reason, .. } = &e {
+        reply["reason"] = json!(reason.code());
+    }
+    (code, reply)
 }
 
 fn ok_reply() -> Reply {
@@ -255,12 +262,18 @@ async fn stores(State(st): State<HttpState>) -> Result<Json<Value>, Reply> {
 }
 
 /// The body of `POST /pd/api/v1/operators`, as PD takes it: `{"name": "transfer-leader",
-/// "region_id": 2, "to_store_id": 3}` or `{"name": "split-region", "region_id": 2, "policy":
-/// "usekey", "keys": ["7200..."]}`.
+/// "region_id": 2, "to_store_id": 3}`, `{"name": "split-region", "region_id": 2, "policy":
+/// "usekey", "keys": ["7200..."]}` or `{"name": "merge-region", "source_region_id": 2,
+/// "target_region_id": 3}`.
 #[derive(serde::Deserialize)]
 struct OperatorRequest {
     name: String,
+    #[serde(default)]
     region_id: u64,
+    #[serde(default)]
+    source_region_id: u64,
+    #[serde(default)]
+    target_region_id: u64,
     #[serde(default)]
     to_store_id: u64,
     #[serde(default)]
@@ -303,6 +316,9 @@ async fn add_operator(
             };
             cluster.add_split_operator(req.region_id, keys, now)
         }
+        "merge-region" => {
+            cluster.add_merge_operator(req.source_region_id, req.target_region_id, now)
+        }
         other => return bad_request(format!("unsupported operator {other:?}")),
     };
     added.map_or_else(pd_error_reply, |()| ok_reply())
@@ -315,7 +331,7 @@ async fn metrics_text(State(st): State<HttpState>) -> String {
         st.metrics
             .stores_up
             .set(stores.iter().filter(|s| s.is_up).count() as i64);
-        st.metrics.regions.set(cluster.all_regions().len() as i64);
+        st.metrics.regions.set(cluster.region_count() as i64);
         st.metrics.operators.set(cluster.operator_count() as i64);
     }
     st.metrics.render()

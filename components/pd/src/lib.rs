@@ -11,6 +11,8 @@
 //! directory (epoch rules), advances the region's operator or asks the schedulers for a new
 //! one, and answers at most one step on the stream. Every state change is persisted (fsync'd)
 //! before it is acknowledged; ids and timestamps are handed out only below a persisted bound.
+//! Periodic runs (balance-leader, balance-region, the merge checker) queue operators the same
+//! way; a merge is a pair (the source's steps, the target's passive hold) that ends together.
 //!
 //! Replication: with an initial cluster of several members, PD's writes go through a raft group
 //! of the members (`replication`). Only the leader changes state and hands out ids and
@@ -32,9 +34,12 @@ mod config;
 mod error;
 mod http;
 mod id_alloc;
+mod keyspace_group;
+mod merge;
 mod meta_store;
 mod metrics;
 mod operator;
+mod peer_check;
 mod region_dir;
 mod replica_view;
 mod replication;

@@ -1,15 +1,23 @@
 //! Operators: a short list of steps PD wants one region to go through (add a learner, promote
-//! it, transfer leadership, remove a peer, split). Each region heartbeat advances the region's
-//! operator by observing which steps are done; the current step is (re)sent until it is.
+//! it, transfer leadership, remove a peer, split, merge). Each region heartbeat advances the
+//! region's operator by observing which steps are done; the current step is (re)sent until it is.
+//!
+//! A merge is two operators: the source's (align its peers with the target's stores, then
+//! [`Step::Merge`], answered to the source's leader on every heartbeat) and the target's, a
+//! passive [`Step::MergeTarget`] that only holds the target so that nothing else changes it
+//! meanwhile. Each names the other ([`Operator::merge_partner`]); when one ends, so does the
+//! other.
 
 use proto::eraftpb::ConfChangeType;
-use proto::metapb::{Peer, PeerRole, RegionEpoch};
-use proto::pdpb::{ChangePeer, CheckPolicy, RegionHeartbeatResponse, SplitRegion, TransferLeader};
+use proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use proto::pdpb::{
+    ChangePeer, CheckPolicy, Merge, RegionHeartbeatResponse, SplitRegion, TransferLeader,
+};
 
 use crate::region_dir::RegionInfo;
 
 /// One step of an operator.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Step {
     /// Add a learner peer on a store. `peer_id` 0 means "to be allocated by PD".
     AddLearner {
@@ -44,6 +52,17 @@ pub enum Step {
         /// Split keys, encoded, ascending.
         keys: Vec<Vec<u8>>,
     },
+    /// Merge this region (the source, its peers on the target's stores) into `target`.
+    Merge {
+        /// The target as PD knows it; the target's passive operator ends the merge if the
+        /// target changes, so this stays current while the step runs.
+        target: Region,
+    },
+    /// Hold this region (a merge's target) until the source merges into it.
+    MergeTarget {
+        /// The source region.
+        source_id: u64,
+    },
 }
 
 impl Step {
@@ -67,8 +86,9 @@ impl Step {
                 .leader
                 .as_ref()
                 .is_some_and(|l| l.store_id == *store_id),
-            // A split is observed as a version change, see `Operator::advance`.
-            Step::Split { .. } => false,
+            // A split or merge is observed as a version change, see `Operator::advance`, and
+            // a merged source by its leaving the directory.
+            Step::Split { .. } | Step::Merge { .. } | Step::MergeTarget { .. } => false,
         }
     }
 }
@@ -96,7 +116,7 @@ pub enum OpStatus {
 }
 
 /// A plan for one region.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Operator {
     /// The region.
     pub region_id: u64,
@@ -122,7 +142,8 @@ impl Operator {
         }
     }
 
-    /// Fills every `peer_id` 0 of an `AddLearner` step (and the promote that follows it).
+    /// Fills every `peer_id` 0 of an `AddLearner` step (and of the promote and leader
+    /// transfer to the same store that follow it).
     pub fn assign_peer_ids(
         &mut self,
         mut alloc: impl FnMut() -> crate::Result<u64>,
@@ -134,7 +155,10 @@ impl Operator {
                     *peer_id = alloc()?;
                     assigned.push((*store_id, *peer_id));
                 }
-                Step::PromoteLearner { store_id, peer_id } if *peer_id == 0 => {
+                Step::PromoteLearner { store_id, peer_id }
+                | Step::TransferLeader { store_id, peer_id }
+                    if *peer_id == 0 =>
+                {
                     if let Some((_, id)) = assigned.iter().find(|(s, _)| s == store_id) {
                         *peer_id = *id;
                     }
@@ -145,22 +169,47 @@ impl Operator {
         Ok(())
     }
 
+    /// The region at the other end of a merge, for both of its operators.
+    pub fn merge_partner(&self) -> Option<u64> {
+        self.steps.iter().find_map(|s| match s {
+            Step::Merge { target } => Some(target.id),
+            Step::MergeTarget { source_id } => Some(*source_id),
+            _ => None,
+        })
+    }
+
+    /// Whether this is a merge's source operator (the active half).
+    pub fn is_merge_source(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Merge { .. }))
+    }
+
     /// Observes the heartbeat `info` at `now_ms` and says what to do next.
+    ///
+    /// Epochs: a split is done once the version grows. A merge's source is one version and,
+    /// its conf changes done, one conf_ver ahead once PrepareMerge applied: the operator then
+    /// waits for the target's report to evict it. Any other version change of the source
+    /// (a split, a rolled-back merge) makes it stale. A merge's target is done once its
+    /// version grows (it took the source over, or split and the store rolls the merge back).
     pub fn advance(&self, info: &RegionInfo, now_ms: u64, timeout_ms: u64) -> OpStatus {
         if now_ms.saturating_sub(self.created_ms) > timeout_ms {
             return OpStatus::Timeout;
         }
         let epoch = info.epoch();
-        let splits = self.steps.iter().any(|s| matches!(s, Step::Split { .. }));
-        if epoch.version != self.epoch.version {
-            return if splits && epoch.version > self.epoch.version {
+        let has = |f: fn(&Step) -> bool| self.steps.iter().any(f);
+        let splits = has(|s| matches!(s, Step::Split { .. }));
+        let held = has(|s| matches!(s, Step::MergeTarget { .. }));
+        let conf_changes = self.steps.iter().filter(|s| s.is_conf_change()).count() as u64;
+        let prepared = self.is_merge_source()
+            && epoch.version == self.epoch.version + 1
+            && epoch.conf_ver == self.epoch.conf_ver + conf_changes + 1;
+        if epoch.version != self.epoch.version && !prepared {
+            return if (splits || held) && epoch.version > self.epoch.version {
                 OpStatus::Finished
             } else {
                 OpStatus::Stale
             };
         }
-        let conf_changes = self.steps.iter().filter(|s| s.is_conf_change()).count() as u64;
-        if epoch.conf_ver > self.epoch.conf_ver + conf_changes {
+        if epoch.conf_ver > self.epoch.conf_ver + conf_changes + u64::from(prepared) {
             return OpStatus::Stale;
         }
         // Skip the prefix of steps already done: the heartbeat may show several at once.
@@ -248,7 +297,37 @@ impl Operator {
                     keys: keys.clone(),
                 });
             }
+            Step::Merge { target } => {
+                // PrepareMerge applied: the source's leader carries the merge on by itself
+                // (through leader changes and restarts too); asking again would only be refused.
+                if info.epoch().version > self.epoch.version {
+                    return Ok(None);
+                }
+                if !is_aligned(&info.region, target) {
+                    return Err(());
+                }
+                // PrepareMerge waits for every peer anyway; a pending one would only delay it.
+                if !info.pending_peers.is_empty() {
+                    return Ok(None);
+                }
+                resp.merge = Some(Merge {
+                    target: Some(target.clone()),
+                });
+            }
+            Step::MergeTarget { .. } => return Ok(None),
         }
         Ok(Some(resp))
     }
+}
+
+/// Whether `source`'s peers are all voters on exactly the stores of `target`'s voters (what
+/// the store side requires of a merge).
+pub(crate) fn is_aligned(source: &Region, target: &Region) -> bool {
+    let voter_stores = |r: &Region| {
+        let mut stores: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+        stores.sort_unstable();
+        let all_voters = r.peers.iter().all(|p| p.role == PeerRole::Voter as i32);
+        all_voters.then_some(stores)
+    };
+    voter_stores(source).is_some_and(|s| Some(s) == voter_stores(target))
 }

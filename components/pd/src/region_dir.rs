@@ -40,6 +40,10 @@ pub struct RegionInfo {
     pub approximate_keys: u64,
     /// The leader's raft term.
     pub term: u64,
+    /// When PD first heard a heartbeat of the region at its current version (ms since the
+    /// epoch); None while no heartbeat has (a region known from a split report, or loaded at
+    /// start-up). In memory only: the merge checker leaves a region this young alone.
+    pub version_seen_ms: Option<u64>,
 }
 
 impl RegionInfo {

@@ -10,7 +10,12 @@
 //! Threads: one `pd-raft` thread owns the [`RawNode`] (ticks, steps, proposals, persistence,
 //! apply); a small tokio runtime of its own carries the member-to-member messages (a
 //! `flotillapb.PdPeer` server on the peer address, one sender task per peer), so that raft keeps
-//! running while PD's request threads wait for their writes to commit.
+//! running while PD's request threads wait for their writes to commit. The peer server steps
+//! only what `peer_check` accepts: raft traffic from another member, never a proposal, with
+//! every entry and snapshot decodable as apply reads it; the raft thread then drops what
+//! contradicts its log and would make raft-rs panic. A committed entry that still does not
+//! decode was damaged on disk, and stops the member (a panic, which ends a `flotilla pd`
+//! process) naming the entry.
 //!
 //! Leadership: a member serves only while it is the raft leader, has applied every entry of
 //! earlier terms, and holds a lease. The lease is renewed by a read-index round every tick:
@@ -38,6 +43,7 @@ use raft::{GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Sto
 use tokio::sync::watch;
 
 use crate::meta_store::{scan_cf_prefix, MetaStore, RocksMetaStore};
+use crate::peer_check::{check_against_log, check_peer_message, PeerGroup};
 use crate::replica_view::ReplicaView;
 use crate::tso::decode_u64;
 use crate::{PdConfig, PdError, Result};
@@ -60,6 +66,8 @@ const SEND_BATCH_MAX: usize = 256;
 const COMPACT_KEEP: u64 = 100;
 /// Ticks between the leader's heartbeats.
 const HEARTBEAT_TICKS: usize = 2;
+/// Shortest time between two log lines about refused peer messages.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 fn entry_key(index: u64) -> Vec<u8> {
     [ENTRY_PREFIX, &index.to_be_bytes()].concat()
@@ -181,7 +189,14 @@ impl RaftMetaStore {
         {
             let _guard = runtime.enter();
             let listener = tokio::net::TcpListener::from_std(std_listener)?;
-            let svc = PeerService { inbox: inbox_tx };
+            let svc = PeerService {
+                inbox: inbox_tx,
+                group: PeerGroup {
+                    members: cfg.initial_cluster.iter().map(|m| m.id).collect(),
+                    me: me.id,
+                },
+                refused: RefusalLog::default(),
+            };
             let router = tonic::service::Routes::new(PdPeerServer::new(svc)).into_axum_router();
             runtime.spawn(crate::server::accept_loop(listener, router, stop_rx));
         }
@@ -283,9 +298,65 @@ impl MetaStore for RaftMetaStore {
     }
 }
 
-/// Receives the peers' raft messages into the raft thread's inbox.
+/// Receives the peers' raft messages into the raft thread's inbox, each checked first
+/// ([`check_peer_message`]): a batch with one refused message is refused whole, unstepped.
 struct PeerService {
     inbox: Sender<Message>,
+    group: PeerGroup,
+    refused: RefusalLog,
+}
+
+/// Counts refused batches and logs them, at most once per [`REFUSAL_LOG_INTERVAL`].
+#[derive(Default)]
+struct RefusalLog {
+    /// Refused since the last line logged.
+    since_logged: AtomicU64,
+    last_logged: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl RefusalLog {
+    fn record(&self, member_id: u64, reason: &str) {
+        self.since_logged.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last_logged.lock();
+        if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let count = self.since_logged.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            member_id,
+            refused = count,
+            "PD peer port refused raft messages; latest: {reason}"
+        );
+    }
+}
+
+impl PeerService {
+    /// Every message of `messages`, decoded and checked, or why the batch is refused.
+    fn check_batch(
+        &self,
+        messages: &[Vec<u8>],
+    ) -> std::result::Result<Vec<Message>, tonic::Status> {
+        if messages.len() > SEND_BATCH_MAX {
+            return Err(tonic::Status::invalid_argument(format!(
+                "{} raft messages in a batch, at most {SEND_BATCH_MAX}",
+                messages.len()
+            )));
+        }
+        messages
+            .iter()
+            .map(|bytes| {
+                check_peer_message(bytes, &self.group).map_err(|e| {
+                    let msg = format!("PD member {}: {e}", self.group.me);
+                    if e.is_about_sender() {
+                        tonic::Status::permission_denied(msg)
+                    } else {
+                        tonic::Status::invalid_argument(msg)
+                    }
+                })
+            })
+            .collect()
+    }
 }
 
 #[tonic::async_trait]
@@ -294,9 +365,10 @@ impl PdPeer for PeerService {
         &self,
         req: tonic::Request<PdRaftBatch>,
     ) -> std::result::Result<tonic::Response<Done>, tonic::Status> {
-        for bytes in req.into_inner().messages {
-            let m = Message::parse_from_bytes(&bytes)
-                .map_err(|e| tonic::Status::invalid_argument(format!("raft message: {e}")))?;
+        let messages = self
+            .check_batch(&req.into_inner().messages)
+            .inspect_err(|status| self.refused.record(self.group.me, status.message()))?;
+        for m in messages {
             match self.inbox.try_send(m) {
                 Ok(()) | Err(TrySendError::Full(_)) => {}
                 Err(TrySendError::Disconnected(_)) => {
@@ -456,6 +528,8 @@ struct Node {
     silent_ticks: usize,
     /// Updated with every write applied.
     view: Arc<ReplicaView>,
+    /// Peer messages dropped for contradicting this member's log.
+    refused: RefusalLog,
 }
 
 impl Node {
@@ -553,6 +627,7 @@ impl Node {
             // Two heartbeats missed, and always short of an election.
             silent_ticks: (2 * HEARTBEAT_TICKS + 1).min(cfg.raft_election_ticks - 1),
             view,
+            refused: RefusalLog::default(),
         })
     }
 
@@ -566,9 +641,7 @@ impl Node {
                     Ok(cmd) => self.on_cmd(cmd),
                 },
                 recv(inbox) -> m => match m {
-                    Ok(m) => {
-                        let _ = self.raw.step(m);
-                    }
+                    Ok(m) => self.on_peer_message(m),
                     // The peer server is gone: the member is stopping.
                     Err(_) => break 'outer,
                 },
@@ -581,7 +654,7 @@ impl Node {
                 self.on_cmd(cmd);
             }
             while let Ok(m) = inbox.try_recv() {
-                let _ = self.raw.step(m);
+                self.on_peer_message(m);
             }
             if Instant::now() >= next_tick {
                 next_tick += self.tick;
@@ -609,6 +682,17 @@ impl Node {
         self.shared.lease_until_ns.store(0, Ordering::Release);
         let _ = self.links.role_tx.send(Role::default());
         let _ = self.links.stop_peers.send(true);
+    }
+
+    /// Steps a message the peer port accepted, unless it contradicts this member's log
+    /// ([`check_against_log`]).
+    fn on_peer_message(&mut self, m: Message) {
+        let raft = &self.raw.raft;
+        if let Err(e) = check_against_log(&m, raft.term, raft.raft_log.last_index()) {
+            self.refused.record(raft.id, &e.to_string());
+            return;
+        }
+        let _ = self.raw.step(m);
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
@@ -736,7 +820,14 @@ impl Node {
         let mut writes = Vec::new();
         for e in &entries {
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                let pairs = decode_pairs(&e.data)?;
+                // The peer port lets no undecodable entry in: this one was damaged on disk.
+                let pairs = decode_pairs(&e.data).unwrap_or_else(|err| {
+                    panic!(
+                        "PD member {}: committed entry {} (term {}) does not decode, \
+                         the raft log on disk is damaged: {err}",
+                        self.raw.raft.id, e.index, e.term
+                    )
+                });
                 for (k, v) in &pairs {
                     if v.is_empty() {
                         wb.delete_cf(CF_DEFAULT, k);
@@ -746,7 +837,8 @@ impl Node {
                 }
                 writes.push(pairs);
             }
-            // Membership is static (the initial cluster): conf-change entries carry nothing.
+            // Membership is static (the initial cluster): PD proposes no conf change, and the
+            // peer port refuses entries of one.
         }
         wb.put_cf(CF_RAFT, APPLIED_KEY, &last_index.to_be_bytes());
         self.engine().write(&wb, false).map_err(storage_err)?;
@@ -781,7 +873,13 @@ impl Node {
         for (k, _) in scan_cf_prefix(self.engine(), CF_DEFAULT, b"")? {
             wb.delete_cf(CF_DEFAULT, &k);
         }
-        let pairs = decode_pairs(&snap.data)?;
+        // Checked on receipt (the peer port), so this is a broken invariant.
+        let pairs = decode_pairs(&snap.data).unwrap_or_else(|err| {
+            panic!(
+                "PD member {}: snapshot at index {index} (term {term}) does not decode: {err}",
+                self.raw.raft.id
+            )
+        });
         for (k, v) in &pairs {
             wb.put_cf(CF_DEFAULT, k, v);
         }
@@ -885,5 +983,57 @@ mod tests {
         let bytes = encode_pairs(&pairs);
         assert_eq!(decode_pairs(&bytes).unwrap(), pairs);
         assert!(decode_pairs(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A committed entry that does not decode can only come from a damaged disk (the peer port
+    /// lets none in): applying it stops the member with the entry's index and the member's id,
+    /// rather than ending the raft thread quietly.
+    #[test]
+    #[should_panic(expected = "PD member 1: committed entry 2 (term 1) does not decode")]
+    fn a_damaged_committed_entry_stops_the_member_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = RocksMetaStore::open(dir.path()).unwrap();
+        let engine = local.engine().clone();
+        let mut wb = WriteBatch::default();
+        for (index, data) in [(1, Vec::new()), (2, vec![0xFF; 6])] {
+            let e = Entry {
+                index,
+                term: 1,
+                data: data.into(),
+                ..Default::default()
+            };
+            wb.put_cf(CF_RAFT, &entry_key(index), &e.write_to_bytes().unwrap());
+        }
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: 2,
+            ..Default::default()
+        };
+        wb.put_cf(CF_RAFT, HARD_STATE_KEY, &hs.write_to_bytes().unwrap());
+        engine.write(&wb, true).unwrap();
+
+        let cfg = PdConfig {
+            data_dir: dir.path().to_owned(),
+            initial_cluster: vec![crate::PdMember {
+                id: 1,
+                client_addr: "127.0.0.1:1".into(),
+                peer_addr: "127.0.0.1:2".into(),
+            }],
+            member_id: 1,
+            ..Default::default()
+        };
+        let shared = Arc::new(Shared {
+            origin: Instant::now(),
+            lease_until_ns: AtomicU64::new(0),
+        });
+        let links = Links {
+            outboxes: HashMap::new(),
+            role_tx: watch::channel(Role::default()).0,
+            stop_peers: watch::channel(false).0,
+        };
+        let view = Arc::new(ReplicaView::load(&local, cfg.scan_regions_max).unwrap());
+        let mut node = Node::open(engine, &cfg, shared, links, view).unwrap();
+        let _ = node.on_ready();
     }
 }

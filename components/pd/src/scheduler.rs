@@ -5,9 +5,12 @@
 //! - [`check_replicas`]: bring a region to `max_replicas` voters (add learner, promote it;
 //!   replace peers on Offline stores and on stores down longer than `max_store_down_secs`;
 //!   remove extra peers, moving the leader away first).
-//! - [`balance_leader`]: keep every up store's leader count near the mean.
-//! - [`balance_region`]: move replicas from the store with the highest
-//!   [`region_score`] to the lowest.
+//! - [`balance_leader`]: keep every up store's leader count near the mean, within each
+//!   keyspace group.
+//! - [`balance_region`]: move replicas from the store with the highest [`region_score`] to
+//!   the lowest, within each keyspace group.
+//! - [`check_merge`]: join a small region into an adjacent one of its keyspace, after moving
+//!   its peers onto the neighbour's stores (two operators, see [`merge_operators`]).
 //!
 //! Store limits reach the schedulers as data: each [`StoreSnap`] carries the peer additions
 //! and removals its store may still take (PD's `store_limit` module keeps the buckets), and a
@@ -17,10 +20,14 @@ use std::collections::HashMap;
 
 use proto::metapb::{Peer, PeerRole};
 
+use crate::keyspace_group::{region_group, KeyspaceGroup, OUTSIDE};
 use crate::operator::{Operator, Step};
 use crate::region_dir::RegionInfo;
 
 pub use crate::balance_region::balance_region;
+pub use crate::merge::{
+    check_merge, check_pair, merge_operators, same_keyspace, MergeRefusal, MergeRules, MERGE_REGION,
+};
 
 /// A store's health as the schedulers see it (tombstones are not in the snapshot).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -177,6 +184,9 @@ pub struct RegionSnap {
     pub info: RegionInfo,
     /// Whether an operator is already running on it.
     pub has_operator: bool,
+    /// The running operator's steps not yet done (the balance schedulers count the region
+    /// where it will be).
+    pub pending_steps: Vec<Step>,
 }
 
 impl ClusterSnapshot {
@@ -370,7 +380,10 @@ pub(crate) fn remove_steps(info: &RegionInfo, snap: &ClusterSnapshot, victim: &P
 }
 
 /// Moves leaders from the stores with most leaders to stores with fewest, so that every up
-/// store ends within `tolerance` of the mean; at most `ops_max` operators.
+/// store ends within `tolerance` of the mean *within each keyspace group* (see
+/// [`crate::keyspace_group`]); at most `ops_max` operators. The group furthest out of
+/// balance goes first; between stores alike in the group, the overall leader count decides,
+/// so a cluster of one group balances as one set.
 pub fn balance_leader(snap: &ClusterSnapshot, tolerance: u64, ops_max: usize) -> Vec<Operator> {
     let mut leaders: HashMap<u64, u64> = snap
         .stores
@@ -382,41 +395,72 @@ pub fn balance_leader(snap: &ClusterSnapshot, tolerance: u64, ops_max: usize) ->
     if n < 2 {
         return Vec::new();
     }
-    let total: u64 = leaders.values().sum();
+    let mut groups: HashMap<KeyspaceGroup, HashMap<u64, u64>> = group_tallies(snap)
+        .into_iter()
+        .map(|(g, tallies)| {
+            let counts = leaders
+                .keys()
+                .map(|id| (*id, tallies.get(id).map_or(0, |t| t.leader_count)))
+                .collect();
+            (g, counts)
+        })
+        .collect();
+    let region_groups: Vec<KeyspaceGroup> = snap
+        .regions
+        .iter()
+        .map(|r| region_group(&r.info.region))
+        .collect();
     let mut ops: Vec<Operator> = Vec::new();
     while ops.len() < ops_max {
-        let max = *leaders.values().max().unwrap_or(&0);
-        let min = *leaders.values().min().unwrap_or(&0);
-        // Within tolerance of the mean: max - mean <= tol and mean - min <= tol (times n).
-        if max * n <= total + tolerance * n && min * n + tolerance * n >= total {
+        // Groups out of tolerance of their mean (max - mean > tol or mean - min > tol, times
+        // n), widest spread first.
+        let mut order: Vec<(KeyspaceGroup, u64)> = groups
+            .iter()
+            .filter_map(|(g, counts)| {
+                let total: u64 = counts.values().sum();
+                let max = *counts.values().max().unwrap_or(&0);
+                let min = *counts.values().min().unwrap_or(&0);
+                let balanced = max * n <= total + tolerance * n && min * n + tolerance * n >= total;
+                (!balanced).then_some((*g, max - min))
+            })
+            .collect();
+        order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let picked = order.into_iter().find_map(|(g, _)| {
+            let in_group = |i: usize| region_groups[i] == g;
+            pick_leader_move(snap, &groups[&g], &leaders, &in_group, &ops).map(|m| (g, m))
+        });
+        let Some((g, (op, from, to))) = picked else {
             break;
+        };
+        for counts in [&mut leaders, groups.get_mut(&g).expect("picked")] {
+            *counts.get_mut(&from).expect("source is up") -= 1;
+            *counts.get_mut(&to).expect("target is up") += 1;
         }
-        match pick_leader_move(snap, &leaders, &ops) {
-            Some((op, from, to)) => {
-                *leaders.get_mut(&from).expect("source is up") -= 1;
-                *leaders.get_mut(&to).expect("target is up") += 1;
-                ops.push(op);
-            }
-            None => break,
-        }
+        ops.push(op);
     }
     ops
 }
 
-/// One leader move that strictly narrows the gap, from the store with most leaders first.
+/// One leader move among the regions `in_group` (by index in the snapshot) that strictly
+/// narrows the group's gap, from the store with most of the group's leaders first (ties:
+/// most leaders overall), to the voter's store with fewest (likewise fewest overall).
 fn pick_leader_move(
     snap: &ClusterSnapshot,
+    group: &HashMap<u64, u64>,
     leaders: &HashMap<u64, u64>,
+    in_group: &dyn Fn(usize) -> bool,
     ops: &[Operator],
 ) -> Option<(Operator, u64, u64)> {
-    let mut sources: Vec<(u64, u64)> = leaders.iter().map(|(id, c)| (*id, *c)).collect();
-    sources.sort_by_key(|(id, c)| (std::cmp::Reverse(*c), *id));
+    let overall = |id: &u64| leaders.get(id).copied().unwrap_or(0);
+    let mut sources: Vec<(u64, u64)> = group.iter().map(|(id, c)| (*id, *c)).collect();
+    sources.sort_by_key(|(id, c)| (std::cmp::Reverse((*c, overall(id))), *id));
     for (src, src_count) in sources {
-        let mut best: Option<(u64, &RegionInfo, &Peer)> = None;
-        for r in snap
+        let mut best: Option<((u64, u64), &RegionInfo, &Peer)> = None;
+        for (_, r) in snap
             .regions
             .iter()
-            .filter(|r| !r.has_operator && r.info.pending_peers.is_empty())
+            .enumerate()
+            .filter(|(i, r)| in_group(*i) && !r.has_operator && r.info.pending_peers.is_empty())
         {
             let info = &r.info;
             if info.leader.as_ref().is_none_or(|l| l.store_id != src)
@@ -430,11 +474,12 @@ fn pick_leader_move(
                 .iter()
                 .filter(|p| is_voter(p) && p.store_id != src)
             {
-                let Some(&count) = leaders.get(&p.store_id) else {
+                let Some(&count) = group.get(&p.store_id) else {
                     continue;
                 };
-                if count + 1 < src_count && best.is_none_or(|(c, _, _)| count < c) {
-                    best = Some((count, info, p));
+                let rank = (count, overall(&p.store_id));
+                if count + 1 < src_count && best.is_none_or(|(c, _, _)| rank < c) {
+                    best = Some((rank, info, p));
                 }
             }
         }
@@ -451,6 +496,89 @@ fn pick_leader_move(
         }
     }
     None
+}
+
+/// Per keyspace group (see `keyspace_group`): the outside group's per-store tallies are the
+/// store's totals (as the snapshot reports them, running operators included) less what the
+/// keyspace groups hold there, so that a cluster with no keyspace regions balances exactly as a
+/// single set.
+/// What one group holds on one store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GroupTally {
+    /// Peers of the group's regions.
+    pub region_count: u64,
+    /// Sum of those regions' approximate sizes.
+    pub region_size_bytes: u64,
+    /// The group's regions led from the store.
+    pub leader_count: u64,
+}
+
+/// Per group, per store of the snapshot: what the group holds there once the running
+/// operators' steps are done. Every store of the snapshot appears in every group present.
+pub(crate) fn group_tallies(
+    snap: &ClusterSnapshot,
+) -> HashMap<KeyspaceGroup, HashMap<u64, GroupTally>> {
+    let empty: HashMap<u64, GroupTally> = snap
+        .stores
+        .iter()
+        .map(|s| (s.id, GroupTally::default()))
+        .collect();
+    let mut groups: HashMap<KeyspaceGroup, HashMap<u64, GroupTally>> = HashMap::new();
+    groups.insert(OUTSIDE, empty.clone());
+    for r in &snap.regions {
+        let group = region_group(&r.info.region);
+        if group == OUTSIDE {
+            continue;
+        }
+        let tallies = groups.entry(group).or_insert_with(|| empty.clone());
+        let (stores, leader) = after_operator(r);
+        for id in stores {
+            if let Some(t) = tallies.get_mut(&id) {
+                t.region_count += 1;
+                t.region_size_bytes = t.region_size_bytes.saturating_add(r.info.approximate_size);
+            }
+        }
+        if let Some(t) = leader.and_then(|id| tallies.get_mut(&id)) {
+            t.leader_count += 1;
+        }
+    }
+    // The outside group: the stores' totals less the keyspace groups.
+    for s in &snap.stores {
+        let mut rest = GroupTally {
+            region_count: s.region_count,
+            region_size_bytes: s.region_size_bytes,
+            leader_count: s.leader_count,
+        };
+        for (_, tallies) in groups.iter().filter(|(g, _)| **g != OUTSIDE) {
+            let t = tallies.get(&s.id).copied().unwrap_or_default();
+            rest.region_count = rest.region_count.saturating_sub(t.region_count);
+            rest.region_size_bytes = rest.region_size_bytes.saturating_sub(t.region_size_bytes);
+            rest.leader_count = rest.leader_count.saturating_sub(t.leader_count);
+        }
+        groups
+            .get_mut(&OUTSIDE)
+            .expect("inserted above")
+            .insert(s.id, rest);
+    }
+    groups
+}
+
+/// The stores of `r`'s peers and its leader's store once its running operator's remaining
+/// steps are done.
+fn after_operator(r: &RegionSnap) -> (Vec<u64>, Option<u64>) {
+    let mut stores: Vec<u64> = r.info.region.peers.iter().map(|p| p.store_id).collect();
+    let mut leader = r.info.leader.as_ref().map(|l| l.store_id);
+    for step in &r.pending_steps {
+        match step {
+            Step::AddLearner { store_id, .. } if !stores.contains(store_id) => {
+                stores.push(*store_id)
+            }
+            Step::RemovePeer { store_id, .. } => stores.retain(|s| s != store_id),
+            Step::TransferLeader { store_id, .. } => leader = Some(*store_id),
+            _ => {}
+        }
+    }
+    (stores, leader)
 }
 
 #[cfg(test)]

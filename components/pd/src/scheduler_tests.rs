@@ -60,6 +60,7 @@ fn snap(stores: Vec<StoreSnap>, regions: &[RegionInfo]) -> ClusterSnapshot {
         .map(|r| RegionSnap {
             info: r.clone(),
             has_operator: false,
+            pending_steps: Vec::new(),
         })
         .collect();
     ClusterSnapshot { stores, regions }
@@ -569,7 +570,9 @@ impl Sim {
                     );
                     peers.retain(|p| p.id != peer_id);
                 }
-                Step::Split { .. } => panic!("{op:?}"),
+                Step::Split { .. } | Step::Merge { .. } | Step::MergeTarget { .. } => {
+                    panic!("{op:?}")
+                }
             }
             let mut on: Vec<u64> = peers.iter().map(|p| p.store_id).collect();
             on.sort_unstable();
@@ -751,3 +754,6 @@ fn balance_region_skips_unhealthy_and_busy_regions() {
     s.regions.iter_mut().for_each(|r| r.has_operator = true);
     assert!(balance_region(&s, &rules(), 10).is_empty());
 }
+
+#[path = "keyspace_group_tests.rs"]
+mod keyspace_group_tests;

@@ -329,13 +329,17 @@ impl PdService {
         req: RegionHeartbeatRequest,
     ) -> Result<Option<RegionHeartbeatResponse>, Status> {
         self.metrics.region_heartbeats.inc();
+        let timer = self.metrics.region_heartbeat_seconds.start_timer();
         let region_id = req.region.as_ref().map_or(0, |r| r.id);
         let result = check(cluster.cluster_id(), &req.header)
             .and_then(|_| cluster.region_heartbeat(req, now_ms()));
+        timer.observe_duration();
         Ok(match result {
             Ok(Some(mut resp)) => {
                 let kind = if resp.split_region.is_some() {
                     "split"
+                } else if resp.merge.is_some() {
+                    "merge"
                 } else if resp.transfer_leader.is_some() {
                     "transfer_leader"
                 } else {

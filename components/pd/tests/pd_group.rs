@@ -2,18 +2,22 @@
 //! calls with `Unavailable`; when the leader stops, another takes over with the same cluster id,
 //! ids and timestamps above every one handed out, and the bootstrapped state; a member that was
 //! down catches up, from a snapshot once the log was compacted past it. Every member answers a
-//! client's lookups and relays its timestamps, also while the group has no leader.
+//! client's lookups and relays its timestamps, also while the group has no leader. The peer
+//! port refuses proposals and garbage without effect.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pd::{PdConfig, PdHandle, PdMember, PdServer};
+use proto::flotillapb::pd_peer_client::PdPeerClient;
+use proto::flotillapb::PdRaftBatch;
 use proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
 use proto::pdpb::pd_client::PdClient;
 use proto::pdpb::{
-    GetMembersRequest, GetRegionRequest, GetStoreRequest, IsBootstrappedRequest, RequestHeader,
-    TsoRequest,
+    AllocIdRequest, GetMembersRequest, GetRegionRequest, GetStoreRequest, IsBootstrappedRequest,
+    PutStoreRequest, RequestHeader, TsoRequest,
 };
+use raft::eraftpb::{Entry, Message as RaftMessage, MessageType};
 use tempfile::TempDir;
 
 fn free_addr() -> String {
@@ -291,6 +295,149 @@ async fn every_member_answers_lookups_and_relays_timestamps_through_a_leader_cha
     assert!(ts > last_ts, "timestamp {ts} after {last_ts}");
     let second = leader_of(&handles).await;
     assert_ne!(second, first);
+    for h in handles.into_iter().flatten() {
+        h.shutdown().await;
+    }
+}
+
+/// A MsgPropose of `data` from `from` to `to`, encoded as the peer port receives it.
+fn proposal(from: u64, to: u64, data: &[u8]) -> Vec<u8> {
+    let mut m = RaftMessage::default();
+    m.set_msg_type(MessageType::MsgPropose);
+    m.from = from;
+    m.to = to;
+    m.mut_entries().push(Entry {
+        data: data.to_vec().into(),
+        ..Default::default()
+    });
+    protobuf::Message::write_to_bytes(&m).unwrap()
+}
+
+/// A heartbeat from `from` to `to` in a far newer term that commits past any log: raft-rs
+/// would panic stepping it.
+fn heartbeat_past_the_log(from: u64, to: u64) -> Vec<u8> {
+    let mut m = RaftMessage::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = from;
+    m.to = to;
+    m.term = 1_000;
+    m.commit = u64::MAX;
+    protobuf::Message::write_to_bytes(&m).unwrap()
+}
+
+/// Store `store_id`'s address as member `url` answers it, if it knows the store.
+async fn store_via(url: &str, store_id: u64) -> Option<String> {
+    let mut client = PdClient::connect(url.to_owned()).await.ok()?;
+    let resp = client
+        .get_store(GetStoreRequest {
+            store_id,
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner();
+    resp.store.map(|s| s.address)
+}
+
+/// PD's peer port takes raft messages from the group's members only, and never a proposal:
+/// one carrying bytes that PD's apply cannot decode, sent to every member from a stranger and
+/// from a member, is refused, as are bytes that are no raft message; a heartbeat that commits
+/// past the log is dropped. None has an effect: the group still commits writes, which every
+/// member applies, and serves timestamps and lookups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_peer_port_refuses_proposals_and_garbage() {
+    let dir = TempDir::new().unwrap();
+    let members = members(3);
+    let (handles, first) = start_bootstrapped(dir.path(), &members).await;
+    let cluster_id = handles[first]
+        .as_ref()
+        .unwrap()
+        .cluster()
+        .unwrap()
+        .cluster_id();
+    // A length prefix far past the end: `decode_pairs` refuses it.
+    let garbage = [0xFF; 12];
+    let mut answers = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let mut client = PdPeerClient::connect(format!("http://{}", m.peer_addr))
+            .await
+            .expect("a member's peer port answers (raft did not stop)");
+        let member = members[(i + 1) % 3].id;
+        let batches = [
+            ("stranger's proposal", proposal(99, m.id, &garbage)),
+            ("member's proposal", proposal(member, m.id, &garbage)),
+            ("garbage", garbage.to_vec()),
+            (
+                "heartbeat past the log",
+                heartbeat_past_the_log(member, m.id),
+            ),
+        ];
+        for (what, bytes) in batches {
+            let batch = PdRaftBatch {
+                messages: vec![bytes],
+            };
+            answers.push((m.id, what, client.raft(batch).await));
+        }
+    }
+    // A proposal a follower forwarded would reach the leader in this time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Replicated writes through PD's client API still commit, and every member applies them.
+    let mut client = PdClient::connect(handles[first].as_ref().unwrap().endpoint())
+        .await
+        .unwrap();
+    let header = Some(RequestHeader {
+        cluster_id,
+        ..Default::default()
+    });
+    let store = Store {
+        id: 2,
+        address: "127.0.0.1:2".into(),
+        ..Default::default()
+    };
+    let resp = client
+        .put_store(PutStoreRequest {
+            header,
+            store: Some(store),
+        })
+        .await
+        .expect("the group still commits writes")
+        .into_inner();
+    assert!(resp.header.unwrap().error.is_none());
+    let id = client
+        .alloc_id(AllocIdRequest { header })
+        .await
+        .expect("the group still commits writes")
+        .into_inner();
+    assert!(id.header.unwrap().error.is_none());
+    assert!(id.id > 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for h in handles.iter().flatten() {
+        let url = h.endpoint();
+        while store_via(&url, 2).await.as_deref() != Some("127.0.0.1:2") {
+            assert!(Instant::now() < deadline, "{url} did not apply the write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(region_via(&url, cluster_id, b"k").await.unwrap(), 2);
+        tso_via(&url, cluster_id).await.unwrap();
+    }
+    assert_eq!(leader_of(&handles).await, first);
+
+    for (member, what, answer) in answers {
+        let code = match what {
+            // Well formed: the port takes it, the raft thread drops it against its log.
+            "heartbeat past the log" => {
+                assert!(answer.is_ok(), "member {member}, {what}: {answer:?}");
+                continue;
+            }
+            "stranger's proposal" => tonic::Code::PermissionDenied,
+            _ => tonic::Code::InvalidArgument,
+        };
+        match answer {
+            Ok(_) => panic!("member {member} accepted a {what}"),
+            Err(status) => assert_eq!(status.code(), code, "member {member}, {what}: {status}"),
+        }
+    }
     for h in handles.into_iter().flatten() {
         h.shutdown().await;
     }
