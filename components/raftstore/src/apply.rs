@@ -3,22 +3,29 @@
 //! state, so data and progress move atomically. Admin commands (split, log compaction) and
 //! membership changes update region metadata the same way and are reported to the poller.
 //!
+//! Merge: PrepareMerge puts the source region in `Merging` (epoch raised, nothing else applies);
+//! CommitMerge, applied in the target, first brings this store's source peer up to the
+//! PrepareMerge entry (from its own raft log and the entries CommitMerge carries), then widens
+//! the target over the source's range and tombstones the source, in one synced batch; the data
+//! stays where it is. RollbackMerge returns the source to `Normal`.
+//!
 //! The thread never waits for the poller: its reports go on the poller's unbounded control
 //! channel. A snapshot is written here too, off the poller, and reported the same way
 //! (`ControlMsg::SnapshotApplied`), after the apply results that precede it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use engine::{KvEngine, WriteBatch, CF_RAFT, DATA_CFS};
 use prost::Message as _;
 use proto::flotillapb::{
-    AdminCmdType, AdminRequest, ChangePeerRequest, CmdType, PeerState, RaftApplyState,
-    RaftCmdRequest, RegionLocalState, SnapshotData,
+    AdminCmdType, AdminRequest, ChangePeerRequest, CmdType, CommitMergeRequest, MergeState,
+    PeerState, RaftApplyState, RaftCmdRequest, RegionLocalState, SnapshotData,
 };
 use proto::metapb;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
+use raft_log::RaftLogStore;
 
 use crate::msg::{ApplyRes, ControlMsg, ExecResult, RegionError, WriteCallback};
 use crate::peer_storage::{init_apply_state, write_initial_region};
@@ -30,6 +37,9 @@ pub struct Proposal {
     pub index: u64,
     /// Term the entry was proposed in.
     pub term: u64,
+    /// When it was proposed (lease clock): its commit in the leader's term renews the lease
+    /// from here.
+    pub proposed_ns: u64,
     /// Answer to the client.
     pub cb: WriteCallback,
 }
@@ -40,6 +50,8 @@ pub enum ApplyTask {
     Register {
         region: metapb::Region,
         apply_state: RaftApplyState,
+        /// Set when the region is the source of a merge in progress.
+        merge_state: Option<MergeState>,
     },
     /// Apply committed entries; answer the proposals among them.
     Apply {
@@ -66,17 +78,29 @@ pub enum ApplyTask {
 struct Delegate {
     region: metapb::Region,
     apply_state: RaftApplyState,
+    merge_state: Option<MergeState>,
+}
+
+/// What a round needs to apply CommitMerge: the other regions' delegates (the source's) and
+/// the raft log (the source's entries a lagging source peer has not applied yet).
+struct Regions<'a> {
+    delegates: &'a mut HashMap<u64, Delegate>,
+    raft_log: &'a dyn RaftLogStore,
+    /// Regions merged away on this store: a snapshot for one of them is refused.
+    merged: &'a mut HashSet<u64>,
 }
 
 /// Runs the apply loop of store `store_id` until the task channel closes.
 pub fn run(
     store_id: u64,
     kv: Arc<dyn KvEngine>,
+    raft_log: Arc<dyn RaftLogStore>,
     rx: Receiver<ApplyTask>,
     poller: Sender<ControlMsg>,
     batch_max: usize,
 ) {
     let mut delegates: HashMap<u64, Delegate> = HashMap::new();
+    let mut merged: HashSet<u64> = HashSet::new();
     while let Ok(first) = rx.recv() {
         let mut round = Round {
             store_id,
@@ -90,12 +114,14 @@ pub fn run(
                 ApplyTask::Register {
                     region,
                     apply_state,
+                    merge_state,
                 } => {
                     delegates.insert(
                         region.id,
                         Delegate {
                             region,
                             apply_state,
+                            merge_state,
                         },
                     );
                 }
@@ -104,8 +130,14 @@ pub fn run(
                     entries,
                     proposals,
                 } => {
-                    if let Some(d) = delegates.get_mut(&region_id) {
-                        round.apply(d, entries, proposals);
+                    if let Some(mut d) = delegates.remove(&region_id) {
+                        let mut regions = Regions {
+                            delegates: &mut delegates,
+                            raft_log: raft_log.as_ref(),
+                            merged: &mut merged,
+                        };
+                        round.apply(&mut d, entries, proposals, &mut regions);
+                        delegates.insert(region_id, d);
                     } else {
                         for p in proposals {
                             (p.cb)(Err(RegionError::outcome_unknown(region_id)));
@@ -118,8 +150,13 @@ pub fn run(
                     data,
                 } => {
                     round.flush(kv.as_ref(), &poller);
-                    let result =
-                        apply_snapshot(store_id, kv.as_ref(), &mut delegates, region_id, *data);
+                    let result = if merged.contains(&region_id) {
+                        // Its range is the target's now; the poller has destroyed the peer by
+                        // the time it reads this answer (the merge's report went first).
+                        Err(format!("region {region_id} was merged away on this store"))
+                    } else {
+                        apply_snapshot(store_id, kv.as_ref(), &mut delegates, region_id, *data)
+                    };
                     let _ = poller.send(ControlMsg::SnapshotApplied {
                         region_id,
                         peer_id,
@@ -147,6 +184,7 @@ pub fn run(
                     Delegate {
                         region,
                         apply_state: state,
+                        merge_state: None,
                     },
                 );
             }
@@ -174,7 +212,13 @@ struct Round {
 }
 
 impl Round {
-    fn apply(&mut self, d: &mut Delegate, entries: Vec<Entry>, proposals: Vec<Proposal>) {
+    fn apply(
+        &mut self,
+        d: &mut Delegate,
+        entries: Vec<Entry>,
+        proposals: Vec<Proposal>,
+        regions: &mut Regions<'_>,
+    ) {
         let mut proposals = proposals.into_iter().peekable();
         let mut res = ApplyRes {
             region_id: d.region.id,
@@ -188,7 +232,7 @@ impl Round {
             }
             let size_before = self.wb.data_size();
             let outcome = match entry.get_entry_type() {
-                EntryType::EntryNormal => self.apply_normal(d, &entry, &mut res.results),
+                EntryType::EntryNormal => self.apply_normal(d, &entry, &mut res.results, regions),
                 EntryType::EntryConfChange => self.apply_conf_change(d, &entry, &mut res.results),
                 EntryType::EntryConfChangeV2 => Ok(()),
             };
@@ -225,6 +269,7 @@ impl Round {
         d: &mut Delegate,
         entry: &Entry,
         results: &mut Vec<ExecResult>,
+        regions: &mut Regions<'_>,
     ) -> Result<(), RegionError> {
         if entry.data.is_empty() {
             return Ok(()); // a new leader's empty entry
@@ -238,14 +283,17 @@ impl Round {
         let current = epoch_of(&d.region);
         let req_epoch = cmd.region_epoch.unwrap_or_default();
         if let Some(admin) = cmd.admin {
-            let check_conf = admin.cmd_type == AdminCmdType::BatchSplit as i32;
+            let check_conf = admin.cmd_type != AdminCmdType::CompactLog as i32;
             if !epoch_matches(&req_epoch, &current, check_conf) {
                 return Err(epoch_error(d));
             }
-            return self.apply_admin(d, admin, results);
+            return self.apply_admin(d, admin, entry.index, results, regions);
         }
         if !epoch_matches(&req_epoch, &current, false) {
             return Err(epoch_error(d));
+        }
+        if d.merge_state.is_some() {
+            return Err(RegionError::ProposalInMergingMode(d.region.id));
         }
         for req in &cmd.requests {
             let cf = cf_by_name(&req.cf)
@@ -285,9 +333,17 @@ impl Round {
         &mut self,
         d: &mut Delegate,
         admin: AdminRequest,
+        index: u64,
         results: &mut Vec<ExecResult>,
+        regions: &mut Regions<'_>,
     ) -> Result<(), RegionError> {
-        match AdminCmdType::try_from(admin.cmd_type) {
+        let cmd_type = AdminCmdType::try_from(admin.cmd_type);
+        if d.merge_state.is_some() && cmd_type != Ok(AdminCmdType::RollbackMerge) {
+            // Nothing but the merge's end changes a merging region (a log compaction included:
+            // CommitMerge is built from the log after the merge's lowest index).
+            return Err(RegionError::ProposalInMergingMode(d.region.id));
+        }
+        match cmd_type {
             Ok(AdminCmdType::CompactLog) => {
                 let req = admin.compact_log.unwrap_or_default();
                 if req.compact_index <= d.apply_state.truncated_index {
@@ -304,6 +360,12 @@ impl Round {
                 Ok(())
             }
             Ok(AdminCmdType::BatchSplit) => self.apply_split(d, admin, results),
+            Ok(AdminCmdType::PrepareMerge) => self.apply_prepare_merge(d, admin, index, results),
+            Ok(AdminCmdType::CommitMerge) => {
+                let req = admin.commit_merge.unwrap_or_default();
+                self.apply_commit_merge(d, req, results, regions)
+            }
+            Ok(AdminCmdType::RollbackMerge) => self.apply_rollback_merge(d, admin, results),
             _ => Err(RegionError::Other(format!(
                 "unknown admin command {}",
                 admin.cmd_type
@@ -369,6 +431,7 @@ impl Round {
         let state = RegionLocalState {
             state: PeerState::Normal as i32,
             region: Some(derived.clone()),
+            merge_state: None,
         };
         self.wb.put_cf(
             CF_RAFT,
@@ -378,6 +441,141 @@ impl Round {
         d.region = derived.clone();
         self.has_split = true;
         results.push(ExecResult::Split { derived, regions });
+        Ok(())
+    }
+
+    /// PrepareMerge (source): the region takes nothing more but the merge's end; its epoch rises
+    /// in both dimensions so that every command proposed before it fails.
+    fn apply_prepare_merge(
+        &mut self,
+        d: &mut Delegate,
+        admin: AdminRequest,
+        index: u64,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<(), RegionError> {
+        let req = admin.prepare_merge.unwrap_or_default();
+        let target = req
+            .target
+            .ok_or_else(|| RegionError::Other("PrepareMerge without target".into()))?;
+        if !adjacent(&d.region, &target) {
+            return Err(RegionError::Other(format!(
+                "region {}: merge target {} is not adjacent",
+                d.region.id, target.id
+            )));
+        }
+        let mut region = d.region.clone();
+        let mut epoch = epoch_of(&region);
+        epoch.version += 1;
+        epoch.conf_ver += 1;
+        region.region_epoch = Some(epoch);
+        let state = MergeState {
+            min_index: req.min_index,
+            commit: index,
+            target: Some(target),
+        };
+        put_region_state(
+            &mut self.wb,
+            &region,
+            PeerState::Merging,
+            Some(state.clone()),
+        );
+        d.region = region.clone();
+        d.merge_state = Some(state.clone());
+        results.push(ExecResult::PrepareMerge { region, state });
+        Ok(())
+    }
+
+    /// CommitMerge (target): this store's source peer is brought up to its PrepareMerge entry,
+    /// then the target takes over the source's range and the source is tombstoned, in one
+    /// synced batch.
+    fn apply_commit_merge(
+        &mut self,
+        d: &mut Delegate,
+        req: CommitMergeRequest,
+        results: &mut Vec<ExecResult>,
+        regions: &mut Regions<'_>,
+    ) -> Result<(), RegionError> {
+        let source = req
+            .source
+            .clone()
+            .ok_or_else(|| RegionError::Other("CommitMerge without source".into()))?;
+        if !adjacent(&source, &d.region) {
+            return Err(RegionError::Other(format!(
+                "region {}: merge source {} is not adjacent",
+                d.region.id, source.id
+            )));
+        }
+        // The target's epoch matched the one the source recorded at PrepareMerge, so its peers
+        // are on the source's stores: this store has the source's peer.
+        let Some(mut s) = regions.delegates.remove(&source.id) else {
+            panic!(
+                "region {}: CommitMerge of region {}, which this store does not hold",
+                d.region.id, source.id
+            );
+        };
+        if s.apply_state.applied_index < req.commit {
+            let entries = catch_up_entries(&s, &req, regions.raft_log);
+            tracing::info!(
+                region_id = source.id,
+                from = s.apply_state.applied_index,
+                to = req.commit,
+                "merge source catching up"
+            );
+            self.apply(&mut s, entries, vec![], regions);
+        }
+        if s.merge_state.as_ref().map(|m| m.commit) != Some(req.commit) {
+            panic!(
+                "region {}: merge source {} is not merging at {} after catching up ({:?})",
+                d.region.id, source.id, req.commit, s.merge_state
+            );
+        }
+        let mut region = d.region.clone();
+        if source.end_key == region.start_key {
+            region.start_key = source.start_key.clone();
+        } else {
+            region.end_key = source.end_key.clone();
+        }
+        let mut epoch = epoch_of(&region);
+        epoch.version = epoch.version.max(epoch_of(&s.region).version) + 1;
+        region.region_epoch = Some(epoch);
+        put_region_state(&mut self.wb, &region, PeerState::Normal, None);
+        put_region_state(&mut self.wb, &s.region, PeerState::Tombstone, None);
+        self.wb
+            .delete_cf(CF_RAFT, &codec::keys::apply_state_key(source.id));
+        // The poller cleans the source's raft log once it reads this report: the tombstone must
+        // be durable first.
+        self.sync = true;
+        regions.merged.insert(source.id);
+        d.region = region.clone();
+        results.push(ExecResult::CommitMerge {
+            region,
+            source: s.region,
+        });
+        Ok(())
+    }
+
+    /// RollbackMerge (source): the region serves again, under a higher version.
+    fn apply_rollback_merge(
+        &mut self,
+        d: &mut Delegate,
+        admin: AdminRequest,
+        results: &mut Vec<ExecResult>,
+    ) -> Result<(), RegionError> {
+        let req = admin.rollback_merge.unwrap_or_default();
+        if d.merge_state.as_ref().map(|m| m.commit) != Some(req.commit) {
+            return Err(RegionError::Other(format!(
+                "region {}: no merge at {} to roll back",
+                d.region.id, req.commit
+            )));
+        }
+        let mut region = d.region.clone();
+        let mut epoch = epoch_of(&region);
+        epoch.version += 1;
+        region.region_epoch = Some(epoch);
+        put_region_state(&mut self.wb, &region, PeerState::Normal, None);
+        d.region = region.clone();
+        d.merge_state = None;
+        results.push(ExecResult::RollbackMerge { region });
         Ok(())
     }
 
@@ -394,6 +592,9 @@ impl Round {
                     d.region.id, entry.index
                 )
             });
+        if d.merge_state.is_some() {
+            return Err(RegionError::ProposalInMergingMode(d.region.id));
+        }
         let ctx = ChangePeerRequest::decode(cc.context.as_ref()).unwrap_or_default();
         let Some(peer) = ctx.peer else {
             return Err(RegionError::Other("conf change without peer".into()));
@@ -428,6 +629,7 @@ impl Round {
         let state = RegionLocalState {
             state: PeerState::Normal as i32,
             region: Some(region.clone()),
+            merge_state: None,
         };
         self.wb.put_cf(
             CF_RAFT,
@@ -465,6 +667,65 @@ impl Round {
             let _ = poller.send(ControlMsg::ApplyRes(Box::new(res)));
         }
     }
+}
+
+/// Whether two regions' ranges meet end to start (either way round).
+fn adjacent(a: &metapb::Region, b: &metapb::Region) -> bool {
+    (!a.end_key.is_empty() && a.end_key == b.start_key)
+        || (!b.end_key.is_empty() && b.end_key == a.start_key)
+}
+
+fn put_region_state(
+    wb: &mut WriteBatch,
+    region: &metapb::Region,
+    state: PeerState,
+    merge_state: Option<MergeState>,
+) {
+    let state = RegionLocalState {
+        state: state as i32,
+        region: Some(region.clone()),
+        merge_state,
+    };
+    wb.put_cf(
+        CF_RAFT,
+        &codec::keys::region_state_key(region.id),
+        &state.encode_to_vec(),
+    );
+}
+
+/// The source entries a lagging source peer has not applied, up to the PrepareMerge entry:
+/// those up to the merge's lowest index are in this store's raft log (every peer had them when
+/// PrepareMerge was proposed, and they were committed), the rest travel with CommitMerge.
+fn catch_up_entries(
+    s: &Delegate,
+    req: &CommitMergeRequest,
+    raft_log: &dyn RaftLogStore,
+) -> Vec<Entry> {
+    let carried: Vec<Entry> = req
+        .entries
+        .iter()
+        .map(|b| {
+            protobuf::Message::parse_from_bytes(b)
+                .unwrap_or_else(|e| panic!("region {}: bad merge entry: {e}", s.region.id))
+        })
+        .collect();
+    let min_index = carried.first().map_or(req.commit, |e: &Entry| e.index - 1);
+    let mut out = Vec::new();
+    for index in s.apply_state.applied_index + 1..=req.commit {
+        let entry = if index > min_index {
+            carried.get((index - min_index - 1) as usize).cloned()
+        } else {
+            raft_log.entry(s.region.id, index).ok().flatten()
+        };
+        match entry {
+            Some(e) if e.index == index => out.push(e),
+            _ => panic!(
+                "region {}: merge entry {index} is missing (applied {}, commit {})",
+                s.region.id, s.apply_state.applied_index, req.commit
+            ),
+        }
+    }
+    out
 }
 
 fn epoch_error(d: &Delegate) -> RegionError {
@@ -526,6 +787,7 @@ fn apply_snapshot(
     let state = RegionLocalState {
         state: PeerState::Normal as i32,
         region: Some(region.clone()),
+        merge_state: None,
     };
     wb.put_cf(
         CF_RAFT,
@@ -550,6 +812,7 @@ fn apply_snapshot(
         Delegate {
             region,
             apply_state: new_apply,
+            merge_state: None,
         },
     );
     Ok(())
@@ -576,6 +839,7 @@ fn destroy(
     let state = RegionLocalState {
         state: PeerState::Tombstone as i32,
         region: Some(region),
+        merge_state: None,
     };
     wb.put_cf(
         CF_RAFT,

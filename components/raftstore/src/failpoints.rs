@@ -7,6 +7,7 @@
 //!
 //! | name | where | actions |
 //! |---|---|---|
+//! | `poller_before_tick` | poller, before a round's tick (`pause` stops the store's raft work, as a paused process would; its gRPC threads go on) | panic, sleep, pause |
 //! | `raft_log_before_write` | poller, before the round's raft-log batch is written | panic, sleep, pause |
 //! | `raft_log_after_write` | poller, after the batch is written and synced, before any message that follows persistence is sent | panic, sleep, pause |
 //! | `apply_before_write` | apply thread, before a round's engine batch is written | panic, sleep, pause |

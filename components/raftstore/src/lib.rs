@@ -12,9 +12,12 @@
 //! once, writes all new entries and hard states in one raft-log batch with one fsync, then sends
 //! the follower messages. Committed entries go to the apply thread, which writes the data and
 //! the region's apply state in one engine batch, answers the client and reports back. Reads
-//! get a ReadIndex (lease-based, with check-quorum) and are answered with an engine snapshot
-//! once the region has applied up to it. A split checker thread measures regions; splits and
-//! membership changes go through raft as admin commands.
+//! are answered on the caller's thread from an engine snapshot while this store's leader holds
+//! a lease (`lease.rs`); otherwise they get a ReadIndex (safe mode, with check-quorum) and are
+//! answered once the region has applied up to it. A split checker thread measures regions;
+//! splits and membership changes go through raft as admin commands. Idle regions hibernate:
+//! their peers stop ticking until something arrives, and stores exchange keepalives so that a
+//! dead store's regions still wake (`poller/hibernate.rs`).
 //!
 //! Crash windows (raft-log write, apply, split, snapshot send and apply) carry failpoints,
 //! compiled in with the `failpoints` feature (see `failpoints.rs` for the names).
@@ -27,6 +30,7 @@ mod failpoints;
 
 mod apply;
 mod config;
+mod lease;
 mod logger;
 mod msg;
 mod peer;
@@ -39,6 +43,7 @@ mod transport;
 mod util;
 
 pub use config::StoreConfig;
+pub use lease::{clock_offset_ns, set_clock_offset_ns};
 pub use msg::{
     DataModify, PdTask, PeerId, PollerStats, ReadCallback, ReadResponse, RegionError, RegionId,
     RegionInfo, RequestHeader, StoreId, WriteCallback,

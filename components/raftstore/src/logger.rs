@@ -1,5 +1,6 @@
 //! raft-rs logs through `slog`; this drain forwards its records into `tracing`, so a store has
-//! one logging stack.
+//! one logging stack. Its target is `raft_rs`: a filter directive matches targets by prefix,
+//! and `raft=warn` would silence `raftstore` as well.
 
 use slog::{Drain, Level, OwnedKVList, Record, KV};
 
@@ -31,11 +32,13 @@ impl Drain for TracingDrain {
         let _ = values.serialize(record, &mut fields);
         let msg = record.msg();
         match record.level() {
-            Level::Critical | Level::Error => tracing::error!(target: "raft", "{msg}{}", fields.0),
-            Level::Warning => tracing::warn!(target: "raft", "{msg}{}", fields.0),
-            Level::Info => tracing::info!(target: "raft", "{msg}{}", fields.0),
-            Level::Debug => tracing::debug!(target: "raft", "{msg}{}", fields.0),
-            Level::Trace => tracing::trace!(target: "raft", "{msg}{}", fields.0),
+            Level::Critical | Level::Error => {
+                tracing::error!(target: "raft_rs", "{msg}{}", fields.0)
+            }
+            Level::Warning => tracing::warn!(target: "raft_rs", "{msg}{}", fields.0),
+            Level::Info => tracing::info!(target: "raft_rs", "{msg}{}", fields.0),
+            Level::Debug => tracing::debug!(target: "raft_rs", "{msg}{}", fields.0),
+            Level::Trace => tracing::trace!(target: "raft_rs", "{msg}{}", fields.0),
         }
         Ok(())
     }
@@ -43,12 +46,12 @@ impl Drain for TracingDrain {
     fn is_enabled(&self, level: Level) -> bool {
         match level {
             Level::Critical | Level::Error => {
-                tracing::enabled!(target: "raft", tracing::Level::ERROR)
+                tracing::enabled!(target: "raft_rs", tracing::Level::ERROR)
             }
-            Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
-            Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
-            Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
-            Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
+            Level::Warning => tracing::enabled!(target: "raft_rs", tracing::Level::WARN),
+            Level::Info => tracing::enabled!(target: "raft_rs", tracing::Level::INFO),
+            Level::Debug => tracing::enabled!(target: "raft_rs", tracing::Level::DEBUG),
+            Level::Trace => tracing::enabled!(target: "raft_rs", tracing::Level::TRACE),
         }
     }
 }

@@ -84,6 +84,10 @@ pub enum RegionError {
         /// Available bytes against the reserve.
         reason: String,
     },
+    /// The region is being merged into another (PrepareMerge proposed or applied): it takes
+    /// no writes or reads until the merge ends. The client retries.
+    #[error("region {0} is merging")]
+    ProposalInMergingMode(RegionId),
     /// Anything else, with its reason.
     #[error("{0}")]
     Other(String),
@@ -165,6 +169,10 @@ impl RegionError {
                     store_id: vec![*store_id],
                     reason: reason.clone(),
                 });
+            }
+            RegionError::ProposalInMergingMode(id) => {
+                e.proposal_in_merging_mode =
+                    Some(errorpb::ProposalInMergingMode { region_id: *id });
             }
             RegionError::Other(_) => {}
         }
@@ -323,6 +331,8 @@ pub(crate) enum ControlMsg {
     },
     /// A split could not be proposed or applied; the region may try again.
     SplitFailed { region_id: RegionId },
+    /// A PrepareMerge this store proposed was not applied; the region serves again.
+    MergeFailed { region_id: RegionId },
     /// Ids PD allocated for a split.
     SplitIds {
         region_id: RegionId,
@@ -369,6 +379,19 @@ pub(crate) enum ExecResult {
     },
     /// The log may be compacted up to (and including) `index`.
     CompactLog { index: u64, term: u64 },
+    /// PrepareMerge applied: the region (epoch raised) takes nothing until the merge ends.
+    PrepareMerge {
+        region: metapb::Region,
+        state: flotillapb::MergeState,
+    },
+    /// CommitMerge applied in the target: `region` now covers `source`, whose peer here is
+    /// tombstoned (its data stays: it is the target's now).
+    CommitMerge {
+        region: metapb::Region,
+        source: metapb::Region,
+    },
+    /// RollbackMerge applied: the region serves again (epoch raised).
+    RollbackMerge { region: metapb::Region },
 }
 
 /// The apply thread's report on one region after a round.
@@ -398,6 +421,14 @@ pub struct PollerStats {
     /// Peers looked at in rounds without a tick: proportional to the regions that received
     /// something, not to the regions the store holds.
     pub peers_examined_between_ticks: u64,
+    /// Reads served by a leader's lease on the caller's thread, without the poller.
+    pub local_reads: u64,
+    /// Peers ticked, all tick rounds together: with hibernation, only the awake ones.
+    pub peers_ticked: u64,
+    /// Peers that tick (not hibernated), as of the last tick round.
+    pub awake_peers: u64,
+    /// Peers the store holds, as of the last tick round.
+    pub peers: u64,
 }
 
 /// The poller's counters, shared with the router.
@@ -407,6 +438,10 @@ pub(crate) struct PollerCounters {
     tick_rounds: AtomicU64,
     peers_examined: AtomicU64,
     peers_examined_between_ticks: AtomicU64,
+    pub local_reads: AtomicU64,
+    peers_ticked: AtomicU64,
+    awake_peers: AtomicU64,
+    peers: AtomicU64,
 }
 
 impl PollerCounters {
@@ -422,6 +457,14 @@ impl PollerCounters {
         }
     }
 
+    /// Records a tick round that ticked `ticked` of the store's `peers` peers, `awake` of
+    /// which tick on (the others hibernate).
+    pub fn on_tick(&self, ticked: u64, awake: u64, peers: u64) {
+        self.peers_ticked.fetch_add(ticked, Ordering::Relaxed);
+        self.awake_peers.store(awake, Ordering::Relaxed);
+        self.peers.store(peers, Ordering::Relaxed);
+    }
+
     /// The counts so far.
     pub fn stats(&self) -> PollerStats {
         PollerStats {
@@ -429,6 +472,10 @@ impl PollerCounters {
             tick_rounds: self.tick_rounds.load(Ordering::Relaxed),
             peers_examined: self.peers_examined.load(Ordering::Relaxed),
             peers_examined_between_ticks: self.peers_examined_between_ticks.load(Ordering::Relaxed),
+            local_reads: self.local_reads.load(Ordering::Relaxed),
+            peers_ticked: self.peers_ticked.load(Ordering::Relaxed),
+            awake_peers: self.awake_peers.load(Ordering::Relaxed),
+            peers: self.peers.load(Ordering::Relaxed),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::KvEngine;
 use prost::Message as _;
@@ -13,6 +14,7 @@ use raft::{RawNode, StateRole};
 
 use crate::apply::Proposal;
 use crate::config::StoreConfig;
+use crate::lease::{self, Lease, ReadDelegate};
 use crate::msg::{
     DataModify, ReadCallback, ReadResponse, RegionError, RegionInfo, RequestHeader, WriteCallback,
 };
@@ -26,6 +28,8 @@ pub struct PendingRead {
     pub id: u64,
     /// The read index, once raft-rs has confirmed it.
     pub read_index: Option<u64>,
+    /// When the ReadIndex was sent (lease clock): its confirmation renews the lease from here.
+    pub sent_ns: u64,
     /// The readers.
     pub cbs: Vec<ReadCallback>,
 }
@@ -79,12 +83,66 @@ pub struct Peer {
     pub leader_heard_tick: u64,
     /// A snapshot being written by the apply thread, with the Ready that carried it.
     pub pending_snapshot: Option<PendingSnapshot>,
+    /// The tick at which this leader proposed PrepareMerge, until it is applied or fails:
+    /// meanwhile the region takes no proposals or reads.
+    pub merge_proposed: Option<u64>,
+    /// The tick of this leader's last step towards ending a merge (CommitMerge or
+    /// RollbackMerge proposed, leadership handed over), to pace the retries.
+    pub merge_action_tick: Option<u64>,
+    /// This leader's lease, shared with its read delegate (see `lease.rs`).
+    pub lease: Arc<Lease>,
+    /// The lease is not renewed until the applied index reaches this (a conf change, split or
+    /// merge proposed at it changes the quorum or the range).
+    pub lease_blocked_until: u64,
+    /// Consecutive ticks this leader has been idle (see [`Peer::is_idle_leader`]); it
+    /// hibernates at `hibernate_idle_ticks`.
+    pub idle_ticks: u64,
+    /// Whether this leader is in the poller's rotation of hibernated leaders' PD heartbeats.
+    pub in_pd_rotation: bool,
+    /// The tick at which PD last answered a heartbeat with an operator step. PD answers only
+    /// when it has a step, so the leader stays awake (heartbeating PD at the awake pace) for
+    /// two heartbeat intervals after one: the operator's next step is not held back by the
+    /// hibernated pace.
+    pub operator_step_tick: Option<u64>,
 }
 
 impl Peer {
     /// The region as this peer knows it.
     pub fn region(&self) -> &metapb::Region {
         &self.raw.store().region
+    }
+
+    /// Whether the region is merging into another (PrepareMerge proposed here or applied).
+    pub fn is_merging(&self) -> bool {
+        self.merge_proposed.is_some() || self.raw.store().merge_state.is_some()
+    }
+
+    /// Extends the lease to what a quorum's acknowledgement of a message sent at `sent_ns`
+    /// (lease clock) grants, unless a leader transfer, a merge or an admin command in flight
+    /// forbids it.
+    pub fn renew_lease(&mut self, sent_ns: u64, lease: Option<Duration>) {
+        let Some(lease) = lease else { return };
+        if !self.is_leader()
+            || self.raw.raft.lead_transferee.is_some()
+            || self.is_merging()
+            || self.raw.store().apply_state.applied_index < self.lease_blocked_until
+        {
+            return;
+        }
+        self.lease.extend_to(sent_ns + lease.as_nanos() as u64);
+    }
+
+    /// Revokes the lease until the entry at `index` is applied.
+    fn block_lease_until(&mut self, index: u64) {
+        self.lease.revoke();
+        self.lease_blocked_until = self.lease_blocked_until.max(index);
+    }
+
+    /// Hands leadership to `peer_id`. The transferee campaigns at once, ignoring the other
+    /// peers' leases, so this leader's lease ends first.
+    pub fn transfer_leader(&mut self, peer_id: u64) {
+        self.lease.revoke();
+        self.raw.transfer_leader(peer_id);
     }
 
     /// Whether this peer leads its region.
@@ -130,6 +188,9 @@ impl Peer {
         }
         if header.term.is_some_and(|t| t != self.raw.raft.term) {
             return Err(RegionError::StaleCommand);
+        }
+        if self.is_merging() {
+            return Err(RegionError::ProposalInMergingMode(self.region().id));
         }
         if let Some(req) = &header.region_epoch {
             let cur = epoch_of(self.region());
@@ -213,9 +274,13 @@ impl Peer {
         if index == last_before {
             return cb(Err(self.not_leader()));
         }
+        if cmd_changes_quorum_or_range(&cmd) {
+            self.block_lease_until(index);
+        }
         self.proposals.push_back(Proposal {
             index,
             term: self.raw.raft.term,
+            proposed_ns: lease::now_ns(),
             cb,
         });
     }
@@ -275,29 +340,60 @@ impl Peer {
         {
             return false;
         }
+        let sent_ns = lease::now_ns();
         self.raw.read_index(id.to_be_bytes().to_vec());
         let cbs = std::mem::take(&mut self.waiting_reads);
         self.reads.push_back(PendingRead {
             id,
             read_index: None,
+            sent_ns,
             cbs,
         });
         true
     }
 
-    /// Records a read index raft-rs confirmed.
-    pub fn on_read_state(&mut self, ctx: &[u8], index: u64) {
+    /// Records a read index raft-rs confirmed: a quorum answered the heartbeat sent with it,
+    /// which renews the lease from when it was sent.
+    pub fn on_read_state(&mut self, ctx: &[u8], index: u64, lease: Option<Duration>) {
         let Ok(bytes) = <[u8; 8]>::try_from(ctx) else {
             return;
         };
         let id = u64::from_be_bytes(bytes);
+        let mut sent = None;
         if let Some(r) = self.reads.iter_mut().find(|r| r.id == id) {
             r.read_index = Some(index);
+            sent = Some(r.sent_ns);
         }
+        if let Some(sent_ns) = sent {
+            self.renew_lease(sent_ns, lease);
+        }
+    }
+
+    /// The read delegate to publish for gRPC threads, while this peer may serve local reads:
+    /// it leads, has applied an entry of its term (so everything an earlier leader
+    /// acknowledged), holds its data and is not merging.
+    pub fn read_delegate(&self) -> Option<ReadDelegate> {
+        let ready = self.is_leader()
+            && self.raw.store().is_initialized()
+            && self.raw.store().apply_state.applied_term == self.raw.raft.term
+            && self.pending_snapshot.is_none()
+            && !self.is_merging();
+        ready.then(|| ReadDelegate {
+            region: self.region().clone(),
+            peer_id: self.meta.id,
+            term: self.raw.raft.term,
+            lease: self.lease.clone(),
+        })
     }
 
     /// Answers every read whose index the apply thread has reached.
     pub fn serve_ready_reads(&mut self, kv: &Arc<dyn KvEngine>) {
+        if self.raw.store().merge_state.is_some() {
+            // Once merging, the range may soon be written through the target: a read here
+            // could miss those writes.
+            let id = self.region().id;
+            return self.fail_reads(RegionError::ProposalInMergingMode(id));
+        }
         let applied = self.raw.store().apply_state.applied_index;
         let mut snapshot = None;
         while let Some(front) = self.reads.front() {
@@ -347,11 +443,13 @@ impl Peer {
             }
         }
         if let Some(cp) = &resp.change_peer {
-            self.propose_change_peer(cp);
+            if !self.is_merging() {
+                self.propose_change_peer(cp);
+            }
         } else if let Some(tl) = &resp.transfer_leader {
             if let Some(p) = &tl.peer {
                 if p.id != self.meta.id && find_peer_by_id(self.region(), p.id).is_some() {
-                    self.raw.transfer_leader(p.id);
+                    self.transfer_leader(p.id);
                 }
             }
         }
@@ -392,6 +490,92 @@ impl Peer {
                 region_id = self.region().id,
                 "conf change not proposed: {e}"
             );
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        self.block_lease_until(index);
+    }
+
+    /// Whether this leader has nothing to do and nothing in flight, as of tick `now`: no
+    /// proposal, read, conf change, split, merge, snapshot, leader transfer or PD operator
+    /// (see [`Peer::operator_step_tick`]); everything
+    /// committed and applied, in its own term; every follower holds the whole log and was
+    /// heard from within an election timeout; nothing written since the last split check and
+    /// no log compaction due.
+    /// Such a leader may hibernate: nothing will happen in the region until something arrives.
+    pub fn is_idle_leader(&self, now: u64, cfg: &StoreConfig) -> bool {
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        let apply = &self.raw.store().apply_state;
+        let quiet = self.is_leader()
+            && self.raw.store().is_initialized()
+            && self.proposals.is_empty()
+            && self.reads.is_empty()
+            && self.waiting_reads.is_empty()
+            && self.pending_snapshot.is_none()
+            && self.snapshot_ticks.is_empty()
+            && self.splitting.is_none()
+            && !self.is_merging()
+            && !(cfg.split_enabled && self.written_since_check > 0)
+            && self
+                .operator_step_tick
+                .is_none_or(|t| now.saturating_sub(t) > 2 * cfg.pd_heartbeat_tick_interval_ticks)
+            && raft.lead_transferee.is_none()
+            && !raft.has_pending_conf()
+            && raft.raft_log.committed == last
+            && apply.applied_index == last
+            && apply.applied_term == raft.term
+            // A log due for compaction (`maybe_compact_log`) is compacted first: a sleeping
+            // region would hold it for as long as it sleeps.
+            && apply.applied_index.saturating_sub(apply.truncated_index)
+                < cfg.raft_log_gc_threshold_entries;
+        if !quiet {
+            return false;
+        }
+        let heard_within = cfg.raft_election_ticks as u64;
+        self.region().peers.iter().all(|p| {
+            if p.id == self.meta.id {
+                return true;
+            }
+            let in_step = raft.prs().get(p.id).is_some_and(|pr| pr.matched == last);
+            let heard = self
+                .peer_heard
+                .get(&p.id)
+                .copied()
+                .unwrap_or(self.leader_since);
+            in_step && now.saturating_sub(heard) <= heard_within
+        })
+    }
+
+    /// Whether this follower is in step with the leader whose hibernating heartbeat (`term`,
+    /// `commit`, from `leader_id`) it has just stepped: same term and leader, its log ends at
+    /// that commit index and has it committed. Only then may it stop ticking: the leader knows
+    /// of nothing this follower lacks.
+    pub fn in_step_with(&self, leader_id: u64, term: u64, commit: u64) -> bool {
+        let raft = &self.raw.raft;
+        !self.is_leader()
+            && self.raw.store().is_initialized()
+            && self.pending_snapshot.is_none()
+            && raft.term == term
+            && raft.leader_id == leader_id
+            && raft.raft_log.committed == commit
+            && raft.raft_log.last_index() == commit
+    }
+
+    /// Makes a leader that wakes from hibernation judge its followers afresh: they sent
+    /// nothing while the region slept, which says nothing about whether they are down.
+    pub fn on_wake(&mut self, now: u64) {
+        self.idle_ticks = 0;
+        self.leader_heard_tick = now;
+        if self.is_leader() {
+            // raft-rs's check-quorum judges the followers on the election timer, which stopped
+            // with the ticks: the answers to the last heartbeat may be long gone, so the leader
+            // gets a full election timeout to hear from a quorum again before it steps down.
+            self.raw.raft.election_elapsed = 0;
+            let others: Vec<u64> = self.region().peers.iter().map(|p| p.id).collect();
+            for id in others.into_iter().filter(|id| *id != self.meta.id) {
+                self.peer_heard.insert(id, now);
+            }
         }
     }
 
@@ -439,17 +623,30 @@ impl Peer {
         out
     }
 
-    /// The heartbeat PD expects from a leader, as of tick `now`.
-    pub fn heartbeat_task(&self, now: u64, cfg: &StoreConfig) -> crate::msg::PdTask {
+    /// The heartbeat PD expects from a leader, as of tick `now`. A hibernated leader reports no
+    /// down peers: its followers send nothing while the region sleeps, and a follower whose
+    /// store goes silent wakes the region (the poller's silent-store check) before it is
+    /// reported.
+    pub fn heartbeat_task(
+        &self,
+        now: u64,
+        cfg: &StoreConfig,
+        hibernated: bool,
+    ) -> crate::msg::PdTask {
+        let down_peers = if hibernated {
+            vec![]
+        } else {
+            self.down_peers(
+                now,
+                2 * cfg.raft_election_ticks as u64,
+                cfg.raft_tick_interval_ms,
+            )
+        };
         crate::msg::PdTask::RegionHeartbeat {
             region: self.region().clone(),
             leader: self.meta,
             pending_peers: self.pending_peers(),
-            down_peers: self.down_peers(
-                now,
-                2 * cfg.raft_election_ticks as u64,
-                cfg.raft_tick_interval_ms,
-            ),
+            down_peers,
             approximate_size: self.approximate_size,
             approximate_keys: self.approximate_keys,
             term: self.raw.raft.term,
@@ -470,4 +667,17 @@ impl Peer {
             approximate_keys: self.approximate_keys,
         }
     }
+}
+
+/// Whether `cmd` changes which peers form the region's quorum or which keys it holds (a split
+/// or a merge step; conf changes go through `propose_conf_change`): the lease must not
+/// outlive the old arrangement.
+fn cmd_changes_quorum_or_range(cmd: &RaftCmdRequest) -> bool {
+    use proto::flotillapb::AdminCmdType;
+    cmd.admin.as_ref().is_some_and(|a| {
+        !matches!(
+            AdminCmdType::try_from(a.cmd_type),
+            Ok(AdminCmdType::CompactLog)
+        )
+    })
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use engine::{KvEngine, WriteBatch, CF_RAFT, DATA_CFS};
 use prost::Message as _;
-use proto::flotillapb::{CfData, PeerState, RaftApplyState, RegionLocalState, SnapshotData};
+use proto::flotillapb::{
+    CfData, MergeState, PeerState, RaftApplyState, RegionLocalState, SnapshotData,
+};
 use proto::metapb;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, StorageError};
@@ -89,6 +91,7 @@ pub fn write_initial_region(wb: &mut WriteBatch, region: &metapb::Region) {
     let state = RegionLocalState {
         state: PeerState::Normal as i32,
         region: Some(region.clone()),
+        merge_state: None,
     };
     wb.put_cf(
         CF_RAFT,
@@ -187,6 +190,9 @@ pub struct PeerStorage {
     pub raft_state: RaftState,
     /// Truncation point and apply progress, mirrored from the apply thread.
     pub apply_state: RaftApplyState,
+    /// Set while the region is the source of a merge (PrepareMerge applied, neither
+    /// CommitMerge nor RollbackMerge yet), mirrored from the apply thread.
+    pub merge_state: Option<MergeState>,
     last_term: u64,
     snapshot_max_bytes: u64,
     /// Names the store-scoped failpoints.
@@ -244,6 +250,7 @@ impl PeerStorage {
             kv,
             raft_state,
             apply_state,
+            merge_state: None,
             last_term: 0,
             snapshot_max_bytes,
             store_id,
@@ -351,6 +358,12 @@ impl PeerStorage {
             .and_then(|v| RaftApplyState::decode(v.as_slice()).ok())
             .ok_or_else(unavailable)?;
         if apply_state.applied_index < request_index {
+            return Err(unavailable());
+        }
+        // A merging region sends no snapshot: a follower that took one would not know the
+        // region is merging (and its data is about to belong to the target). A follower behind
+        // catches up from the entries CommitMerge carries instead.
+        if region_state.state == PeerState::Merging as i32 {
             return Err(unavailable());
         }
         let region = region_state.region.clone().ok_or_else(unavailable)?;

@@ -15,8 +15,11 @@
 //!
 //! The **active set** holds the regions touched since the last round (a message stepped, a
 //! proposal, a read, an apply result, a control message, a tick). Only those are checked for a
-//! Ready, so a round costs what the busy regions cost, not what the store holds; a tick round
-//! still visits every peer (hibernation would change that).
+//! Ready, so a round costs what the busy regions cost, not what the store holds. The **awake
+//! set** holds the peers that tick: with `hibernate_regions`, an idle region's leader and
+//! followers leave it (see `poller/hibernate.rs`), so a tick round costs what the awake regions
+//! cost too, and a store of idle regions spends only a keepalive per store and a slow PD
+//! heartbeat per leader.
 //!
 //! Wait-for graph (an edge `a → b`: thread `a` may block until `b` acts):
 //!
@@ -36,7 +39,7 @@
 //! store cannot hang on itself however full the mailbox is. The poller does not wait for a
 //! snapshot to be written either: it parks the Ready (see `poller/ready.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -53,7 +56,8 @@ use raft_log::{LogBatch, RaftLogStore};
 
 use crate::apply::{self, ApplyTask};
 use crate::config::StoreConfig;
-use crate::msg::{ControlMsg, PdTask, PollerCounters, RegionError, RegionId, StoreMsg};
+use crate::lease::{self, ReadDelegates};
+use crate::msg::{ControlMsg, PdTask, PollerCounters, RegionError, RegionId, StoreId, StoreMsg};
 use crate::peer::Peer;
 use crate::peer_storage::PeerStorage;
 use crate::router::RaftRouter;
@@ -63,6 +67,8 @@ use crate::util::{epoch_of, find_peer, is_epoch_stale, ranges_overlap};
 use crate::StoreError;
 
 mod admin;
+mod hibernate;
+mod merge;
 mod ready;
 mod stale;
 use admin::{check_snapshot_progress, maybe_compact_log};
@@ -96,19 +102,23 @@ impl RaftStore {
         let (apply_tx, apply_rx) = bounded(cfg.apply_queue_capacity_max);
         let (split_tx, split_rx) = bounded(SPLIT_CHECK_QUEUE_MAX);
         let regions = Arc::new(DashMap::new());
+        let readers: ReadDelegates = Arc::new(DashMap::new());
         let stats = Arc::new(PollerCounters::default());
         let router = RaftRouter {
             tx,
             control: control_tx.clone(),
             regions: regions.clone(),
+            readers: readers.clone(),
+            kv: kv.clone(),
             stats: stats.clone(),
             store_id,
         };
+        let lease = cfg.lease();
         let mut poller = Poller {
             cfg: cfg.clone(),
             store_id,
             kv: kv.clone(),
-            raft_log,
+            raft_log: raft_log.clone(),
             transport,
             pd_tx,
             apply_tx: apply_tx.clone(),
@@ -116,10 +126,17 @@ impl RaftStore {
             control_tx: control_tx.clone(),
             peers: HashMap::new(),
             regions,
+            readers,
+            lease,
+            votes_from_ns: lease.map_or(0, |l| lease::now_ns() + l.as_nanos() as u64),
             next_read_id: 1,
             tick_count: 0,
             dirty: HashSet::new(),
             active: HashSet::new(),
+            awake: HashSet::new(),
+            store_heard: HashMap::new(),
+            silent_stores: HashSet::new(),
+            pd_rotation: VecDeque::new(),
             tombstones: HashMap::new(),
             stats,
         };
@@ -127,10 +144,18 @@ impl RaftStore {
         // through the bounded apply queue, which a store with more regions than the queue
         // holds would otherwise wait on forever.
         let kv_apply = kv.clone();
+        let log_apply = raft_log.clone();
         let apply_batch = cfg.raft_poll_batch_max;
         let control_apply = control_tx.clone();
         let apply_thread = spawn("apply", move || {
-            apply::run(store_id, kv_apply, apply_rx, control_apply, apply_batch)
+            apply::run(
+                store_id,
+                kv_apply,
+                log_apply,
+                apply_rx,
+                control_apply,
+                apply_batch,
+            )
         });
         if let Err(e) = poller.recover() {
             drop(poller);
@@ -176,6 +201,25 @@ fn snapshot_send_fails(store_id: u64) -> bool {
     false
 }
 
+/// Publishes a peer's state for the router's readers: its summary, and its read delegate while
+/// it may serve local reads (removed otherwise).
+fn publish(
+    regions: &DashMap<RegionId, crate::msg::RegionInfo>,
+    readers: &DashMap<RegionId, lease::ReadDelegate>,
+    p: &Peer,
+) {
+    let id = p.region().id;
+    regions.insert(id, p.info());
+    match p.read_delegate() {
+        Some(d) => {
+            readers.insert(id, d);
+        }
+        None => {
+            readers.remove(&id);
+        }
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -196,12 +240,29 @@ struct Poller {
     control_tx: Sender<ControlMsg>,
     peers: HashMap<RegionId, Peer>,
     regions: Arc<DashMap<RegionId, crate::msg::RegionInfo>>,
+    /// The read delegates of the leaders that may serve local reads (see `lease.rs`).
+    readers: ReadDelegates,
+    /// The leader lease (`None`: local reads are off).
+    lease: Option<Duration>,
+    /// Vote requests are dropped until this lease-clock instant: one lease after start, so
+    /// that no peer of this store votes before a lease it acknowledged before a restart ends.
+    votes_from_ns: u64,
     next_read_id: u64,
     tick_count: u64,
     /// Peers whose raft state must be written in this round even without a ready.
     dirty: HashSet<RegionId>,
     /// Regions touched since the last round: the only ones `handle_readys` looks at.
     active: HashSet<RegionId>,
+    /// Peers that tick; the others hibernate (see `poller/hibernate.rs`). Every peer when
+    /// `hibernate_regions` is off. May name destroyed regions until the next tick.
+    awake: HashSet<RegionId>,
+    /// The tick at which each other store was last heard from (any raft message or keepalive),
+    /// for the stores this one shares regions with.
+    store_heard: HashMap<StoreId, u64>,
+    /// Stores not heard from for `hibernate_wake_silent_ticks`, as of the last check.
+    silent_stores: HashSet<StoreId>,
+    /// Hibernated leaders in the order of their next slow PD heartbeat.
+    pd_rotation: VecDeque<RegionId>,
     /// Regions whose peer this store destroyed, with the newest epoch heard of at the time:
     /// no message with an epoch that is not newer may create a peer for them again. Loaded
     /// from the engine's tombstones at start-up.
@@ -221,7 +282,10 @@ impl Poller {
             let Some(meta) = find_peer(&region, self.store_id).cloned() else {
                 continue;
             };
-            self.create_peer(region, meta)?;
+            let merge_state = s
+                .merge_state
+                .filter(|_| s.state == PeerState::Merging as i32);
+            self.create_peer(region, meta, merge_state)?;
         }
         tracing::info!(
             store_id = self.store_id,
@@ -236,6 +300,7 @@ impl Poller {
         &mut self,
         region: metapb::Region,
         meta: metapb::Peer,
+        merge_state: Option<flotillapb::MergeState>,
     ) -> Result<(), StoreError> {
         let region_id = region.id;
         let ps = PeerStorage::new(
@@ -245,6 +310,8 @@ impl Poller {
             self.raft_log.clone(),
             self.cfg.snapshot_max_bytes,
         )?;
+        let mut ps = ps;
+        ps.merge_state = merge_state.clone();
         let applied = ps.apply_state.applied_index;
         let apply_state = ps.apply_state;
         let region = ps.region.clone();
@@ -279,15 +346,24 @@ impl Poller {
             leader_since: 0,
             leader_heard_tick: self.tick_count,
             pending_snapshot: None,
+            merge_proposed: None,
+            merge_action_tick: None,
+            lease: Default::default(),
+            lease_blocked_until: 0,
+            idle_ticks: 0,
+            in_pd_rotation: false,
+            operator_step_tick: None,
         };
         let _ = self.apply_tx.send(ApplyTask::Register {
             region,
             apply_state,
+            merge_state,
         });
-        self.regions.insert(region_id, peer.info());
+        publish(&self.regions, &self.readers, &peer);
         self.peers.insert(region_id, peer);
         self.dirty.insert(region_id);
         self.active.insert(region_id);
+        self.awake.insert(region_id);
         Ok(())
     }
 
@@ -326,6 +402,7 @@ impl Poller {
             let ticked = Instant::now() >= next_tick;
             let mut examined = 0;
             if ticked {
+                fail_point_at!(self.store_id, "poller_before_tick");
                 examined += self.on_tick();
                 next_tick = Instant::now() + tick;
             }
@@ -351,21 +428,21 @@ impl Poller {
             } => match self.peers.get_mut(&header.region_id) {
                 Some(p) => {
                     p.propose_write(&self.cfg, &header, modifies, cb);
-                    self.active.insert(header.region_id);
+                    self.wake(header.region_id);
                 }
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
             StoreMsg::Read { header, cb } => match self.peers.get_mut(&header.region_id) {
                 Some(p) => {
                     p.read(&self.cfg, &header, cb);
-                    self.active.insert(header.region_id);
+                    self.wake(header.region_id);
                 }
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
             StoreMsg::WriteView { header, cb } => match self.peers.get_mut(&header.region_id) {
                 Some(p) => {
                     p.write_view(&self.cfg, &header, &self.kv, cb);
-                    self.active.insert(header.region_id);
+                    self.wake(header.region_id);
                 }
                 None => cb(Err(RegionError::RegionNotFound(header.region_id))),
             },
@@ -375,14 +452,23 @@ impl Poller {
     fn on_control(&mut self, msg: ControlMsg) {
         match msg {
             ControlMsg::ApplyRes(res) => {
-                self.active.insert(res.region_id);
+                // Applying what was committed before a follower hibernated is no reason to
+                // wake it; an admin effect (split, conf change, merge) is.
+                if res.results.is_empty() {
+                    self.active.insert(res.region_id);
+                } else {
+                    self.wake(res.region_id);
+                }
                 self.on_apply_res(*res);
             }
             ControlMsg::SnapshotApplied {
                 region_id,
                 peer_id,
                 result,
-            } => self.on_snapshot_applied(region_id, peer_id, result),
+            } => {
+                self.wake(region_id);
+                self.on_snapshot_applied(region_id, peer_id, result);
+            }
             ControlMsg::SplitCheckResult {
                 region_id,
                 epoch,
@@ -399,8 +485,15 @@ impl Poller {
                 }
             }
             ControlMsg::SplitFailed { region_id } => {
+                self.wake(region_id);
                 if let Some(p) = self.peers.get_mut(&region_id) {
                     p.splitting = None;
+                }
+            }
+            ControlMsg::MergeFailed { region_id } => {
+                self.wake(region_id);
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    p.merge_proposed = None;
                 }
             }
             ControlMsg::SplitIds {
@@ -409,15 +502,29 @@ impl Poller {
                 split_keys,
                 ids,
             } => {
-                self.active.insert(region_id);
+                self.wake(region_id);
                 self.on_split_ids(region_id, epoch, split_keys, ids);
             }
             ControlMsg::SplitRequest {
                 region_id,
                 split_keys,
-            } => self.ask_split(region_id, split_keys),
+            } => {
+                self.wake(region_id);
+                self.ask_split(region_id, split_keys);
+            }
             ControlMsg::HeartbeatResponse(resp) => {
-                self.active.insert(resp.region_id);
+                let operator = resp.change_peer.is_some()
+                    || resp.transfer_leader.is_some()
+                    || resp.merge.is_some()
+                    || resp.split_region.is_some();
+                if operator {
+                    self.wake(resp.region_id);
+                    if let Some(p) = self.peers.get_mut(&resp.region_id) {
+                        p.operator_step_tick = Some(self.tick_count);
+                    }
+                } else {
+                    self.active.insert(resp.region_id);
+                }
                 self.on_heartbeat_response(*resp);
             }
             ControlMsg::SnapshotStatus {
@@ -433,7 +540,7 @@ impl Poller {
                     };
                     p.raw.report_snapshot(to_peer_id, status);
                     p.snapshot_ticks.remove(&to_peer_id);
-                    self.active.insert(region_id);
+                    self.wake(region_id);
                 }
             }
             ControlMsg::StalePeerCheck {
@@ -448,6 +555,9 @@ impl Poller {
     /// Steps a peer with a message from another store. The message is checked first
     /// (`wire_check`): nothing about a malformed one may destroy, create or step a peer.
     fn on_raft_message(&mut self, msg: flotillapb::RaftMessage) {
+        if msg.store_keepalive {
+            return self.on_store_keepalive(&msg);
+        }
         let raft_msg = match wire_check::check_raft_message(&msg, self.store_id) {
             Ok(m) => m,
             Err(e) => {
@@ -457,6 +567,7 @@ impl Poller {
         };
         let to = msg.to_peer.expect("checked");
         let region_id = msg.region_id;
+        self.on_store_heard(msg.from_peer.expect("checked").store_id);
         if msg.is_tombstone {
             // Never stepped: it only tells this peer that it is no longer a member.
             return self.on_tombstone_message(&msg);
@@ -476,12 +587,35 @@ impl Poller {
         if self.is_from_removed_peer(&msg, &raft_msg) {
             return self.send_tombstone_message(&msg);
         }
-        if raft_msg.get_msg_type() == MessageType::MsgSnapshot
-            && !self.snapshot_fits(region_id, &raft_msg)
+        if raft_msg.get_msg_type() == MessageType::MsgSnapshot {
+            match self.snapshot_fits(region_id, &raft_msg) {
+                Some(stale) => {
+                    for id in stale {
+                        tracing::info!(
+                            region_id = id,
+                            by = region_id,
+                            "a snapshot of the region that took this range over replaces it"
+                        );
+                        self.destroy_peer(id, true, None);
+                    }
+                }
+                None => return,
+            }
+        }
+        if matches!(
+            raft_msg.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && lease::now_ns() < self.votes_from_ns
         {
-            return;
+            return; // too soon after start: see `votes_from_ns`
         }
         let tick = self.tick_count;
+        let t = raft_msg.get_msg_type();
+        let hibernating_leader = (msg.hibernate && t == MessageType::MsgHeartbeat).then_some((
+            raft_msg.from,
+            raft_msg.term,
+            raft_msg.commit,
+        ));
         let p = self.peers.get_mut(&region_id).expect("peer exists");
         if let Some(from) = &msg.from_peer {
             p.peer_cache.insert(from.id, *from);
@@ -496,7 +630,16 @@ impl Poller {
         if let Err(e) = crate::repair::step(region_id, &mut p.raw, raft_msg) {
             tracing::debug!(region_id, "step failed: {e}");
         }
-        self.active.insert(region_id);
+        match hibernating_leader {
+            Some((leader_id, term, commit)) => {
+                self.on_hibernating_heartbeat(region_id, leader_id, term, commit)
+            }
+            // The answers to a hibernating leader's last heartbeat must not wake it.
+            None if t == MessageType::MsgHeartbeatResponse => {
+                self.active.insert(region_id);
+            }
+            None => self.wake(region_id),
+        }
     }
 
     /// Creates an uninitialized peer for a message to a region this store does not have yet,
@@ -542,7 +685,7 @@ impl Poller {
             id: msg.region_id,
             ..Default::default()
         };
-        match self.create_peer(region, to) {
+        match self.create_peer(region, to, None) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(region_id = msg.region_id, "cannot create peer: {e}");
@@ -552,8 +695,9 @@ impl Poller {
     }
 
     /// Whether a snapshot may be stepped now: none is being written for the region, and its
-    /// range does not overlap another local region.
-    fn snapshot_fits(&self, region_id: RegionId, m: &RaftMsg) -> bool {
+    /// range overlaps no other local region but the stale ones it replaces (returned: regions
+    /// merged into it, see `stale_peers_covered_by`). `None`: drop the snapshot.
+    fn snapshot_fits(&self, region_id: RegionId, m: &RaftMsg) -> Option<Vec<RegionId>> {
         // A Ready with a snapshot is parked while that snapshot is written: raft-rs still holds
         // it as its unstable snapshot, which a newer one stepped now would replace, and the
         // parked Ready could then not be finished. The leader sends again once this one is in.
@@ -563,23 +707,16 @@ impl Poller {
             .is_some_and(|p| p.pending_snapshot.is_some())
         {
             tracing::debug!(region_id, "snapshot dropped: another is being written");
-            return false;
+            return None;
         }
-        let Ok(data) = SnapshotData::decode(m.get_snapshot().get_data()) else {
-            return false;
-        };
-        let Some(region) = data.region_state.and_then(|s| s.region) else {
-            return false;
-        };
-        !self.peers.iter().any(|(id, p)| {
-            *id != region_id
-                && p.raw.store().is_initialized()
-                && ranges_overlap(p.region(), &region)
-        })
+        let data = SnapshotData::decode(m.get_snapshot().get_data()).ok()?;
+        let region = data.region_state.and_then(|s| s.region)?;
+        self.stale_peers_covered_by(region_id, &region)
     }
 
-    /// Ticks every peer (a peer whose snapshot is being written waits: its raft state moves
-    /// on once the snapshot is in). Returns the number of peers looked at.
+    /// Ticks every awake peer (a peer whose snapshot is being written waits: its raft state
+    /// moves on once the snapshot is in), lets idle leaders hibernate, and does the store's
+    /// hibernation chores. Returns the number of peers looked at.
     fn on_tick(&mut self) -> u64 {
         self.tick_count += 1;
         let t = self.tick_count;
@@ -587,10 +724,15 @@ impl Poller {
         let split =
             self.cfg.split_enabled && t.is_multiple_of(self.cfg.split_check_tick_interval_ticks);
         let heartbeat = t.is_multiple_of(self.cfg.pd_heartbeat_tick_interval_ticks);
-        let ids: Vec<RegionId> = self.peers.keys().copied().collect();
+        let ids: Vec<RegionId> = self.awake.iter().copied().collect();
         let examined = ids.len() as u64;
+        let mut merging = vec![];
+        let mut leaders = vec![];
         for id in ids {
-            let p = self.peers.get_mut(&id).expect("peer");
+            let Some(p) = self.peers.get_mut(&id) else {
+                self.awake.remove(&id); // destroyed since
+                continue;
+            };
             self.active.insert(id);
             if p.pending_snapshot.is_some() {
                 continue;
@@ -602,10 +744,13 @@ impl Poller {
             }
             p.leader_heard_tick = t;
             check_snapshot_progress(&self.cfg, p);
-            if gc {
+            if p.is_merging() {
+                // No compaction (CommitMerge is built from the log) and no split.
+                merging.push(id);
+            } else if gc {
                 maybe_compact_log(&self.cfg, p);
             }
-            if split && p.written_since_check > 0 && p.splitting.is_none() {
+            if split && p.written_since_check > 0 && p.splitting.is_none() && !p.is_merging() {
                 p.written_since_check = 0;
                 let _ = self.split_tx.try_send(SplitCheckTask {
                     region: p.region().clone(),
@@ -614,9 +759,19 @@ impl Poller {
             if heartbeat {
                 let _ = self
                     .pd_tx
-                    .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+                    .try_send(p.heartbeat_task(self.tick_count, &self.cfg, false));
             }
+            leaders.push(id);
         }
+        for id in merging {
+            self.check_merge(id);
+        }
+        for id in leaders {
+            self.maybe_hibernate_leader(id);
+        }
+        self.on_hibernation_tick();
+        self.stats
+            .on_tick(examined, self.awake.len() as u64, self.peers.len() as u64);
         if gc {
             if let Err(e) = self.raft_log.purge_expired_files() {
                 tracing::warn!("raft log purge failed: {e}");

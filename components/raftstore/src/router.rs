@@ -3,12 +3,15 @@
 //! channel for what must never be lost (PD's answers, snapshot status, operator requests), and a
 //! shared map of region states that gRPC threads read without waiting for the poller.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::{Sender, TrySendError};
 use dashmap::DashMap;
+use engine::KvEngine;
 use proto::{flotillapb, metapb, pdpb};
 
+use crate::lease::{self, ReadDelegates};
 use crate::msg::{
     ControlMsg, DataModify, PeerId, PollerCounters, PollerStats, ReadCallback, RegionError,
     RegionId, RegionInfo, RequestHeader, StoreMsg, WriteCallback,
@@ -20,6 +23,9 @@ pub struct RaftRouter {
     pub(crate) tx: Sender<StoreMsg>,
     pub(crate) control: Sender<ControlMsg>,
     pub(crate) regions: Arc<DashMap<RegionId, RegionInfo>>,
+    /// Leaders' read delegates, for reads served on the caller's thread (see `lease.rs`).
+    pub(crate) readers: ReadDelegates,
+    pub(crate) kv: Arc<dyn KvEngine>,
     pub(crate) stats: Arc<PollerCounters>,
     pub(crate) store_id: u64,
 }
@@ -66,8 +72,14 @@ impl RaftRouter {
         }
     }
 
-    /// Asks the region's leader for a linearizable read view; `cb` runs with it.
+    /// Asks the region's leader for a linearizable read view; `cb` runs with it. Served at
+    /// once from the engine when this store's leader holds a valid lease, else through the
+    /// poller (a ReadIndex round).
     pub fn read(&self, header: RequestHeader, cb: ReadCallback) {
+        if let Some(view) = lease::local_read(&self.readers, &self.kv, &header) {
+            self.stats.local_reads.fetch_add(1, Ordering::Relaxed);
+            return cb(Ok(view));
+        }
         if let Err((StoreMsg::Read { cb, .. }, e)) = self.send(StoreMsg::Read { header, cb }) {
             cb(Err(e));
         }
@@ -76,6 +88,11 @@ impl RaftRouter {
     /// Asks the region's leader for a view to compute a write from, checked by term instead of
     /// a ReadIndex round (see `Peer::write_view`); the write must carry the view's term.
     pub fn write_view(&self, header: RequestHeader, cb: ReadCallback) {
+        // The write carries the view's term, so a view from a delegate that is already out of
+        // date only costs a refused proposal (no lease needed).
+        if let Some(view) = lease::local_write_view(&self.readers, &self.kv, &header) {
+            return cb(Ok(view));
+        }
         if let Err((StoreMsg::WriteView { cb, .. }, e)) =
             self.send(StoreMsg::WriteView { header, cb })
         {

@@ -38,7 +38,11 @@ impl Poller {
         }
         ps.apply_state.applied_index = res.apply_state.applied_index;
         ps.apply_state.applied_term = res.apply_state.applied_term;
-        p.raw.advance_apply_to(res.apply_state.applied_index);
+        // A merge source that a CommitMerge brought up to its PrepareMerge entry has applied
+        // past what its raft-rs knows is committed; the peer goes in the target's report next.
+        let committed = p.raw.raft.raft_log.committed;
+        p.raw
+            .advance_apply_to(res.apply_state.applied_index.min(committed));
         p.written_since_check += res.written_bytes;
         p.approximate_size += res.written_bytes;
         for r in res.results {
@@ -48,11 +52,18 @@ impl Poller {
                     self.on_split_applied(id, derived, regions)
                 }
                 ExecResult::CompactLog { index, term } => self.on_compact_log(id, index, term),
+                ExecResult::PrepareMerge { region, state } => {
+                    self.on_prepare_merge_applied(id, region, state)
+                }
+                ExecResult::CommitMerge { region, source } => {
+                    self.on_commit_merge_applied(id, region, source)
+                }
+                ExecResult::RollbackMerge { region } => self.on_rollback_merge_applied(id, region),
             }
         }
         if let Some(p) = self.peers.get_mut(&id) {
             p.serve_ready_reads(&self.kv);
-            self.regions.insert(id, p.info());
+            publish(&self.regions, &self.readers, p);
         }
     }
 
@@ -76,7 +87,7 @@ impl Poller {
         if p.is_leader() {
             let _ = self
                 .pd_tx
-                .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+                .try_send(p.heartbeat_task(self.tick_count, &self.cfg, false));
         }
         if removed {
             tracing::info!(region_id = id, "peer removed from region; destroying");
@@ -126,7 +137,7 @@ impl Poller {
                     continue;
                 }
             }
-            if let Err(e) = self.create_peer(r.clone(), meta) {
+            if let Err(e) = self.create_peer(r.clone(), meta, None) {
                 panic!("region {}: cannot create split peer: {e}", r.id);
             }
             if was_leader {
@@ -141,7 +152,7 @@ impl Poller {
             if let Some(p) = self.peers.get(&id) {
                 let _ = self
                     .pd_tx
-                    .try_send(p.heartbeat_task(self.tick_count, &self.cfg));
+                    .try_send(p.heartbeat_task(self.tick_count, &self.cfg, false));
             }
         }
         tracing::info!(region_id = id, parts = regions.len(), "split applied");
@@ -188,7 +199,9 @@ impl Poller {
         // A proposal in flight may still commit on the region's other peers: a retryable
         // error would invite a client to apply the write twice.
         p.fail_proposals(RegionError::outcome_unknown(id));
+        p.lease.revoke();
         self.regions.remove(&id);
+        self.readers.remove(&id);
         self.dirty.remove(&id);
         self.active.remove(&id);
         let _ = self.apply_tx.send(ApplyTask::Destroy {
@@ -209,6 +222,10 @@ impl Poller {
             self.ask_split(id, split.keys.clone());
             return;
         }
+        if let Some(target) = resp.merge.as_ref().and_then(|m| m.target.clone()) {
+            self.on_merge_request(id, target);
+            return;
+        }
         if let Some(p) = self.peers.get_mut(&id) {
             p.on_heartbeat_response(&resp);
         }
@@ -219,6 +236,7 @@ impl Poller {
             return;
         };
         if !p.is_leader()
+            || p.is_merging()
             || p.splitting
                 .is_some_and(|since| self.tick_count < since + self.cfg.split_timeout_ticks)
         {
@@ -281,7 +299,7 @@ impl Poller {
                     requests,
                     right_derive: false,
                 }),
-                compact_log: None,
+                ..Default::default()
             }),
         };
         let tx = self.control_tx.clone();
@@ -343,11 +361,11 @@ pub(super) fn maybe_compact_log(cfg: &StoreConfig, p: &mut Peer) {
         requests: vec![],
         admin: Some(AdminRequest {
             cmd_type: AdminCmdType::CompactLog as i32,
-            splits: None,
             compact_log: Some(CompactLogRequest {
                 compact_index: compact_idx,
                 compact_term: term,
             }),
+            ..Default::default()
         }),
     };
     p.propose_cmd(cfg, cmd, Box::new(|_| {}));

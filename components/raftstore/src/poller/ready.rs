@@ -15,7 +15,8 @@ impl Poller {
     ///
     /// 1. (`run`) Control messages, then mailbox messages: apply results taken in, messages
     ///    stepped, proposals made, reads queued. Every region touched joins the active set.
-    /// 2. (`run`) On a tick round, every peer ticks and joins the active set.
+    /// 2. (`run`) On a tick round, every awake peer ticks and joins the active set; idle
+    ///    leaders hibernate (`poller/hibernate.rs`) and their last heartbeat goes out in 4a.
     /// 3. Each active peer with queued reads sends one ReadIndex for them.
     /// 4. For each active peer with a Ready (a peer whose snapshot is being written is skipped:
     ///    no `ready()` is called on it until the apply thread reports):
@@ -117,7 +118,7 @@ impl Poller {
             p.raw.mut_store().set_hard_state(hs);
         }
         for rs in rd.take_read_states() {
-            p.on_read_state(&rs.request_ctx, rs.index);
+            p.on_read_state(&rs.request_ctx, rs.index, self.lease);
         }
         p.raw.store().persist_state(batch);
         if rd.ss().is_some() {
@@ -191,7 +192,7 @@ impl Poller {
             index = rd.snapshot().get_metadata().index,
             "applied snapshot"
         );
-        self.regions.insert(id, p.info());
+        publish(&self.regions, &self.readers, p);
         self.persist_ready(id, &mut rd, batch);
         rd
     }
@@ -245,6 +246,9 @@ impl Poller {
             return;
         };
         let region = p.region().clone();
+        // A leader that left the awake set sends only its hibernating heartbeats (see
+        // `poller/hibernate.rs`); anything else it sends comes after something woke it.
+        let hibernating = p.is_leader() && !self.awake.contains(&id);
         for m in msgs {
             let Some(to) = p.peer_by_id(m.to) else {
                 continue;
@@ -265,7 +269,8 @@ impl Poller {
                 message: bytes,
                 start_key: region.start_key.clone(),
                 end_key: region.end_key.clone(),
-                is_tombstone: false,
+                hibernate: hibernating && m.get_msg_type() == MessageType::MsgHeartbeat,
+                ..Default::default()
             });
         }
     }
@@ -282,6 +287,17 @@ impl Poller {
         while p.proposals.front().is_some_and(|f| f.index <= last) {
             proposals.push(p.proposals.pop_front().expect("front"));
         }
+        // A quorum holds these entries: the latest proposal of this term among them renews the
+        // lease from when it was proposed.
+        let term = p.raw.raft.term;
+        if let Some(sent) = proposals
+            .iter()
+            .filter(|q| q.term == term)
+            .map(|q| q.proposed_ns)
+            .max()
+        {
+            p.renew_lease(sent, self.lease);
+        }
         let task = ApplyTask::Apply {
             region_id: id,
             entries,
@@ -295,11 +311,13 @@ impl Poller {
     }
 
     fn on_role_changed(&mut self, id: RegionId) {
+        self.wake(id);
         let tick = self.tick_count;
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
         if p.raw.raft.state != raft::StateRole::Leader {
+            p.lease.revoke();
             p.fail_reads(RegionError::NotLeader {
                 region_id: id,
                 leader: p.leader(),
@@ -307,9 +325,19 @@ impl Poller {
         } else {
             p.leader_since = tick;
             p.leader_heard_tick = tick;
-            let _ = self.pd_tx.try_send(p.heartbeat_task(tick, &self.cfg));
+            let _ = self
+                .pd_tx
+                .try_send(p.heartbeat_task(tick, &self.cfg, false));
+            // A new leader measures its region at once: its size feeds PD's merge checker,
+            // which would take a region that nobody measured for an empty one.
+            if self.cfg.split_enabled && p.splitting.is_none() && !p.is_merging() {
+                p.written_since_check = 0;
+                let _ = self.split_tx.try_send(SplitCheckTask {
+                    region: p.region().clone(),
+                });
+            }
         }
         p.last_leader_id = p.raw.raft.leader_id;
-        self.regions.insert(id, p.info());
+        publish(&self.regions, &self.readers, p);
     }
 }

@@ -100,7 +100,12 @@ impl Poller {
     }
 
     /// PD's region for a peer that asked: the peer is destroyed if PD's region is newer than
-    /// its own and does not contain it.
+    /// its own and does not contain it. PD answers for a region it no longer knows with the one
+    /// that holds its start key: if that one took the whole range over (a merge) with a higher
+    /// version, the peer is stale too (its store missed the merge), unless this store has an
+    /// initialized peer of the region that took it over: that one may still apply CommitMerge
+    /// from its log, which needs the source. Otherwise the range is served elsewhere, and this
+    /// store's next peer of it (PD may place one here) comes with a snapshot of the whole range.
     pub(super) fn on_stale_peer_check(
         &mut self,
         id: RegionId,
@@ -110,6 +115,29 @@ impl Poller {
         let (Some(p), Some(pd_region)) = (self.peers.get(&id), pd_region) else {
             return;
         };
+        if pd_region.id != id {
+            let local = p.region();
+            let covers = pd_region.start_key <= local.start_key
+                && (pd_region.end_key.is_empty()
+                    || (!local.end_key.is_empty() && local.end_key <= pd_region.end_key));
+            let merged_away = p.meta.id == peer_id
+                && p.raw.store().is_initialized()
+                && covers
+                && epoch_of(&pd_region).version > epoch_of(local).version
+                && !self
+                    .peers
+                    .get(&pd_region.id)
+                    .is_some_and(|t| t.raw.store().is_initialized());
+            if merged_away {
+                tracing::info!(
+                    region_id = id,
+                    by = pd_region.id,
+                    "merged away, and this store holds no initialized peer of the region that took it over; destroying"
+                );
+                self.destroy_peer(id, true, None);
+            }
+            return;
+        }
         let pd_epoch = epoch_of(&pd_region);
         if p.meta.id != peer_id
             || !is_epoch_stale(&epoch_of(p.region()), &pd_epoch)
@@ -147,6 +175,7 @@ fn tombstone_message(
         start_key: region.start_key.clone(),
         end_key: region.end_key.clone(),
         is_tombstone: true,
+        ..Default::default()
     }
 }
 
