@@ -24,7 +24,8 @@ pub struct ServerConfig {
     pub advertise_status_addr: String,
     /// PD endpoints (`host:port` or `http://host:port`).
     pub pd_endpoints: Vec<String>,
-    /// Largest gRPC message this store decodes or encodes. Default 64 MiB.
+    /// Largest gRPC message this store decodes or encodes: the bound on one request's bytes
+    /// (a larger one is a transport error, `ResourceExhausted`). Default 64 MiB.
     pub grpc_message_max_bytes: usize,
     /// A client request waiting longer than this (for raft or a latch) is answered with a
     /// `ServerIsBusy` region error. Default 10 s.
@@ -37,7 +38,7 @@ pub struct ServerConfig {
     pub pd_worker: PdWorkerConfig,
     /// Raft machinery of the store.
     pub raftstore: raftstore::StoreConfig,
-    /// Raw request limits.
+    /// Request and response limits, latches, disk reserve.
     pub storage: storage::StorageConfig,
     /// RocksDB options.
     pub rocksdb: engine::RocksConfig,
@@ -135,7 +136,7 @@ impl ServerConfig {
     /// Rejects settings that cannot work.
     pub fn validate(&self) -> Result<(), ServerError> {
         let t = &self.transport;
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
             (
                 !self.pd_endpoints.is_empty(),
                 "pd_endpoints must not be empty",
@@ -143,6 +144,10 @@ impl ServerConfig {
             (
                 self.grpc_message_max_bytes >= 1 << 20,
                 "grpc_message_max_bytes must be >= 1 MiB",
+            ),
+            (
+                self.storage.response_max_bytes < self.grpc_message_max_bytes,
+                "storage response_max_bytes must be below grpc_message_max_bytes",
             ),
             (
                 self.request_timeout_ms > 0,

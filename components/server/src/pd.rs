@@ -153,6 +153,12 @@ impl Pd {
         Ok(found.map(|r| r.region))
     }
 
+    /// The region holding encoded `key` as PD knows it.
+    pub async fn get_region(&self, key: Vec<u8>) -> Result<Option<metapb::Region>, ServerError> {
+        let found = self.client.get_region(key).await.map_err(pd_err)?;
+        Ok(found.map(|r| r.region))
+    }
+
     /// Tells PD the regions a split produced.
     pub async fn report_batch_split(
         &self,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use proto::pdpb;
+use proto::{metapb, pdpb};
 use raftstore::{PdTask, RaftRouter};
 use tokio::sync::{mpsc, watch};
 
@@ -149,7 +149,7 @@ impl WorkerState {
             }
             PdTask::CheckStalePeer { region, peer } => {
                 let (pd, router) = (self.pd.clone(), self.router.clone());
-                tokio::spawn(check_stale_peer(pd, router, region.id, peer.id));
+                tokio::spawn(check_stale_peer(pd, router, region, peer.id));
             }
             PdTask::ReportBatchSplit { regions } => {
                 let pd = self.pd.clone();
@@ -196,10 +196,16 @@ async fn ask_batch_split(
 
 /// Asks PD for the region of a peer that has heard from no leader for a while, and hands the
 /// answer to the raftstore (which decides; an unanswered question is asked again later).
-async fn check_stale_peer(pd: Pd, router: RaftRouter, region_id: u64, peer_id: u64) {
-    match pd.get_region_by_id(region_id).await {
-        Ok(region) => router.on_stale_peer_check(region_id, peer_id, region),
-        Err(e) => tracing::warn!(region_id, error = %e, "stale peer check failed"),
+/// Asks PD for the region of a peer that has heard from no leader for a while; a region PD
+/// does not know (merged away) is answered with the region that holds its start key now.
+async fn check_stale_peer(pd: Pd, router: RaftRouter, region: metapb::Region, peer_id: u64) {
+    let answer = match pd.get_region_by_id(region.id).await {
+        Ok(None) if !region.peers.is_empty() => pd.get_region(region.start_key.clone()).await,
+        other => other,
+    };
+    match answer {
+        Ok(pd_region) => router.on_stale_peer_check(region.id, peer_id, pd_region),
+        Err(e) => tracing::warn!(region_id = region.id, error = %e, "stale peer check failed"),
     }
 }
 

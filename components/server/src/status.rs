@@ -141,6 +141,52 @@ async fn set_partition_handler(
     .into_response()
 }
 
+/// The body of `POST /debug/fault/clock` and the answer of `GET`: the offset of this store's
+/// lease clock from real monotonic time (a clock that jumped; see `raftstore::lease`).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ClockBody {
+    /// Milliseconds, either way.
+    pub offset_ms: i64,
+}
+
+/// Largest clock offset fault injection sets, either way (an hour).
+const CLOCK_OFFSET_MAX_MS: i64 = 3_600_000;
+
+async fn set_clock_handler(
+    State(state): State<StatusState>,
+    Json(body): Json<ClockBody>,
+) -> Response {
+    if state.partition.is_none() {
+        return fault_injection_disabled();
+    }
+    if body.offset_ms.abs() > CLOCK_OFFSET_MAX_MS {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("offset_ms must be within ±{CLOCK_OFFSET_MAX_MS}\n"),
+        )
+            .into_response();
+    }
+    raftstore::set_clock_offset_ns(body.offset_ms * 1_000_000);
+    tracing::warn!(
+        offset_ms = body.offset_ms,
+        "lease clock offset set by fault injection"
+    );
+    Json(ClockBody {
+        offset_ms: raftstore::clock_offset_ns() / 1_000_000,
+    })
+    .into_response()
+}
+
+async fn get_clock_handler(State(state): State<StatusState>) -> Response {
+    if state.partition.is_none() {
+        return fault_injection_disabled();
+    }
+    Json(ClockBody {
+        offset_ms: raftstore::clock_offset_ns() / 1_000_000,
+    })
+    .into_response()
+}
+
 async fn get_partition_handler(State(state): State<StatusState>) -> Response {
     match &state.partition {
         Some(p) => Json(PartitionBody {
@@ -166,6 +212,10 @@ pub(crate) async fn serve(
         .route(
             "/debug/fault/partition",
             post(set_partition_handler).get(get_partition_handler),
+        )
+        .route(
+            "/debug/fault/clock",
+            post(set_clock_handler).get(get_clock_handler),
         )
         .with_state(StatusState {
             router,

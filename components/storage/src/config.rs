@@ -2,9 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Limits every request is checked against before anything is read or written (the checks
-/// are `wire_check`'s, which the server runs with these numbers), and latch and orphan-lock
-/// settings.
+/// Limits of what one request may carry and one response may return, and latch, orphan-lock
+/// and disk settings.
+///
+/// Keys and values are checked before anything is read or written (`wire_check`, which the
+/// server runs with these numbers). The number of items in a request is not limited, as in
+/// TiKV: a request is bounded by its bytes (the server's `grpc_message_max_bytes`), a write
+/// by the raft entry it makes (`raftstore.raft_entry_max_bytes`, answered `RaftEntryTooLarge`)
+/// and a read by the response it makes ([`StorageConfig::response_max_bytes`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StorageConfig {
@@ -12,10 +17,12 @@ pub struct StorageConfig {
     pub key_max_bytes: usize,
     /// Largest value, in bytes. Default 8 MiB.
     pub value_max_bytes: usize,
-    /// Most keys (or ranges) in one batch request. Default 10 000.
-    pub batch_keys_max: usize,
-    /// Largest `limit` of one scan (per range for batch scans). Default 10 240.
-    pub scan_limit_max: usize,
+    /// Largest response of a read that returns many pairs or locks (batch get, scan, scan
+    /// lock), counted as the bytes of its keys and values. A read that would return more is
+    /// answered with [`crate::StorageError::ResponseTooLarge`] rather than cut short, because
+    /// tikv-client 0.4 takes a short answer from a region for the whole of it. Default 10 MiB,
+    /// TiKV's `max-grpc-send-msg-len`; it must hold one largest key and value.
+    pub response_max_bytes: usize,
     /// Number of latch slots keys are hashed into. Default 2 048.
     pub latch_slots: usize,
     /// A transaction at least this old (by its start timestamp against the request's
@@ -45,8 +52,7 @@ impl Default for StorageConfig {
         StorageConfig {
             key_max_bytes: 8 << 10,
             value_max_bytes: 8 << 20,
-            batch_keys_max: 10_000,
-            scan_limit_max: 10_240,
+            response_max_bytes: 10 << 20,
             latch_slots: 2_048,
             orphan_txn_rollback_after_ms: 10_000,
             reserve_space_bytes: 256 << 20,
@@ -62,8 +68,8 @@ impl StorageConfig {
         if self.key_max_bytes == 0 || self.value_max_bytes == 0 {
             return Err("key_max_bytes and value_max_bytes must be > 0".into());
         }
-        if self.batch_keys_max == 0 || self.scan_limit_max == 0 {
-            return Err("batch_keys_max and scan_limit_max must be > 0".into());
+        if self.response_max_bytes < self.key_max_bytes + self.value_max_bytes {
+            return Err("response_max_bytes must hold key_max_bytes + value_max_bytes".into());
         }
         if self.latch_slots == 0 {
             return Err("latch_slots must be > 0".into());
@@ -87,10 +93,15 @@ mod tests {
         let cfg = StorageConfig {
             key_max_bytes: 4,
             value_max_bytes: 3,
-            batch_keys_max: 2,
             ..Default::default()
         };
         cfg.validate().unwrap();
+        assert!(StorageConfig {
+            response_max_bytes: 8 << 20,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
         assert!(StorageConfig {
             latch_slots: 0,
             ..Default::default()

@@ -1,7 +1,8 @@
 //! Raw and transactional key-value semantics of a store, pure over an engine snapshot.
 //!
-//! Key types: [`StorageConfig`] (request limits, which the server checks with `wire_check`
-//! before anything is read or written),
+//! Key types: [`StorageConfig`] (key, value and response limits; keys and values are checked
+//! with `wire_check` before anything is read or written), [`ResponseBudget`] (the response
+//! limit, charged as a read collects pairs),
 //! [`StorageError`] (typed request errors, answered in the response's `error` string),
 //! [`Modify`] (a change to apply through raft, keys memcomparable-encoded), [`Latches`]
 //! (per-key serialization of CAS and writes on one store), and the functions of [`raw`].
@@ -34,7 +35,7 @@ mod test_util;
 
 pub use concurrency_manager::{ConcurrencyManager, MemoryLockGuard};
 pub use config::StorageConfig;
-pub use errors::{Result, StorageError};
+pub use errors::{ResponseBudget, Result, StorageError};
 pub use latch::{LatchGuard, Latches};
 pub use raw::{CasExpect, CasOutcome, KvPair, Modify, RegionRange, ScanOptions, ScanRange};
 

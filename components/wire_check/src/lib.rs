@@ -4,7 +4,8 @@
 //! safely step ([`raft_message`]).
 //!
 //! Key types: [`Limits`] and [`CheckRequest`] (one impl per request type the store serves),
-//! [`RequestError`]; [`check_raft_message`] and [`RaftMessageError`].
+//! [`RequestError`]; [`check_raft_message`], [`check_store_keepalive`] (the envelope a store
+//! sends to say it is alive while shared regions hibernate) and [`RaftMessageError`].
 //!
 //! Flow: the server's `tikvpb.Tikv` service calls [`CheckRequest::check`] on every decoded
 //! request and answers a failure in the response's error; the raft poller calls
@@ -19,5 +20,5 @@
 pub mod raft_message;
 pub mod request;
 
-pub use raft_message::{check_raft_message, RaftMessageError};
+pub use raft_message::{check_raft_message, check_store_keepalive, RaftMessageError};
 pub use request::{CheckRequest, KeyMode, Limits, RequestError};

@@ -64,6 +64,9 @@ pub enum RaftMessageError {
     /// A snapshot whose data cannot be applied to the addressed region.
     #[error("bad snapshot: {0}")]
     BadSnapshot(String),
+    /// A store keepalive that carries a region's fields, or a region message flagged as one.
+    #[error("malformed store keepalive")]
+    BadKeepalive,
 }
 
 /// Checks `msg` as received by store `store_id`, and returns its decoded raft message.
@@ -71,6 +74,9 @@ pub fn check_raft_message(
     msg: &flotillapb::RaftMessage,
     store_id: u64,
 ) -> Result<RaftMsg, RaftMessageError> {
+    if msg.store_keepalive {
+        return Err(RaftMessageError::BadKeepalive);
+    }
     if msg.region_id == 0 {
         return Err(RaftMessageError::NoRegion);
     }
@@ -115,6 +121,41 @@ pub fn check_raft_message(
         check_snapshot(msg.region_id, m.get_snapshot().get_data())?;
     }
     Ok(m)
+}
+
+/// Checks a store keepalive (`store_keepalive` set) as received by store `store_id`, and
+/// returns the sending store's id. A keepalive names no region and no peer: only the two
+/// stores, different and non-zero, and it carries nothing else.
+pub fn check_store_keepalive(
+    msg: &flotillapb::RaftMessage,
+    store_id: u64,
+) -> Result<u64, RaftMessageError> {
+    let bare = msg.store_keepalive
+        && msg.region_id == 0
+        && msg.message.is_empty()
+        && msg.region_epoch.is_none()
+        && msg.start_key.is_empty()
+        && msg.end_key.is_empty()
+        && !msg.is_tombstone
+        && !msg.hibernate;
+    if !bare {
+        return Err(RaftMessageError::BadKeepalive);
+    }
+    let store_of = |p: Option<&metapb::Peer>| p.map_or(0, |p| p.store_id);
+    let (from, to) = (
+        store_of(msg.from_peer.as_ref()),
+        store_of(msg.to_peer.as_ref()),
+    );
+    if to != store_id {
+        return Err(RaftMessageError::WrongStore {
+            store_id,
+            to_store: to,
+        });
+    }
+    if from == 0 || from == to {
+        return Err(RaftMessageError::BadKeepalive);
+    }
+    Ok(from)
 }
 
 fn valid_peer<'a>(
@@ -220,6 +261,7 @@ mod tests {
         SnapshotData {
             region_state: Some(RegionLocalState {
                 state: 0,
+                merge_state: None,
                 region: Some(metapb::Region {
                     id: region_id,
                     start_key: b"b".to_vec(),
@@ -242,6 +284,56 @@ mod tests {
         assert_eq!(
             check_raft_message(&envelope(&heartbeat()), 2).unwrap(),
             heartbeat()
+        );
+    }
+
+    fn keepalive(from: u64, to: u64) -> flotillapb::RaftMessage {
+        flotillapb::RaftMessage {
+            from_peer: peer(0, from),
+            to_peer: peer(0, to),
+            store_keepalive: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn store_keepalives_name_two_stores_and_nothing_else() {
+        assert_eq!(check_store_keepalive(&keepalive(1, 2), 2), Ok(1));
+        assert_eq!(
+            check_store_keepalive(&keepalive(1, 2), 3),
+            Err(RaftMessageError::WrongStore {
+                store_id: 3,
+                to_store: 2
+            })
+        );
+        let bad = [
+            keepalive(0, 2),
+            keepalive(2, 2),
+            flotillapb::RaftMessage {
+                region_id: 7,
+                ..keepalive(1, 2)
+            },
+            flotillapb::RaftMessage {
+                message: vec![1],
+                ..keepalive(1, 2)
+            },
+            flotillapb::RaftMessage {
+                store_keepalive: false,
+                ..keepalive(1, 2)
+            },
+        ];
+        for m in bad {
+            assert_eq!(
+                check_store_keepalive(&m, 2),
+                Err(RaftMessageError::BadKeepalive)
+            );
+        }
+        // A region message flagged as a keepalive is neither.
+        let mut flagged = envelope(&heartbeat());
+        flagged.store_keepalive = true;
+        assert_eq!(
+            check_raft_message(&flagged, 2),
+            Err(RaftMessageError::BadKeepalive)
         );
     }
 

@@ -1,7 +1,11 @@
-//! Checks of client requests: sizes against [`Limits`], ranges in order, and every key in the
-//! key mode of its API (TiKV API V2: raw keys start with `r`, transactional keys with `x`,
+//! Checks of client requests: key and value sizes against [`Limits`], ranges in order, and
+//! every key in the key mode of its API (TiKV API V2: raw keys start with `r`, transactional keys with `x`,
 //! each followed by a 3-byte keyspace id). A raw request naming a transactional key would
 //! otherwise write raw bytes among another transaction's locks and commit records.
+//!
+//! The number of keys in a batch and the `limit` of a scan are not checked, as in TiKV: a
+//! request is bounded by its bytes (the gRPC message limit), a write by its raft entry and a
+//! read by its response (both checked by the server where they are made).
 
 use codec::keys::{RAW_MODE_PREFIX, TXN_MODE_PREFIX};
 use proto::kvrpcpb;
@@ -10,17 +14,14 @@ use proto::kvrpcpb;
 /// measured after it.
 pub const KEYSPACE_PREFIX_BYTES: usize = 4;
 
-/// The request limits (the server builds them from its storage configuration).
+/// The limits of single keys and values (the server builds them from its storage
+/// configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest key, in bytes after the keyspace prefix.
     pub key_max_bytes: usize,
     /// Largest value, in bytes.
     pub value_max_bytes: usize,
-    /// Most keys (or ranges, or mutations) in one request.
-    pub batch_keys_max: usize,
-    /// Largest `limit` of one scan (per range for batch scans).
-    pub scan_limit_max: usize,
 }
 
 /// Which API a key belongs to.
@@ -58,22 +59,6 @@ pub enum RequestError {
         /// Size of the value.
         size: usize,
         /// The limit.
-        max: usize,
-    },
-    /// A batch names more keys, ranges or mutations than the limit.
-    #[error("batch of {size} items exceeds the limit of {max}")]
-    BatchTooLarge {
-        /// Items in the batch.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A scan asks for more pairs than the limit.
-    #[error("scan limit {limit} exceeds the maximum {max}")]
-    ScanLimitTooLarge {
-        /// The requested limit.
-        limit: usize,
-        /// The maximum.
         max: usize,
     },
     /// A range whose start is after its end.
@@ -132,34 +117,10 @@ impl Limits {
         Ok(())
     }
 
-    /// The number of items in a batch.
-    pub fn check_batch(&self, size: usize) -> Result<()> {
-        if size > self.batch_keys_max {
-            return Err(RequestError::BatchTooLarge {
-                size,
-                max: self.batch_keys_max,
-            });
-        }
-        Ok(())
-    }
-
-    /// A batch of keys: their count, then each key.
+    /// Each key of a batch.
     pub fn check_keys<K: AsRef<[u8]>>(&self, keys: &[K], mode: KeyMode) -> Result<()> {
-        self.check_batch(keys.len())?;
         keys.iter()
             .try_for_each(|k| self.check_key(k.as_ref(), mode))
-    }
-
-    /// A scan's limit.
-    pub fn check_scan_limit(&self, limit: u32) -> Result<()> {
-        let limit = limit as usize;
-        if limit > self.scan_limit_max {
-            return Err(RequestError::ScanLimitTooLarge {
-                limit,
-                max: self.scan_limit_max,
-            });
-        }
-        Ok(())
     }
 
     /// A `[lower, upper)` range of `mode`: sizes, order (an empty `upper` is unbounded), and
@@ -220,7 +181,7 @@ pub fn scan_bounds<'a>(
 
 /// A request the store serves, checked before it reaches a region.
 pub trait CheckRequest {
-    /// Fails if the request breaks a limit, names a key outside its API's key mode, or has a
+    /// Fails if a key or value of the request breaks a limit, names a key outside its API's key mode, or has a
     /// range out of order.
     fn check(&self, limits: &Limits) -> Result<()>;
 }
@@ -247,7 +208,6 @@ check_impls! {
         l.check_value(&r.value)
     };
     kvrpcpb::RawBatchPutRequest => |r, l| {
-        l.check_batch(r.pairs.len())?;
         r.pairs.iter().try_for_each(|p| {
             l.check_key(&p.key, Raw)?;
             l.check_value(&p.value)
@@ -257,13 +217,10 @@ check_impls! {
     kvrpcpb::RawBatchDeleteRequest => |r, l| l.check_keys(&r.keys, Raw);
     kvrpcpb::RawDeleteRangeRequest => |r, l| l.check_range(&r.start_key, &r.end_key, Raw);
     kvrpcpb::RawScanRequest => |r, l| {
-        l.check_scan_limit(r.limit)?;
         let (lower, upper) = scan_bounds(&r.start_key, &r.end_key, r.reverse);
         l.check_range(lower, upper, Raw)
     };
     kvrpcpb::RawBatchScanRequest => |r, l| {
-        l.check_batch(r.ranges.len())?;
-        l.check_scan_limit(r.each_limit)?;
         r.ranges.iter().try_for_each(|range| {
             let (lower, upper) = scan_bounds(&range.start_key, &range.end_key, r.reverse);
             l.check_range(lower, upper, Raw)
@@ -278,12 +235,10 @@ check_impls! {
     kvrpcpb::GetRequest => |r, l| l.check_key(&r.key, Txn);
     kvrpcpb::BatchGetRequest => |r, l| l.check_keys(&r.keys, Txn);
     kvrpcpb::ScanRequest => |r, l| {
-        l.check_scan_limit(r.limit)?;
         let (lower, upper) = scan_bounds(&r.start_key, &r.end_key, r.reverse);
         l.check_range(lower, upper, Txn)
     };
     kvrpcpb::PrewriteRequest => |r, l| {
-        l.check_batch(r.mutations.len())?;
         for m in &r.mutations {
             l.check_key(&m.key, Txn)?;
             l.check_value(&m.value)?;
@@ -292,7 +247,6 @@ check_impls! {
         l.check_keys(&r.secondaries, Txn)
     };
     kvrpcpb::PessimisticLockRequest => |r, l| {
-        l.check_batch(r.mutations.len())?;
         for m in &r.mutations {
             l.check_key(&m.key, Txn)?;
         }
@@ -305,10 +259,7 @@ check_impls! {
     kvrpcpb::CommitRequest => |r, l| l.check_keys(&r.keys, Txn);
     kvrpcpb::CleanupRequest => |r, l| l.check_key(&r.key, Txn);
     kvrpcpb::BatchRollbackRequest => |r, l| l.check_keys(&r.keys, Txn);
-    kvrpcpb::ScanLockRequest => |r, l| {
-        l.check_scan_limit(r.limit)?;
-        l.check_any_range(&r.start_key, &r.end_key)
-    };
+    kvrpcpb::ScanLockRequest => |r, l| l.check_any_range(&r.start_key, &r.end_key);
     kvrpcpb::ResolveLockRequest => |r, l| l.check_keys(&r.keys, Txn);
     kvrpcpb::GcRequest => |_r, _l| Ok(());
     kvrpcpb::DeleteRangeRequest => |r, l| l.check_any_range(&r.start_key, &r.end_key);
@@ -321,8 +272,6 @@ mod tests {
     const LIMITS: Limits = Limits {
         key_max_bytes: 4,
         value_max_bytes: 3,
-        batch_keys_max: 2,
-        scan_limit_max: 10,
     };
 
     fn raw(k: &str) -> Vec<u8> {
@@ -346,11 +295,37 @@ mod tests {
             Err(RequestError::ValueTooLarge { .. })
         ));
         assert!(matches!(
-            LIMITS.check_keys(&[raw("a"), raw("b"), raw("c")], Raw),
-            Err(RequestError::BatchTooLarge { .. })
+            LIMITS.check_keys(&[raw("a"), raw("abcde")], Raw),
+            Err(RequestError::KeyTooLarge { .. })
         ));
-        assert!(LIMITS.check_scan_limit(10).is_ok());
-        assert!(LIMITS.check_scan_limit(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn counts_are_not_limited() {
+        // As in TiKV: bytes bound a request (gRPC), a write (its raft entry) and a read (its
+        // response), not the number of its keys or the limit of a scan.
+        let batch = kvrpcpb::RawBatchPutRequest {
+            pairs: (0..20_000)
+                .map(|i| kvrpcpb::KvPair {
+                    key: raw(&format!("{}", i % 1000)),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert!(batch.check(&LIMITS).is_ok());
+        let scan = kvrpcpb::RawScanRequest {
+            start_key: raw("a"),
+            limit: u32::MAX,
+            ..Default::default()
+        };
+        assert!(scan.check(&LIMITS).is_ok());
+        let scan_lock = kvrpcpb::ScanLockRequest {
+            limit: 65_536,
+            ..Default::default()
+        };
+        assert!(scan_lock.check(&LIMITS).is_ok());
     }
 
     #[test]

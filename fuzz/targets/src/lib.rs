@@ -83,14 +83,10 @@ const LIMIT_SETS: [Limits; 2] = [
     Limits {
         key_max_bytes: 8,
         value_max_bytes: 16,
-        batch_keys_max: 3,
-        scan_limit_max: 10,
     },
     Limits {
         key_max_bytes: 8 << 10,
         value_max_bytes: 8 << 20,
-        batch_keys_max: 10_000,
-        scan_limit_max: 10_240,
     },
 ];
 

@@ -1,6 +1,9 @@
 //! The client-facing `tikvpb.Tikv` service: raw and transactional requests checked against
-//! the storage limits and the API V2 key modes (`wire_check`, before anything else), read through a leader's read view or computed from one and written
-//! through raft, and answered with region, key and storage errors as data.
+//! the key and value limits and the API V2 key modes (`wire_check`, before anything else),
+//! read through a leader's read view or computed from one and written through raft, and
+//! answered with region, key and storage errors as data. Reads that return many pairs are
+//! bounded by `storage.response_max_bytes` (a [`storage::ResponseBudget`]), writes by the raft
+//! entry limit (`RaftEntryTooLarge`); the number of keys in a request is not limited.
 
 mod read;
 mod txn_pb;
@@ -21,7 +24,8 @@ use proto::{errorpb, kvrpcpb, metapb};
 use raftstore::{RaftRouter, ReadResponse, RegionError, RequestHeader};
 use storage::txn::TxnError;
 use storage::{
-    ConcurrencyManager, LatchGuard, Latches, Modify, RegionRange, StorageConfig, StorageError,
+    ConcurrencyManager, LatchGuard, Latches, Modify, RegionRange, ResponseBudget, StorageConfig,
+    StorageError,
 };
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
@@ -73,104 +77,62 @@ pub(crate) trait ErrorResponse: Default {
     fn set_error(&mut self, msg: String);
 }
 
-macro_rules! error_string_response {
-    ($($t:ty),* $(,)?) => {$(
+/// `ErrorResponse` for response types, each group with how it carries a request error: `msg`
+/// names the message in the expression that sets it.
+macro_rules! error_response {
+    ($(|$self_:ident, $msg:ident| $set:expr => [$($t:ty),* $(,)?];)*) => {$($(
         impl ErrorResponse for $t {
             fn set_region_error(&mut self, e: errorpb::Error) {
                 self.region_error = Some(e);
             }
-            fn set_error(&mut self, msg: String) {
-                self.error = msg;
+            fn set_error(&mut $self_, $msg: String) {
+                $set;
             }
         }
-    )*};
+    )*)*};
 }
 
-error_string_response!(
-    kvrpcpb::RawGetResponse,
-    kvrpcpb::RawPutResponse,
-    kvrpcpb::RawBatchPutResponse,
-    kvrpcpb::RawDeleteResponse,
-    kvrpcpb::RawBatchDeleteResponse,
-    kvrpcpb::RawDeleteRangeResponse,
-    kvrpcpb::RawGetKeyTtlResponse,
-    kvrpcpb::RawCasResponse,
-    kvrpcpb::UnsafeDestroyRangeResponse,
-    kvrpcpb::DeleteRangeResponse,
-);
-
-/// Responses whose request error is a `KeyError` with `abort` set.
-macro_rules! key_error_response {
-    ($($t:ty),* $(,)?) => {$(
-        impl ErrorResponse for $t {
-            fn set_region_error(&mut self, e: errorpb::Error) {
-                self.region_error = Some(e);
-            }
-            fn set_error(&mut self, msg: String) {
-                self.error = Some(abort_error(msg));
-            }
-        }
-    )*};
-}
-
-key_error_response!(
-    kvrpcpb::ScanLockResponse,
-    kvrpcpb::GetResponse,
-    kvrpcpb::BatchGetResponse,
-    kvrpcpb::ScanResponse,
-    kvrpcpb::CommitResponse,
-    kvrpcpb::BatchRollbackResponse,
-    kvrpcpb::CleanupResponse,
-    kvrpcpb::TxnHeartBeatResponse,
-    kvrpcpb::CheckTxnStatusResponse,
-    kvrpcpb::CheckSecondaryLocksResponse,
-    kvrpcpb::ResolveLockResponse,
-    kvrpcpb::GcResponse,
-);
-
-/// Responses with a list of key errors: the request error is the only one.
-macro_rules! key_errors_response {
-    ($($t:ty),* $(,)?) => {$(
-        impl ErrorResponse for $t {
-            fn set_region_error(&mut self, e: errorpb::Error) {
-                self.region_error = Some(e);
-            }
-            fn set_error(&mut self, msg: String) {
-                self.errors = vec![abort_error(msg)];
-            }
-        }
-    )*};
-}
-
-key_errors_response!(
-    kvrpcpb::PrewriteResponse,
-    kvrpcpb::PessimisticLockResponse,
-    kvrpcpb::PessimisticRollbackResponse,
-);
-
-/// As TiKV does for responses without an `error` field: one pair carrying the error.
-macro_rules! kv_pairs_response {
-    ($($t:ty),* $(,)?) => {$(
-        impl ErrorResponse for $t {
-            fn set_region_error(&mut self, e: errorpb::Error) {
-                self.region_error = Some(e);
-            }
-            fn set_error(&mut self, msg: String) {
-                self.kvs = vec![abort_pair(msg)];
-            }
-        }
-    )*};
-}
-
-kv_pairs_response!(kvrpcpb::RawScanResponse, kvrpcpb::RawBatchScanResponse);
-
-impl ErrorResponse for kvrpcpb::RawBatchGetResponse {
-    fn set_region_error(&mut self, e: errorpb::Error) {
-        self.region_error = Some(e);
-    }
-    fn set_error(&mut self, msg: String) {
-        self.pairs = vec![abort_pair(msg)];
-    }
+error_response! {
+    // An `error` string.
+    |self, msg| self.error = msg => [
+        kvrpcpb::RawGetResponse,
+        kvrpcpb::RawPutResponse,
+        kvrpcpb::RawBatchPutResponse,
+        kvrpcpb::RawDeleteResponse,
+        kvrpcpb::RawBatchDeleteResponse,
+        kvrpcpb::RawDeleteRangeResponse,
+        kvrpcpb::RawGetKeyTtlResponse,
+        kvrpcpb::RawCasResponse,
+        kvrpcpb::UnsafeDestroyRangeResponse,
+        kvrpcpb::DeleteRangeResponse,
+    ];
+    // A `KeyError` with `abort` set.
+    |self, msg| self.error = Some(abort_error(msg)) => [
+        kvrpcpb::ScanLockResponse,
+        kvrpcpb::GetResponse,
+        kvrpcpb::BatchGetResponse,
+        kvrpcpb::ScanResponse,
+        kvrpcpb::CommitResponse,
+        kvrpcpb::BatchRollbackResponse,
+        kvrpcpb::CleanupResponse,
+        kvrpcpb::TxnHeartBeatResponse,
+        kvrpcpb::CheckTxnStatusResponse,
+        kvrpcpb::CheckSecondaryLocksResponse,
+        kvrpcpb::ResolveLockResponse,
+        kvrpcpb::GcResponse,
+    ];
+    // A list of key errors: the request error is the only one.
+    |self, msg| self.errors = vec![abort_error(msg)] => [
+        kvrpcpb::PrewriteResponse,
+        kvrpcpb::PessimisticLockResponse,
+        kvrpcpb::PessimisticRollbackResponse,
+    ];
+    // No error field (as TiKV does): one pair carrying the error.
+    |self, msg| self.kvs = vec![abort_pair(msg)] => [
+        kvrpcpb::RawScanResponse,
+        kvrpcpb::RawBatchScanResponse,
+    ];
+    |self, msg| self.pairs = vec![abort_pair(msg)] => [kvrpcpb::RawBatchGetResponse];
 }
 
 fn abort_error(msg: String) -> kvrpcpb::KeyError {
@@ -192,7 +154,7 @@ pub(crate) struct KvInner {
     pub(crate) router: RaftRouter,
     pub(crate) kv: Arc<dyn KvEngine>,
     pub(crate) limits: StorageConfig,
-    /// The request limits of `limits`, as every request is checked against them.
+    /// The key and value limits of `limits`, as every request is checked against them.
     pub(crate) request_limits: wire_check::Limits,
     pub(crate) latches: Latches,
     pub(crate) request_timeout: Duration,
@@ -229,8 +191,6 @@ impl KvService {
         let request_limits = wire_check::Limits {
             key_max_bytes: limits.key_max_bytes,
             value_max_bytes: limits.value_max_bytes,
-            batch_keys_max: limits.batch_keys_max,
-            scan_limit_max: limits.scan_limit_max,
         };
         KvService {
             inner: Arc::new(KvInner {
@@ -254,7 +214,12 @@ impl KvService {
     }
 
     /// Runs one request: counts it, bounds its time, and turns its error into response data.
-    async fn handle<R, F>(&self, kind: &'static str, fut: F) -> Result<Response<R>, Status>
+    async fn handle<R, F>(
+        &self,
+        kind: &'static str,
+        on_timeout: Timeout,
+        fut: F,
+    ) -> Result<Response<R>, Status>
     where
         R: ErrorResponse,
         F: Future<Output = Result<R, ReqError>>,
@@ -265,7 +230,7 @@ impl KvService {
             Ok(r) => r,
             // A raw write may have been proposed and may still apply: a retryable error would
             // let the client apply it twice. Transactional writes are safe to retry.
-            Err(_) if RAW_WRITES.contains(&kind) => {
+            Err(_) if on_timeout == Timeout::OutcomeUnknown => {
                 Err(ReqError::from(RegionError::Other(format!(
                     "{kind} timed out after {:?}; its outcome is unknown",
                     self.inner.request_timeout
@@ -308,6 +273,11 @@ impl KvService {
 }
 
 impl KvInner {
+    /// The bytes one read response may still carry.
+    fn response_budget(&self) -> ResponseBudget {
+        ResponseBudget::new(self.limits.response_max_bytes)
+    }
+
     /// A linearizable read view of the region named by `header`.
     async fn read_view(&self, header: RequestHeader) -> Result<ReadResponse, ReqError> {
         let (tx, rx) = oneshot::channel();
@@ -474,20 +444,24 @@ pub(crate) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The RPCs that change raw data: not idempotent under a client's retry.
-const RAW_WRITES: [&str; 6] = [
-    "raw_put",
-    "raw_batch_put",
-    "raw_delete",
-    "raw_batch_delete",
-    "raw_delete_range",
-    "raw_compare_and_swap",
-];
+/// What a request that timed out answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timeout {
+    /// `ServerIsBusy`, which the client retries: the request is idempotent (reads, and the
+    /// transactional writes, which a retry finds done).
+    Retry,
+    /// An error the client does not retry: a raw write may have been proposed and may still
+    /// apply, and a retry could apply it twice.
+    OutcomeUnknown,
+}
 
-/// Each RPC: its method, request and response types, and the handler on [`KvInner`]. Every
+/// Each RPC: its method, request and response types, the handler on [`KvInner`], and
+/// `[not_idempotent]` for those a client's retry could apply twice (see [`Timeout`]). Every
 /// request is checked (`wire_check`) before its handler sees it.
 macro_rules! tikv_service {
-    ($($method:ident($req:ty) -> $resp:ty => $handler:ident;)*) => {
+    (@timeout) => { Timeout::Retry };
+    (@timeout not_idempotent) => { Timeout::OutcomeUnknown };
+    ($($method:ident($req:ty) -> $resp:ty => $handler:ident $([$idem:ident])?;)*) => {
         #[tonic::async_trait]
         impl Tikv for KvService {
             $(
@@ -497,7 +471,8 @@ macro_rules! tikv_service {
                 ) -> Result<Response<$resp>, Status> {
                     let req = req.into_inner();
                     let inner = &self.inner;
-                    self.handle(stringify!($method), async move {
+                    let on_timeout = tikv_service!(@timeout $($idem)?);
+                    self.handle(stringify!($method), on_timeout, async move {
                         CheckRequest::check(&req, &inner.request_limits)?;
                         inner.$handler(req).await
                     })
@@ -535,19 +510,22 @@ tikv_service! {
         => kv_delete_range;
     raw_get(kvrpcpb::RawGetRequest) -> kvrpcpb::RawGetResponse => raw_get;
     raw_batch_get(kvrpcpb::RawBatchGetRequest) -> kvrpcpb::RawBatchGetResponse => raw_batch_get;
-    raw_put(kvrpcpb::RawPutRequest) -> kvrpcpb::RawPutResponse => raw_put;
-    raw_batch_put(kvrpcpb::RawBatchPutRequest) -> kvrpcpb::RawBatchPutResponse => raw_batch_put;
-    raw_delete(kvrpcpb::RawDeleteRequest) -> kvrpcpb::RawDeleteResponse => raw_delete;
+    raw_put(kvrpcpb::RawPutRequest) -> kvrpcpb::RawPutResponse => raw_put [not_idempotent];
+    raw_batch_put(kvrpcpb::RawBatchPutRequest) -> kvrpcpb::RawBatchPutResponse
+        => raw_batch_put [not_idempotent];
+    raw_delete(kvrpcpb::RawDeleteRequest) -> kvrpcpb::RawDeleteResponse
+        => raw_delete [not_idempotent];
     raw_batch_delete(kvrpcpb::RawBatchDeleteRequest) -> kvrpcpb::RawBatchDeleteResponse
-        => raw_batch_delete;
+        => raw_batch_delete [not_idempotent];
     raw_scan(kvrpcpb::RawScanRequest) -> kvrpcpb::RawScanResponse => raw_scan;
     raw_delete_range(kvrpcpb::RawDeleteRangeRequest) -> kvrpcpb::RawDeleteRangeResponse
-        => raw_delete_range;
+        => raw_delete_range [not_idempotent];
     raw_batch_scan(kvrpcpb::RawBatchScanRequest) -> kvrpcpb::RawBatchScanResponse
         => raw_batch_scan;
     raw_get_key_ttl(kvrpcpb::RawGetKeyTtlRequest) -> kvrpcpb::RawGetKeyTtlResponse
         => raw_get_key_ttl;
-    raw_compare_and_swap(kvrpcpb::RawCasRequest) -> kvrpcpb::RawCasResponse => raw_cas;
+    raw_compare_and_swap(kvrpcpb::RawCasRequest) -> kvrpcpb::RawCasResponse
+        => raw_cas [not_idempotent];
     unsafe_destroy_range(kvrpcpb::UnsafeDestroyRangeRequest)
         -> kvrpcpb::UnsafeDestroyRangeResponse => unsafe_destroy_range;
 }

@@ -1,6 +1,6 @@
-//! Raw reads: every request was checked against the limits (`wire_check`); each key is then
-//! checked against the region the
-//! read view was served for.
+//! Raw reads: every request was checked against the key limits (`wire_check`); each key is
+//! then checked against the region the read view was served for, and reads of many pairs are
+//! bounded by the response budget.
 
 use proto::kvrpcpb;
 use storage::raw::{self, ScanOptions, ScanRange};
@@ -45,7 +45,13 @@ impl KvInner {
         let cf = cf_from_request(&req.cf)?;
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &req.keys)?;
-        let pairs = raw::raw_batch_get(view.snapshot.as_ref(), cf, &req.keys, now_secs())?;
+        let pairs = raw::raw_batch_get(
+            view.snapshot.as_ref(),
+            cf,
+            &req.keys,
+            now_secs(),
+            &mut self.response_budget(),
+        )?;
         Ok(kvrpcpb::RawBatchGetResponse {
             pairs: to_pb_pairs(pairs),
             ..Default::default()
@@ -84,7 +90,15 @@ impl KvInner {
             key_only: req.key_only,
             reverse: req.reverse,
         };
-        let pairs = raw::raw_scan(view.snapshot.as_ref(), cf, region, range, opts, now_secs())?;
+        let pairs = raw::raw_scan(
+            view.snapshot.as_ref(),
+            cf,
+            region,
+            range,
+            opts,
+            now_secs(),
+            &mut self.response_budget(),
+        )?;
         Ok(kvrpcpb::RawScanResponse {
             kvs: to_pb_pairs(pairs),
             ..Default::default()
@@ -113,6 +127,7 @@ impl KvInner {
             reverse: req.reverse,
         };
         let now = now_secs();
+        let mut budget = self.response_budget();
         let mut kvs = Vec::new();
         for range in ranges {
             kvs.extend(to_pb_pairs(raw::raw_scan(
@@ -122,6 +137,7 @@ impl KvInner {
                 range,
                 opts,
                 now,
+                &mut budget,
             )?));
         }
         Ok(kvrpcpb::RawBatchScanResponse {

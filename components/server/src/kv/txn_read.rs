@@ -77,7 +77,13 @@ impl KvInner {
         }
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &req.keys)?;
-        match mvcc::batch_get(view.snapshot.as_ref(), &req.keys, read_ts, &bypass) {
+        match mvcc::batch_get(
+            view.snapshot.as_ref(),
+            &req.keys,
+            read_ts,
+            &bypass,
+            &mut self.response_budget(),
+        ) {
             Ok(pairs) => {
                 resp.pairs = pairs
                     .into_iter()
@@ -123,7 +129,7 @@ impl KvInner {
             reverse: req.reverse,
             bypass_locks: &bypass,
         };
-        match mvcc::scan(view.snapshot.as_ref(), &opts) {
+        match mvcc::scan(view.snapshot.as_ref(), &opts, &mut self.response_budget()) {
             Ok(items) => {
                 for item in items {
                     resp.pairs.push(match item {
@@ -158,6 +164,7 @@ impl KvInner {
             &req.end_key,
             TimeStamp::new(req.max_version),
             req.limit as usize,
+            &mut self.response_budget(),
         ) {
             Ok(locks) => resp.locks = locks.into_iter().map(lock_info_to_pb).collect(),
             Err(e) => resp.error = some_key_error(e)?,

@@ -2,8 +2,8 @@
 //! DeleteRange.
 
 use proto::kvrpcpb;
-use storage::mvcc;
 use storage::txn::{self, CheckTxnStatusAction, TxnError};
+use storage::{mvcc, ResponseBudget};
 use txn_types::TimeStamp;
 
 use super::txn_pb::{invalid, lock_info_to_pb, some_key_error, ts};
@@ -148,6 +148,7 @@ impl KvInner {
                 &[],
                 max_version,
                 RESOLVE_KEYS_PER_ROUND,
+                &mut ResponseBudget::unlimited(),
             ) {
                 Ok(locks) => locks,
                 Err(e) => {

@@ -5,7 +5,7 @@ use engine::{EngineIterator, EngineSnapshot, CF_DEFAULT, CF_LOCK, CF_WRITE};
 use txn_types::{Key, Lock, LockType, TimeStamp, Write, WriteType};
 
 use crate::txn::{TxnError, TxnResult};
-use crate::StorageError;
+use crate::{ResponseBudget, StorageError};
 
 /// A raw key and its value.
 pub type TxnKvPair = (Vec<u8>, Vec<u8>);
@@ -52,17 +52,20 @@ pub fn get(
     read_value(snap, &key, read_ts)
 }
 
-/// The found pairs among `raw_keys` at `read_ts`, in request order; the first lock met aborts.
+/// The found pairs among `raw_keys` at `read_ts`, in request order; the first lock met aborts,
+/// and so do pairs that pass `budget`.
 pub fn batch_get<K: AsRef<[u8]>>(
     snap: &dyn EngineSnapshot,
     raw_keys: &[K],
     read_ts: TimeStamp,
     bypass_locks: &[TimeStamp],
+    budget: &mut ResponseBudget,
 ) -> Result<Vec<TxnKvPair>, TxnError> {
     let mut pairs = Vec::with_capacity(raw_keys.len());
     for raw in raw_keys {
         let raw = raw.as_ref();
         if let Some(value) = get(snap, raw, read_ts, bypass_locks)? {
+            budget.charge(raw.len() + value.len())?;
             pairs.push((raw.to_vec(), value));
         }
     }

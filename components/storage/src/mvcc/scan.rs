@@ -12,6 +12,7 @@ use txn_types::{Key, Lock, LockInfo, TimeStamp};
 use super::reader::{check_lock_conflict, read_at_cursor, versions_end};
 use crate::raw::{scan_bounds, RegionRange, ScanRange};
 use crate::txn::{TxnError, TxnResult};
+use crate::ResponseBudget;
 
 /// One transactional scan request, cut to one region.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +27,8 @@ pub struct TxnScanOptions<'a> {
     /// Raw key: exclusive upper bound of a forward scan, inclusive lower bound of a reverse one.
     /// Empty: unbounded.
     pub end_key: &'a [u8],
-    /// Most entries (pairs and lock errors) returned; 0 returns none.
+    /// Most entries (pairs and lock errors) returned; 0 returns none. Any limit is served: the
+    /// response is bounded by the budget [`scan`] is given.
     pub limit: usize,
     /// The snapshot ts.
     pub read_ts: TimeStamp,
@@ -42,8 +44,13 @@ pub struct TxnScanOptions<'a> {
 pub type ScanEntry = Result<super::TxnKvPair, TxnError>;
 
 /// Pairs visible at `opts.read_ts` in the range, in key order (descending when reversed); a
-/// locked key yields an `Err` entry that counts towards the limit.
-pub fn scan(snap: &dyn EngineSnapshot, opts: &TxnScanOptions<'_>) -> TxnResult<Vec<ScanEntry>> {
+/// locked key yields an `Err` entry that counts towards the limit. Fails once the pairs (and
+/// locked keys) pass `budget`.
+pub fn scan(
+    snap: &dyn EngineSnapshot,
+    opts: &TxnScanOptions<'_>,
+    budget: &mut ResponseBudget,
+) -> TxnResult<Vec<ScanEntry>> {
     let (lower, upper) = if opts.reverse {
         (opts.end_key, opts.start_key)
     } else {
@@ -81,6 +88,11 @@ pub fn scan(snap: &dyn EngineSnapshot, opts: &TxnScanOptions<'_>) -> TxnResult<V
             break;
         };
         if let Some(entry) = entry {
+            match &entry {
+                Ok((key, value)) => budget.charge(key.len() + value.len())?,
+                Err(TxnError::KeyIsLocked(lock)) => budget.charge(lock_info_bytes(lock))?,
+                Err(_) => {}
+            }
             out.push(entry);
         }
     }
@@ -150,7 +162,9 @@ impl Cursors<'_> {
 }
 
 /// Locks with ts <= `max_version` in `[start_key_raw, end_key_raw)` (empty end: unbounded)
-/// cut to the region, in key order; at most `limit` (0: unbounded).
+/// cut to the region, in key order; at most `limit` (0: unbounded). Fails once their keys and
+/// primaries pass `budget`.
+#[allow(clippy::too_many_arguments)]
 pub fn scan_locks(
     snap: &dyn EngineSnapshot,
     region_start: &[u8],
@@ -159,6 +173,7 @@ pub fn scan_locks(
     end_key_raw: &[u8],
     max_version: TimeStamp,
     limit: usize,
+    budget: &mut ResponseBudget,
 ) -> TxnResult<Vec<LockInfo>> {
     let region = RegionRange {
         start_key: region_start,
@@ -178,9 +193,16 @@ pub fn scan_locks(
         let lock = Lock::parse(iter.value())?;
         if lock.ts <= max_version {
             let raw = Key::from_encoded(origin_key(iter.key()).to_vec()).to_raw()?;
-            out.push(lock.to_lock_info(raw));
+            let info = lock.to_lock_info(raw);
+            budget.charge(lock_info_bytes(&info))?;
+            out.push(info);
         }
         valid = iter.next()?;
     }
     Ok(out)
+}
+
+/// The bytes a lock adds to a response: its key, primary and async-commit secondaries.
+fn lock_info_bytes(lock: &LockInfo) -> usize {
+    lock.key.len() + lock.primary_lock.len() + lock.secondaries.iter().map(Vec::len).sum::<usize>()
 }

@@ -18,7 +18,7 @@ pub use write::{
     delete_modifies, delete_range_modify, put_modifies, raw_cas, CasExpect, CasOutcome,
 };
 
-use crate::{Result, StorageError};
+use crate::{ResponseBudget, Result, StorageError};
 
 /// A key-value pair as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,16 +95,19 @@ pub fn raw_get(
     Ok((!raw.is_expired(now_secs)).then(|| raw.value.to_vec()))
 }
 
-/// The live pairs among `keys`, in request order; absent or expired keys are left out.
+/// The live pairs among `keys`, in request order; absent or expired keys are left out. Fails
+/// once the pairs pass `budget`.
 pub fn raw_batch_get<K: AsRef<[u8]>>(
     snap: &dyn EngineSnapshot,
     cf: CfName,
     keys: &[K],
     now_secs: u64,
+    budget: &mut ResponseBudget,
 ) -> Result<Vec<KvPair>> {
     let mut pairs = Vec::with_capacity(keys.len());
     for key in keys {
         if let Some(value) = raw_get(snap, cf, key.as_ref(), now_secs)? {
+            budget.charge(key.as_ref().len() + value.len())?;
             pairs.push(KvPair {
                 key: key.as_ref().to_vec(),
                 value,
@@ -141,7 +144,8 @@ pub fn scan_bounds(region: RegionRange<'_>, range: ScanRange<'_>) -> Option<(Vec
 }
 
 /// Live pairs of `range` inside `region`, in key order (descending if `reverse`), at most
-/// `opts.limit`.
+/// `opts.limit` (any limit: the response is bounded by `budget`, and fails once the pairs
+/// pass it).
 pub fn raw_scan(
     snap: &dyn EngineSnapshot,
     cf: CfName,
@@ -149,6 +153,7 @@ pub fn raw_scan(
     range: ScanRange<'_>,
     opts: ScanOptions,
     now_secs: u64,
+    budget: &mut ResponseBudget,
 ) -> Result<Vec<KvPair>> {
     let mut pairs = Vec::new();
     let Some((lower, upper)) = scan_bounds(region, range) else {
@@ -159,7 +164,11 @@ pub fn raw_scan(
     }
     let mut failure = None;
     snap.scan_cf(cf, &lower, Some(&upper), opts.reverse, &mut |k, v| {
-        match scan_entry(k, v, opts.key_only, now_secs) {
+        let entry = scan_entry(k, v, opts.key_only, now_secs).and_then(|pair| match pair {
+            Some(p) => budget.charge(p.key.len() + p.value.len()).map(|()| Some(p)),
+            None => Ok(None),
+        });
+        match entry {
             Ok(Some(pair)) => pairs.push(pair),
             Ok(None) => {}
             Err(e) => {

@@ -6,6 +6,7 @@ use codec::memcomparable::encode_bytes;
 use engine::{KvEngine, MemEngine, WriteBatch, CF_DEFAULT};
 
 use super::*;
+use crate::ResponseBudget;
 
 const NOW: u64 = 1_000;
 const WHOLE: RegionRange<'static> = RegionRange {
@@ -62,6 +63,7 @@ fn scan(
         ScanRange { lower, upper },
         opts,
         NOW,
+        &mut ResponseBudget::unlimited(),
     )
     .unwrap()
 }
@@ -104,7 +106,14 @@ fn ttl_expiry_hides_values() {
         raw_get_key_ttl(snap.as_ref(), CF_DEFAULT, b"a", NOW + 10).unwrap(),
         None
     );
-    let batch = raw_batch_get(snap.as_ref(), CF_DEFAULT, &[b"a", b"b", b"c"], NOW + 10).unwrap();
+    let batch = raw_batch_get(
+        snap.as_ref(),
+        CF_DEFAULT,
+        &[b"a", b"b", b"c"],
+        NOW + 10,
+        &mut ResponseBudget::unlimited(),
+    )
+    .unwrap();
     assert_eq!(keys(&batch), vec![b"b".as_slice()]);
     let opts = ScanOptions {
         limit: 10,
@@ -115,7 +124,16 @@ fn ttl_expiry_hides_values() {
         lower: b"",
         upper: b"",
     };
-    let live = raw_scan(snap.as_ref(), CF_DEFAULT, WHOLE, all, opts, NOW + 10).unwrap();
+    let live = raw_scan(
+        snap.as_ref(),
+        CF_DEFAULT,
+        WHOLE,
+        all,
+        opts,
+        NOW + 10,
+        &mut ResponseBudget::unlimited(),
+    )
+    .unwrap();
     assert_eq!(
         live,
         vec![KvPair {
@@ -292,4 +310,50 @@ fn compare_and_swap_treats_expired_as_absent() {
     )
     .unwrap();
     assert!(!stale.succeed);
+}
+
+#[test]
+fn scan_and_batch_get_are_bounded_by_bytes_not_by_limit() {
+    let engine = MemEngine::new();
+    for k in [b"a", b"b", b"c", b"d", b"e"] {
+        must_put(&engine, k, k, 0);
+    }
+    assert_eq!(scan(&engine, WHOLE, b"", b"", usize::MAX, false).len(), 5);
+    let snap = engine.snapshot();
+    let opts = ScanOptions {
+        limit: 65_536,
+        key_only: false,
+        reverse: false,
+    };
+    let all = ScanRange {
+        lower: b"",
+        upper: b"",
+    };
+    // Five pairs of two bytes: ten fit, nine refuse the whole answer rather than cut it.
+    let scan_in = |max_bytes| {
+        raw_scan(
+            snap.as_ref(),
+            CF_DEFAULT,
+            WHOLE,
+            all,
+            opts,
+            NOW,
+            &mut ResponseBudget::new(max_bytes),
+        )
+    };
+    assert_eq!(scan_in(10).unwrap().len(), 5);
+    let too_large = StorageError::ResponseTooLarge { max_bytes: 9 };
+    assert_eq!(scan_in(9), Err(too_large.clone()));
+    let keys = [b"a", b"b", b"c", b"d", b"e"];
+    let get_in = |max_bytes| {
+        raw_batch_get(
+            snap.as_ref(),
+            CF_DEFAULT,
+            &keys,
+            NOW,
+            &mut ResponseBudget::new(max_bytes),
+        )
+    };
+    assert_eq!(get_in(10).unwrap().len(), 5);
+    assert_eq!(get_in(9), Err(too_large));
 }

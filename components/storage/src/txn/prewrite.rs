@@ -155,6 +155,16 @@ pub fn prewrite(
     Ok(finish(req, decided, passed))
 }
 
+/// Whether `req` carries every key of its transaction: the primary and each secondary it names.
+/// 1PC commits only what the request holds, so one region's share of a transaction that spans
+/// regions takes locks (or the transaction would commit piecemeal, at several timestamps).
+fn holds_whole_transaction(req: &PrewriteRequest) -> bool {
+    let held: std::collections::HashSet<&Key> = req.mutations.iter().map(|m| m.key()).collect();
+    std::iter::once(&req.primary)
+        .chain(&req.secondaries)
+        .all(|raw| held.contains(&Key::from_raw(raw)))
+}
+
 /// Turns the passed keys into modifies: locks (2PC, async commit) or commit records (1PC).
 fn finish(
     req: &PrewriteRequest,
@@ -168,8 +178,10 @@ fn finish(
         KeyPrewrite::Committed(ts) => Some(*ts),
         _ => None,
     });
-    // 1PC only when nothing of an earlier 2PC attempt is around; otherwise fall back to locks.
-    let one_pc = req.try_one_pc && !retried && committed_at.is_none();
+    // 1PC only for the whole transaction and when nothing of an earlier 2PC attempt is around;
+    // otherwise fall back to locks.
+    let try_one_pc = req.try_one_pc && holds_whole_transaction(req);
+    let one_pc = try_one_pc && !retried && committed_at.is_none();
     let mut out = PrewriteOutcome::default();
     let mut buf = WriteBuffer::default();
     // The answer is the largest min_commit_ts among the transaction's locks here: the ts just
@@ -214,7 +226,7 @@ fn finish(
     out.modifies = buf.modifies;
     if one_pc {
         out.one_pc_commit_ts = decided;
-    } else if req.try_one_pc && !retried && out.modifies.is_empty() {
+    } else if try_one_pc && !retried && out.modifies.is_empty() {
         // Every key was already committed by this transaction: report that commit.
         out.one_pc_commit_ts = committed_at.unwrap_or_default();
     }

@@ -236,6 +236,28 @@ fn short_and_long_values() {
         .any(|m| matches!(m, Modify::Delete { cf, .. } if cf == &CF_DEFAULT)));
 }
 
+/// One region's share of a transaction that spans regions (the primary or a secondary it names
+/// is elsewhere) takes locks even when asked for 1PC: committed alone it would commit piecemeal.
+#[test]
+fn one_pc_needs_the_whole_transaction() {
+    let engine = MemEngine::new();
+    // The share without the primary.
+    let mut req = prewrite_req(vec![put(b"b", b"2")], b"a", 10);
+    req.try_one_pc = true;
+    req.secondaries = vec![b"b".to_vec()];
+    let out = try_prewrite(&engine, &req, 50);
+    assert!(out.key_errors.is_empty());
+    assert!(out.one_pc_commit_ts.is_zero());
+    assert!(lock_of(&engine, b"b").is_some());
+    // The primary's share, naming a secondary it does not hold.
+    let mut req = prewrite_req(vec![put(b"a", b"1")], b"a", 10);
+    req.try_one_pc = true;
+    req.secondaries = vec![b"b".to_vec()];
+    let out = try_prewrite(&engine, &req, 50);
+    assert!(out.one_pc_commit_ts.is_zero());
+    assert!(lock_of(&engine, b"a").is_some());
+}
+
 #[test]
 fn one_pc_commits_directly() {
     let engine = MemEngine::new();
