@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::CF_DEFAULT;
-use proto::metapb;
+use proto::{metapb, pdpb};
 use raft_log::{FaultInjector, PowerLossReport, RaftEngineLog, RaftLogStore};
 use raftstore::{DataModify, RaftRouter, RegionError, RegionInfo, RequestHeader};
 use tokio::sync::oneshot;
@@ -56,6 +56,9 @@ pub fn fast_config() -> server::ServerConfig {
     rs.pd_heartbeat_tick_interval_ticks = 10;
     rs.split_check_tick_interval_ticks = 10;
     rs.raft_log_gc_tick_interval_ticks = 10;
+    // Hibernated leaders heartbeat PD every second, so that PD's operators (balance, merge)
+    // reach idle regions as fast as the tests expect.
+    rs.hibernated_pd_heartbeat_ticks = 20;
     cfg
 }
 
@@ -258,6 +261,11 @@ impl Cluster {
             .filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n)))
     }
 
+    /// How many stores are running.
+    pub fn running_count(&self) -> usize {
+        self.running().count()
+    }
+
     /// Every running store's view of every region it holds.
     pub fn region_infos(&self) -> Vec<(usize, RegionInfo)> {
         self.running()
@@ -278,12 +286,92 @@ impl Cluster {
             .max_by_key(|r| r.region_epoch.map(|e| (e.version, e.conf_ver)))
     }
 
+    /// PD's view of every region (as its leaders last reported them), in key order.
+    pub fn pd_regions(&self) -> Vec<pd::RegionInfo> {
+        self.pd
+            .as_ref()
+            .and_then(|pd| pd.cluster())
+            .map(|c| c.all_regions())
+            .unwrap_or_default()
+    }
+
     /// The slot whose peer leads `region_id`, if any running store's peer leads it.
     pub fn leader_of(&self, region_id: u64) -> Option<usize> {
         self.region_infos()
             .into_iter()
             .find(|(_, r)| r.region.id == region_id && r.is_leader)
             .map(|(i, _)| i)
+    }
+
+    /// Waits up to `timeout` for a store other than slot `old` to lead `region_id` (as that
+    /// store sees it); its slot.
+    pub fn wait_new_leader(&self, region_id: u64, old: usize, timeout: Duration) -> Option<usize> {
+        let mut new = None;
+        self.wait_until(timeout, |c| {
+            new = (0..c.len()).find(|&s| {
+                s != old
+                    && c.is_running(s)
+                    && c.router(s)
+                        .region_info(region_id)
+                        .is_some_and(|r| r.is_leader)
+            });
+            new.is_some()
+        });
+        new
+    }
+
+    /// Asks the region's leader to remove `peer` (as PD's answer to a heartbeat would), again
+    /// every 200 ms, until a leader's region no longer has it or `timeout` passes.
+    pub fn remove_peer(&self, region_id: u64, peer: metapb::Peer, timeout: Duration) -> bool {
+        self.wait_until(timeout, |c| {
+            let leader = c
+                .region_infos()
+                .into_iter()
+                .find(|(_, r)| r.is_leader && r.region.id == region_id);
+            let Some((slot, r)) = leader else {
+                return false;
+            };
+            if !r.region.peers.iter().any(|p| p.id == peer.id) {
+                return true;
+            }
+            c.router(slot)
+                .on_heartbeat_response(pdpb::RegionHeartbeatResponse {
+                    region_id,
+                    region_epoch: r.region.region_epoch,
+                    change_peer: Some(pdpb::ChangePeer {
+                        peer: Some(peer),
+                        change_type: proto::eraftpb::ConfChangeType::RemoveNode as i32,
+                    }),
+                    ..Default::default()
+                });
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        })
+    }
+
+    /// Asks the region's leader to hand leadership to store `slot`'s peer (as PD's answer to a
+    /// heartbeat would), again every 100 ms, until that peer leads or `timeout` passes.
+    pub fn transfer_leader(&self, region_id: u64, slot: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, |c| {
+            let Some(l) = c.leader_of(region_id) else {
+                return false;
+            };
+            if l == slot {
+                return true;
+            }
+            let to = c.router(slot).region_info(region_id).map(|r| r.peer);
+            c.router(l)
+                .on_heartbeat_response(pdpb::RegionHeartbeatResponse {
+                    region_id,
+                    transfer_leader: Some(pdpb::TransferLeader {
+                        peer: to,
+                        peers: vec![],
+                    }),
+                    ..Default::default()
+                });
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        })
     }
 
     /// Polls `cond` every 50 ms until it holds or `timeout` passes.

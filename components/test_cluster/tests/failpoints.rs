@@ -683,3 +683,54 @@ fn follower_power_loss_drops_its_unsynced_tail_and_it_catches_up() {
     c.start_store(follower);
     must_converge(&c, &h);
 }
+
+/// A leader whose raft work stops (its poller paused, as a paused process would be) while its
+/// gRPC threads go on: once the others have elected a new leader and written, the old one must
+/// not serve the old value from its lease. (With the lease check removed from
+/// `raftstore::lease::local_read`, this test fails: the old leader answers the old value.)
+#[test]
+fn a_paused_leader_serves_no_read_after_a_new_leader_writes() {
+    let _scenario = fail::FailScenario::setup();
+    let c = three_stores(Cluster::start(3, seed_from_env(), fast_config()));
+    c.must_put(b"k", b"old");
+    let (region, old) = leader_of_key(&c, b"k");
+    // A read through the leader's lease: the read path under test.
+    assert!(c.wait_until(WAIT, |c| c
+        .get_on(old, b"k")
+        .is_ok_and(|v| v.as_deref() == Some(b"old"))));
+    let point = format!("poller_before_tick@{}", c.store_id(old));
+    fail::cfg(&point, "pause").expect("configure failpoint");
+    let new = c
+        .wait_new_leader(region, old, WAIT)
+        .unwrap_or_else(|| panic!("no new leader while {old} is paused"));
+    assert!(
+        c.wait_until(WAIT, |c| c.put_on(new, b"k", b"new").is_ok()),
+        "the new leader never took a write"
+    );
+    // The paused leader's poller cannot answer; its lease has run out, so nothing may come
+    // back with the old value. Ask from another thread: a read the poller holds waits.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let header = raftstore::RequestHeader {
+        region_id: region,
+        region_epoch: c.region_of(&encode(b"k")).and_then(|r| r.region_epoch),
+        peer: None,
+        term: None,
+    };
+    let kv_key = codec::keys::data_key(&encode(b"k"));
+    c.router(old).read(
+        header,
+        Box::new(move |r| {
+            let v = r.map(|resp| resp.snapshot.get_cf(engine::CF_DEFAULT, &kv_key).unwrap());
+            let _ = tx.send(v);
+        }),
+    );
+    if let Ok(Ok(v)) = rx.recv_timeout(Duration::from_secs(2)) {
+        panic!("the paused old leader served {v:?}");
+    }
+    fail::remove(&point);
+    // Once running again it steps down; the read it held fails or sees the new value.
+    if let Ok(Ok(v)) = rx.recv_timeout(Duration::from_secs(10)) {
+        assert_eq!(v.as_deref(), Some(&b"new"[..]));
+    }
+    assert!(c.wait_until(WAIT, |c| c.must_get(b"k").as_deref() == Some(b"new")));
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use proto::flotillapb::{PeerState, RaftMessage};
-use proto::{metapb, pdpb};
+use proto::metapb;
 use raft::eraftpb::{Message as RaftMsg, MessageType};
 use test_cluster::{encode, fast_config, seed_from_env, Cluster, Filter};
 
@@ -113,34 +113,8 @@ fn four_stores_and_a_follower(
 /// and writes more.
 fn remove_while_down(c: &mut Cluster, region: &metapb::Region, down: usize, peer: metapb::Peer) {
     c.stop_store(down);
-    let removed = |c: &Cluster| {
-        c.region_infos().into_iter().any(|(_, r)| {
-            r.is_leader
-                && r.region.id == region.id
-                && !r.region.peers.iter().any(|p| p.id == peer.id)
-        })
-    };
     assert!(
-        c.wait_until(WAIT, |c| {
-            if let Some((slot, r)) = c
-                .region_infos()
-                .into_iter()
-                .find(|(_, r)| r.is_leader && r.region.id == region.id)
-            {
-                c.router(slot)
-                    .on_heartbeat_response(pdpb::RegionHeartbeatResponse {
-                        region_id: region.id,
-                        region_epoch: r.region.region_epoch,
-                        change_peer: Some(pdpb::ChangePeer {
-                            peer: Some(peer),
-                            change_type: proto::eraftpb::ConfChangeType::RemoveNode as i32,
-                        }),
-                        ..Default::default()
-                    });
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            removed(c)
-        }),
+        c.remove_peer(region.id, peer, WAIT),
         "the leader never removed the down store's peer"
     );
     for i in 0..20u32 {
@@ -209,7 +183,7 @@ fn old_heartbeat(region: &metapb::Region, leader: metapb::Peer, to: metapb::Peer
         message: protobuf::Message::write_to_bytes(&m).expect("encode"),
         start_key: region.start_key.clone(),
         end_key: region.end_key.clone(),
-        is_tombstone: false,
+        ..Default::default()
     }
 }
 
