@@ -49,6 +49,37 @@ pub enum CtlCommand {
         /// The key.
         key: String,
     },
+    /// Remove every key in [START, END) (one raw delete-range).
+    DeleteRange {
+        /// First key (inclusive).
+        start: String,
+        /// Last key (exclusive); empty for the end.
+        #[arg(default_value = "")]
+        end: String,
+    },
+    /// Ask PD to merge region SOURCE into the adjacent region TARGET (PD first moves SOURCE's
+    /// replicas onto TARGET's stores).
+    Merge {
+        /// The region that goes away.
+        source: u64,
+        /// The region that takes its range over.
+        target: u64,
+    },
+    /// Split the keys `flotilla bench` writes (`bench000000000000` on, raw keys of the default
+    /// keyspace) into REGIONS regions of equal key ranges through PD's split operators, and
+    /// wait until they all exist. PD merges small regions again after its
+    /// `split_merge_interval_secs` unless its `merge_schedule_limit` is 0.
+    Presplit {
+        /// Regions to have over the bench keys.
+        #[arg(long)]
+        regions: u64,
+        /// The bench's key count (`flotilla bench --keys`).
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// List keys in [START, END).
     Scan {
         /// First key (inclusive); empty for the beginning.
@@ -96,10 +127,13 @@ pub async fn run(pd: &str, cmd: CtlCommand) -> Result<()> {
         CtlCommand::Stores => print_stores(pd).await,
         CtlCommand::Store { cmd } => store_command(pd, cmd).await,
         CtlCommand::Regions => print_regions(pd).await,
+        CtlCommand::Presplit {
+            regions,
+            keys,
+            timeout_secs,
+        } => presplit(pd, regions, keys, Duration::from_secs(timeout_secs)).await,
         CtlCommand::Region { key } => {
-            let mut raw = vec![b'r', 0, 0, 0];
-            raw.extend_from_slice(key.as_bytes());
-            let encoded = hex(&codec::memcomparable::encode_bytes(&raw));
+            let encoded = region_key(key.as_bytes());
             let regions = http_get_json(pd, "/pd/api/v1/regions").await?;
             for r in regions["regions"].as_array().into_iter().flatten() {
                 let start = r["start_key"].as_str().unwrap_or("");
@@ -135,6 +169,24 @@ pub async fn run(pd: &str, cmd: CtlCommand) -> Result<()> {
             println!("ok");
             Ok(())
         }
+        CtlCommand::DeleteRange { start, end } => {
+            client(pd)
+                .await?
+                .delete_range(scan_range(start, end))
+                .await?;
+            println!("ok");
+            Ok(())
+        }
+        CtlCommand::Merge { source, target } => {
+            let body = serde_json::json!({
+                "name": "merge-region",
+                "source_region_id": source,
+                "target_region_id": target,
+            });
+            http_post_json(pd, "/pd/api/v1/operators", &body).await?;
+            println!("merge of region {source} into region {target} scheduled");
+            Ok(())
+        }
         CtlCommand::Scan {
             start,
             end,
@@ -158,6 +210,95 @@ pub async fn run(pd: &str, cmd: CtlCommand) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// A raw key of the default keyspace as region boundaries hold it (hex).
+fn region_key(raw: &[u8]) -> String {
+    let mut full = vec![b'r', 0, 0, 0];
+    full.extend_from_slice(raw);
+    hex(&codec::memcomparable::encode_bytes(&full))
+}
+
+/// Split keys per operator: below PD's `split_count_max` (256 by default).
+const PRESPLIT_BATCH: usize = 128;
+
+/// `flotilla ctl presplit`: asks PD, round after round, to split every region that holds
+/// wanted boundaries strictly inside it (at most [`PRESPLIT_BATCH`] per operator, one operator
+/// per region at a time), until every wanted boundary is one.
+async fn presplit(pd: &str, regions: u64, keys: u64, timeout: Duration) -> Result<()> {
+    if regions < 2 || regions > keys {
+        bail!("--regions must be at least 2 and at most --keys ({keys})");
+    }
+    // Increasing: bench key names are zero-padded.
+    let wanted: Vec<String> = (1..regions)
+        .map(|i| region_key(crate::bench::key_name(i * keys / regions).as_bytes()))
+        .collect();
+    let started = std::time::Instant::now();
+    loop {
+        let v = http_get_json(pd, "/pd/api/v1/regions").await?;
+        let (mut asked, mut refused) = (0, None);
+        let listed = v["regions"].as_array().cloned().unwrap_or_default();
+        // A boundary is in place when a region PD knows starts there: a split's new regions
+        // reach PD with their first heartbeats, and until then PD's directory has a gap.
+        let starts: std::collections::HashSet<&str> = listed
+            .iter()
+            .filter_map(|r| r["start_key"].as_str())
+            .collect();
+        let left = wanted
+            .iter()
+            .filter(|k| !starts.contains(k.as_str()))
+            .count();
+        for r in &listed {
+            let start = r["start_key"].as_str().unwrap_or("");
+            let end = r["end_key"].as_str().unwrap_or("");
+            let from = wanted.partition_point(|k| k.as_str() <= start);
+            let to = if end.is_empty() {
+                wanted.len()
+            } else {
+                wanted.partition_point(|k| k.as_str() < end)
+            };
+            if from >= to {
+                continue;
+            }
+            let batch = &wanted[from..to.min(from + PRESPLIT_BATCH)];
+            let body = serde_json::json!({
+                "name": "split-region",
+                "region_id": r["id"],
+                "policy": "usekey",
+                "keys": batch,
+            });
+            match http_post_json(pd, "/pd/api/v1/operators", &body).await {
+                Ok(_) => asked += 1,
+                // Busy with an operator (perhaps the last round's split), or split or merged
+                // since the listing: the next round sees the regions as they are then.
+                Err(e)
+                    if [" 409", " 404", " 400"]
+                        .iter()
+                        .any(|c| e.to_string().contains(c)) =>
+                {
+                    refused = Some(format!("region {}: {e:#}", r["id"]));
+                }
+                Err(e) => return Err(e.context(format!("splitting region {}", r["id"]))),
+            }
+        }
+        if left == 0 {
+            println!(
+                "{} boundaries in place after {:.1} s",
+                wanted.len(),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        eprintln!("{left} boundaries to go; {asked} split operators asked this round");
+        if started.elapsed() > timeout {
+            bail!(
+                "{left} of {} boundaries still missing after {timeout:?} (last refusal: {})",
+                wanted.len(),
+                refused.unwrap_or_else(|| "none".into())
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -6,6 +6,7 @@ mod bench;
 mod chaos;
 mod cpu_limit;
 mod ctl;
+mod pd_sim;
 mod playground;
 mod report;
 
@@ -43,6 +44,8 @@ enum Command {
     Chaos(Box<chaos::ChaosArgs>),
     /// Run a command in a CPU cgroup of its own with a quota (an emulated machine).
     CpuLimit(cpu_limit::CpuLimitArgs),
+    /// Drive one PD with simulated stores and regions over its gRPC API, and measure it.
+    PdSim(pd_sim::PdSimArgs),
     /// Check a history recorded by `flotilla chaos` (JSON lines).
     Check(chaos::CheckArgs),
     /// Region lookups through the official client, one JSON line per round (run by `chaos`).
@@ -117,7 +120,7 @@ fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> 
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,raft=warn,h2=warn,tower=warn,hyper=warn")
+        tracing_subscriber::EnvFilter::new("info,raft_rs=warn,h2=warn,tower=warn,hyper=warn")
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -245,6 +248,7 @@ fn main() -> Result<ExitCode> {
         Command::Chaos(a) => return rt.block_on(chaos::run(*a)).map(exit_code),
         Command::Check(a) => return chaos::check(a).map(exit_code),
         Command::CpuLimit(a) => return rt.block_on(cpu_limit::run(a)),
+        Command::PdSim(a) => rt.block_on(pd_sim::run(a)),
         Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
         Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
     };

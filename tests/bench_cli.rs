@@ -172,6 +172,70 @@ async fn single_region_setting_keeps_the_data_in_one_region() {
     );
 }
 
+/// `flotilla ctl presplit` makes the bench keys' regions through PD's split operators (in
+/// batches, region after region), refuses a nonsense count, and the regions then serve a load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_presplit_makes_the_bench_keys_regions() {
+    let c = ProcCluster::start(3, "");
+    assert!(
+        c.wait_regions(1, 3, Duration::from_secs(60)).await,
+        "cluster up"
+    );
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["ctl", "--pd", &c.pd_addr, "presplit"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let bad = ctl(&["--regions", "1"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--regions"));
+
+    // 300 regions over 3,000 keys: more boundaries than one operator carries.
+    let out = ctl(&[
+        "--regions",
+        "300",
+        "--keys",
+        "3000",
+        "--timeout-secs",
+        "120",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let regions = c.regions().await.unwrap();
+    let starts: std::collections::HashSet<String> = regions["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["start_key"].as_str().unwrap().to_owned())
+        .collect();
+    for i in 1..300u64 {
+        let mut raw = b"r\0\0\0".to_vec();
+        raw.extend_from_slice(format!("bench{:012}", i * 10).as_bytes());
+        let boundary = codec::hex::to_hex(&codec::memcomparable::encode_bytes(&raw));
+        assert!(starts.contains(&boundary), "no region starts at key {i}");
+    }
+    bench(&[
+        "--pd",
+        &c.pd_addr,
+        "--workload",
+        "load,raw-get",
+        "--keys",
+        "3000",
+        "--concurrency",
+        "16",
+        "--duration-secs",
+        "2",
+        "--warmup-secs",
+        "0",
+    ]);
+}
+
 /// Runs the disk target with `args` (no warm-up) in a fresh directory: the directory (the
 /// probe file is `probe/fsync-probe.dat`) and the records.
 fn disk_bench(args: &[&str]) -> (tempfile::TempDir, Vec<Value>) {

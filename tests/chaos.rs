@@ -56,9 +56,16 @@ fn campaign_with(workload: &str, seed: u64, stores: u32, nemesis: Option<&str>) 
         .expect("run flotilla chaos");
     let run = dir.path().join(format!("{workload}-{seed}"));
     if !status.success() {
+        // The findings again, as the test's last words: the campaign's own output can be long
+        // enough (permitted anomalies, process lines) for a log excerpt to cut them.
+        let findings = std::fs::read_to_string(run.join("verdict.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|v| v["findings"].to_string())
+            .unwrap_or_else(|| "no verdict.json".into());
         let kept = dir.keep();
         panic!(
-            "the {workload} campaign with seed {seed} failed; its files are in {}",
+            "the {workload} campaign with seed {seed} failed: {findings}; its files are in {}",
             kept.display()
         );
     }
@@ -213,6 +220,34 @@ async fn partition_endpoint_cuts_raft_traffic_and_needs_fault_injection() {
         .unwrap();
         assert_eq!(code, 200);
     }
+    // The lease clock's offset (the clock-skew nemesis): set, read back, bounded, healed.
+    let (code, body) = http_post_json(&status, "/debug/fault/clock", &json!({"offset_ms": -80}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, body["offset_ms"].as_i64()),
+        (200, Some(-80)),
+        "{body}"
+    );
+    let v = http_get_json(&status, "/debug/fault/clock").await.unwrap();
+    assert_eq!(v["offset_ms"], -80);
+    let (code, _) = http_post_json(
+        &status,
+        "/debug/fault/clock",
+        &json!({"offset_ms": 10_000_000_000i64}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 400);
+    assert_eq!(
+        http_get_json(&status, "/debug/fault/clock").await.unwrap()["offset_ms"],
+        -80,
+        "a refused offset changed the clock"
+    );
+    let (code, _) = http_post_json(&status, "/debug/fault/clock", &json!({"offset_ms": 0}))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
     drop(c);
 
     // Without fault injection the endpoint is refused and nothing is cut.
@@ -233,4 +268,6 @@ async fn partition_endpoint_cuts_raft_traffic_and_needs_fault_injection() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(refused.map(|r| r.0), Some(403));
+    let clock = http_post_json(&status, "/debug/fault/clock", &json!({"offset_ms": 5})).await;
+    assert_eq!(clock.map(|r| r.0), Some(403));
 }

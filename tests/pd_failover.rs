@@ -2,6 +2,8 @@
 //! (SIGSTOP) another member takes over, and once the old leader continues it never hands out a
 //! timestamp of its own (its lease lapsed while it was stopped); it relays the new leader's.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,15 +11,26 @@ use futures::StreamExt;
 use proto::pdpb::pd_client::PdClient;
 use proto::pdpb::{GetMembersRequest, TsoRequest};
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 /// The member processes; dropping it kills them (by pid).
 struct Group {
     children: Vec<Child>,
     urls: Vec<String>,
+    dir: std::path::PathBuf,
+}
+
+impl Group {
+    /// Every member's log, for a failure message.
+    fn logs(&self) -> String {
+        (0..self.children.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self.dir.join(format!("pd{i}.log")));
+                let log = log.unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- pd{i} ---\n{}\n", tail.join("\n"))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Group {
@@ -30,8 +43,52 @@ impl Drop for Group {
     }
 }
 
-fn start_group(dir: &std::path::Path) -> Group {
-    let members: Vec<(String, String)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
+/// Starts three members and waits until each answers; a member that exits at start (another
+/// process took one of its ports between the choice and the bind) restarts the group on fresh
+/// ports, so the test always pauses the leader of a whole group.
+async fn start_group(dir: &std::path::Path) -> Group {
+    for attempt in 0..3 {
+        let mut group = spawn_group(&dir.join(format!("try{attempt}")));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if group
+                .children
+                .iter_mut()
+                .any(|c| c.try_wait().unwrap().is_some())
+            {
+                eprintln!("a member exited at start; restarting\n{}", group.logs());
+                break;
+            }
+            let mut answering = 0;
+            for url in &group.urls {
+                if named_leader(&group, url).await.is_some() {
+                    answering += 1;
+                }
+            }
+            if answering == group.urls.len() {
+                return group;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group did not form\n{}",
+                group.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("three attempts to start a PD group failed");
+}
+
+fn spawn_group(dir: &std::path::Path) -> Group {
+    std::fs::create_dir_all(dir).unwrap();
+    // Six distinct ports: `free_port` never hands out one twice in this process.
+    let addrs: Vec<String> = (0..6)
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect();
+    let members: Vec<(String, String)> = addrs
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
     let list = members
         .iter()
         .enumerate()
@@ -57,7 +114,11 @@ fn start_group(dir: &std::path::Path) -> Group {
         children.push(child);
     }
     let urls = members.iter().map(|(c, _)| format!("http://{c}")).collect();
-    Group { children, urls }
+    Group {
+        children,
+        urls,
+        dir: dir.to_owned(),
+    }
 }
 
 /// One timestamp from the member at `url`, within 2 s (a member that does not lead relays it
@@ -135,7 +196,11 @@ async fn serving_leader(group: &Group, not: Option<usize>) -> (usize, u64) {
                 return (i, ts);
             }
         }
-        assert!(Instant::now() < deadline, "no serving PD leader");
+        assert!(
+            Instant::now() < deadline,
+            "no serving PD leader\n{}",
+            group.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -143,7 +208,7 @@ async fn serving_leader(group: &Group, not: Option<usize>) -> (usize, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_hands_out_no_timestamp_below_its_successor() {
     let dir = tempfile::tempdir().unwrap();
-    let group = start_group(dir.path());
+    let group = start_group(dir.path()).await;
     let (old, t_old) = serving_leader(&group, None).await;
 
     let pid = group.children[old].id() as i32;

@@ -161,35 +161,20 @@ async fn prewrite_only(
     let pd = pd_client::RpcPdClient::connect(std::slice::from_ref(&c.pd_addr))
         .await
         .unwrap();
-    // Just after an election PD may name a peer that is not (yet) the leader.
-    for _ in 0..50 {
-        let common::Target { mut kv, ctx, .. } = common::target(&pd, &txn_key(key)).await;
-        let resp = kv
-            .kv_prewrite(kvrpcpb::PrewriteRequest {
-                context: Some(ctx),
-                mutations: vec![kvrpcpb::Mutation {
-                    op: kvrpcpb::Op::Put as i32,
-                    key: txn_key(key),
-                    value: b"orphan".to_vec(),
-                }],
-                primary_lock: txn_key(key),
-                start_version: start_ts,
-                lock_ttl: ttl_ms,
-                txn_size: 1,
-                use_async_commit: async_commit,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if resp.region_error.is_some() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        assert!(resp.errors.is_empty(), "{:?}", resp.errors);
-        return resp.min_commit_ts;
-    }
-    panic!("the prewrite of {key:?} met region errors 50 times");
+    let req = kvrpcpb::PrewriteRequest {
+        mutations: vec![kvrpcpb::Mutation {
+            op: kvrpcpb::Op::Put as i32,
+            key: txn_key(key),
+            value: b"orphan".to_vec(),
+        }],
+        primary_lock: txn_key(key),
+        start_version: start_ts,
+        lock_ttl: ttl_ms,
+        txn_size: 1,
+        use_async_commit: async_commit,
+        ..Default::default()
+    };
+    common::prewrite_retrying(&pd, req).await.min_commit_ts
 }
 
 async fn prewrite_and_die(c: &ProcCluster, client: &TransactionClient, key: &[u8], ttl_ms: u64) {

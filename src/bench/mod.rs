@@ -12,6 +12,7 @@ mod keys;
 mod run;
 mod target;
 
+pub use keys::key_name;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,7 +75,7 @@ pub struct BenchArgs {
     /// from each operation's scheduled start, so a stall is not hidden.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Keys per transaction (`txn-rmw`, `txn`, `txn-async`).
+    /// Keys per transaction (`txn-rmw`, `txn-rmw-async`, `txn-rmw-1pc`, `txn`, `txn-async`).
     #[arg(long, alias = "txn-writes", default_value_t = 4)]
     pub txn_keys: usize,
     /// Longest scan of YCSB E (lengths are uniform in 1..=this).
@@ -130,11 +131,19 @@ pub enum Workload {
     YcsbE,
     /// A transaction that reads `--txn-keys` keys and writes them back.
     TxnRmw,
+    /// The same with async commit (Flotilla; etcd runs plain `txn-rmw`).
+    TxnRmwAsync,
+    /// The same on `--txn-keys` adjacent keys (one region, nearly always), with one-phase
+    /// commit where they are in one region and async commit otherwise (Flotilla; etcd runs plain
+    /// `txn-rmw` on the adjacent keys).
+    #[value(name = "txn-rmw-1pc")]
+    TxnRmw1pc,
     /// A transaction of `--txn-keys` blind writes, two-phase commit (Flotilla).
     Txn,
     /// The same with async commit (Flotilla).
     TxnAsync,
     /// A single-key transaction with one-phase commit (Flotilla).
+    #[value(name = "txn-1pc", alias = "txn1pc")]
     Txn1pc,
 }
 
@@ -266,6 +275,38 @@ fn print_ratios(records: &[BenchRecord]) {
                 r.ops_per_sec / base.ops_per_sec,
                 r.latency_ms.p99 / base.latency_ms.p99
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    /// Every workload the README's list names parses as the command line spells it, and every
+    /// workload is in the list.
+    #[test]
+    fn the_readme_names_every_workload_as_the_command_line_spells_it() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("Workloads: ")
+            .expect("the README lists the workloads");
+        let list = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+        let named: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
+        for w in Workload::value_variants() {
+            assert!(
+                named.contains(&w.name().as_str()),
+                "{} not listed",
+                w.name()
+            );
+        }
+        for name in named
+            .iter()
+            .filter(|n| !n.starts_with('-') && !n.contains(' '))
+        {
+            assert!(Workload::from_str(name, false).is_ok(), "README: {name}");
         }
     }
 }

@@ -23,7 +23,7 @@ enum Op {
     Put(u64),
     Get(u64),
     Scan(u64, u32),
-    ReadModifyWrite(Vec<u64>),
+    ReadModifyWrite(Vec<u64>, Commit),
     Blind(Vec<u64>, Commit),
     LoadTxn(u64),
 }
@@ -54,6 +54,14 @@ fn distinct(chooser: &KeyChooser, rng: &mut impl Rng, n: usize) -> Vec<u64> {
         }
     }
     keys
+}
+
+/// `n` adjacent key indexes (capped at `count`), starting at a drawn one: the keys of one
+/// region unless they straddle a boundary.
+fn adjacent(chooser: &KeyChooser, rng: &mut impl Rng, n: usize, count: u64) -> Vec<u64> {
+    let n = (n as u64).min(count.max(1));
+    let first = chooser.next(rng).min(count.max(1) - n);
+    (first..first + n).collect()
 }
 
 /// The next operation of `w`, or `None` when a load has written every key.
@@ -97,7 +105,16 @@ fn next_op(
                 Op::Put(chooser.next(rng))
             }
         }
-        Workload::TxnRmw => Op::ReadModifyWrite(distinct(chooser, rng, args.txn_keys)),
+        Workload::TxnRmw => {
+            Op::ReadModifyWrite(distinct(chooser, rng, args.txn_keys), Commit::TwoPhase)
+        }
+        Workload::TxnRmwAsync => {
+            Op::ReadModifyWrite(distinct(chooser, rng, args.txn_keys), Commit::Async)
+        }
+        Workload::TxnRmw1pc => Op::ReadModifyWrite(
+            adjacent(chooser, rng, args.txn_keys, args.keys),
+            Commit::OnePc,
+        ),
         Workload::Txn => Op::Blind(distinct(chooser, rng, args.txn_keys), Commit::TwoPhase),
         Workload::TxnAsync => Op::Blind(distinct(chooser, rng, args.txn_keys), Commit::Async),
         Workload::Txn1pc => Op::Blind(vec![chooser.next(rng)], Commit::OnePc),
@@ -113,7 +130,7 @@ async fn execute(t: &mut Target, op: Op, value: &[u8]) -> Result<()> {
         Op::Put(k) => t.put(key_name(k), value.to_vec()).await,
         Op::Get(k) => t.get(key_name(k)).await.map(drop),
         Op::Scan(k, n) => t.scan(key_name(k), n).await.map(drop),
-        Op::ReadModifyWrite(ks) => t.read_modify_write(names(ks), value.to_vec()).await,
+        Op::ReadModifyWrite(ks, c) => t.read_modify_write(names(ks), value.to_vec(), c).await,
         Op::Blind(ks, c) => t.blind_txn(names(ks), value.to_vec(), c).await,
         Op::LoadTxn(k) => match t {
             // A load must write every key: a transaction refused for a region in flux (a

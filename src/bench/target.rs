@@ -176,10 +176,15 @@ impl Target {
 
     /// Reads `keys` and writes `value` to each in one transaction that fails if another
     /// transaction wrote any of them in between (a conflict is an error).
-    pub async fn read_modify_write(&mut self, keys: Vec<String>, value: Vec<u8>) -> Result<()> {
+    pub async fn read_modify_write(
+        &mut self,
+        keys: Vec<String>,
+        value: Vec<u8>,
+        commit: Commit,
+    ) -> Result<()> {
         match self {
             Target::Flotilla { txn, .. } => {
-                flotilla_txn(txn, optimistic(), keys, value, true).await
+                flotilla_txn(txn, commit_options(commit), keys, value, true).await
             }
             Target::Etcd { client, .. } => etcd_read_modify_write(client, keys, value).await,
             Target::Disk { .. } => bail!("the disk target only does raw-put"),
@@ -196,12 +201,17 @@ impl Target {
         let Target::Flotilla { txn, .. } = self else {
             bail!("blind-write transactions (txn, txn-async, txn-1pc) are Flotilla's only");
         };
-        let opts = match commit {
-            Commit::TwoPhase => optimistic(),
-            Commit::Async => optimistic().use_async_commit(),
-            Commit::OnePc => optimistic().try_one_pc(),
-        };
-        flotilla_txn(txn, opts, keys, value, false).await
+        flotilla_txn(txn, commit_options(commit), keys, value, false).await
+    }
+}
+
+/// The client's options for a commit protocol: one-phase commit falls back to async commit
+/// when the keys span regions.
+fn commit_options(commit: Commit) -> TransactionOptions {
+    match commit {
+        Commit::TwoPhase => optimistic(),
+        Commit::Async => optimistic().use_async_commit(),
+        Commit::OnePc => optimistic().try_one_pc().use_async_commit(),
     }
 }
 

@@ -364,6 +364,15 @@ impl ChaosCluster {
         Ok(())
     }
 
+    /// Sets store `i`'s lease clock offset (`/debug/fault/clock`); 0 heals.
+    pub async fn set_clock_offset(&self, i: usize, offset_ms: i64) -> Result<()> {
+        let body = json!({ "offset_ms": offset_ms });
+        http_post_json(&self.status_addrs[i], "/debug/fault/clock", &body)
+            .await
+            .with_context(|| format!("setting the clock offset of store{i}"))?;
+        Ok(())
+    }
+
     async fn set_partition(&self, i: usize, blocked: Vec<u64>) -> Result<()> {
         let body = json!({ "blocked_stores": blocked });
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -138,7 +138,8 @@ pub struct ChaosArgs {
     /// Keys (register), accounts (bank) or active keys (list-append); default 16, 8, 40.
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=100_000))]
     pub keys: Option<u64>,
-    /// Faults to pick from, comma separated.
+    /// Faults to pick from, comma separated. `merge`, `pause-leader` and `clock-skew` are not
+    /// in the default list, and a `mix` takes them only when they are named.
     #[arg(
         long,
         value_enum,

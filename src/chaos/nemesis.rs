@@ -35,12 +35,21 @@ pub enum FaultKind {
     TransferLeader,
     /// Ask PD to split the workload's regions at random workload keys.
     Split,
+    /// Ask PD to merge two adjacent regions of the workload, whatever their sizes. Only when
+    /// named: neither the default list nor a `mix` of other kinds picks it.
+    Merge,
     /// Start a new, empty store (a machine joins; PD balances regions onto it).
     AddStore,
     /// Decommission a store while the workload runs: PD moves its replicas away and makes it
     /// a tombstone, then the nemesis stops it. A store is added first when fewer than four
     /// would otherwise stay up.
     RemoveStore,
+    /// Pause (SIGSTOP) the store that leads most of the workload's regions, for longer than a
+    /// leader lease: its leases must have run out before anyone else leads. Only when named.
+    PauseLeader,
+    /// Jump a store's lease clock by up to `CLOCK_SKEW_MAX_MS` either way, and back at the
+    /// heal (clocks that drift within the stores' `raft_lease_max_drift_ms`). Only when named.
+    ClockSkew,
     /// Two of the other kinds asked for (all, if fewer than two were) at once, on different processes.
     Mix,
 }
@@ -55,8 +64,11 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::TransferLeader => "transfer-leader",
             FaultKind::Split => "split",
+            FaultKind::Merge => "merge",
             FaultKind::AddStore => "add-store",
             FaultKind::RemoveStore => "remove-store",
+            FaultKind::PauseLeader => "pause-leader",
+            FaultKind::ClockSkew => "clock-skew",
             FaultKind::Mix => "mix",
         }
     }
@@ -71,6 +83,14 @@ impl FaultKind {
         FaultKind::Split,
         FaultKind::AddStore,
         FaultKind::RemoveStore,
+    ];
+
+    /// Kinds a `mix` takes only when they were asked for by name (so that runs that did not
+    /// name them stay as they were).
+    const NAMED_ONLY: [FaultKind; 3] = [
+        FaultKind::Merge,
+        FaultKind::PauseLeader,
+        FaultKind::ClockSkew,
     ];
 }
 
@@ -122,6 +142,8 @@ enum Active {
     Partitioned,
     Killed(Target),
     Paused(Target),
+    /// Store `i`'s lease clock runs off by an offset.
+    Skewed(usize),
     /// A store joined: nothing to heal, the recovery is measured all the same.
     Joined,
     /// A store is being decommissioned: nothing to heal; it retires once it is a tombstone.
@@ -193,6 +215,10 @@ pub struct Nemesis<'a> {
 }
 
 /// Most stores a run grows to with `add-store` (the machine has room for so many processes).
+/// Largest lease-clock jump the `clock-skew` nemesis makes, either way: below the stores'
+/// default `raft_lease_max_drift_ms` (100), the drift the lease is built to absorb.
+const CLOCK_SKEW_MAX_MS: i64 = 90;
+
 const STORES_MAX: usize = 7;
 
 /// Fewest stores that stay up when `remove-store` decommissions one.
@@ -280,13 +306,18 @@ impl<'a> Nemesis<'a> {
             .expect("kinds is not empty");
         let parts: Vec<FaultKind> = if kind == FaultKind::Mix {
             // Two of the kinds asked for (all of them if fewer than two were).
-            let mut pool: Vec<FaultKind> = FaultKind::SINGLE
+            let asked = |k: &&FaultKind| self.cfg.kinds.contains(k);
+            let named: Vec<FaultKind> = FaultKind::NAMED_ONLY
                 .iter()
+                .filter(asked)
                 .copied()
-                .filter(|k| self.cfg.kinds.contains(k))
                 .collect();
+            let mut pool: Vec<FaultKind> =
+                FaultKind::SINGLE.iter().filter(asked).copied().collect();
+            pool.extend(&named);
             if pool.len() < 2 {
                 pool = FaultKind::SINGLE.to_vec();
+                pool.extend(&named);
             }
             pool.shuffle(&mut self.rng);
             pool.truncate(2);
@@ -433,6 +464,30 @@ impl<'a> Nemesis<'a> {
                 self.cluster.pause(t, true);
                 Ok(Some((Active::Paused(t), t)))
             }
+            FaultKind::PauseLeader => {
+                let Some(i) = self.busiest_leader(&stores).await? else {
+                    return Ok(None);
+                };
+                let t = Target::Store(i);
+                self.log(
+                    "fault",
+                    json!({ "fault": "pause-leader", "target": t.to_string() }),
+                );
+                self.cluster.pause(t, true);
+                Ok(Some((Active::Paused(t), t)))
+            }
+            FaultKind::ClockSkew => {
+                let Some(i) = pick_store(&mut self.rng) else {
+                    return Ok(None);
+                };
+                let offset = self.rng.gen_range(-CLOCK_SKEW_MAX_MS..=CLOCK_SKEW_MAX_MS);
+                self.log(
+                    "fault",
+                    json!({ "fault": "clock-skew", "target": format!("store{i}"), "offset_ms": offset }),
+                );
+                self.cluster.set_clock_offset(i, offset).await?;
+                Ok(Some((Active::Skewed(i), Target::Store(i))))
+            }
             FaultKind::TransferLeader => {
                 let n = self.transfer_leaders().await?;
                 self.log("fault", json!({ "fault": "transfer-leader", "queued": n }));
@@ -441,6 +496,12 @@ impl<'a> Nemesis<'a> {
             FaultKind::Split => {
                 let n = self.split().await?;
                 self.log("fault", json!({ "fault": "split", "queued": n }));
+                Ok(None)
+            }
+            FaultKind::Merge => {
+                let merge = self.merge().await?;
+                let pair = merge.map(|(source, target)| json!([source, target]));
+                self.log("fault", json!({ "fault": "merge", "queued": pair }));
                 Ok(None)
             }
             FaultKind::AddStore => {
@@ -472,6 +533,26 @@ impl<'a> Nemesis<'a> {
             }
             FaultKind::Mix => Ok(None),
         }
+    }
+
+    /// Of `stores`, the one whose store leads most of the workload's regions (None when none
+    /// of them leads any).
+    async fn busiest_leader(&mut self, stores: &[usize]) -> Result<Option<usize>> {
+        let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+        for (.., leader, _) in self.workload_regions().await? {
+            if let Some(l) = leader {
+                *led.entry(l).or_default() += 1;
+            }
+        }
+        let mut best = None;
+        for &i in stores {
+            let id = self.cluster.store_id(i).await?;
+            let n = led.get(&id).copied().unwrap_or(0);
+            if n > 0 && best.is_none_or(|(_, m)| n > m) {
+                best = Some((i, n));
+            }
+        }
+        Ok(best.map(|(i, _)| i))
     }
 
     /// Stores no fault may target: being decommissioned, or retired.
@@ -545,6 +626,11 @@ impl<'a> Nemesis<'a> {
                     Ok(())
                 }
                 Active::Partitioned => self.cluster.heal_partitions().await,
+                // A store killed meanwhile restarts with a true clock.
+                Active::Skewed(i) if self.cluster.live_status_addr(i).is_some() => {
+                    self.cluster.set_clock_offset(i, 0).await
+                }
+                Active::Skewed(_) => Ok(()),
                 Active::Joined | Active::Leaving => Ok(()),
             };
             self.log("heal", json!({ "fault": format!("{a:?}") }));
@@ -655,5 +741,73 @@ impl<'a> Nemesis<'a> {
             }
         }
         Ok(queued)
+    }
+
+    /// Asks PD to merge one of the workload's regions into a neighbour, either way round;
+    /// the (source, target) ids if PD took it (it declines regions of another keyspace,
+    /// unhealthy ones or ones with an operator).
+    async fn merge(&mut self) -> Result<Option<(u64, u64)>> {
+        let regions = self.workload_regions().await?;
+        let ranges = regions.iter().map(|(id, s, e, ..)| (*id, &s[..], &e[..]));
+        let pairs = adjacent_pairs(ranges);
+        let Some(&(left, right)) = pairs.choose(&mut self.rng) else {
+            return Ok(None);
+        };
+        let (source, target) = if self.rng.gen_bool(0.5) {
+            (left, right)
+        } else {
+            (right, left)
+        };
+        let body = json!({ "name": "merge-region", "source_region_id": source, "target_region_id": target });
+        let queued = self.cluster.add_operator(&body).await?;
+        Ok(queued.then_some((source, target)))
+    }
+}
+
+/// The pairs `(left, right)` of regions (id, start key, end key; any order) where `left`
+/// ends where `right` starts.
+fn adjacent_pairs<'a>(
+    ranges: impl IntoIterator<Item = (u64, &'a [u8], &'a [u8])>,
+) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, &[u8], &[u8])> = ranges.into_iter().collect();
+    ranges.sort_by(|a, b| a.1.cmp(b.1));
+    ranges
+        .windows(2)
+        .filter(|w| !w[0].2.is_empty() && w[0].2 == w[1].1)
+        .map(|w| (w[0].0, w[1].0))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_pairs_meet_end_to_start_in_any_order() {
+        let ranges: [(u64, &[u8], &[u8]); 5] = [
+            (4, b"m", b"t"),
+            (2, b"", b"c"),
+            (3, b"c", b"k"),
+            (6, b"x", b""),
+            (5, b"t", b"w"),
+        ];
+        // 3 ends at "k" but 4 starts at "m" (a region PD has not reported); 5 ends at "w".
+        assert_eq!(adjacent_pairs(ranges), vec![(2, 3), (4, 5)]);
+        assert_eq!(adjacent_pairs([(1, &b""[..], &b""[..])]), vec![]);
+    }
+
+    #[test]
+    fn merge_and_the_lease_faults_are_mix_parts_only_when_named() {
+        for k in [
+            FaultKind::Merge,
+            FaultKind::PauseLeader,
+            FaultKind::ClockSkew,
+        ] {
+            assert!(!FaultKind::SINGLE.contains(&k));
+            assert!(FaultKind::NAMED_ONLY.contains(&k));
+        }
+        assert_eq!(FaultKind::Merge.name(), "merge");
+        assert_eq!(FaultKind::PauseLeader.name(), "pause-leader");
+        assert_eq!(FaultKind::ClockSkew.name(), "clock-skew");
     }
 }

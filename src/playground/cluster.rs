@@ -82,12 +82,28 @@ impl Proc {
     }
 }
 
-/// Picks `preferred` if it is free on 127.0.0.1, or a port the OS hands out.
+/// Picks `preferred` if it is free on 127.0.0.1, or a port the OS hands out; never a port it
+/// picked before in this process. The port is only probed, not held: a process started a
+/// moment earlier may not have bound the port it was given yet, and the OS would hand the same
+/// port out again (a chaos run once gave a PD member's peer port to a store).
 pub(crate) fn free_port(preferred: u16) -> Result<u16> {
-    if let Ok(l) = TcpListener::bind(("127.0.0.1", preferred)) {
-        return Ok(l.local_addr()?.port());
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    if preferred != 0 && !given.contains(&preferred) {
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", preferred)) {
+            let port = l.local_addr()?.port();
+            given.insert(port);
+            return Ok(port);
+        }
     }
-    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+    for _ in 0..1000 {
+        let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+        if given.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 that was not handed out before")
 }
 
 pub(crate) fn path_arg(p: &Path) -> String {
@@ -689,5 +705,21 @@ mod tests {
         pg.members[0].proc.signal(libc::SIGKILL);
         assert_eq!(round_until_exited(&mut pg), vec![0]);
         pg.members[0].proc.kill9();
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::free_port;
+
+    #[test]
+    fn a_port_is_never_handed_out_twice() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            assert!(seen.insert(free_port(0).unwrap()), "a port came back twice");
+        }
+        // A preferred port already handed out is not given again.
+        let first = *seen.iter().next().unwrap();
+        assert_ne!(free_port(first).unwrap(), first);
     }
 }

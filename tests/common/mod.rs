@@ -15,13 +15,23 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
-/// A free port on 127.0.0.1, as the OS hands it out.
+/// A free port on 127.0.0.1, as the OS hands it out, never one handed out before in this
+/// process (the port is only probed: a process started a moment earlier may not have bound its
+/// port yet, and the OS would hand it out again).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 pub struct Proc {
@@ -363,6 +373,28 @@ pub struct Target {
     pub addr: String,
     pub ctx: kvrpcpb::Context,
     pub kv: TikvClient<Channel>,
+}
+
+/// Sends `req` to the leader of its primary's region, again while a region error (an election,
+/// a split) refuses it, as a client would before it dies with its locks left behind; panics on a
+/// key error.
+pub async fn prewrite_retrying(
+    pd: &pd_client::RpcPdClient,
+    mut req: kvrpcpb::PrewriteRequest,
+) -> kvrpcpb::PrewriteResponse {
+    // Just after an election PD may name a peer that is not (yet) the leader.
+    for _ in 0..50 {
+        let Target { mut kv, ctx, .. } = target(pd, &req.primary_lock).await;
+        req.context = Some(ctx);
+        let resp = kv.kv_prewrite(req.clone()).await.unwrap().into_inner();
+        if resp.region_error.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+        return resp;
+    }
+    panic!("the prewrite met region errors 50 times");
 }
 
 /// Asks PD (again while a split or an election leaves it unknown) for the leader of the region
