@@ -7,16 +7,30 @@
 # For each "QUOTA:N1,N2,..." of SHAPES (default "0.2:3,6 0.15:3,9") and each system of SYSTEMS
 # (default "many single etcd"), one after another, with the same `flotilla bench`:
 #   many   Flotilla, N stores, many regions (the playground's small regions; at least
-#          MIN_REGIONS regions with leaders on every store before measuring);
+#          MIN_REGIONS regions with leaders balanced over the stores before measuring);
 #   single Flotilla, N stores kept to one data region (`playground --single-region`);
 #   etcd   etcd 3.4 with ETCD_MEMBERS members (default "3 5"), each under the same quota
 #          (`flotilla cpu-limit`), measured once per quota.
-# Writes the results (JSON lines) and the section of docs/perf.md between the bench-scale
-# markers, and a throughput-vs-machines plot per workload under docs/bench/scale/.
+# Every point (workload x clients) is its own `flotilla bench`; around each, the CPU time of
+# every store, PD member and etcd member (/proc) and the throttled share of each cgroup's CFS
+# periods (cpu.stat) are sampled, so that the report shows where the CPU went.
+# The script runs at nice 0 (it renices itself if started niced) and, where v1's cpu hierarchy
+# is writable, in a cgroup of its own with the largest cpu.shares, under which the stores' and
+# etcd members' cgroups are made: the measured processes and the load generator take the CPU
+# they want before other jobs on the machine (compiles, tests) get any.
+# Writes the results (JSON lines), the section of docs/perf.md between the bench-scale markers,
+# and a throughput-vs-machines plot per workload, client count and quota under
+# docs/bench/scale/.
 #
 # Knobs (environment): SHAPES, SYSTEMS, ETCD_MEMBERS, WORKLOADS (raw-put,raw-get,ycsb-a,
 # txn-rmw), CLIENTS (64,256), DURATION (s per point, 10), WARMUP (s, 3), KEYS (50000),
-# MIN_REGIONS (48), OUT (docs), KEEP=1 keeps the work directory.
+# MIN_REGIONS (24; the playground's regions split at 2,000 keys, so 50,000 keys make ~29),
+# BALANCE_WAIT (s, 300: the longest wait, for many regions, until every store holds within 25%
+# of the mean region count), RESULTS_FROM (a directory with an earlier run's files, as this
+# script leaves them under OUT/bench/scale: its points for the labels this run does not
+# measure are reported along with this run's),
+# OUT (docs), KEEP=1 keeps the work directory, FLOTILLA (a built binary to use instead of
+# building the debug one), NOTE (a paragraph put into the generated section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -29,79 +43,154 @@ CLIENTS=${CLIENTS:-64,256}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 KEYS=${KEYS:-50000}
-MIN_REGIONS=${MIN_REGIONS:-48}
+MIN_REGIONS=${MIN_REGIONS:-24}
+BALANCE_WAIT=${BALANCE_WAIT:-300}
 OUT=${OUT:-docs}
 
-need_pkgs=()
-case " $SYSTEMS " in *" etcd "*)
-    command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
-    command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client) ;;
-esac
-[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_pkgs+=(fonts-dejavu-core)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    echo "bench-scale: installing ${need_pkgs[*]}" >&2
-    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+source scripts/bench-lib.sh
+case " $SYSTEMS " in *" etcd "*) bench_need_tools etcd ;; *) bench_need_tools ;; esac
 
 if [ -z "${FLOTILLA:-}" ]; then
     cargo build --locked --bin flotilla
     FLOTILLA="$CARGO_TARGET_DIR/debug/flotilla"
 fi
-WORK=$(mktemp -d /tmp/flotilla-scale.XXXXXX)
-RESULTS="$WORK/results.jsonl"
-COMMANDS="$WORK/commands.txt"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+bench_init scale
+CPU="$WORK/cpu.jsonl"
+SHAPE_LOG="$WORK/shapes.txt"
+TICKS=$(getconf CLK_TCK)
+CG1_CPU=$(awk '$3 == "cgroup" && $4 ~ /(^|,)cpu(,|$)/ { print $2; exit }' /proc/mounts)
+CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 
-# bench ARGS...: runs `flotilla bench` and records the command (without the work directory).
-bench() {
-    echo "flotilla bench $*" | sed "s|$WORK|\$WORK|g" >>"$COMMANDS"
-    "$FLOTILLA" bench --json "$RESULTS" --seed 1 "$@"
+if [ "$(nice)" -gt 0 ]; then
+    renice -n 0 -p $$ >/dev/null 2>&1 || echo "bench-scale: running niced ($(nice)); the load generator may lose CPU to other jobs" >&2
+fi
+# Where v1's cpu hierarchy is writable, this script and all it starts (PD, the load generator,
+# the stores' and etcd members' cgroups, created under ours) go into a cgroup with the largest
+# cpu.shares, so that other jobs on the machine (compiles, tests, at any nice) take CPU only
+# when the benchmark leaves it idle. (On v2 a cgroup with processes cannot have children with
+# controllers, so there the script stays where it is.)
+BENCH_CG=""
+if [ -n "$CG1_CPU" ]; then
+    own=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ { print $3 }' /proc/$$/cgroup)
+    BENCH_CG="$CG1_CPU${own%/}/flotilla-bench-scale-$$"
+    if mkdir "$BENCH_CG" 2>/dev/null && echo 262144 >"$BENCH_CG/cpu.shares" \
+        && echo $$ >"$BENCH_CG/cgroup.procs"; then
+        trap 'bench_cleanup; echo $$ >"$CG1_CPU${own%/}/cgroup.procs"; rmdir "$BENCH_CG" 2>/dev/null || true' EXIT
+    else
+        echo "bench-scale: cannot make a high-shares cgroup at $BENCH_CG; running without" >&2
+        rmdir "$BENCH_CG" 2>/dev/null || true
+        BENCH_CG=""
+    fi
+fi
+
+# cg_stat PID: "NR_PERIODS NR_THROTTLED" of the CPU cgroup the process is in (v1's cpu
+# hierarchy, else v2), "0 0" where it has none with a quota.
+cg_stat() {
+    local path f=""
+    if [ -n "$CG1_CPU" ]; then
+        path=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ { print $3 }' "/proc/$1/cgroup" 2>/dev/null)
+        [ -n "$path" ] && f="$CG1_CPU$path/cpu.stat"
+    fi
+    if [ ! -r "$f" ] && [ -n "$CG2" ]; then
+        path=$(awk -F: '$1 == "0" { print $3 }' "/proc/$1/cgroup" 2>/dev/null)
+        f="$CG2$path/cpu.stat"
+    fi
+    if [ -r "$f" ]; then
+        awk '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { t = $2 } END { print p + 0, t + 0 }' "$f"
+    else
+        echo "0 0"
+    fi
 }
 
-# A port nothing listens on (checked by connecting), from a random start.
-free_port() {
-    local p=$((20000 + RANDOM % 30000))
-    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-    echo "$p"
+# cpu_snapshot PID...: one line per live process: "ROLE PID CPU_TICKS NR_PERIODS NR_THROTTLED",
+# ROLE being store, pd or etcd (from its command line).
+cpu_snapshot() {
+    local pid role
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] || continue
+        case " $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" in
+        *" server "*) role=store ;;
+        *" pd "*) role=pd ;;
+        *etcd" "*) role=etcd ;;
+        *) role=other ;;
+        esac
+        # Fields after the command name: utime and stime are the 12th and 13th.
+        echo "$role $pid $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }') $(cg_stat "$pid")"
+    done
 }
 
-stop_pid() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
+# cpu_point LABEL WORKLOAD CLIENTS SECONDS BEFORE AFTER: appends to CPU one JSON line with each
+# machine's (store's or etcd member's) cores and throttled share of its CFS periods, and PD's
+# cores, over the window between the two snapshots.
+cpu_point() {
+    awk -v label="$1" -v workload="$2" -v clients="$3" -v secs="$4" -v hz="$TICKS" '
+        FNR == NR { t[$2] = $3; p[$2] = $4; th[$2] = $5; next }
+        ($2 in t) {
+            cores = ($3 - t[$2]) / hz / secs
+            if ($1 == "pd") { pd += cores; next }
+            dp = $4 - p[$2]; share = dp > 0 ? ($5 - th[$2]) / dp : 0
+            m = m sep sprintf("{\"pid\":%s,\"cores\":%.3f,\"throttled\":%.3f}", $2, cores, share)
+            sep = ","
+        }
+        END {
+            printf "{\"label\":\"%s\",\"workload\":\"%s\",\"clients\":%s,\"window_s\":%.1f,\"machines\":[%s],\"pd_cores\":%.3f}\n",
+                label, workload, clients, secs, m, pd
+        }' "$5" "$6" >>"$CPU"
 }
 
-# start_playground NAME STORES ARGS...: starts a playground, sets PG_PID and PD.
-start_playground() {
-    local name=$1 stores=$2; shift 2
-    echo "flotilla playground --stores $stores $*" >>"$COMMANDS"
-    "$FLOTILLA" playground --data-dir "$WORK/$name" --pd-port "$(free_port)" --stores "$stores" \
-        "$@" >"$WORK/$name.out" 2>&1 &
-    PG_PID=$!
-    PIDS+=("$PG_PID")
-    for _ in $(seq 1 180); do
-        PD=$(sed -n 's/^PD address: //p' "$WORK/$name.out")
-        if [ -n "$PD" ] && [ "$("$FLOTILLA" ctl --pd "$PD" stores 2>/dev/null | grep -c ' up ')" = "$stores" ]; then
+# measure LABEL PIDS TARGET_ARGS...: one `flotilla bench` per workload and client count, with
+# the CPU of the processes PIDS (comma-separated) sampled around each.
+measure() {
+    local label=$1 pids=$2 w c t0 t1; shift 2
+    echo "flotilla bench --json \$WORK/results.jsonl --seed 1 $* --label $label --workload W --concurrency C --duration-secs $DURATION --warmup-secs $WARMUP --keys $KEYS  # for W in $WORKLOADS, C in $CLIENTS" \
+        | sed "s|$WORK|\$WORK|g" >>"$COMMANDS"
+    for w in ${WORKLOADS//,/ }; do
+        for c in ${CLIENTS//,/ }; do
+            cpu_snapshot ${pids//,/ } >"$WORK/before"
+            t0=$(date +%s.%N)
+            "$FLOTILLA" bench --json "$RESULTS" --seed 1 "$@" --label "$label" --workload "$w" \
+                --concurrency "$c" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --keys "$KEYS"
+            t1=$(date +%s.%N)
+            cpu_snapshot ${pids//,/ } >"$WORK/after"
+            cpu_point "$label" "$w" "$c" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$WORK/before" "$WORK/after"
+        done
+    done
+}
+
+# shape LABEL TAG WHEN: per store (in `flotilla ctl stores` order) its regions, its leaders,
+# and its leaders of the raw keyspace's regions that hold keys (what raw-put and raw-get load).
+shape() {
+    local f="$WORK/$1-$2"
+    "$FLOTILLA" ctl --pd "$PD" stores >"$f-stores.txt" 2>&1 || true
+    "$FLOTILLA" ctl --pd "$PD" regions >"$f-regions.txt" 2>&1 || true
+    awk -v label="$1" -v when="$3" '
+        FNR == NR { if ($1 ~ /^[0-9]+$/ && $7 ~ /^[0-9]+$/ && $7 > 0 && $2 ~ /^r/) raw[$4]++; next }
+        FNR > 1 && NF >= 6 { r = r sep $5; l = l sep $6; w = w sep (raw[$1] + 0); sep = "," }
+        END { printf "%s %s: regions per store [%s], leaders per store [%s], leaders of loaded raw-keyspace regions per store [%s]\n", label, when, r, l, w }
+    ' "$f-regions.txt" "$f-stores.txt" >>"$SHAPE_LOG"
+}
+
+# wait_balanced LABEL: waits, up to BALANCE_WAIT s, until every store holds within 25% of the
+# mean region count (the issue's criterion), so that no replica moves while measuring.
+wait_balanced() {
+    local start=$SECONDS
+    echo "flotilla ctl --pd \$PD stores  # until every store holds within 25% of the mean region count, up to ${BALANCE_WAIT}s" >>"$COMMANDS"
+    while [ $((SECONDS - start)) -lt "$BALANCE_WAIT" ]; do
+        if "$FLOTILLA" ctl --pd "$PD" stores 2>/dev/null | awk '
+            NR > 1 && NF >= 6 { n++; s += $5; c[n] = $5 }
+            END { if (!n) exit 1; m = s / n; for (i = 1; i <= n; i++) if (c[i] > 1.25 * m || c[i] < 0.75 * m) exit 1 }'
+        then
+            echo "$1 replicas balanced after $((SECONDS - start)) s" >>"$SHAPE_LOG"
             return 0
         fi
-        kill -0 "$PG_PID" 2>/dev/null || break
-        sleep 1
+        sleep 2
     done
-    echo "playground $name did not come up; see $WORK/$name.out" >&2
-    tail -20 "$WORK/$name.out" >&2
-    exit 1
+    echo "$1 replicas NOT balanced after ${BALANCE_WAIT} s (measured anyway)" >>"$SHAPE_LOG"
 }
 
-common=(--concurrency "$CLIENTS" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --keys "$KEYS")
-txn_load=""
-case ",$WORKLOADS," in *,txn-rmw,*) txn_load=",load-txn" ;; esac
+LABELS=()
+load_workloads=load
+case ",$WORKLOADS," in *,txn-rmw*) load_workloads=load,load-txn ;; esac
 
 for shape in $SHAPES; do
     quota=${shape%%:*}
@@ -111,55 +200,39 @@ for shape in $SHAPES; do
         many|single)
             for n in ${counts//,/ }; do
                 label="$system-q$quota-n$n"
+                LABELS+=("$label")
                 echo "== flotilla $label" >&2
                 extra=()
                 [ "$system" = single ] && extra=(--single-region)
                 start_playground "$label" "$n" --store-cpu "$quota" "${extra[@]}"
-                shape_args=()
-                [ "$system" = many ] && shape_args=(--min-regions "$MIN_REGIONS" --wait-secs 300)
-                bench --target flotilla --pd "$PD" --label "$label" \
-                    --server-pids-file "$WORK/$label/pids" \
-                    --workload "load$txn_load,$WORKLOADS" "${common[@]}" "${shape_args[@]}"
-                "$FLOTILLA" ctl --pd "$PD" stores >"$WORK/$label-stores.txt" 2>&1 || true
+                target=(--target flotilla --pd "$PD" --server-pids-file "$WORK/$label/pids")
+                bench "${target[@]}" --label "$label" --workload "$load_workloads" \
+                    --concurrency "$CLIENTS" --keys "$KEYS"
+                if [ "$system" = many ]; then
+                    # One operation, after PD reports the shape (or after 300 s, said so).
+                    echo "flotilla bench --pd \$PD --workload raw-get --ops 1 --min-regions $MIN_REGIONS --wait-secs 300 (waits for the shape)" >>"$COMMANDS"
+                    "$FLOTILLA" bench --pd "$PD" --workload raw-get --ops 1 --concurrency 1 \
+                        --warmup-secs 0 --keys "$KEYS" --min-regions "$MIN_REGIONS" \
+                        --wait-secs 300 --seed 1 | grep '^cluster:' | sed "s/^/$label /" >>"$SHAPE_LOG"
+                    wait_balanced "$label"
+                fi
+                shape "$label" before "before measuring"
+                measure "$label" "$(paste -sd, "$WORK/$label/pids")" "${target[@]}"
+                shape "$label" end "at the end"
                 stop_pid "$PG_PID"
             done
             ;;
         etcd)
             for n in $ETCD_MEMBERS; do
                 label="etcd-q$quota-n$n"
+                LABELS+=("$label")
                 echo "== $label" >&2
-                cluster="" ; endpoints="" ; cports=() ; pports=()
-                for i in $(seq 1 "$n"); do
-                    cports[$i]=$(free_port); pports[$i]=$(free_port)
-                    while [ "${pports[$i]}" = "${cports[$i]}" ]; do pports[$i]=$(free_port); done
-                    cluster+="${cluster:+,}m$i=http://127.0.0.1:${pports[$i]}"
-                    endpoints+="${endpoints:+,}127.0.0.1:${cports[$i]}"
-                done
-                echo "flotilla cpu-limit --cores $quota -- etcd ... ($n members)" >>"$COMMANDS"
-                etcd_pids=()
-                for i in $(seq 1 "$n"); do
-                    "$FLOTILLA" cpu-limit --cores "$quota" -- \
-                        etcd --name "m$i" --data-dir "$WORK/$label-etcd$i" \
-                        --listen-client-urls "http://127.0.0.1:${cports[$i]}" \
-                        --advertise-client-urls "http://127.0.0.1:${cports[$i]}" \
-                        --listen-peer-urls "http://127.0.0.1:${pports[$i]}" \
-                        --initial-advertise-peer-urls "http://127.0.0.1:${pports[$i]}" \
-                        --initial-cluster "$cluster" --initial-cluster-state new \
-                        --initial-cluster-token "flotilla-$label" \
-                        --quota-backend-bytes 8589934592 \
-                        --auto-compaction-mode revision --auto-compaction-retention 100000 \
-                        >"$WORK/$label-etcd$i.log" 2>&1 &
-                    etcd_pids+=($!); PIDS+=($!)
-                done
-                for _ in $(seq 1 60); do
-                    ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
-                    sleep 1
-                done
-                # The etcd processes are the cpu-limit wrappers' children.
-                server_pids=$(for p in "${etcd_pids[@]}"; do pgrep -P "$p"; done | paste -sd,)
-                bench --target etcd --endpoints "$endpoints" --etcd-serializable --label "$label" \
-                    --server-pids "$server_pids" --workload "load,$WORKLOADS" "${common[@]}"
-                for pid in "${etcd_pids[@]}"; do stop_pid "$pid"; done
+                start_etcd "$label" "$n" "$quota"
+                target=(--target etcd --endpoints "$ETCD_ENDPOINTS" --etcd-serializable
+                    --server-pids "$ETCD_SERVER_PIDS")
+                bench "${target[@]}" --label "$label" --workload load --concurrency "$CLIENTS" --keys "$KEYS"
+                measure "$label" "$ETCD_SERVER_PIDS" "${target[@]}"
+                for pid in "${ETCD_PIDS[@]}"; do stop_pid "$pid"; done
             done
             ;;
         *) echo "unknown system $system" >&2; exit 2 ;;
@@ -169,37 +242,58 @@ done
 
 echo "== report" >&2
 mkdir -p "$OUT/bench/scale"
+{
+    echo "SHAPES=\"$SHAPES\" SYSTEMS=\"$SYSTEMS\" ETCD_MEMBERS=\"$ETCD_MEMBERS\" WORKLOADS=$WORKLOADS CLIENTS=$CLIENTS DURATION=$DURATION WARMUP=$WARMUP KEYS=$KEYS MIN_REGIONS=$MIN_REGIONS BALANCE_WAIT=$BALANCE_WAIT ./scripts/bench-scale.sh"
+    cat "$COMMANDS"
+} >"$WORK/commands.md"
+if [ -n "${RESULTS_FROM:-}" ]; then
+    # The earlier run's points, shapes and commands, less the labels measured again here.
+    drop=()
+    for l in "${LABELS[@]}"; do drop+=(-e "\"label\":\"$l\"" -e "^$l "); done
+    grep -v "${drop[@]}" "$RESULTS_FROM/results.jsonl" >>"$RESULTS" || true
+    grep -v "${drop[@]}" "$RESULTS_FROM/cpu.jsonl" >>"$CPU" || true
+    grep -v "${drop[@]}" "$RESULTS_FROM/shapes.txt" >>"$SHAPE_LOG" || true
+    {
+        echo "# the earlier run, whose points for other labels than ${LABELS[*]} are kept:"
+        cat "$RESULTS_FROM/commands.md"
+    } >>"$WORK/commands.md"
+fi
 cp "$RESULTS" "$OUT/bench/scale/results.jsonl"
-python3 scripts/bench-scale-report.py "$RESULTS" "$OUT/bench/scale" >"$WORK/tables.md"
+cp "$CPU" "$OUT/bench/scale/cpu.jsonl"
+cp "$SHAPE_LOG" "$OUT/bench/scale/shapes.txt"
+cp "$WORK/commands.md" "$OUT/bench/scale/commands.md.tmp"
+mv "$OUT/bench/scale/commands.md.tmp" "$OUT/bench/scale/commands.md"
+python3 scripts/bench-scale-report.py "$RESULTS" "$OUT/bench/scale" "$CPU" >"$WORK/tables.md"
 
 {
     echo "<!-- bench-scale:begin (generated by scripts/bench-scale.sh; edits here are overwritten) -->"
     echo
-    echo "Run of $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD)."
-    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)."
-    echo "Each store and each etcd member in its own CPU cgroup with the quota shown; PD and the"
-    echo "load generator unlimited, on the same cores."
+    echo "Run of $(date -u +%Y-%m-%dT%H:%MZ)${RESULTS_FROM:+ (with points of an earlier run, see the commands)}, commit $(git rev-parse --short HEAD); the binary: \`$FLOTILLA\`,"
+    echo "built $(date -u -r "$FLOTILLA" +%Y-%m-%dT%H:%MZ) with the dev profile ($(grep -A1 '^\[profile.dev\]' Cargo.toml | sed -n 's/^opt-level = /own crates opt-level /p'), dependencies opt-level 3)."
+    echo "Machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)),"
+    echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r); $(etcd --version 2>/dev/null | head -1 | tr -d '\n')."
+    echo "Each store and each etcd member in its own CPU cgroup with the quota shown; PD (a group of"
+    echo "three) and the load generator unlimited, at nice 0, on the same cores${BENCH_CG:+; all of them}"
+    [ -n "$BENCH_CG" ] && echo "inside one cgroup with cpu.shares 262144, so that other jobs on the machine ran only on what it left idle"
+    echo "(the load generator's CPU is in the tables)."
+    if [ -n "${NOTE:-}" ]; then echo; echo "$NOTE"; fi
+    echo
+    echo "Commands (\$WORK is a fresh temporary directory):"
     echo
     echo '```sh'
-    echo "SHAPES=\"$SHAPES\" SYSTEMS=\"$SYSTEMS\" ETCD_MEMBERS=\"$ETCD_MEMBERS\" WORKLOADS=$WORKLOADS CLIENTS=$CLIENTS DURATION=$DURATION KEYS=$KEYS ./scripts/bench-scale.sh"
-    cat "$COMMANDS"
+    cat "$WORK/commands.md"
     echo '```'
     echo
+    echo "The clusters' shape (\`flotilla ctl stores\`):"
+    echo
+    sed 's/^/- /' "$SHAPE_LOG"
+    echo
     cat "$WORK/tables.md"
+    echo "Plots: \`$OUT/bench/scale/<workload>-c<clients>-q<quota>.svg\`; the points, the CPU samples, the"
+    echo "shapes and the commands: \`$OUT/bench/scale/\`."
     echo
     echo "<!-- bench-scale:end -->"
 } >"$WORK/section.md"
 
-perf="$OUT/perf.md"
-touch "$perf"
-if grep -q '<!-- bench-scale:begin' "$perf"; then
-    awk -v section="$WORK/section.md" '
-        /<!-- bench-scale:begin/ { while ((getline line < section) > 0) print line; skip = 1; next }
-        /<!-- bench-scale:end/ { skip = 0; next }
-        !skip { print }
-    ' "$perf" >"$WORK/perf.md"
-    cp "$WORK/perf.md" "$perf"
-else
-    { echo; echo "## Scale-out on emulated machines"; echo; cat "$WORK/section.md"; } >>"$perf"
-fi
-echo "bench-scale: wrote $perf and $OUT/bench/scale/" >&2
+splice_section bench-scale "Scale-out on emulated machines" "$WORK/section.md" "$OUT/perf.md"
+echo "bench-scale: wrote $OUT/perf.md and $OUT/bench/scale/" >&2

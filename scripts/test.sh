@@ -20,3 +20,8 @@ else
     cargo test --workspace --locked --no-fail-fast
     cargo test -p test_cluster --locked --no-fail-fast --features failpoints --test failpoints
 fi
+
+# The official client's own suites (tikv-client 0.4.0's integration and failpoint tests),
+# each against a fresh playground of the binary built above.
+echo "== client suites" >&2
+scripts/client-suites.sh integration failpoint
