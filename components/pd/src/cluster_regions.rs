@@ -28,7 +28,7 @@ use proto::pdpb::{RegionHeartbeatRequest, RegionHeartbeatResponse};
 use super::schedule::Queued;
 use super::{Cluster, Inner};
 use crate::operator::{OpStatus, Step};
-use crate::region_dir::RegionInfo;
+use crate::region_dir::{RegionFlow, RegionInfo};
 use crate::replica_view::{region_key, region_value};
 use crate::{scheduler, PdError, Result};
 
@@ -163,10 +163,12 @@ impl Cluster {
         req: RegionHeartbeatRequest,
         now_ms: u64,
     ) -> Result<Option<RegionHeartbeatResponse>> {
+        let flow = RegionFlow::from_heartbeat(&req);
         let region = req
             .region
             .ok_or_else(|| PdError::InvalidValue("heartbeat without region".into()))?;
         let info = RegionInfo {
+            flow,
             region,
             leader: req.leader,
             pending_peers: req.pending_peers,

@@ -3,6 +3,7 @@ use proto::pdpb::RegionHeartbeatRequest;
 
 use super::*;
 use crate::meta_store::MemMetaStore;
+use crate::region_dir::RegionFlow;
 
 fn store(id: u64) -> Store {
     Store {
@@ -510,4 +511,48 @@ fn a_store_is_down_after_store_down_after_secs_and_down_long_after_max_store_dow
         ..cfg
     };
     assert!(matches!(shorter.validate(), Err(PdError::InvalidConfig(_))));
+}
+
+#[test]
+fn a_region_heartbeat_replaces_the_regions_flow() {
+    let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+    let c = must_open(&meta);
+    c.bootstrap(store(1), first_region(), 1_000).unwrap();
+    let hb = |keys_written, start, end| RegionHeartbeatRequest {
+        region: Some(first_region()),
+        leader: first_region().peers.first().cloned(),
+        bytes_written: keys_written * 10,
+        keys_written,
+        bytes_read: 7,
+        keys_read: 1,
+        interval: Some(proto::pdpb::TimeInterval {
+            start_timestamp: start,
+            end_timestamp: end,
+        }),
+        ..Default::default()
+    };
+    c.region_heartbeat(hb(5, 100, 110), 1_000).unwrap();
+    let flow = c.get_region_by_id(2).unwrap().unwrap().flow;
+    assert_eq!(
+        flow,
+        RegionFlow {
+            written_bytes: 50,
+            written_keys: 5,
+            read_bytes: 7,
+            read_keys: 1,
+            interval_secs: 10,
+        }
+    );
+    assert_eq!(flow.per_sec(flow.written_bytes), 5.0);
+    // The next interval's flow replaces it, it does not add up.
+    c.region_heartbeat(hb(2, 110, 114), 1_100).unwrap();
+    let flow = c.get_region_by_id(2).unwrap().unwrap().flow;
+    assert_eq!((flow.written_keys, flow.interval_secs), (2, 4));
+    // Flow is not durable: a reload knows none.
+    drop(c);
+    let c = must_open(&meta);
+    assert_eq!(
+        c.get_region_by_id(2).unwrap().unwrap().flow,
+        RegionFlow::default()
+    );
 }

@@ -1,4 +1,6 @@
-//! PD's HTTP API on the gRPC port: `/pd/api/v1/regions`, `/pd/api/v1/stores`,
+//! PD's HTTP API on the gRPC port: `/pd/api/v1/regions`, `/pd/api/v1/region/id/{id}`,
+//! `/pd/api/v1/hotspot/regions/write` and `/read` (the regions with the most bytes per second
+//! in their last heartbeat, by leader store), `/pd/api/v1/stores`,
 //! `/pd/api/v1/store/{id}` (`GET` one store, `DELETE` to decommission it: Offline, then
 //! Tombstone once its regions have moved; `?force=true` skips the check on the Up stores left),
 //! `POST /pd/api/v1/store/{id}/state?state=Up|Offline`, `/metrics`, `/status`, and
@@ -25,7 +27,7 @@ use serde_json::{json, Value};
 
 use crate::cluster::StoreStatus;
 use crate::metrics::Metrics;
-use crate::region_dir::RegionInfo;
+use crate::region_dir::{RegionFlow, RegionInfo};
 use crate::server::Serving;
 use crate::service::now_ms;
 use crate::{Cluster, PdError};
@@ -58,6 +60,9 @@ impl HttpState {
 pub(crate) fn routes(router: Router, serving: Serving, metrics: Arc<Metrics>) -> Router {
     let api = Router::new()
         .route("/pd/api/v1/regions", get(regions))
+        .route("/pd/api/v1/region/id/{id}", get(region_by_id))
+        .route("/pd/api/v1/hotspot/regions/write", get(hot_write_regions))
+        .route("/pd/api/v1/hotspot/regions/read", get(hot_read_regions))
         .route("/pd/api/v1/stores", get(stores))
         .route("/pd/api/v1/store/{id}", get(store).delete(delete_store))
         .route("/pd/api/v1/store/{id}/state", post(set_store_state))
@@ -148,6 +153,12 @@ pub(crate) fn region_json(r: &RegionInfo) -> Value {
         "leader": r.leader.as_ref().map(peer_json),
         "approximate_size": r.approximate_size,
         "approximate_keys": r.approximate_keys,
+        // The traffic of the leader's last heartbeat interval, as PD shows it.
+        "written_bytes": r.flow.written_bytes,
+        "written_keys": r.flow.written_keys,
+        "read_bytes": r.flow.read_bytes,
+        "read_keys": r.flow.read_keys,
+        "interval_secs": r.flow.interval_secs,
         "pending_peers": r.pending_peers.iter().map(peer_json).collect::<Vec<_>>(),
         "down_peers": r.down_peers.iter().map(|d| json!({
             "peer": d.peer.as_ref().map(peer_json),
@@ -160,6 +171,17 @@ pub(crate) fn region_json(r: &RegionInfo) -> Value {
 pub(crate) fn store_json(s: &StoreStatus) -> Value {
     let store = &s.info.store;
     let state = StoreState::try_from(store.state).map_or("Unknown", |st| st.as_str_name());
+    // The traffic of the store's last heartbeat interval, and its rates.
+    let stats = s.info.stats.clone().unwrap_or_default();
+    let flow = RegionFlow {
+        written_bytes: stats.bytes_written,
+        written_keys: stats.keys_written,
+        read_bytes: stats.bytes_read,
+        read_keys: stats.keys_read,
+        interval_secs: stats
+            .interval
+            .map_or(0, |i| i.end_timestamp.saturating_sub(i.start_timestamp)),
+    };
     json!({
         "store": {"id": store.id, "address": store.address, "state": state, "status_address": store.status_address},
         "status": {
@@ -170,6 +192,15 @@ pub(crate) fn store_json(s: &StoreStatus) -> Value {
             "is_down_long": s.is_down_long,
             // Progress of a decommission: the peers still to move off an Offline store.
             "regions_left": (store.state == StoreState::Offline as i32).then_some(s.region_count),
+            "bytes_written": flow.written_bytes,
+            "keys_written": flow.written_keys,
+            "bytes_read": flow.read_bytes,
+            "keys_read": flow.read_keys,
+            "interval_secs": flow.interval_secs,
+            "bytes_written_per_sec": flow.per_sec(flow.written_bytes),
+            "keys_written_per_sec": flow.per_sec(flow.written_keys),
+            "bytes_read_per_sec": flow.per_sec(flow.read_bytes),
+            "keys_read_per_sec": flow.per_sec(flow.read_keys),
         },
     })
 }
@@ -249,6 +280,91 @@ async fn regions(State(st): State<HttpState>) -> Result<Json<Value>, Reply> {
         .map(region_json)
         .collect();
     Ok(Json(json!({"count": regions.len(), "regions": regions})))
+}
+
+/// `GET /pd/api/v1/region/id/{id}`: one region, or a JSON `404`.
+async fn region_by_id(
+    State(st): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Reply> {
+    let id = id
+        .parse::<u64>()
+        .map_err(|_| error_reply(StatusCode::BAD_REQUEST, format!("bad region id {id:?}")))?;
+    let region = st
+        .cluster()?
+        .get_region_by_id(id)
+        .map_err(pd_error_reply)?
+        .ok_or_else(|| pd_error_reply(PdError::RegionNotFound(id)))?;
+    Ok(Json(region_json(&region)))
+}
+
+/// How many regions a hotspot listing shows at most.
+const HOT_REGIONS_MAX: usize = 100;
+
+/// Which traffic a hotspot listing ranks by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hot {
+    Write,
+    Read,
+}
+
+/// PD's hotspot shape, `{"as_leader": {"<store id>": {"total_flow_bytes", "total_flow_keys",
+/// "regions_count", "statistics": [{"region_id", "store_id", "flow_bytes", "flow_keys"}]}}}`,
+/// rates per second over each region's last heartbeat interval: the [`HOT_REGIONS_MAX`]
+/// regions with the most bytes per second, regions without such traffic left out. Only the
+/// leader's flow is known, so `as_peer` stays empty.
+fn hotspot_json(regions: &[RegionInfo], hot: Hot) -> Value {
+    let rates = |f: &RegionFlow| match hot {
+        Hot::Write => (f.per_sec(f.written_bytes), f.per_sec(f.written_keys)),
+        Hot::Read => (f.per_sec(f.read_bytes), f.per_sec(f.read_keys)),
+    };
+    let mut hot_regions: Vec<(u64, u64, f64, f64)> = regions
+        .iter()
+        .filter_map(|r| {
+            let store_id = r.leader.as_ref()?.store_id;
+            let (bytes, keys) = rates(&r.flow);
+            (bytes > 0.0 || keys > 0.0).then_some((store_id, r.region.id, bytes, keys))
+        })
+        .collect();
+    hot_regions.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.1.cmp(&b.1)));
+    hot_regions.truncate(HOT_REGIONS_MAX);
+    let mut by_store: std::collections::BTreeMap<u64, Vec<_>> = Default::default();
+    for (store_id, region_id, bytes, keys) in hot_regions {
+        by_store
+            .entry(store_id)
+            .or_default()
+            .push((region_id, bytes, keys));
+    }
+    let as_leader: serde_json::Map<String, Value> = by_store
+        .into_iter()
+        .map(|(store_id, stats)| {
+            let total_bytes: f64 = stats.iter().map(|s| s.1).sum();
+            let total_keys: f64 = stats.iter().map(|s| s.2).sum();
+            let statistics: Vec<Value> = stats
+                .iter()
+                .map(|(region_id, bytes, keys)| {
+                    json!({"region_id": region_id, "store_id": store_id,
+                           "flow_bytes": bytes, "flow_keys": keys})
+                })
+                .collect();
+            let entry = json!({
+                "total_flow_bytes": total_bytes,
+                "total_flow_keys": total_keys,
+                "regions_count": statistics.len(),
+                "statistics": statistics,
+            });
+            (store_id.to_string(), entry)
+        })
+        .collect();
+    json!({"as_peer": {}, "as_leader": as_leader})
+}
+
+async fn hot_write_regions(State(st): State<HttpState>) -> Result<Json<Value>, Reply> {
+    Ok(Json(hotspot_json(&st.cluster()?.all_regions(), Hot::Write)))
+}
+
+async fn hot_read_regions(State(st): State<HttpState>) -> Result<Json<Value>, Reply> {
+    Ok(Json(hotspot_json(&st.cluster()?.all_regions(), Hot::Read)))
 }
 
 async fn stores(State(st): State<HttpState>) -> Result<Json<Value>, Reply> {
@@ -351,4 +467,85 @@ async fn status(State(st): State<HttpState>) -> Json<Value> {
         "bootstrapped": cluster.map(|c| c.is_bootstrapped()),
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::metapb::Region;
+
+    fn region(id: u64, store_id: u64, flow: RegionFlow) -> RegionInfo {
+        let leader = Peer {
+            id: id * 10,
+            store_id,
+            ..Default::default()
+        };
+        RegionInfo {
+            flow,
+            ..RegionInfo::new(
+                Region {
+                    id,
+                    ..Default::default()
+                },
+                Some(leader),
+            )
+        }
+    }
+
+    #[test]
+    fn hotspots_rank_regions_by_bytes_per_second_and_skip_idle_ones() {
+        let flow = |written_bytes, read_bytes, interval_secs| RegionFlow {
+            written_bytes,
+            written_keys: written_bytes / 10,
+            read_bytes,
+            read_keys: read_bytes / 10,
+            interval_secs,
+        };
+        let regions = [
+            region(1, 1, flow(1000, 0, 10)),
+            region(2, 1, flow(600, 50, 2)),
+            region(3, 2, flow(0, 0, 10)),
+            region(4, 2, flow(200, 0, 0)),
+        ];
+        let w = hotspot_json(&regions, Hot::Write);
+        let s1 = &w["as_leader"]["1"];
+        assert_eq!(s1["regions_count"], 2);
+        assert_eq!(s1["statistics"][0]["region_id"], 2);
+        assert_eq!(s1["statistics"][0]["flow_bytes"], 300.0);
+        assert_eq!(s1["statistics"][1]["flow_bytes"], 100.0);
+        assert_eq!(s1["total_flow_bytes"], 400.0);
+        // An interval under a second counts as one; an idle region is not listed.
+        let s2 = &w["as_leader"]["2"];
+        assert_eq!(s2["regions_count"], 1);
+        assert_eq!(s2["statistics"][0]["region_id"], 4);
+        assert_eq!(s2["statistics"][0]["flow_bytes"], 200.0);
+        let r = hotspot_json(&regions, Hot::Read);
+        assert_eq!(r["as_leader"]["1"]["statistics"][0]["region_id"], 2);
+        assert!(r["as_leader"].get("2").is_none());
+    }
+
+    #[test]
+    fn region_json_shows_the_last_reported_flow() {
+        let r = region(
+            7,
+            1,
+            RegionFlow {
+                written_bytes: 1,
+                written_keys: 2,
+                read_bytes: 3,
+                read_keys: 4,
+                interval_secs: 5,
+            },
+        );
+        let j = region_json(&r);
+        assert_eq!(
+            (
+                &j["written_bytes"],
+                &j["written_keys"],
+                &j["read_bytes"],
+                &j["read_keys"]
+            ),
+            (&json!(1), &json!(2), &json!(3), &json!(4))
+        );
+    }
 }

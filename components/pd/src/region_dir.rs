@@ -44,6 +44,45 @@ pub struct RegionInfo {
     /// epoch); None while no heartbeat has (a region known from a split report, or loaded at
     /// start-up). In memory only: the merge checker leaves a region this young alone.
     pub version_seen_ms: Option<u64>,
+    /// The traffic of the interval its leader last reported (in memory only).
+    pub flow: RegionFlow,
+}
+
+/// The keys and bytes a region's leader wrote and served to readers over the interval of its
+/// last heartbeat, as PD's API shows them (`written_bytes`, `read_keys`, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionFlow {
+    /// Bytes (keys and values) written.
+    pub written_bytes: u64,
+    /// Keys written.
+    pub written_keys: u64,
+    /// Bytes returned to readers.
+    pub read_bytes: u64,
+    /// Keys returned to readers.
+    pub read_keys: u64,
+    /// Length of the interval in seconds; 0 when the heartbeat carried none.
+    pub interval_secs: u64,
+}
+
+impl RegionFlow {
+    /// The flow a region heartbeat carries.
+    pub fn from_heartbeat(req: &proto::pdpb::RegionHeartbeatRequest) -> Self {
+        RegionFlow {
+            written_bytes: req.bytes_written,
+            written_keys: req.keys_written,
+            read_bytes: req.bytes_read,
+            read_keys: req.keys_read,
+            interval_secs: req
+                .interval
+                .map_or(0, |i| i.end_timestamp.saturating_sub(i.start_timestamp)),
+        }
+    }
+
+    /// `amount` per second over the interval; an interval shorter than a second (the clock's
+    /// resolution) counts as one.
+    pub fn per_sec(&self, amount: u64) -> f64 {
+        amount as f64 / self.interval_secs.max(1) as f64
+    }
 }
 
 impl RegionInfo {
