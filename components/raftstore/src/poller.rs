@@ -138,6 +138,7 @@ impl RaftStore {
             silent_stores: HashSet::new(),
             pd_rotation: VecDeque::new(),
             tombstones: HashMap::new(),
+            pending_votes: VecDeque::new(),
             stats,
         };
         // The apply thread runs before recovery: recovery registers every region with it
@@ -267,8 +268,15 @@ struct Poller {
     /// no message with an epoch that is not newer may create a peer for them again. Loaded
     /// from the engine's tombstones at start-up.
     tombstones: HashMap<RegionId, metapb::RegionEpoch>,
+    /// (Pre-)vote requests for regions that a split not yet applied here will create, oldest
+    /// first, at most `PENDING_VOTES_MAX`: stepped once the split creates the peer, so that a
+    /// split region elects its leader at once instead of after an election timeout.
+    pending_votes: VecDeque<flotillapb::RaftMessage>,
     stats: Arc<PollerCounters>,
 }
+
+/// How many vote requests for not-yet-split regions a store keeps (the oldest go first).
+const PENDING_VOTES_MAX: usize = 1024;
 
 impl Poller {
     fn recover(&mut self) -> Result<(), StoreError> {
@@ -656,7 +664,11 @@ impl Poller {
             t,
             MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
         );
-        if !from_leader {
+        let vote = matches!(
+            t,
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+        if !from_leader && !vote {
             return false;
         }
         if let Some(tombstone) = self.tombstones.get(&msg.region_id) {
@@ -678,7 +690,15 @@ impl Poller {
             .peers
             .values()
             .any(|p| p.raw.store().is_initialized() && ranges_overlap(p.region(), &range));
-        if overlaps {
+        if overlaps || vote {
+            if overlaps && vote {
+                // The split that creates this region here is not applied yet: the vote is
+                // stepped when it is (`step_pending_votes`).
+                if self.pending_votes.len() == PENDING_VOTES_MAX {
+                    self.pending_votes.pop_front();
+                }
+                self.pending_votes.push_back(msg.clone());
+            }
             return false;
         }
         let region = metapb::Region {
@@ -691,6 +711,17 @@ impl Poller {
                 tracing::error!(region_id = msg.region_id, "cannot create peer: {e}");
                 false
             }
+        }
+    }
+
+    /// Steps the vote requests kept for `region_id` (its peer was just created by a split).
+    fn step_pending_votes(&mut self, region_id: RegionId) {
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.pending_votes)
+            .into_iter()
+            .partition(|m| m.region_id == region_id);
+        self.pending_votes = rest;
+        for msg in mine {
+            self.on_raft_message(msg);
         }
     }
 

@@ -332,6 +332,66 @@ fn crash_during_split_apply_leaves_no_half_split() {
     split_with_crash(&mut c, &mut h, "split_after_apply", &key(90), false);
 }
 
+/// A split region elects its leader without waiting out an election timeout when its followers
+/// apply the split after the leader: the new leader's (pre-)vote requests, sent to stores where
+/// the region does not exist yet, are kept there and stepped when the split creates the peer.
+/// The election timeout here is 3 s or more; the leader must come well before that.
+#[test]
+fn a_split_region_elects_its_leader_when_its_followers_apply_the_split_late() {
+    let _scenario = fail::FailScenario::setup();
+    let mut cfg = fast_config();
+    cfg.raftstore.raft_election_ticks = 60;
+    cfg.raftstore.stale_peer_check_ticks = 120;
+    cfg.raftstore.hibernate_idle_ticks = 60;
+    let c = three_stores(Cluster::start(3, seed_from_env(), cfg));
+    let mut h = History::default();
+    for i in 0..20 {
+        h.must_put(&c, &key(i), &value(i, 0));
+    }
+    let (region_id, leader) = leader_of_key(&c, &key(10));
+    let followers: Vec<usize> = (0..c.len()).filter(|&i| i != leader).collect();
+    let gates: Vec<Gate> = followers
+        .iter()
+        .map(|&f| Gate::arm("split_before_apply", c.store_id(f)))
+        .collect();
+    let split_key = encode(&key(10));
+    c.router(leader)
+        .split_region(region_id, vec![split_key.clone()]);
+    for g in &gates {
+        g.wait(&c);
+    }
+    let mut new_id = None;
+    assert!(
+        c.wait_until(WAIT, |c| {
+            new_id = store_regions(c, leader)
+                .values()
+                .find(|r| r.start_key == split_key)
+                .map(|r| r.id);
+            new_id.is_some()
+        }),
+        "the leader never applied the split"
+    );
+    let new_id = new_id.expect("split region");
+    // The leader's peer of the new region campaigned; its requests reach the followers now,
+    // before their split.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.leader_of(new_id), None, "elected with both followers held");
+    let opened = std::time::Instant::now();
+    drop(gates);
+    assert!(
+        c.wait_until(WAIT, |c| c.leader_of(new_id).is_some()),
+        "the split region never elected a leader"
+    );
+    let took = opened.elapsed();
+    assert!(
+        took < Duration::from_millis(1_500),
+        "the split region's leader came {took:?} after its followers applied the split \
+         (the election timeout is at least 3 s)"
+    );
+    h.must_put(&c, &key(10), b"after split");
+    must_converge(&c, &h);
+}
+
 /// Stops a follower of key 0's region while its raft log holds entries past its last
 /// compaction (the snapshot it will get must replace them), writes until the leader compacted
 /// its log past it, and returns (follower slot, leader slot).

@@ -143,6 +143,8 @@ impl Poller {
             if was_leader {
                 let np = self.peers.get_mut(&r.id).expect("created");
                 let _ = np.raw.campaign();
+            } else {
+                self.step_pending_votes(r.id);
             }
         }
         if was_leader {
