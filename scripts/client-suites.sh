@@ -7,6 +7,9 @@
 #
 #   scripts/client-suites.sh [integration] [failpoint]   # default: both
 #
+# CLIENT_SUITE_RAFTSTORE: lines added to the stores' [raftstore] settings in both suites, to run
+# them with a setting changed (e.g. CLIENT_SUITE_RAFTSTORE='hibernate_regions = true').
+#
 # Needs the flotilla binary built ($CARGO_TARGET_DIR/debug/flotilla); scripts/test.sh builds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -112,13 +115,15 @@ start_playground() {
 # about 40 of them (fewer, and a set-up waits its 15 s; many more, and splits still under way
 # during a test make the client's cleanup_locks count locks twice after region errors, or run
 # away in requests and memory, as docs/reliability.md describes).
-cat >"$work/failpoint-store.toml" <<'TOML'
+cat >"$work/failpoint-store.toml" <<TOML
 [raftstore]
 region_max_keys = 40
 region_split_keys = 30
 split_check_tick_interval_ticks = 5
 pd_heartbeat_tick_interval_ticks = 10
+${CLIENT_SUITE_RAFTSTORE:-}
 TOML
+printf '[raftstore]\n%s\n' "${CLIENT_SUITE_RAFTSTORE:-}" >"$work/integration-store.toml"
 cat >"$work/failpoint-pd.toml" <<'TOML'
 region_max_keys = 40
 merge_schedule_limit = 0
@@ -137,7 +142,10 @@ run_tests() {
 status=0
 for suite in "${suites[@]}"; do
     case "$suite" in
-    integration) test_name=integration_tests env_extra=() playground_flags=() ;;
+    integration)
+        test_name=integration_tests env_extra=()
+        playground_flags=(--store-config "$work/integration-store.toml")
+        ;;
     failpoint)
         test_name=failpoint_tests env_extra=(MULTI_REGION=1)
         playground_flags=(--store-config "$work/failpoint-store.toml"
