@@ -375,7 +375,11 @@ fn a_split_region_elects_its_leader_when_its_followers_apply_the_split_late() {
     // The leader's peer of the new region campaigned; its requests reach the followers now,
     // before their split.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(c.leader_of(new_id), None, "elected with both followers held");
+    assert_eq!(
+        c.leader_of(new_id),
+        None,
+        "elected with both followers held"
+    );
     let opened = std::time::Instant::now();
     drop(gates);
     assert!(
