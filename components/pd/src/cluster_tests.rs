@@ -525,6 +525,13 @@ fn a_region_heartbeat_replaces_the_regions_flow() {
         keys_written,
         bytes_read: 7,
         keys_read: 1,
+        query_stats: Some(proto::pdpb::QueryStats {
+            get: 1,
+            scan: 1,
+            put: 2,
+            commit: 1,
+            ..Default::default()
+        }),
         interval: Some(proto::pdpb::TimeInterval {
             start_timestamp: start,
             end_timestamp: end,
@@ -540,6 +547,8 @@ fn a_region_heartbeat_replaces_the_regions_flow() {
             written_keys: 5,
             read_bytes: 7,
             read_keys: 1,
+            write_queries: 3,
+            read_queries: 2,
             interval_secs: 10,
         }
     );

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use crate::cluster::StoreStatus;
 use crate::metrics::Metrics;
-use crate::region_dir::{RegionFlow, RegionInfo};
+use crate::region_dir::{read_queries, write_queries, RegionFlow, RegionInfo};
 use crate::server::Serving;
 use crate::service::now_ms;
 use crate::{Cluster, PdError};
@@ -158,6 +158,8 @@ pub(crate) fn region_json(r: &RegionInfo) -> Value {
         "written_keys": r.flow.written_keys,
         "read_bytes": r.flow.read_bytes,
         "read_keys": r.flow.read_keys,
+        "write_queries": r.flow.write_queries,
+        "read_queries": r.flow.read_queries,
         "interval_secs": r.flow.interval_secs,
         "pending_peers": r.pending_peers.iter().map(peer_json).collect::<Vec<_>>(),
         "down_peers": r.down_peers.iter().map(|d| json!({
@@ -172,12 +174,14 @@ pub(crate) fn store_json(s: &StoreStatus) -> Value {
     let store = &s.info.store;
     let state = StoreState::try_from(store.state).map_or("Unknown", |st| st.as_str_name());
     // The traffic of the store's last heartbeat interval, and its rates.
-    let stats = s.info.stats.clone().unwrap_or_default();
+    let stats = s.info.stats.unwrap_or_default();
     let flow = RegionFlow {
         written_bytes: stats.bytes_written,
         written_keys: stats.keys_written,
         read_bytes: stats.bytes_read,
         read_keys: stats.keys_read,
+        write_queries: stats.query_stats.as_ref().map_or(0, write_queries),
+        read_queries: stats.query_stats.as_ref().map_or(0, read_queries),
         interval_secs: stats
             .interval
             .map_or(0, |i| i.end_timestamp.saturating_sub(i.start_timestamp)),
@@ -196,11 +200,15 @@ pub(crate) fn store_json(s: &StoreStatus) -> Value {
             "keys_written": flow.written_keys,
             "bytes_read": flow.read_bytes,
             "keys_read": flow.read_keys,
+            "write_queries": flow.write_queries,
+            "read_queries": flow.read_queries,
             "interval_secs": flow.interval_secs,
             "bytes_written_per_sec": flow.per_sec(flow.written_bytes),
             "keys_written_per_sec": flow.per_sec(flow.written_keys),
             "bytes_read_per_sec": flow.per_sec(flow.read_bytes),
             "keys_read_per_sec": flow.per_sec(flow.read_keys),
+            "write_queries_per_sec": flow.per_sec(flow.write_queries),
+            "read_queries_per_sec": flow.per_sec(flow.read_queries),
         },
     })
 }
@@ -500,6 +508,7 @@ mod tests {
             read_bytes,
             read_keys: read_bytes / 10,
             interval_secs,
+            ..Default::default()
         };
         let regions = [
             region(1, 1, flow(1000, 0, 10)),
@@ -534,6 +543,8 @@ mod tests {
                 written_keys: 2,
                 read_bytes: 3,
                 read_keys: 4,
+                write_queries: 6,
+                read_queries: 7,
                 interval_secs: 5,
             },
         );
@@ -543,9 +554,18 @@ mod tests {
                 &j["written_bytes"],
                 &j["written_keys"],
                 &j["read_bytes"],
-                &j["read_keys"]
+                &j["read_keys"],
+                &j["write_queries"],
+                &j["read_queries"]
             ),
-            (&json!(1), &json!(2), &json!(3), &json!(4))
+            (
+                &json!(1),
+                &json!(2),
+                &json!(3),
+                &json!(4),
+                &json!(6),
+                &json!(7)
+            )
         );
     }
 }

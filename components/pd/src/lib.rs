@@ -55,7 +55,9 @@ pub use error::{PdError, Result};
 pub use id_alloc::IdAllocator;
 pub use meta_store::{MemMetaStore, MetaStore, RocksMetaStore};
 pub use operator::{OpStatus, Operator, Step};
-pub use region_dir::{RegionDirectory, RegionFlow, RegionInfo, StoreTally};
+pub use region_dir::{
+    read_queries, write_queries, RegionDirectory, RegionFlow, RegionInfo, StoreTally,
+};
 pub use scheduler::{ClusterSnapshot, RegionSnap, StoreSnap};
 pub use server::{PdHandle, PdServer};
 pub use tso::{compose_ts, Tso, TsoAlloc, TsoState, LOGICAL_BITS};

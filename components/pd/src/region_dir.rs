@@ -60,8 +60,29 @@ pub struct RegionFlow {
     pub read_bytes: u64,
     /// Keys returned to readers.
     pub read_keys: u64,
+    /// Write requests served (puts, deletes, prewrites, commits, rollbacks, locks, GC).
+    pub write_queries: u64,
+    /// Read requests served (gets and scans).
+    pub read_queries: u64,
     /// Length of the interval in seconds; 0 when the heartbeat carried none.
     pub interval_secs: u64,
+}
+
+/// The write requests of `q`, as PD counts them.
+pub fn write_queries(q: &proto::pdpb::QueryStats) -> u64 {
+    q.put
+        + q.delete
+        + q.delete_range
+        + q.prewrite
+        + q.acquire_pessimistic_lock
+        + q.commit
+        + q.rollback
+        + q.gc
+}
+
+/// The read requests of `q`, as PD counts them.
+pub fn read_queries(q: &proto::pdpb::QueryStats) -> u64 {
+    q.get + q.scan + q.coprocessor
 }
 
 impl RegionFlow {
@@ -72,6 +93,8 @@ impl RegionFlow {
             written_keys: req.keys_written,
             read_bytes: req.bytes_read,
             read_keys: req.keys_read,
+            write_queries: req.query_stats.as_ref().map_or(0, write_queries),
+            read_queries: req.query_stats.as_ref().map_or(0, read_queries),
             interval_secs: req
                 .interval
                 .map_or(0, |i| i.end_timestamp.saturating_sub(i.start_timestamp)),

@@ -15,6 +15,9 @@
 //! This crate joins `storage` (raw semantics) with `raftstore` (replication); it is the only
 //! store-side crate that knows tonic and `pd_client`. Nothing else depends on it but the binary
 //! and the test harness.
+//!
+//! The handlers count each region's traffic (keys and bytes written and read, [`FlowMeter`])
+//! and the PD worker reports it in region and store heartbeats.
 #![deny(missing_docs)]
 
 mod bootstrap;
@@ -22,6 +25,7 @@ mod config;
 pub mod disk;
 mod error;
 pub mod fault;
+mod flow;
 mod gc_worker;
 mod kv;
 pub mod metrics;
@@ -36,6 +40,7 @@ mod transport;
 pub use bootstrap::{first_region, load_store_ident, StoreIdent};
 pub use config::{PdWorkerConfig, ServerConfig, TransportConfig};
 pub use error::ServerError;
+pub use flow::{write_size, Flow, FlowMeter, Queries, QueryKind};
 pub use kv::KvService;
 pub use node::Node;
 pub use pd::{BootstrapOutcome, Pd, PdResolver};

@@ -20,6 +20,7 @@ use txn_types::TimeStamp;
 use crate::bootstrap::{bootstrap_cluster_if_needed, ensure_store_id};
 use crate::disk::DiskMonitor;
 use crate::fault::RaftPartition;
+use crate::flow::FlowMeter;
 use crate::kv::KvService;
 use crate::pd::{Pd, PdResolver};
 use crate::pd_worker::PdWorker;
@@ -132,12 +133,14 @@ impl Node {
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let flow = Arc::new(FlowMeter::new(crate::kv::now_secs()));
         let pd_worker = PdWorker::start(
             pd.clone(),
             router.clone(),
             pd_rx,
             cfg.pd_worker.clone(),
             cfg.data_dir.clone(),
+            flow.clone(),
             shutdown_rx.clone(),
         )?;
         // Every timestamp a client read with before this start came from PD earlier.
@@ -150,6 +153,7 @@ impl Node {
             cm,
             pd.clone(),
             disk.clone(),
+            flow,
         );
         let disk_task = tokio::spawn(crate::disk::run(
             disk,

@@ -1,6 +1,7 @@
 //! The PD worker: carries the raftstore's [`PdTask`]s to PD and PD's answers back to the
 //! router (split ids, a stale peer's region), keeps the region heartbeat stream open, and sends
-//! periodic store heartbeats.
+//! periodic store heartbeats. Both carry the traffic counted since the previous one
+//! ([`FlowMeter`]).
 //!
 //! The raftstore's crossbeam queue is bridged into tokio by one small thread; the worker itself
 //! is one tokio task.
@@ -15,6 +16,8 @@ use raftstore::{PdTask, RaftRouter};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::PdWorkerConfig;
+use crate::flow::{Flow, FlowMeter};
+use crate::kv::now_secs;
 use crate::pd::Pd;
 use crate::ServerError;
 
@@ -32,16 +35,19 @@ struct WorkerState {
     store_id: u64,
     data_dir: PathBuf,
     start_time_secs: u32,
+    flow: Arc<FlowMeter>,
 }
 
 impl PdWorker {
-    /// Starts forwarding `tasks` to PD until [`PdWorker::stop`] or `shutdown`.
+    /// Starts forwarding `tasks` to PD until [`PdWorker::stop`] or `shutdown`; heartbeats
+    /// report the traffic counted in `flow`.
     pub(crate) fn start(
         pd: Pd,
         router: RaftRouter,
         tasks: crossbeam_channel::Receiver<PdTask>,
         cfg: PdWorkerConfig,
         data_dir: PathBuf,
+        flow: Arc<FlowMeter>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<PdWorker, ServerError> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -60,6 +66,7 @@ impl PdWorker {
             cfg,
             data_dir,
             start_time_secs,
+            flow,
         };
         let task = tokio::spawn(state.run(rx, shutdown));
         Ok(PdWorker {
@@ -128,7 +135,16 @@ impl WorkerState {
                 approximate_keys,
                 term,
             } => {
+                // Taken even if the heartbeat is then dropped: PD sees a gap in the region's
+                // traffic, not the same traffic twice.
+                let flow = self.flow.take_region(region.id, now_secs());
                 let req = pdpb::RegionHeartbeatRequest {
+                    bytes_written: flow.bytes_written,
+                    keys_written: flow.keys_written,
+                    bytes_read: flow.bytes_read,
+                    keys_read: flow.keys_read,
+                    query_stats: Some(flow.queries.to_pb()),
+                    interval: Some(flow.interval()),
                     region: Some(region),
                     leader: Some(leader),
                     pending_peers,
@@ -164,8 +180,17 @@ impl WorkerState {
 
     async fn on_store_heartbeat_tick(&self) {
         let regions = self.router.region_infos();
+        let here: std::collections::HashSet<u64> = regions.iter().map(|r| r.region.id).collect();
+        self.flow.retain_regions(|id| here.contains(&id));
         let (capacity, available) = disk_space(&self.data_dir);
+        let flow: Flow = self.flow.take_store(now_secs());
         let stats = pdpb::StoreStats {
+            bytes_written: flow.bytes_written,
+            keys_written: flow.keys_written,
+            bytes_read: flow.bytes_read,
+            keys_read: flow.keys_read,
+            query_stats: Some(flow.queries.to_pb()),
+            interval: Some(flow.interval()),
             store_id: self.store_id,
             capacity,
             available,

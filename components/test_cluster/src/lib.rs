@@ -286,6 +286,18 @@ impl Cluster {
             .max_by_key(|r| r.region_epoch.map(|e| (e.version, e.conf_ver)))
     }
 
+    /// PD's view of every store, with the stats of its last heartbeat.
+    pub fn pd_stores(&self) -> Vec<pd::StoreStatus> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.pd
+            .as_ref()
+            .and_then(|pd| pd.cluster())
+            .map(|c| c.stores_status(now_ms))
+            .unwrap_or_default()
+    }
+
     /// PD's view of every region (as its leaders last reported them), in key order.
     pub fn pd_regions(&self) -> Vec<pd::RegionInfo> {
         self.pd

@@ -33,6 +33,7 @@ use txn_types::TimeStamp;
 use wire_check::CheckRequest;
 
 use crate::disk::DiskMonitor;
+use crate::flow::{write_size, FlowMeter, QueryKind};
 use crate::metrics;
 use crate::pd::Pd;
 
@@ -166,6 +167,8 @@ pub(crate) struct KvInner {
     pub(crate) max_ts_synced: DashMap<u64, u64>,
     /// Whether the store's disk is below its reserve (writes adding data are refused).
     pub(crate) disk: DiskMonitor,
+    /// Keys and bytes written and read per region, for PD's heartbeats.
+    pub(crate) flow: Arc<FlowMeter>,
 }
 
 /// The `tikvpb.Tikv` service of one store. Cheap to clone.
@@ -177,7 +180,9 @@ pub struct KvService {
 impl KvService {
     /// A service over `router` (reads and writes through raft) and `kv` (for
     /// `UnsafeDestroyRange`, which bypasses raft), with request limits and timeout; `cm` is
-    /// the store's concurrency manager, `pd` its PD client, `disk` its disk space.
+    /// the store's concurrency manager, `pd` its PD client, `disk` its disk space, `flow` where
+    /// the traffic it serves is counted.
+    #[allow(clippy::too_many_arguments)] // the store's shared parts, each named
     pub fn new(
         router: RaftRouter,
         kv: Arc<dyn KvEngine>,
@@ -186,6 +191,7 @@ impl KvService {
         cm: Arc<ConcurrencyManager>,
         pd: Pd,
         disk: DiskMonitor,
+        flow: Arc<FlowMeter>,
     ) -> Self {
         let latches = Latches::new(limits.latch_slots);
         let request_limits = wire_check::Limits {
@@ -204,6 +210,7 @@ impl KvService {
                 pd,
                 max_ts_synced: DashMap::new(),
                 disk,
+                flow,
             }),
         }
     }
@@ -391,6 +398,8 @@ impl KvInner {
             }
             .into());
         }
+        let region_id = header.region_id;
+        let (keys, bytes) = write_size(&modifies);
         let (tx, rx) = oneshot::channel();
         self.router.propose_write(
             header,
@@ -400,9 +409,26 @@ impl KvInner {
             }),
         );
         match rx.await {
-            Ok(result) => result.map_err(ReqError::from),
+            Ok(result) => {
+                result.map_err(ReqError::from)?;
+                // Applied, and proposed here: this store led the region.
+                self.flow.on_write(region_id, keys, bytes);
+                Ok(())
+            }
             Err(_) => Err(RegionError::Other("raftstore dropped the write".into()).into()),
         }
+    }
+
+    /// Counts a read served from `region`'s view that returned `pairs`.
+    fn count_read<'a>(
+        &self,
+        region: &metapb::Region,
+        pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) {
+        let (keys, bytes) = pairs.into_iter().fold((0, 0), |(k, b), (key, value)| {
+            (k + 1, b + (key.len() + value.len()) as u64)
+        });
+        self.flow.on_read(region.id, keys, bytes);
     }
 }
 
@@ -455,13 +481,17 @@ enum Timeout {
     OutcomeUnknown,
 }
 
-/// Each RPC: its method, request and response types, the handler on [`KvInner`], and
-/// `[not_idempotent]` for those a client's retry could apply twice (see [`Timeout`]). Every
-/// request is checked (`wire_check`) before its handler sees it.
+/// Each RPC: its method, request and response types, the handler on [`KvInner`],
+/// `[not_idempotent]` for those a client's retry could apply twice (see [`Timeout`]), and the
+/// kind PD's query statistics count it as (`@ Kind`, none for bookkeeping requests such as
+/// lock resolution). Every request is checked (`wire_check`) before its handler sees it; one
+/// that was served is counted on the region its context names.
 macro_rules! tikv_service {
     (@timeout) => { Timeout::Retry };
     (@timeout not_idempotent) => { Timeout::OutcomeUnknown };
-    ($($method:ident($req:ty) -> $resp:ty => $handler:ident $([$idem:ident])?;)*) => {
+    (@kind) => { None };
+    (@kind $kind:ident) => { Some(QueryKind::$kind) };
+    ($($method:ident($req:ty) -> $resp:ty => $handler:ident $([$idem:ident])? $(@ $kind:ident)?;)*) => {
         #[tonic::async_trait]
         impl Tikv for KvService {
             $(
@@ -474,7 +504,12 @@ macro_rules! tikv_service {
                     let on_timeout = tikv_service!(@timeout $($idem)?);
                     self.handle(stringify!($method), on_timeout, async move {
                         CheckRequest::check(&req, &inner.request_limits)?;
-                        inner.$handler(req).await
+                        let region_id = req.context.as_ref().map_or(0, |c| c.region_id);
+                        let resp = inner.$handler(req).await?;
+                        if let Some(kind) = tikv_service!(@kind $($kind)?) {
+                            inner.flow.on_query(region_id, kind);
+                        }
+                        Ok(resp)
                     })
                     .await
                 }
@@ -484,48 +519,48 @@ macro_rules! tikv_service {
 }
 
 tikv_service! {
-    kv_get(kvrpcpb::GetRequest) -> kvrpcpb::GetResponse => kv_get;
-    kv_scan(kvrpcpb::ScanRequest) -> kvrpcpb::ScanResponse => kv_scan;
-    kv_batch_get(kvrpcpb::BatchGetRequest) -> kvrpcpb::BatchGetResponse => kv_batch_get;
-    kv_prewrite(kvrpcpb::PrewriteRequest) -> kvrpcpb::PrewriteResponse => kv_prewrite;
+    kv_get(kvrpcpb::GetRequest) -> kvrpcpb::GetResponse => kv_get @ Get;
+    kv_scan(kvrpcpb::ScanRequest) -> kvrpcpb::ScanResponse => kv_scan @ Scan;
+    kv_batch_get(kvrpcpb::BatchGetRequest) -> kvrpcpb::BatchGetResponse => kv_batch_get @ Get;
+    kv_prewrite(kvrpcpb::PrewriteRequest) -> kvrpcpb::PrewriteResponse => kv_prewrite @ Prewrite;
     kv_pessimistic_lock(kvrpcpb::PessimisticLockRequest) -> kvrpcpb::PessimisticLockResponse
-        => kv_pessimistic_lock;
+        => kv_pessimistic_lock @ AcquirePessimisticLock;
     kv_pessimistic_rollback(kvrpcpb::PessimisticRollbackRequest)
-        -> kvrpcpb::PessimisticRollbackResponse => kv_pessimistic_rollback;
+        -> kvrpcpb::PessimisticRollbackResponse => kv_pessimistic_rollback @ Rollback;
     kv_txn_heart_beat(kvrpcpb::TxnHeartBeatRequest) -> kvrpcpb::TxnHeartBeatResponse
         => kv_txn_heart_beat;
     kv_check_txn_status(kvrpcpb::CheckTxnStatusRequest) -> kvrpcpb::CheckTxnStatusResponse
         => kv_check_txn_status;
     kv_check_secondary_locks(kvrpcpb::CheckSecondaryLocksRequest)
         -> kvrpcpb::CheckSecondaryLocksResponse => kv_check_secondary_locks;
-    kv_commit(kvrpcpb::CommitRequest) -> kvrpcpb::CommitResponse => kv_commit;
-    kv_cleanup(kvrpcpb::CleanupRequest) -> kvrpcpb::CleanupResponse => kv_cleanup;
+    kv_commit(kvrpcpb::CommitRequest) -> kvrpcpb::CommitResponse => kv_commit @ Commit;
+    kv_cleanup(kvrpcpb::CleanupRequest) -> kvrpcpb::CleanupResponse => kv_cleanup @ Rollback;
     kv_batch_rollback(kvrpcpb::BatchRollbackRequest) -> kvrpcpb::BatchRollbackResponse
-        => kv_batch_rollback;
+        => kv_batch_rollback @ Rollback;
     kv_scan_lock(kvrpcpb::ScanLockRequest) -> kvrpcpb::ScanLockResponse => kv_scan_lock;
     kv_resolve_lock(kvrpcpb::ResolveLockRequest) -> kvrpcpb::ResolveLockResponse
         => kv_resolve_lock;
-    kv_gc(kvrpcpb::GcRequest) -> kvrpcpb::GcResponse => kv_gc;
+    kv_gc(kvrpcpb::GcRequest) -> kvrpcpb::GcResponse => kv_gc @ Gc;
     kv_delete_range(kvrpcpb::DeleteRangeRequest) -> kvrpcpb::DeleteRangeResponse
-        => kv_delete_range;
-    raw_get(kvrpcpb::RawGetRequest) -> kvrpcpb::RawGetResponse => raw_get;
-    raw_batch_get(kvrpcpb::RawBatchGetRequest) -> kvrpcpb::RawBatchGetResponse => raw_batch_get;
-    raw_put(kvrpcpb::RawPutRequest) -> kvrpcpb::RawPutResponse => raw_put [not_idempotent];
+        => kv_delete_range @ DeleteRange;
+    raw_get(kvrpcpb::RawGetRequest) -> kvrpcpb::RawGetResponse => raw_get @ Get;
+    raw_batch_get(kvrpcpb::RawBatchGetRequest) -> kvrpcpb::RawBatchGetResponse => raw_batch_get @ Get;
+    raw_put(kvrpcpb::RawPutRequest) -> kvrpcpb::RawPutResponse => raw_put [not_idempotent] @ Put;
     raw_batch_put(kvrpcpb::RawBatchPutRequest) -> kvrpcpb::RawBatchPutResponse
-        => raw_batch_put [not_idempotent];
+        => raw_batch_put [not_idempotent] @ Put;
     raw_delete(kvrpcpb::RawDeleteRequest) -> kvrpcpb::RawDeleteResponse
-        => raw_delete [not_idempotent];
+        => raw_delete [not_idempotent] @ Delete;
     raw_batch_delete(kvrpcpb::RawBatchDeleteRequest) -> kvrpcpb::RawBatchDeleteResponse
-        => raw_batch_delete [not_idempotent];
-    raw_scan(kvrpcpb::RawScanRequest) -> kvrpcpb::RawScanResponse => raw_scan;
+        => raw_batch_delete [not_idempotent] @ Delete;
+    raw_scan(kvrpcpb::RawScanRequest) -> kvrpcpb::RawScanResponse => raw_scan @ Scan;
     raw_delete_range(kvrpcpb::RawDeleteRangeRequest) -> kvrpcpb::RawDeleteRangeResponse
-        => raw_delete_range [not_idempotent];
+        => raw_delete_range [not_idempotent] @ DeleteRange;
     raw_batch_scan(kvrpcpb::RawBatchScanRequest) -> kvrpcpb::RawBatchScanResponse
-        => raw_batch_scan;
+        => raw_batch_scan @ Scan;
     raw_get_key_ttl(kvrpcpb::RawGetKeyTtlRequest) -> kvrpcpb::RawGetKeyTtlResponse
-        => raw_get_key_ttl;
+        => raw_get_key_ttl @ Get;
     raw_compare_and_swap(kvrpcpb::RawCasRequest) -> kvrpcpb::RawCasResponse
-        => raw_cas [not_idempotent];
+        => raw_cas [not_idempotent] @ Put;
     unsafe_destroy_range(kvrpcpb::UnsafeDestroyRangeRequest)
         -> kvrpcpb::UnsafeDestroyRangeResponse => unsafe_destroy_range;
 }

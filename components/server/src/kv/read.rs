@@ -31,6 +31,9 @@ impl KvInner {
         check_in_region(&view.region, &[&req.key])?;
         let value = raw::raw_get(view.snapshot.as_ref(), cf, &req.key, now_secs())?;
         let not_found = value.is_none();
+        if let Some(v) = &value {
+            self.count_read(&view.region, [(req.key.as_slice(), v.as_slice())]);
+        }
         Ok(kvrpcpb::RawGetResponse {
             value: value.unwrap_or_default(),
             not_found,
@@ -52,6 +55,7 @@ impl KvInner {
             now_secs(),
             &mut self.response_budget(),
         )?;
+        self.count_read(&view.region, pairs.iter().map(pair_bytes));
         Ok(kvrpcpb::RawBatchGetResponse {
             pairs: to_pb_pairs(pairs),
             ..Default::default()
@@ -99,6 +103,7 @@ impl KvInner {
             now_secs(),
             &mut self.response_budget(),
         )?;
+        self.count_read(&view.region, pairs.iter().map(pair_bytes));
         Ok(kvrpcpb::RawScanResponse {
             kvs: to_pb_pairs(pairs),
             ..Default::default()
@@ -140,11 +145,17 @@ impl KvInner {
                 &mut budget,
             )?));
         }
+        let read = kvs.iter().map(|p| (p.key.as_slice(), p.value.as_slice()));
+        self.count_read(&view.region, read);
         Ok(kvrpcpb::RawBatchScanResponse {
             kvs,
             ..Default::default()
         })
     }
+}
+
+fn pair_bytes(p: &storage::KvPair) -> (&[u8], &[u8]) {
+    (&p.key, &p.value)
 }
 
 fn to_pb_pairs(pairs: Vec<storage::KvPair>) -> Vec<kvrpcpb::KvPair> {

@@ -56,7 +56,10 @@ impl KvInner {
         let view = self.read_view(header(req.context.as_ref())).await?;
         check_in_region(&view.region, &[&req.key])?;
         match mvcc::get(view.snapshot.as_ref(), &req.key, read_ts, &bypass) {
-            Ok(Some(v)) => resp.value = v,
+            Ok(Some(v)) => {
+                self.count_read(&view.region, [(req.key.as_slice(), v.as_slice())]);
+                resp.value = v;
+            }
             Ok(None) => resp.not_found = true,
             Err(e) => resp.error = some_key_error(e)?,
         }
@@ -85,6 +88,8 @@ impl KvInner {
             &mut self.response_budget(),
         ) {
             Ok(pairs) => {
+                let read = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+                self.count_read(&view.region, read);
                 resp.pairs = pairs
                     .into_iter()
                     .map(|(key, value)| kvrpcpb::KvPair {
@@ -147,6 +152,11 @@ impl KvInner {
             }
             Err(e) => resp.error = some_key_error(e)?,
         }
+        let read = resp.pairs.iter().filter(|p| p.error.is_none());
+        self.count_read(
+            &view.region,
+            read.map(|p| (p.key.as_slice(), p.value.as_slice())),
+        );
         Ok(resp)
     }
 
