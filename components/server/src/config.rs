@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub rocksdb: engine::RocksConfig,
     /// Raft log options.
     pub raft_log: raft_log::RaftLogConfig,
+    /// Load-based split (`[split]`): when a region hot by requests or bytes is split.
+    pub split: crate::LoadSplitConfig,
     /// Accept fault-injection requests on the status port (`POST /debug/fault/partition`),
     /// for chaos testing (`flotilla chaos`). Default false: a production store refuses them.
     pub fault_injection: bool,
@@ -102,6 +104,7 @@ impl Default for ServerConfig {
             storage: storage::StorageConfig::default(),
             rocksdb: engine::RocksConfig::default(),
             raft_log: raft_log::RaftLogConfig::default(),
+            split: crate::LoadSplitConfig::default(),
             fault_injection: false,
         }
     }
@@ -183,6 +186,7 @@ impl ServerConfig {
         }
         self.raftstore.validate().map_err(ServerError::Config)?;
         self.storage.validate().map_err(ServerError::Config)?;
+        self.split.check().map_err(ServerError::Config)?;
         self.raft_log
             .validate()
             .map_err(|e| ServerError::Config(e.to_string()))?;

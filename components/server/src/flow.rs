@@ -20,6 +20,8 @@ use dashmap::DashMap;
 use engine::Modify;
 use proto::pdpb;
 
+use crate::load_split::{LoadSplitConfig, LoadSplitter};
+
 /// A request's kind, as PD's `QueryStats` counts requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueryKind {
@@ -165,15 +167,18 @@ pub struct FlowMeter {
     store: Counters,
     /// When counting began: the start of a region's first interval.
     started_secs: u64,
+    /// The same traffic, per second, for load-based split.
+    pub(crate) load: LoadSplitter,
 }
 
 impl FlowMeter {
-    /// A meter counting from `now_secs`.
-    pub fn new(now_secs: u64) -> Self {
+    /// A meter counting from `now_secs`, splitting hot regions as `load_split` says.
+    pub fn new(now_secs: u64, load_split: LoadSplitConfig) -> Self {
         FlowMeter {
             regions: DashMap::new(),
             store: Counters::starting(now_secs),
             started_secs: now_secs,
+            load: LoadSplitter::new(load_split),
         }
     }
 
@@ -197,6 +202,7 @@ impl FlowMeter {
         }
         self.store.add_written(keys, bytes);
         self.with_region(region_id, |c| c.add_written(keys, bytes));
+        self.load.on_bytes(region_id, bytes);
     }
 
     /// Counts a read of `region_id` that returned `keys` pairs of `bytes` bytes in all.
@@ -206,6 +212,7 @@ impl FlowMeter {
         }
         self.store.add_read(keys, bytes);
         self.with_region(region_id, |c| c.add_read(keys, bytes));
+        self.load.on_bytes(region_id, bytes);
     }
 
     /// Counts one request of `kind` served on `region_id` (0: none named; the store's only).
@@ -281,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_region_reports_its_delta_since_its_previous_heartbeat() {
-        let m = FlowMeter::new(100);
+        let m = FlowMeter::new(100, LoadSplitConfig::default());
         let (keys, bytes) = write_size(&[put(b"k1", b"v1"), put(b"k2", b"value2")]);
         m.on_write(1, keys, bytes);
         m.on_read(1, 3, 30);
@@ -316,7 +323,7 @@ mod tests {
 
     #[test]
     fn the_store_reports_its_totals_apart_from_region_heartbeats() {
-        let m = FlowMeter::new(100);
+        let m = FlowMeter::new(100, LoadSplitConfig::default());
         m.on_write(1, 1, 2);
         m.on_read(2, 2, 8);
         // Region heartbeats take the region counters, not the store's.
@@ -332,7 +339,7 @@ mod tests {
 
     #[test]
     fn requests_are_counted_by_kind_per_region_and_store() {
-        let m = FlowMeter::new(0);
+        let m = FlowMeter::new(0, LoadSplitConfig::default());
         m.on_query(1, QueryKind::Get);
         m.on_query(1, QueryKind::Get);
         m.on_query(1, QueryKind::Commit);
@@ -347,14 +354,14 @@ mod tests {
 
     #[test]
     fn a_clock_going_back_gives_an_empty_interval_not_a_negative_one() {
-        let m = FlowMeter::new(100);
+        let m = FlowMeter::new(100, LoadSplitConfig::default());
         let f = m.take_store(90);
         assert_eq!((f.start_secs, f.end_secs), (90, 90));
     }
 
     #[test]
     fn regions_gone_from_the_store_are_forgotten() {
-        let m = FlowMeter::new(0);
+        let m = FlowMeter::new(0, LoadSplitConfig::default());
         m.on_read(1, 1, 1);
         m.on_read(2, 1, 1);
         m.retain_regions(|id| id == 2);

@@ -60,6 +60,15 @@ pub static GC_REGIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Splits asked by load-based split (see `crate::load_split`).
+pub static LOAD_SPLITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "flotilla_load_splits_total",
+        "Region splits asked because of the region's load"
+    )
+    .expect("metric registers once")
+});
+
 /// Bytes the store may still write before its reserve (see `crate::disk`).
 pub static DISK_AVAILABLE_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(

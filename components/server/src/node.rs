@@ -44,6 +44,7 @@ pub struct Node {
     status_task: JoinHandle<()>,
     gc_task: JoinHandle<()>,
     disk_task: JoinHandle<()>,
+    split_task: JoinHandle<()>,
     grace: Duration,
 }
 
@@ -133,7 +134,7 @@ impl Node {
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let flow = Arc::new(FlowMeter::new(crate::kv::now_secs()));
+        let flow = Arc::new(FlowMeter::new(crate::kv::now_secs(), cfg.split.clone()));
         let pd_worker = PdWorker::start(
             pd.clone(),
             router.clone(),
@@ -143,6 +144,11 @@ impl Node {
             flow.clone(),
             shutdown_rx.clone(),
         )?;
+        let split_task = tokio::spawn(crate::load_split::run(
+            flow.clone(),
+            router.clone(),
+            shutdown_rx.clone(),
+        ));
         // Every timestamp a client read with before this start came from PD earlier.
         let cm = Arc::new(ConcurrencyManager::new(TimeStamp::new(pd.get_tso().await?)));
         let kv_service = KvService::new(
@@ -196,6 +202,7 @@ impl Node {
             status_task,
             gc_task,
             disk_task,
+            split_task,
             grace: Duration::from_millis(cfg.shutdown_grace_ms),
         })
     }
@@ -260,6 +267,8 @@ impl Node {
         }
         // The disk check ends at the shutdown signal; at worst it finishes one measurement.
         let _ = tokio::time::timeout(self.grace, &mut self.disk_task).await;
+        // The load-split tick ends at the shutdown signal too.
+        let _ = tokio::time::timeout(self.grace, &mut self.split_task).await;
         if let Some(w) = self.pd_worker.take() {
             w.stop().await;
         }

@@ -273,6 +273,25 @@ impl Cluster {
             .collect()
     }
 
+    /// The request context for the client key `key` (as [`raw_key`] makes it): its region,
+    /// epoch and leader as the stores see them now.
+    pub fn kv_context(&self, key: &[u8]) -> proto::kvrpcpb::Context {
+        let region = self
+            .region_of(&codec::memcomparable::encode_bytes(key))
+            .unwrap_or_default();
+        let peer = self
+            .region_infos()
+            .into_iter()
+            .find(|(_, r)| r.region.id == region.id && r.is_leader)
+            .map(|(_, r)| r.peer);
+        proto::kvrpcpb::Context {
+            region_id: region.id,
+            region_epoch: region.region_epoch,
+            peer,
+            ..Default::default()
+        }
+    }
+
     /// The region holding encoded `key`, as the store with the newest epoch sees it.
     pub fn region_of(&self, key: &[u8]) -> Option<metapb::Region> {
         self.region_infos()
@@ -558,11 +577,15 @@ impl Drop for Cluster {
     }
 }
 
+/// `key` as a raw client of the default keyspace sends it (API v2's raw prefix): what
+/// [`encode`] encodes.
+pub fn raw_key(key: &[u8]) -> Vec<u8> {
+    [b"r\0\0\0".as_slice(), key].concat()
+}
+
 /// The encoded form of a raw key of the default keyspace (what region boundaries compare with).
 pub fn encode(key: &[u8]) -> Vec<u8> {
-    let mut raw = vec![b'r', 0, 0, 0];
-    raw.extend_from_slice(key);
-    codec::memcomparable::encode_bytes(&raw)
+    codec::memcomparable::encode_bytes(&raw_key(key))
 }
 
 impl Cluster {

@@ -6,30 +6,9 @@ use std::time::Duration;
 
 use proto::kvrpcpb;
 use proto::tikvpb::tikv_client::TikvClient;
-use test_cluster::{encode, fast_config, seed_from_env, Cluster};
+use test_cluster::{encode, fast_config, raw_key, seed_from_env, Cluster};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A raw key as the client stores it in the default keyspace.
-fn raw_key(key: &str) -> Vec<u8> {
-    [b"r\0\0\0".as_slice(), key.as_bytes()].concat()
-}
-
-/// The context of a request to the region holding `key`, led by slot 0 (the only store).
-fn ctx_for(c: &Cluster, key: &str) -> kvrpcpb::Context {
-    let region = c.region_of(&encode(key.as_bytes())).expect("region");
-    let leader = c
-        .region_infos()
-        .into_iter()
-        .find(|(_, r)| r.region.id == region.id && r.is_leader)
-        .map(|(_, r)| r.peer);
-    kvrpcpb::Context {
-        region_id: region.id,
-        region_epoch: region.region_epoch,
-        peer: leader,
-        ..Default::default()
-    }
-}
 
 /// The most keys one store heartbeat reported written and read, as PD kept them. PD keeps only
 /// the last heartbeat, so it is watched all along (heartbeats come every second, the watch
@@ -132,7 +111,7 @@ fn region_and_store_heartbeats_carry_the_traffic_served() {
     // One batch of 10 pairs, so that one heartbeat carries all of it.
     let pairs: Vec<kvrpcpb::KvPair> = (0..10)
         .map(|i| kvrpcpb::KvPair {
-            key: raw_key(&format!("a{i}")),
+            key: raw_key(format!("a{i}").as_bytes()),
             value: vec![b'v'; 100],
             ..Default::default()
         })
@@ -142,7 +121,7 @@ fn region_and_store_heartbeats_carry_the_traffic_served() {
         .map(|p| (p.key.len() + p.value.len()) as u64)
         .sum();
     let put = kvrpcpb::RawBatchPutRequest {
-        context: Some(ctx_for(&c, "a0")),
+        context: Some(c.kv_context(&raw_key(b"a0"))),
         pairs: pairs.clone(),
         ..Default::default()
     };
@@ -160,9 +139,9 @@ fn region_and_store_heartbeats_carry_the_traffic_served() {
 
     // Reads count the pairs they return: 10 found of 12 asked.
     let mut keys: Vec<Vec<u8>> = pairs.iter().map(|p| p.key.clone()).collect();
-    keys.extend([raw_key("a_missing1"), raw_key("a_missing2")]);
+    keys.extend([raw_key(b"a_missing1"), raw_key(b"a_missing2")]);
     let get = kvrpcpb::RawBatchGetRequest {
-        context: Some(ctx_for(&c, "a0")),
+        context: Some(c.kv_context(&raw_key(b"a0"))),
         keys,
         ..Default::default()
     };
@@ -176,10 +155,10 @@ fn region_and_store_heartbeats_carry_the_traffic_served() {
     });
 
     let scan = kvrpcpb::RawScanRequest {
-        context: Some(ctx_for(&c, "a0")),
+        context: Some(c.kv_context(&raw_key(b"a0"))),
         // From a0: the key `a` put through the router is not among the batch.
-        start_key: raw_key("a0"),
-        end_key: raw_key("b"),
+        start_key: raw_key(b"a0"),
+        end_key: raw_key(b"b"),
         limit: 4,
         ..Default::default()
     };

@@ -6,6 +6,7 @@
 //! entry limit (`RaftEntryTooLarge`); the number of keys in a request is not limited.
 
 mod read;
+mod sample;
 mod txn_pb;
 mod txn_read;
 mod txn_resolve;
@@ -485,7 +486,8 @@ enum Timeout {
 /// `[not_idempotent]` for those a client's retry could apply twice (see [`Timeout`]), and the
 /// kind PD's query statistics count it as (`@ Kind`, none for bookkeeping requests such as
 /// lock resolution). Every request is checked (`wire_check`) before its handler sees it; one
-/// that was served is counted on the region its context names.
+/// of a kind is counted, and its keys sampled for load-based split, on the region its context
+/// names.
 macro_rules! tikv_service {
     (@timeout) => { Timeout::Retry };
     (@timeout not_idempotent) => { Timeout::OutcomeUnknown };
@@ -505,6 +507,13 @@ macro_rules! tikv_service {
                     self.handle(stringify!($method), on_timeout, async move {
                         CheckRequest::check(&req, &inner.request_limits)?;
                         let region_id = req.context.as_ref().map_or(0, |c| c.region_id);
+                        $(
+                            let _ = QueryKind::$kind;
+                            inner
+                                .flow
+                                .load
+                                .on_request(region_id, || sample::SampleKeys::key_ranges(&req));
+                        )?
                         let resp = inner.$handler(req).await?;
                         if let Some(kind) = tikv_service!(@kind $($kind)?) {
                             inner.flow.on_query(region_id, kind);
