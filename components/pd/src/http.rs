@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use crate::cluster::StoreStatus;
 use crate::metrics::Metrics;
-use crate::region_dir::{read_queries, write_queries, RegionFlow, RegionInfo};
+use crate::region_dir::{RegionFlow, RegionInfo};
 use crate::server::Serving;
 use crate::service::now_ms;
 use crate::{Cluster, PdError};
@@ -174,18 +174,7 @@ pub(crate) fn store_json(s: &StoreStatus) -> Value {
     let store = &s.info.store;
     let state = StoreState::try_from(store.state).map_or("Unknown", |st| st.as_str_name());
     // The traffic of the store's last heartbeat interval, and its rates.
-    let stats = s.info.stats.unwrap_or_default();
-    let flow = RegionFlow {
-        written_bytes: stats.bytes_written,
-        written_keys: stats.keys_written,
-        read_bytes: stats.bytes_read,
-        read_keys: stats.keys_read,
-        write_queries: stats.query_stats.as_ref().map_or(0, write_queries),
-        read_queries: stats.query_stats.as_ref().map_or(0, read_queries),
-        interval_secs: stats
-            .interval
-            .map_or(0, |i| i.end_timestamp.saturating_sub(i.start_timestamp)),
-    };
+    let flow = RegionFlow::from_store_stats(&s.info.stats.unwrap_or_default());
     json!({
         "store": {"id": store.id, "address": store.address, "state": state, "status_address": store.status_address},
         "status": {

@@ -88,15 +88,39 @@ pub fn read_queries(q: &proto::pdpb::QueryStats) -> u64 {
 impl RegionFlow {
     /// The flow a region heartbeat carries.
     pub fn from_heartbeat(req: &proto::pdpb::RegionHeartbeatRequest) -> Self {
+        Self::from_parts(
+            (req.bytes_written, req.keys_written),
+            (req.bytes_read, req.keys_read),
+            req.query_stats.as_ref(),
+            req.interval,
+        )
+    }
+
+    /// The flow of a whole store, as its heartbeat's stats carry it.
+    pub fn from_store_stats(stats: &proto::pdpb::StoreStats) -> Self {
+        Self::from_parts(
+            (stats.bytes_written, stats.keys_written),
+            (stats.bytes_read, stats.keys_read),
+            stats.query_stats.as_ref(),
+            stats.interval,
+        )
+    }
+
+    /// From `(bytes, keys)` written and read, the requests, and the interval they span.
+    fn from_parts(
+        (written_bytes, written_keys): (u64, u64),
+        (read_bytes, read_keys): (u64, u64),
+        queries: Option<&proto::pdpb::QueryStats>,
+        interval: Option<proto::pdpb::TimeInterval>,
+    ) -> Self {
         RegionFlow {
-            written_bytes: req.bytes_written,
-            written_keys: req.keys_written,
-            read_bytes: req.bytes_read,
-            read_keys: req.keys_read,
-            write_queries: req.query_stats.as_ref().map_or(0, write_queries),
-            read_queries: req.query_stats.as_ref().map_or(0, read_queries),
-            interval_secs: req
-                .interval
+            written_bytes,
+            written_keys,
+            read_bytes,
+            read_keys,
+            write_queries: queries.map_or(0, write_queries),
+            read_queries: queries.map_or(0, read_queries),
+            interval_secs: interval
                 .map_or(0, |i| i.end_timestamp.saturating_sub(i.start_timestamp)),
         }
     }
