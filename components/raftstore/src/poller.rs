@@ -137,6 +137,7 @@ impl RaftStore {
             store_heard: HashMap::new(),
             silent_stores: HashSet::new(),
             pd_rotation: VecDeque::new(),
+            pd_rotation_credit: 0,
             tombstones: HashMap::new(),
             pending_votes: VecDeque::new(),
             stats,
@@ -264,6 +265,9 @@ struct Poller {
     silent_stores: HashSet<StoreId>,
     /// Hibernated leaders in the order of their next slow PD heartbeat.
     pd_rotation: VecDeque<RegionId>,
+    /// The rotation's heartbeats carried over to the next tick, in `1 / interval` units
+    /// (see `rotation_quota`).
+    pd_rotation_credit: u64,
     /// Regions whose peer this store destroyed, with the newest epoch heard of at the time:
     /// no message with an epoch that is not newer may create a peer for them again. Loaded
     /// from the engine's tombstones at start-up.

@@ -199,8 +199,11 @@ impl Poller {
     /// Sends the slow PD heartbeats of hibernated leaders: each tick, the share of the
     /// rotation that makes a full turn every `hibernated_pd_heartbeat_ticks`.
     fn heartbeat_hibernated_leaders(&mut self) {
-        let interval = self.cfg.hibernated_heartbeat_ticks();
-        let quota = (self.pd_rotation.len() as u64).div_ceil(interval);
+        let quota = rotation_quota(
+            &mut self.pd_rotation_credit,
+            self.pd_rotation.len() as u64,
+            self.cfg.hibernated_heartbeat_ticks(),
+        );
         for _ in 0..quota {
             let Some(id) = self.pd_rotation.pop_front() else {
                 return;
@@ -217,5 +220,42 @@ impl Poller {
                 .try_send(p.heartbeat_task(self.tick_count, &self.cfg, true));
             self.pd_rotation.push_back(id);
         }
+    }
+}
+
+/// The heartbeats one tick owes a rotation of `len` regions that makes a full turn every
+/// `interval` ticks: `len / interval`, the fraction carried over in `credit` (a rotation shorter
+/// than the interval sends one every few ticks, not one every tick).
+fn rotation_quota(credit: &mut u64, len: u64, interval: u64) -> u64 {
+    let interval = interval.max(1);
+    *credit += len;
+    let quota = *credit / interval;
+    *credit %= interval;
+    quota
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotation_quota;
+
+    /// Heartbeats sent over `ticks` ticks.
+    fn sent(len: u64, interval: u64, ticks: u64) -> u64 {
+        let mut credit = 0;
+        (0..ticks)
+            .map(|_| rotation_quota(&mut credit, len, interval))
+            .sum()
+    }
+
+    #[test]
+    fn a_rotation_turns_once_per_interval_whatever_its_length() {
+        // 5 regions, a turn every 40 ticks: 5 heartbeats in 40 ticks, 50 in 400.
+        assert_eq!(sent(5, 40, 40), 5);
+        assert_eq!(sent(5, 40, 400), 50);
+        // Longer than the interval: several a tick, still one turn per interval.
+        assert_eq!(sent(1_000, 600, 600), 1_000);
+        assert_eq!(sent(1_000, 600, 1), 1);
+        // Empty, or an interval of 0 taken as 1.
+        assert_eq!(sent(0, 40, 100), 0);
+        assert_eq!(sent(3, 0, 2), 6);
     }
 }
