@@ -12,9 +12,9 @@
 //! `region_tolerance_ratio` of the region's weight above the target within the region's
 //! group, so a move never reverses the order of the two stores in that group and the sum over
 //! groups of squared group scores strictly falls with every move.
-//! Only healthy regions move: no operator, no pending or down peer, no learner, exactly
-//! `max_replicas` voters all on up stores, a known leader. Store limits are honoured through
-//! the tokens of [`StoreSnap`]. Pure: no clock, no I/O, no id allocation.
+//! Only healthy regions move: no operator, not hot (the hot-region scheduler places those),
+//! no pending or down peer, no learner, exactly `max_replicas` voters all on up stores, a
+//! known leader. Store limits are honoured through the tokens of [`StoreSnap`]. Pure: no clock, no I/O, no id allocation.
 
 use std::collections::{HashMap, HashSet};
 
@@ -24,7 +24,8 @@ use crate::keyspace_group::{region_group, KeyspaceGroup};
 use crate::operator::{Operator, Step};
 use crate::region_dir::RegionInfo;
 use crate::scheduler::{
-    group_tallies, is_voter, region_score, remove_steps, ClusterSnapshot, PlacementRules, StoreSnap,
+    group_tallies, is_movable, region_score, remove_steps, ClusterSnapshot, PlacementRules,
+    StoreSnap,
 };
 
 /// A store's load as balance-region plans: moves planned in this run are applied to it.
@@ -150,7 +151,8 @@ pub fn balance_region(
     let candidates: Vec<(&RegionInfo, KeyspaceGroup)> = snap
         .regions
         .iter()
-        .filter(|r| !r.has_operator && is_movable(&r.info, &loads, rules))
+        .filter(|r| !r.has_operator && !r.is_hot)
+        .filter(|r| is_movable(&r.info, rules.max_replicas, |id| loads.contains_key(&id)))
         .map(|r| (&r.info, region_group(&r.info.region)))
         .collect();
     let mut used: HashSet<u64> = HashSet::new();
@@ -197,18 +199,6 @@ pub fn balance_region(
         ops.push(Operator::new(m.info, "balance-region", steps));
     }
     ops
-}
-
-/// Whether `info` is healthy enough to move (see the module docs).
-fn is_movable(info: &RegionInfo, up: &HashMap<u64, Load>, rules: &PlacementRules) -> bool {
-    let peers = &info.region.peers;
-    info.leader.is_some()
-        && info.pending_peers.is_empty()
-        && info.down_peers.is_empty()
-        && peers.len() == rules.max_replicas
-        && peers
-            .iter()
-            .all(|p| is_voter(p) && up.contains_key(&p.store_id))
 }
 
 /// The first move, in the group with the widest spread that has one, from the store with the

@@ -1,6 +1,6 @@
 //! The scheduling half of [`Cluster`]: the [`ClusterSnapshot`] the pure schedulers read, and
-//! the periodic runs of balance-leader and balance-region that queue their operators (sent
-//! on the regions' next heartbeats, advanced by `next_step`).
+//! the periodic runs of balance-leader, balance-region and hot-region that queue their
+//! operators (sent on the regions' next heartbeats, advanced by `next_step`).
 //!
 //! The snapshot counts every store's regions, region bytes and leaders as they will be once
 //! the running operators finish (an operator reaches its store only on the region's next
@@ -11,7 +11,9 @@ use proto::metapb::StoreState;
 
 use super::{Cluster, Inner};
 use crate::operator::{Operator, Step};
-use crate::scheduler::{self, ClusterSnapshot, PlacementRules, RegionSnap, StoreHealth, StoreSnap};
+use crate::scheduler::{
+    self, ClusterSnapshot, HotRules, PlacementRules, RegionSnap, StoreHealth, StoreSnap, HOT_REGION,
+};
 use crate::store_limit::LimitKind;
 use crate::PdConfig;
 
@@ -80,6 +82,7 @@ impl Cluster {
                 }
             })
             .collect();
+        let hot = cfg.hot_region_schedule.then(|| HotRules::from_config(cfg));
         let regions = if with_regions {
             inner
                 .regions
@@ -89,6 +92,7 @@ impl Cluster {
                     RegionSnap {
                         info: r.clone(),
                         has_operator: op.is_some(),
+                        is_hot: hot.as_ref().is_some_and(|h| scheduler::is_hot(&r.flow, h)),
                         pending_steps: op.map_or_else(Vec::new, |op| {
                             op.steps.iter().filter(|s| !s.is_done(r)).cloned().collect()
                         }),
@@ -185,31 +189,52 @@ impl Cluster {
     /// and the store limits; returns how many operators it queued. They are sent on the
     /// regions' next heartbeats.
     pub fn run_balance_region(&self, now_ms: u64) -> usize {
+        let ops_max = self.cfg.balance_region_operators_max;
+        let rules = PlacementRules::from_config(&self.cfg);
+        self.run_mover(now_ms, BALANCE_REGION, ops_max, |snap, limit| {
+            scheduler::balance_region(snap, &rules, limit)
+        })
+    }
+
+    /// Runs the hot-region scheduler once (when `hot_region_schedule` is on), within
+    /// `hot_region_operators_max` running operators and the store limits; returns how many
+    /// operators it queued. They are sent on the regions' next heartbeats.
+    pub fn run_hot_region(&self, now_ms: u64) -> usize {
+        if !self.cfg.hot_region_schedule {
+            return 0;
+        }
+        let ops_max = self.cfg.hot_region_operators_max;
+        let rules = HotRules::from_config(&self.cfg);
+        self.run_mover(now_ms, HOT_REGION, ops_max, |snap, limit| {
+            scheduler::hot_region(snap, &rules, limit)
+        })
+    }
+
+    /// Runs `plan`, a scheduler whose operators (named `name`) may each add one peer, with
+    /// room for at most `ops_max` of them running at once, and queues what it returns within
+    /// the store limits; returns how many operators it queued.
+    fn run_mover(
+        &self,
+        now_ms: u64,
+        name: &str,
+        ops_max: usize,
+        plan: impl FnOnce(&ClusterSnapshot, usize) -> Vec<Operator>,
+    ) -> usize {
         // Each operator adds at most one peer; its id is reserved before the lock is taken.
-        let reserve = self.cfg.balance_region_operators_max.max(1) as u64;
-        if let Err(e) = self.ids.reserve(reserve) {
-            tracing::warn!(error = %e, "balance-region: no peer ids");
+        if let Err(e) = self.ids.reserve(ops_max.max(1) as u64) {
+            tracing::warn!(error = %e, scheduler = name, "no peer ids");
             return 0;
         }
         let mut inner = self.inner.lock();
-        let running = inner
-            .operators
-            .values()
-            .filter(|o| o.name == BALANCE_REGION)
-            .count();
+        let running = inner.operators.values().filter(|o| o.name == name).count();
         let room = self.cfg.operators_max.saturating_sub(inner.operators.len());
-        let limit = room.min(
-            self.cfg
-                .balance_region_operators_max
-                .saturating_sub(running),
-        );
+        let limit = room.min(ops_max.saturating_sub(running));
         if !inner.bootstrapped || limit == 0 {
             return 0;
         }
         let snap = Self::snapshot(&mut inner, &self.cfg, now_ms, true);
-        let rules = PlacementRules::from_config(&self.cfg);
         let mut n = 0;
-        for op in scheduler::balance_region(&snap, &rules, limit) {
+        for op in plan(&snap, limit) {
             match self.queue_operator(&mut inner, op, now_ms, false) {
                 Queued::Yes => n += 1,
                 Queued::NoTokens => {}
@@ -393,6 +418,68 @@ mod tests {
         r.region_epoch.as_mut().unwrap().conf_ver += 1;
         assert!(heartbeat(&c, &r, vec![], 36_000).is_none());
         assert!(c.operator(r.id).is_none(), "finished");
+    }
+
+    /// A heartbeat of `r` (led by its first peer) reporting `read_per_sec` bytes read a second
+    /// over 10 s.
+    fn read_heartbeat(
+        c: &Cluster,
+        r: &Region,
+        read_per_sec: u64,
+        now_ms: u64,
+    ) -> Option<proto::pdpb::RegionHeartbeatResponse> {
+        let req = RegionHeartbeatRequest {
+            region: Some(r.clone()),
+            leader: r.peers.first().copied(),
+            bytes_read: read_per_sec * 10,
+            interval: Some(proto::pdpb::TimeInterval {
+                start_timestamp: 100,
+                end_timestamp: 110,
+            }),
+            term: 1,
+            ..Default::default()
+        };
+        c.region_heartbeat(req, now_ms).unwrap()
+    }
+
+    #[test]
+    fn hot_region_moves_hot_leaders_within_its_limit_and_only_when_on() {
+        let off = PdConfig {
+            hot_region_schedule: false,
+            ..Default::default()
+        };
+        let (c, regions) = three_stores_and_a_new_one(off);
+        for r in &regions[1..4] {
+            read_heartbeat(&c, r, 1 << 20, 2_000);
+        }
+        assert_eq!(c.run_hot_region(2_000), 0, "turned off");
+
+        let (c, regions) = three_stores_and_a_new_one(PdConfig::default());
+        // Store 1 leads three regions read at 1 MiB/s each, a fourth at 100 KiB/s (cold).
+        for r in &regions[1..4] {
+            read_heartbeat(&c, r, 1 << 20, 2_000);
+        }
+        read_heartbeat(&c, &regions[4], 100 << 10, 2_000);
+        // Two operators at most (the default): one leader to store 2, one to store 3.
+        assert_eq!(c.run_hot_region(2_000), 2);
+        assert_eq!(c.run_hot_region(3_000), 0, "hot_region_operators_max");
+        let mut targets = Vec::new();
+        for r in &regions[1..4] {
+            let Some(op) = c.operator(r.id).filter(|op| op.name == HOT_REGION) else {
+                continue;
+            };
+            let [Step::TransferLeader { store_id, .. }] = op.steps.as_slice() else {
+                panic!("{op:?}")
+            };
+            targets.push(*store_id);
+            // The region's next heartbeat carries the transfer.
+            let resp = read_heartbeat(&c, r, 1 << 20, 4_000).expect("transfer leader");
+            let to = resp.transfer_leader.unwrap().peer.unwrap();
+            assert_eq!(to.store_id, *store_id);
+        }
+        targets.sort_unstable();
+        assert_eq!(targets, vec![2, 3]);
+        assert!(c.operator(regions[4].id).is_none(), "cold");
     }
 
     #[test]

@@ -102,6 +102,20 @@ pub struct PdConfig {
     pub region_max_size_bytes: u64,
     /// The stores' `raftstore.region_max_keys`, when PD is told (0: unknown).
     pub region_max_keys: u64,
+    /// Whether the hot-region scheduler runs (with balance-region, every
+    /// `balance_region_interval_ms`): it moves leaders, then peers, of the regions with the most
+    /// traffic off the stores with the most, by write and by read bytes per second.
+    pub hot_region_schedule: bool,
+    /// A region is hot in writes or reads at this many bytes per second or more (its leader's
+    /// last reported interval); colder regions are never moved for their traffic. The default,
+    /// 512 KiB/s, leaves ordinary test workloads alone.
+    pub hot_region_byte_rate_min_per_sec: u64,
+    /// The hot-region scheduler moves load from one store to another only while the first
+    /// carries more than this multiple of the second's (>= 1; as PD's
+    /// `src-tolerance-ratio`), and never so that the target ends hotter than the source.
+    pub hot_region_tolerance_ratio: f64,
+    /// Largest number of hot-region operators running at once.
+    pub hot_region_operators_max: usize,
 }
 
 /// One member of a replicated PD: its raft id, the address clients use (gRPC and HTTP), and
@@ -187,6 +201,10 @@ impl Default for PdConfig {
             split_merge_interval_secs: 60,
             region_max_size_bytes: 0,
             region_max_keys: 0,
+            hot_region_schedule: true,
+            hot_region_byte_rate_min_per_sec: 512 << 10,
+            hot_region_tolerance_ratio: 1.25,
+            hot_region_operators_max: 2,
         }
     }
 }
@@ -233,7 +251,16 @@ impl PdConfig {
 
     /// Checks the limits of balance-region and the store limits.
     fn validate_scheduling(&self) -> Result<()> {
-        let checks: [(bool, &str); 5] = [
+        let checks: [(bool, &str); 7] = [
+            (
+                self.hot_region_tolerance_ratio >= 1.0
+                    && self.hot_region_tolerance_ratio.is_finite(),
+                "hot_region_tolerance_ratio must be >= 1",
+            ),
+            (
+                self.hot_region_byte_rate_min_per_sec >= 1 && self.hot_region_operators_max >= 1,
+                "hot_region_byte_rate_min_per_sec and hot_region_operators_max must be >= 1",
+            ),
             (
                 self.balance_region_interval_ms >= 1,
                 "balance_region_interval_ms must be >= 1",
@@ -343,6 +370,14 @@ mod tests {
             },
             PdConfig {
                 balance_region_interval_ms: 0,
+                ..Default::default()
+            },
+            PdConfig {
+                hot_region_tolerance_ratio: 0.9,
+                ..Default::default()
+            },
+            PdConfig {
+                hot_region_operators_max: 0,
                 ..Default::default()
             },
         ];

@@ -11,8 +11,9 @@
 //! directory (epoch rules), advances the region's operator or asks the schedulers for a new
 //! one, and answers at most one step on the stream. Every state change is persisted (fsync'd)
 //! before it is acknowledged; ids and timestamps are handed out only below a persisted bound.
-//! Periodic runs (balance-leader, balance-region, the merge checker) queue operators the same
-//! way; a merge is a pair (the source's steps, the target's passive hold) that ends together.
+//! Periodic runs (balance-leader, balance-region, hot-region, the merge checker) queue operators
+//! the same way; a merge is a pair (the source's steps, the target's passive hold) that ends
+//! together.
 //!
 //! Replication: with an initial cluster of several members, PD's writes go through a raft group
 //! of the members (`replication`). Only the leader changes state and hands out ids and
@@ -32,6 +33,7 @@ mod balance_region;
 mod cluster;
 mod config;
 mod error;
+mod hot_region;
 mod http;
 mod id_alloc;
 mod keyspace_group;

@@ -61,6 +61,7 @@ fn snap(stores: &[u64], regions: &[RegionInfo]) -> ClusterSnapshot {
         .map(|r| RegionSnap {
             info: r.clone(),
             has_operator: false,
+            is_hot: false,
             pending_steps: Vec::new(),
         })
         .collect();

@@ -9,6 +9,8 @@
 //!   keyspace group.
 //! - [`balance_region`]: move replicas from the store with the highest [`region_score`] to
 //!   the lowest, within each keyspace group.
+//! - [`hot_region`]: move leaders, then peers, of the regions with the most write or read
+//!   bytes per second off the stores that carry the most.
 //! - [`check_merge`]: join a small region into an adjacent one of its keyspace, after moving
 //!   its peers onto the neighbour's stores (two operators, see [`merge_operators`]).
 //!
@@ -25,6 +27,7 @@ use crate::operator::{Operator, Step};
 use crate::region_dir::RegionInfo;
 
 pub use crate::balance_region::balance_region;
+pub use crate::hot_region::{hot_region, is_hot, HotRules, HOT_REGION};
 pub use crate::merge::{
     check_merge, check_pair, merge_operators, same_keyspace, MergeRefusal, MergeRules, MERGE_REGION,
 };
@@ -184,6 +187,10 @@ pub struct RegionSnap {
     pub info: RegionInfo,
     /// Whether an operator is already running on it.
     pub has_operator: bool,
+    /// Whether the hot-region scheduler runs and the region is hot (see [`is_hot`]): then
+    /// balance-leader and balance-region leave it alone, or they would carry its traffic
+    /// back to the store it was moved off.
+    pub is_hot: bool,
     /// The running operator's steps not yet done (the balance schedulers count the region
     /// where it will be).
     pub pending_steps: Vec<Step>,
@@ -212,6 +219,21 @@ impl ClusterSnapshot {
 
 pub(crate) fn is_voter(p: &Peer) -> bool {
     p.role == PeerRole::Voter as i32
+}
+
+/// Whether `info` is healthy enough for a balance move: a known leader, no pending or down
+/// peer, exactly `max_replicas` peers, all voters on stores `is_up` says are up.
+pub(crate) fn is_movable(
+    info: &RegionInfo,
+    max_replicas: usize,
+    is_up: impl Fn(u64) -> bool,
+) -> bool {
+    let peers = &info.region.peers;
+    info.leader.is_some()
+        && info.pending_peers.is_empty()
+        && info.down_peers.is_empty()
+        && peers.len() == max_replicas
+        && peers.iter().all(|p| is_voter(p) && is_up(p.store_id))
 }
 
 /// Splits `info` at every key of `keys` strictly inside it (start < k < end).
@@ -383,7 +405,8 @@ pub(crate) fn remove_steps(info: &RegionInfo, snap: &ClusterSnapshot, victim: &P
 /// store ends within `tolerance` of the mean *within each keyspace group* (see
 /// [`crate::keyspace_group`]); at most `ops_max` operators. The group furthest out of
 /// balance goes first; between stores alike in the group, the overall leader count decides,
-/// so a cluster of one group balances as one set.
+/// so a cluster of one group balances as one set. Hot regions (`RegionSnap::is_hot`) stay:
+/// the counts even out with cold leaders.
 pub fn balance_leader(snap: &ClusterSnapshot, tolerance: u64, ops_max: usize) -> Vec<Operator> {
     let mut leaders: HashMap<u64, u64> = snap
         .stores
@@ -456,12 +479,9 @@ fn pick_leader_move(
     sources.sort_by_key(|(id, c)| (std::cmp::Reverse((*c, overall(id))), *id));
     for (src, src_count) in sources {
         let mut best: Option<((u64, u64), &RegionInfo, &Peer)> = None;
-        for (_, r) in snap
-            .regions
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| in_group(*i) && !r.has_operator && r.info.pending_peers.is_empty())
-        {
+        for (_, r) in snap.regions.iter().enumerate().filter(|(i, r)| {
+            in_group(*i) && !r.has_operator && !r.is_hot && r.info.pending_peers.is_empty()
+        }) {
             let info = &r.info;
             if info.leader.as_ref().is_none_or(|l| l.store_id != src)
                 || ops.iter().any(|o| o.region_id == info.region.id)
@@ -565,7 +585,7 @@ pub(crate) fn group_tallies(
 
 /// The stores of `r`'s peers and its leader's store once its running operator's remaining
 /// steps are done.
-fn after_operator(r: &RegionSnap) -> (Vec<u64>, Option<u64>) {
+pub(crate) fn after_operator(r: &RegionSnap) -> (Vec<u64>, Option<u64>) {
     let mut stores: Vec<u64> = r.info.region.peers.iter().map(|p| p.store_id).collect();
     let mut leader = r.info.leader.as_ref().map(|l| l.store_id);
     for step in &r.pending_steps {

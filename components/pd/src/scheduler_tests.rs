@@ -60,6 +60,7 @@ fn snap(stores: Vec<StoreSnap>, regions: &[RegionInfo]) -> ClusterSnapshot {
         .map(|r| RegionSnap {
             info: r.clone(),
             has_operator: false,
+            is_hot: false,
             pending_steps: Vec::new(),
         })
         .collect();

@@ -347,8 +347,8 @@ pub(crate) async fn accept_loop(
     conns.shutdown().await;
 }
 
-/// Runs balance-leader every `interval`, balance-region and the merge checker every
-/// `region_interval`.
+/// Runs balance-leader every `interval`, balance-region, hot-region and the merge checker
+/// every `region_interval`.
 async fn balance_loop(
     serving: Serving,
     interval: Duration,
@@ -375,6 +375,10 @@ async fn balance_loop(
                 let n = cluster.run_balance_region(now_ms());
                 if n > 0 {
                     tracing::debug!(operators = n, "balance-region scheduled");
+                }
+                let n = cluster.run_hot_region(now_ms());
+                if n > 0 {
+                    tracing::debug!(operators = n, "hot-region scheduled");
                 }
                 let n = cluster.run_merge_checker(now_ms());
                 if n > 0 {
