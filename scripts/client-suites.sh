@@ -8,7 +8,7 @@
 #   scripts/client-suites.sh [integration] [failpoint]   # default: both
 #
 # CLIENT_SUITE_RAFTSTORE: lines added to the stores' [raftstore] settings in both suites, to run
-# them with a setting changed (e.g. CLIENT_SUITE_RAFTSTORE='hibernate_regions = true').
+# them with a setting changed (e.g. CLIENT_SUITE_RAFTSTORE='hibernate_regions = false').
 #
 # Needs the flotilla binary built ($CARGO_TARGET_DIR/debug/flotilla); scripts/test.sh builds it.
 set -euo pipefail

@@ -66,9 +66,8 @@ pub struct StoreConfig {
     pub stale_peer_check_ticks: u64,
     /// Whether idle regions hibernate: a leader with nothing in flight and every follower in
     /// step stops ticking and tells its followers, which stop too; any message, request or
-    /// operator wakes them (see "Hibernating regions" in `docs/architecture.md`). Off: every
-    /// peer ticks every tick, as before (the default until tikv-client's failpoint suite is
-    /// shown to pass with hibernation on).
+    /// operator wakes them (see "Hibernating regions" in `docs/architecture.md`). Default on.
+    /// Off: every peer ticks every tick.
     pub hibernate_regions: bool,
     /// Consecutive idle ticks after which a leader hibernates.
     pub hibernate_idle_ticks: u64,
@@ -114,7 +113,7 @@ impl Default for StoreConfig {
             split_timeout_ticks: 100,
             snapshot_send_timeout_ticks: 300,
             stale_peer_check_ticks: 50,
-            hibernate_regions: false,
+            hibernate_regions: true,
             hibernate_idle_ticks: 20,
             store_keepalive_ticks: 10,
             hibernate_wake_silent_ticks: 30,
