@@ -21,11 +21,11 @@ use std::collections::{HashMap, HashSet};
 use proto::metapb::Peer;
 
 use crate::keyspace_group::{region_group, KeyspaceGroup};
-use crate::operator::{Operator, Step};
+use crate::operator::Operator;
 use crate::region_dir::RegionInfo;
 use crate::scheduler::{
-    group_tallies, is_movable, region_score, remove_steps, ClusterSnapshot, PlacementRules,
-    StoreSnap,
+    add_voter_steps, group_tallies, is_movable, region_score, remove_steps, ClusterSnapshot,
+    PlacementRules, StoreSnap,
 };
 
 /// A store's load as balance-region plans: moves planned in this run are applied to it.
@@ -169,16 +169,7 @@ pub fn balance_region(
             used.insert(m.info.region.id);
             continue;
         }
-        let mut steps = vec![
-            Step::AddLearner {
-                store_id: m.to,
-                peer_id: 0,
-            },
-            Step::PromoteLearner {
-                store_id: m.to,
-                peer_id: 0,
-            },
-        ];
+        let mut steps = add_voter_steps(m.to);
         steps.extend(remove);
         let src = loads.get_mut(&m.from.store_id).expect("source is up");
         src.count = src.count.saturating_sub(1);

@@ -43,7 +43,7 @@ use proto::metapb::Peer;
 
 use crate::operator::{Operator, Step};
 use crate::region_dir::{RegionFlow, RegionInfo};
-use crate::scheduler::{after_operator, is_movable, ClusterSnapshot, StoreSnap};
+use crate::scheduler::{add_voter_steps, after_operator, is_movable, ClusterSnapshot, StoreSnap};
 
 /// The name of the hot-region scheduler's operators (counted against its limit).
 pub const HOT_REGION: &str = "hot-region";
@@ -308,16 +308,7 @@ fn pick_peer_move<'a>(
 
 /// Add a learner on `to`, promote it, hand it the leadership if `from` leads, remove `from`.
 fn peer_move_steps(from: &Peer, to: u64, leads: bool) -> Vec<Step> {
-    let mut steps = vec![
-        Step::AddLearner {
-            store_id: to,
-            peer_id: 0,
-        },
-        Step::PromoteLearner {
-            store_id: to,
-            peer_id: 0,
-        },
-    ];
+    let mut steps = add_voter_steps(to);
     if leads {
         // Filled with the new peer's id by `Operator::assign_peer_ids`.
         steps.push(Step::TransferLeader {

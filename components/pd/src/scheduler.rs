@@ -310,18 +310,7 @@ pub fn check_replicas(
     let learner = peers.iter().find(|p| p.role == PeerRole::Learner as i32);
     let lost = |p: &Peer| is_lost_peer(info, snap, rules, p);
     let op = |steps| Some(Operator::new(info, "replica", steps));
-    let add_steps = |store_id| {
-        vec![
-            Step::AddLearner {
-                store_id,
-                peer_id: 0,
-            },
-            Step::PromoteLearner {
-                store_id,
-                peer_id: 0,
-            },
-        ]
-    };
+    let add_steps = add_voter_steps;
     if let Some(l) = learner {
         let step = if voters.len() < max_replicas && !lost(l) {
             Step::PromoteLearner {
@@ -373,6 +362,21 @@ pub fn check_replicas(
                 .copied()
         })?;
     op(remove_steps(info, snap, victim))
+}
+
+/// A new voter on `store_id`: a learner first (it catches up by snapshot without counting in
+/// the quorum), then promoted. Its peer id is filled in by `Operator::assign_peer_ids`.
+pub(crate) fn add_voter_steps(store_id: u64) -> Vec<Step> {
+    vec![
+        Step::AddLearner {
+            store_id,
+            peer_id: 0,
+        },
+        Step::PromoteLearner {
+            store_id,
+            peer_id: 0,
+        },
+    ]
 }
 
 /// Steps removing `victim`; when it leads, leadership moves to a healthy voter first (no
