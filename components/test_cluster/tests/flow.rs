@@ -82,9 +82,12 @@ fn wait_flow(
 #[test]
 fn region_and_store_heartbeats_carry_the_traffic_served() {
     // PD keeps each region's last interval only: region heartbeats 2 s apart leave the watch
-    // (every 50 ms) a wide window even on a loaded machine.
+    // (every 50 ms) a wide window even on a loaded machine. Without hibernation: a region that
+    // goes idle heartbeats as it hibernates and again at its turn in the slow rotation, which
+    // may come a few ticks later and replace the interval before the watch sees it.
     let mut cfg = fast_config();
     cfg.raftstore.pd_heartbeat_tick_interval_ticks = 40;
+    cfg.raftstore.hibernate_regions = false;
     let c = Cluster::start(1, seed_from_env(), cfg);
     c.must_put(b"a", b"through the router, not counted");
     // Two regions: `a...` keys on the left, `z` on the right and never touched.
