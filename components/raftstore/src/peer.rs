@@ -432,7 +432,8 @@ impl Peer {
         }
     }
 
-    /// Acts on PD's answer to a heartbeat: a membership change or a leader transfer.
+    /// Acts on PD's answer to a heartbeat: a membership change or a leader transfer (neither
+    /// while the region merges).
     pub fn on_heartbeat_response(&mut self, resp: &pdpb::RegionHeartbeatResponse) {
         if !self.is_leader() {
             return;
@@ -447,6 +448,11 @@ impl Peer {
                 self.propose_change_peer(cp);
             }
         } else if let Some(tl) = &resp.transfer_leader {
+            // A merging source's leadership goes where the merge needs it (the target leader's
+            // store); a balancing transfer would undo that, and the next one again, forever.
+            if self.is_merging() {
+                return;
+            }
             if let Some(p) = &tl.peer {
                 if p.id != self.meta.id && find_peer_by_id(self.region(), p.id).is_some() {
                     self.transfer_leader(p.id);
