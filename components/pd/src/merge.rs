@@ -14,7 +14,8 @@
 //!
 //! Which regions merge: both healthy (a leader, no down or pending peer, `max_replicas`
 //! voters and nothing else, on up stores, no operator), both unchanged in version for
-//! `split_merge_interval` (a region just split is not merged back at once), adjacent, within
+//! `split_merge_interval` (a region just split is not merged back at once), neither hot in
+//! its leader's last report (load-based split made it small for its traffic), adjacent, within
 //! one keyspace ([`same_keyspace`]: PD pre-splits at every keyspace boundary and a merge never
 //! crosses one); the source small (size and keys below the merge thresholds) and the target
 //! small enough that the joined region stays below the stores' split thresholds (when PD
@@ -49,6 +50,11 @@ pub struct MergeRules {
     pub split_keys: u64,
     /// A region at a version PD first saw less than this long ago is left alone.
     pub split_merge_interval_ms: u64,
+    /// A region whose leader last reported this many bytes a second of reads or writes or
+    /// more is hot and left alone (`hot_region_byte_rate_min_per_sec`, whether or not the
+    /// hot-region scheduler runs): load-based split cut it small for its traffic, and merging
+    /// it back would undo that.
+    pub hot_byte_rate_min_per_sec: u64,
 }
 
 impl Default for MergeRules {
@@ -67,7 +73,18 @@ impl MergeRules {
             split_size_bytes: cfg.region_max_size_bytes,
             split_keys: cfg.region_max_keys,
             split_merge_interval_ms: cfg.split_merge_interval_secs.saturating_mul(1000),
+            hot_byte_rate_min_per_sec: cfg.hot_region_byte_rate_min_per_sec,
         }
+    }
+
+    /// Whether `info`'s last reported traffic makes it hot.
+    fn is_hot(&self, info: &RegionInfo) -> bool {
+        let rules = crate::scheduler::HotRules {
+            byte_rate_min_per_sec: self.hot_byte_rate_min_per_sec,
+            tolerance_ratio: 1.0,
+            max_replicas: self.max_replicas,
+        };
+        crate::scheduler::is_hot(&info.flow, &rules)
     }
 
     /// Whether `info` is small enough to be merged away.
@@ -315,7 +332,10 @@ pub fn check_merge(
     let mut order: Vec<&RegionSnap> = snap.regions.iter().collect();
     order.sort_by(|a, b| a.info.region.start_key.cmp(&b.info.region.start_key));
     let eligible = |r: &RegionSnap| {
-        !r.has_operator && r.info.pending_peers.is_empty() && rules.is_settled(&r.info, now_ms)
+        !r.has_operator
+            && r.info.pending_peers.is_empty()
+            && rules.is_settled(&r.info, now_ms)
+            && !rules.is_hot(&r.info)
     };
     let mut used: HashSet<u64> = HashSet::new();
     let mut merges = Vec::new();
