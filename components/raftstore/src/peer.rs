@@ -46,6 +46,10 @@ pub struct PendingSnapshot {
     pub applied: bool,
 }
 
+/// How far behind the leader's log a peer may be and still be handed the leadership on
+/// PD's request (TiKV's `leader-transfer-max-log-lag`).
+pub const TRANSFER_LEADER_MAX_LOG_LAG: u64 = 128;
+
 /// One peer of a region.
 pub struct Peer {
     /// The raft state machine with its storage.
@@ -143,6 +147,22 @@ impl Peer {
     pub fn transfer_leader(&mut self, peer_id: u64) {
         self.lease.revoke();
         self.raw.transfer_leader(peer_id);
+    }
+
+    /// Whether `peer_id` can take the leadership at once: it holds this term's log up to
+    /// [`TRANSFER_LEADER_MAX_LOG_LAG`] entries and no snapshot is on its way to it. While a
+    /// transfer runs, raft drops every proposal; to a peer that is behind (cut off, or the
+    /// peer of a region just split that its store has not created yet) that lasts until the
+    /// transfer is given up, an election timeout, longer than the official client's
+    /// backoff on `NotLeader`. PD sends the transfer again on a later heartbeat.
+    fn ready_to_transfer_leader(&self, peer_id: u64) -> bool {
+        let raft = &self.raw.raft;
+        let Some(pr) = raft.prs().get(peer_id) else {
+            return false;
+        };
+        pr.state != raft::ProgressState::Snapshot
+            && raft.raft_log.term(pr.matched).is_ok_and(|t| t == raft.term)
+            && raft.raft_log.last_index() <= pr.matched + TRANSFER_LEADER_MAX_LOG_LAG
     }
 
     /// Whether this peer leads its region.
@@ -454,7 +474,10 @@ impl Peer {
                 return;
             }
             if let Some(p) = &tl.peer {
-                if p.id != self.meta.id && find_peer_by_id(self.region(), p.id).is_some() {
+                if p.id != self.meta.id
+                    && find_peer_by_id(self.region(), p.id).is_some()
+                    && self.ready_to_transfer_leader(p.id)
+                {
                     self.transfer_leader(p.id);
                 }
             }

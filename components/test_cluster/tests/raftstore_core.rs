@@ -283,3 +283,47 @@ fn a_lone_voter_leads_at_once_after_bootstrap_and_restart() {
     c.start_store(0);
     served_within(&c, "restart");
 }
+
+/// PD's leader transfer to a peer that is far behind (cut off while 200 writes committed) is
+/// not started: while a transfer runs, raft drops every proposal, and to a peer that cannot
+/// catch up that lasts an election timeout. The leader keeps serving writes; once the peer is
+/// back and has caught up, the transfer goes through.
+#[test]
+fn a_leader_transfer_waits_until_the_target_has_caught_up() {
+    let c = Cluster::start(3, seed_from_env(), fast_config());
+    c.must_put(b"a", b"0");
+    assert!(c.wait_replicated(3, WAIT));
+    let region = c.region_of(&encode(b"a")).unwrap();
+    let leader = c.leader_of(region.id).unwrap();
+    let behind = (leader + 1) % 3;
+    c.isolate(behind);
+    for i in 0..200 {
+        c.put_on(leader, format!("k{i:03}").as_bytes(), b"v")
+            .unwrap();
+    }
+    let to = c.router(behind).region_info(region.id).map(|r| r.peer);
+    c.router(leader)
+        .on_heartbeat_response(proto::pdpb::RegionHeartbeatResponse {
+            region_id: region.id,
+            transfer_leader: Some(proto::pdpb::TransferLeader {
+                peer: to,
+                peers: vec![],
+            }),
+            ..Default::default()
+        });
+    // An election timeout at these settings is 0.5 to 1 s: writes for 1 s all succeed.
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    let mut n = 0;
+    while std::time::Instant::now() < until {
+        c.put_on(leader, b"during", format!("{n}").as_bytes())
+            .unwrap_or_else(|e| panic!("write {n} during the refused transfer: {e}"));
+        n += 1;
+    }
+    assert_eq!(c.leader_of(region.id), Some(leader));
+    c.heal();
+    assert!(
+        c.transfer_leader(region.id, behind, WAIT),
+        "after catching up"
+    );
+    assert_eq!(c.must_get(b"k199"), Some(b"v".to_vec()));
+}
