@@ -70,7 +70,7 @@ stop_pid() {
 # $WORK/NAME, waits until PD reports STORES stores up, and sets PG_PID and PD.
 start_playground() {
     local name=$1 stores=$2; shift 2
-    echo "flotilla playground --stores $stores${*:+ $*}" >>"$COMMANDS"
+    echo "flotilla playground --stores $stores${*:+ $*}" | sed "s|$WORK|\$WORK|g" >>"$COMMANDS"
     "$FLOTILLA" playground --data-dir "$WORK/$name" --pd-port "$(free_port)" --stores "$stores" \
         "$@" >"$WORK/$name.out" 2>&1 &
     PG_PID=$!
@@ -153,4 +153,124 @@ splice_section() {
     else
         { echo; echo "## $title"; echo; cat "$section"; } >>"$perf"
     fi
+}
+
+# --- CPU accounting of the measured processes and the cluster's shape (bench-scale.sh,
+# bench-hot.sh). The caller sets CPU (where cpu_point appends), SHAPE_LOG (where shape and
+# wait_balanced write) and BALANCE_WAIT (seconds). ---
+
+TICKS=$(getconf CLK_TCK)
+CG1_CPU=$(awk '$3 == "cgroup" && $4 ~ /(^|,)cpu(,|$)/ { print $2; exit }' /proc/mounts)
+CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+
+# bench_priority NAME: renices the script to 0 and, where v1's cpu hierarchy is writable, puts
+# it and all it starts (PD, the load generator, the stores' and etcd members' cgroups, created
+# under ours) into a cgroup with the largest cpu.shares, so that other jobs on the machine
+# (compiles, tests, at any nice) take CPU only when the benchmark leaves it idle. (On v2 a
+# cgroup with processes cannot have children with controllers, so there the script stays where
+# it is.) Sets BENCH_CG (empty where there is none). Call after bench_init.
+bench_priority() {
+    local name=$1 own
+    if [ "$(nice)" -gt 0 ]; then
+        renice -n 0 -p $$ >/dev/null 2>&1 || echo "$name: running niced ($(nice)); the load generator may lose CPU to other jobs" >&2
+    fi
+    BENCH_CG=""
+    [ -n "$CG1_CPU" ] || return 0
+    own=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ { print $3 }' /proc/$$/cgroup)
+    BENCH_CG="$CG1_CPU${own%/}/flotilla-$name-$$"
+    if mkdir "$BENCH_CG" 2>/dev/null && echo 262144 >"$BENCH_CG/cpu.shares" \
+        && echo $$ >"$BENCH_CG/cgroup.procs"; then
+        BENCH_CG_PARENT="$CG1_CPU${own%/}"
+        trap 'bench_cleanup; echo $$ >"$BENCH_CG_PARENT/cgroup.procs"; rmdir "$BENCH_CG" 2>/dev/null || true' EXIT
+    else
+        echo "$name: cannot make a high-shares cgroup at $BENCH_CG; running without" >&2
+        rmdir "$BENCH_CG" 2>/dev/null || true
+        BENCH_CG=""
+    fi
+}
+
+# cg_stat PID: "NR_PERIODS NR_THROTTLED" of the CPU cgroup the process is in (v1's cpu
+# hierarchy, else v2), "0 0" where it has none with a quota.
+cg_stat() {
+    local path f=""
+    if [ -n "$CG1_CPU" ]; then
+        path=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ { print $3 }' "/proc/$1/cgroup" 2>/dev/null)
+        [ -n "$path" ] && f="$CG1_CPU$path/cpu.stat"
+    fi
+    if [ ! -r "$f" ] && [ -n "$CG2" ]; then
+        path=$(awk -F: '$1 == "0" { print $3 }' "/proc/$1/cgroup" 2>/dev/null)
+        f="$CG2$path/cpu.stat"
+    fi
+    if [ -r "$f" ]; then
+        awk '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { t = $2 } END { print p + 0, t + 0 }' "$f"
+    else
+        echo "0 0"
+    fi
+}
+
+# cpu_snapshot PID...: one line per live process: "ROLE PID CPU_TICKS NR_PERIODS NR_THROTTLED",
+# ROLE being store, pd or etcd (from its command line).
+cpu_snapshot() {
+    local pid role
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] || continue
+        case " $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" in
+        *" server "*) role=store ;;
+        *" pd "*) role=pd ;;
+        *etcd" "*) role=etcd ;;
+        *) role=other ;;
+        esac
+        # Fields after the command name: utime and stime are the 12th and 13th.
+        echo "$role $pid $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }') $(cg_stat "$pid")"
+    done
+}
+
+# cpu_point LABEL WORKLOAD CLIENTS SECONDS BEFORE AFTER: appends to CPU one JSON line with each
+# machine's (store's or etcd member's) cores and throttled share of its CFS periods, and PD's
+# cores, over the window between the two snapshots.
+cpu_point() {
+    awk -v label="$1" -v workload="$2" -v clients="$3" -v secs="$4" -v hz="$TICKS" '
+        FNR == NR { t[$2] = $3; p[$2] = $4; th[$2] = $5; next }
+        ($2 in t) {
+            cores = ($3 - t[$2]) / hz / secs
+            if ($1 == "pd") { pd += cores; next }
+            dp = $4 - p[$2]; share = dp > 0 ? ($5 - th[$2]) / dp : 0
+            m = m sep sprintf("{\"pid\":%s,\"cores\":%.3f,\"throttled\":%.3f}", $2, cores, share)
+            sep = ","
+        }
+        END {
+            printf "{\"label\":\"%s\",\"workload\":\"%s\",\"clients\":%s,\"window_s\":%.1f,\"machines\":[%s],\"pd_cores\":%.3f}\n",
+                label, workload, clients, secs, m, pd
+        }' "$5" "$6" >>"$CPU"
+}
+
+# shape LABEL TAG WHEN: per store (in `flotilla ctl stores` order) its regions, its leaders,
+# and its leaders of the raw keyspace's regions that hold keys (what raw-put and raw-get load).
+shape() {
+    local f="$WORK/$1-$2"
+    "$FLOTILLA" ctl --pd "$PD" stores >"$f-stores.txt" 2>&1 || true
+    "$FLOTILLA" ctl --pd "$PD" regions >"$f-regions.txt" 2>&1 || true
+    awk -v label="$1" -v when="$3" '
+        FNR == NR { if ($1 ~ /^[0-9]+$/ && $7 ~ /^[0-9]+$/ && $7 > 0 && $2 ~ /^r/) raw[$4]++; next }
+        FNR > 1 && NF >= 6 { r = r sep $5; l = l sep $6; w = w sep (raw[$1] + 0); sep = "," }
+        END { printf "%s %s: regions per store [%s], leaders per store [%s], leaders of loaded raw-keyspace regions per store [%s]\n", label, when, r, l, w }
+    ' "$f-regions.txt" "$f-stores.txt" >>"$SHAPE_LOG"
+}
+
+# wait_balanced LABEL: waits, up to BALANCE_WAIT s, until every store holds within 25% of the
+# mean region count (the issue's criterion), so that no replica moves while measuring.
+wait_balanced() {
+    local start=$SECONDS
+    echo "flotilla ctl --pd \$PD stores  # until every store holds within 25% of the mean region count, up to ${BALANCE_WAIT}s" >>"$COMMANDS"
+    while [ $((SECONDS - start)) -lt "$BALANCE_WAIT" ]; do
+        if "$FLOTILLA" ctl --pd "$PD" stores 2>/dev/null | awk '
+            NR > 1 && NF >= 6 { n++; s += $5; c[n] = $5 }
+            END { if (!n) exit 1; m = s / n; for (i = 1; i <= n; i++) if (c[i] > 1.25 * m || c[i] < 0.75 * m) exit 1 }'
+        then
+            echo "$1 replicas balanced after $((SECONDS - start)) s" >>"$SHAPE_LOG"
+            return 0
+        fi
+        sleep 2
+    done
+    echo "$1 replicas NOT balanced after ${BALANCE_WAIT} s (measured anyway)" >>"$SHAPE_LOG"
 }

@@ -1,5 +1,6 @@
-//! Which keys a benchmark touches: uniform or zipfian (YCSB's scrambled zipfian, so the hot keys
-//! spread over the keyspace and over regions), and how a key index is spelled.
+//! Which keys a benchmark touches: uniform, zipfian (YCSB's scrambled zipfian, so the hot keys
+//! spread over the keyspace and over regions) or zipfian-range (the same skew unscrambled: the
+//! hottest keys are neighbours, a hot key range in one region), and how a key index is spelled.
 
 use rand::Rng;
 
@@ -11,6 +12,11 @@ pub enum Distribution {
     Uniform,
     /// YCSB's zipfian (theta 0.99): a few keys take most of the load.
     Zipfian,
+    /// Zipfian without the scrambling: key `r` has rank `r`, so the load falls on the first
+    /// keys of the keyspace, a hot range (what load-based split exists for).
+    #[value(name = "zipfian-range")]
+    #[serde(rename = "zipfian-range")]
+    ZipfianRange,
 }
 
 /// The key with index `i`, the same on every target.
@@ -23,14 +29,19 @@ pub fn key_name(i: u64) -> String {
 pub struct KeyChooser {
     count: u64,
     zipf: Option<Zipf>,
+    scrambled: bool,
 }
 
 impl KeyChooser {
     /// A chooser over `count` keys (at least one).
     pub fn new(count: u64, dist: Distribution) -> KeyChooser {
         let count = count.max(1);
-        let zipf = (dist == Distribution::Zipfian).then(|| Zipf::new(count, ZIPF_THETA));
-        KeyChooser { count, zipf }
+        let zipf = (dist != Distribution::Uniform).then(|| Zipf::new(count, ZIPF_THETA));
+        KeyChooser {
+            count,
+            zipf,
+            scrambled: dist == Distribution::Zipfian,
+        }
     }
 
     /// The next key index.
@@ -38,7 +49,8 @@ impl KeyChooser {
         match &self.zipf {
             None => rng.gen_range(0..self.count),
             // Scrambled: rank r is spread by a hash, so rank 0 is not always key 0.
-            Some(z) => fnv64(z.next(rng)) % self.count,
+            Some(z) if self.scrambled => fnv64(z.next(rng)) % self.count,
+            Some(z) => z.next(rng),
         }
     }
 }
@@ -124,6 +136,22 @@ mod tests {
         // With theta 0.99 over 1,000 keys the ten hottest take about 39% of the draws.
         assert!(top10 > 200_000 * 30 / 100, "top10 {top10}");
         assert!(c[0] > 20 * c[500], "hottest {} median {}", c[0], c[500]);
+    }
+
+    #[test]
+    fn zipfian_range_puts_the_load_on_the_first_keys() {
+        let c = counts(Distribution::ZipfianRange, 1000, 200_000);
+        // The same skew as zipfian, unscrambled: the first 10 keys are the ten hottest.
+        let first10: u64 = c[..10].iter().sum();
+        assert!(first10 > 200_000 * 30 / 100, "first10 {first10}");
+        assert!(
+            c[0] > c[1] && c[1] > c[9] && c[9] > c[500],
+            "{:?}",
+            &c[..10]
+        );
+        // The scrambled one does not: its first ten keys hold an ordinary share.
+        let s = counts(Distribution::Zipfian, 1000, 200_000);
+        assert!(s[..10].iter().sum::<u64>() < first10 / 2);
     }
 
     #[test]
