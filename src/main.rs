@@ -83,6 +83,43 @@ struct PdArgs {
     /// This member's id in --initial-cluster.
     #[arg(long)]
     member_id: Option<u64>,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// The `[security]` settings as flags (they override the file's).
+#[derive(clap::Args, Debug)]
+struct SecurityArgs {
+    /// CA certificate (PEM) that signs every member's and client's certificate; with
+    /// --cert-path and --key-path, every port serves mutual TLS only.
+    #[arg(long)]
+    ca_path: Option<String>,
+    /// This process's certificate (PEM).
+    #[arg(long)]
+    cert_path: Option<String>,
+    /// This process's private key (PEM).
+    #[arg(long)]
+    key_path: Option<String>,
+    /// Names a connecting certificate must carry (common name or DNS name), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    cert_allowed_cn: Vec<String>,
+}
+
+impl SecurityArgs {
+    fn apply(self, cfg: &mut security::SecurityConfig) {
+        if let Some(p) = self.ca_path {
+            cfg.ca_path = p;
+        }
+        if let Some(p) = self.cert_path {
+            cfg.cert_path = p;
+        }
+        if let Some(p) = self.key_path {
+            cfg.key_path = p;
+        }
+        if !self.cert_allowed_cn.is_empty() {
+            cfg.cert_allowed_cn = self.cert_allowed_cn;
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -105,6 +142,8 @@ struct ServerArgs {
     /// PD endpoints, comma separated.
     #[arg(long, value_delimiter = ',')]
     pd: Vec<String>,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
@@ -167,6 +206,7 @@ async fn run_pd(args: PdArgs) -> Result<()> {
     if let Some(id) = args.member_id {
         cfg.member_id = id;
     }
+    args.security.apply(&mut cfg.security);
     if let (None, Some(me)) = (&args.addr, cfg.this_member()) {
         cfg.listen_addr = me.client_addr.clone();
     }
@@ -195,6 +235,7 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     if !args.pd.is_empty() {
         cfg.pd_endpoints = args.pd;
     }
+    args.security.apply(&mut cfg.security);
     let node = server::Node::start(cfg)
         .await
         .context("starting the store")?;
