@@ -56,6 +56,8 @@ enum Command {
         /// PD address; comma-separated, the members of a PD group.
         #[arg(long, default_value = "127.0.0.1:2379")]
         pd: String,
+        #[command(flatten)]
+        tls: ctl::TlsArgs,
         #[command(subcommand)]
         cmd: ctl::CtlCommand,
     },
@@ -283,7 +285,10 @@ fn main() -> Result<ExitCode> {
             rt.block_on(run_server(a))
         }
         Command::Playground(a) => rt.block_on(playground::main(a)),
-        Command::Bench(a) => rt.block_on(bench::run(*a)),
+        Command::Bench(a) => {
+            ctl::set_client_security(&a.tls)?;
+            rt.block_on(bench::run(*a))
+        }
         Command::BenchReport(a) => report::run(a),
         Command::BenchElastic(a) => rt.block_on(bench::elastic::run(*a)),
         Command::Chaos(a) => return rt.block_on(chaos::run(*a)).map(exit_code),
@@ -291,7 +296,10 @@ fn main() -> Result<ExitCode> {
         Command::CpuLimit(a) => return rt.block_on(cpu_limit::run(a)),
         Command::PdSim(a) => rt.block_on(pd_sim::run(a)),
         Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
-        Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
+        Command::Ctl { pd, tls, cmd } => {
+            ctl::set_client_security(&tls)?;
+            rt.block_on(ctl::run(&pd, cmd))
+        }
     };
     done.map(|()| ExitCode::SUCCESS)
 }
