@@ -455,15 +455,14 @@ impl TlsArgs {
 
 /// The process's client identity: a tool talks to one cluster, with one certificate, from every
 /// task, so it is set once at start-up rather than passed through every call.
-static CLIENT_SECURITY: std::sync::OnceLock<(security::SecurityManager, security::SecurityConfig)> =
+static CLIENT_SECURITY: std::sync::OnceLock<(security::SecurityManager, TlsArgs)> =
     std::sync::OnceLock::new();
 
 /// Sets the process's client identity from `args` (checks the files now). A second call keeps
 /// the first identity.
 pub fn set_client_security(args: &TlsArgs) -> Result<()> {
-    let cfg = args.config();
-    let manager = security::SecurityManager::new(&cfg)?;
-    let _ = CLIENT_SECURITY.set((manager, cfg));
+    let manager = security::SecurityManager::new(&args.config())?;
+    let _ = CLIENT_SECURITY.set((manager, args.clone()));
     Ok(())
 }
 
@@ -475,14 +474,41 @@ pub fn client_security() -> security::SecurityManager {
         .unwrap_or_default()
 }
 
+/// The process's `--ca --cert --key`, when it has an identity (a tool that starts processes
+/// of its own, `chaos`, hands them the same files).
+pub fn client_tls() -> Option<TlsArgs> {
+    CLIENT_SECURITY
+        .get()
+        .filter(|(m, _)| m.is_tls())
+        .map(|(_, a)| a.clone())
+}
+
 /// The official client's configuration: `with_security` when the process has an identity.
 pub fn tikv_config() -> Config {
     let cfg = Config::default();
-    match CLIENT_SECURITY.get().filter(|(m, _)| m.is_tls()) {
-        Some((_, c)) => {
-            cfg.with_security(c.ca_path.clone(), c.cert_path.clone(), c.key_path.clone())
+    match client_tls() {
+        Some(t) => {
+            let c = t.config();
+            cfg.with_security(c.ca_path, c.cert_path, c.key_path)
         }
         None => cfg,
+    }
+}
+
+impl TlsArgs {
+    /// These flags again, for a process this one starts: `--ca`, `--cert`, `--key` for a
+    /// tool, or as `flotilla pd` and `flotilla server` name them with `server_flags`.
+    pub fn args(&self, server_flags: bool) -> Vec<String> {
+        let c = self.config();
+        let names = match server_flags {
+            true => ["--ca-path", "--cert-path", "--key-path"],
+            false => ["--ca", "--cert", "--key"],
+        };
+        names
+            .iter()
+            .zip([c.ca_path, c.cert_path, c.key_path])
+            .flat_map(|(n, v)| [(*n).to_owned(), v])
+            .collect()
     }
 }
 

@@ -291,11 +291,17 @@ fn main() -> Result<ExitCode> {
         }
         Command::BenchReport(a) => report::run(a),
         Command::BenchElastic(a) => rt.block_on(bench::elastic::run(*a)),
-        Command::Chaos(a) => return rt.block_on(chaos::run(*a)).map(exit_code),
+        Command::Chaos(a) => {
+            ctl::set_client_security(&a.tls)?;
+            return rt.block_on(chaos::run(*a)).map(exit_code);
+        }
         Command::Check(a) => return chaos::check(a).map(exit_code),
         Command::CpuLimit(a) => return rt.block_on(cpu_limit::run(a)),
         Command::PdSim(a) => rt.block_on(pd_sim::run(a)),
-        Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
+        Command::LookupProbe(a) => {
+            ctl::set_client_security(&a.tls)?;
+            rt.block_on(chaos::lookup_probe::run(a))
+        }
         Command::Ctl { pd, tls, cmd } => {
             ctl::set_client_security(&tls)?;
             rt.block_on(ctl::run(&pd, cmd))

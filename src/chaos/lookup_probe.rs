@@ -42,6 +42,9 @@ pub const LOOKUP_CALLS: [&str; 3] = ["get_region", "get_region_by_id", "get_stor
 /// Options of `flotilla lookup-probe`.
 #[derive(clap::Args, Debug)]
 pub struct LookupProbeArgs {
+    /// TLS of the cluster.
+    #[command(flatten)]
+    pub tls: crate::ctl::TlsArgs,
     /// PD members, comma separated.
     #[arg(long)]
     pub pd: String,
