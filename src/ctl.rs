@@ -496,14 +496,10 @@ pub fn tikv_config() -> Config {
 }
 
 impl TlsArgs {
-    /// These flags again, for a process this one starts: `--ca`, `--cert`, `--key` for a
-    /// tool, or as `flotilla pd` and `flotilla server` name them with `server_flags`.
-    pub fn args(&self, server_flags: bool) -> Vec<String> {
+    /// These flags again, for a process this one starts, under the names it takes (e.g.
+    /// `["--ca-path", "--cert-path", "--key-path"]` for `flotilla pd` and `flotilla server`).
+    pub fn args(&self, names: [&str; 3]) -> Vec<String> {
         let c = self.config();
-        let names = match server_flags {
-            true => ["--ca-path", "--cert-path", "--key-path"],
-            false => ["--ca", "--cert", "--key"],
-        };
         names
             .iter()
             .zip([c.ca_path, c.cert_path, c.key_path])

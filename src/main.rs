@@ -299,7 +299,11 @@ fn main() -> Result<ExitCode> {
         Command::CpuLimit(a) => return rt.block_on(cpu_limit::run(a)),
         Command::PdSim(a) => rt.block_on(pd_sim::run(a)),
         Command::LookupProbe(a) => {
-            ctl::set_client_security(&a.tls)?;
+            ctl::set_client_security(&ctl::TlsArgs {
+                ca: a.tls_ca.clone(),
+                cert: a.tls_cert.clone(),
+                key: a.tls_key.clone(),
+            })?;
             rt.block_on(chaos::lookup_probe::run(a))
         }
         Command::Ctl { pd, tls, cmd } => {

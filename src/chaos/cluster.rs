@@ -63,6 +63,9 @@ pub struct ChaosCluster {
     paused: Vec<Target>,
 }
 
+/// How `flotilla pd` and `flotilla server` take the TLS files.
+const SERVER_TLS_FLAGS: [&str; 3] = ["--ca-path", "--cert-path", "--key-path"];
+
 impl ChaosCluster {
     /// Starts a PD group of `pd_members` members (one runs PD alone) and `stores` stores
     /// under `dir`.
@@ -107,7 +110,7 @@ impl ChaosCluster {
                     m.client_addr.clone(),
                 ];
                 if let Some(t) = crate::ctl::client_tls() {
-                    args.extend(t.args(true));
+                    args.extend(t.args(SERVER_TLS_FLAGS));
                 }
                 if pd_members > 1 {
                     args.extend([
@@ -164,7 +167,7 @@ impl ChaosCluster {
             path_arg(&self.dir.join("store.toml")),
         ];
         if let Some(t) = crate::ctl::client_tls() {
-            args.extend(t.args(true));
+            args.extend(t.args(SERVER_TLS_FLAGS));
         }
         self.procs.push(Proc {
             name: format!("store{i}"),
