@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 const LOCAL: &[&str] = &["localhost", "127.0.0.1"];
 
-/// A listener that answers `pong` to one line from every client it accepts.
+/// A listener that answers `pong` to every `ping` line of every client it accepts.
 async fn echo_server(security: &SecurityManager) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut incoming = Incoming::new(listener, security);
@@ -24,9 +24,10 @@ async fn echo_server(security: &SecurityManager) -> std::net::SocketAddr {
         while let Some(Ok(mut conn)) = incoming.next().await {
             tokio::spawn(async move {
                 let mut buf = [0u8; 5];
-                if conn.read_exact(&mut buf).await.is_ok() {
-                    let _ = conn.write_all(b"pong\n").await;
-                    let _ = conn.flush().await;
+                while conn.read_exact(&mut buf).await.is_ok() {
+                    if conn.write_all(b"pong\n").await.is_err() || conn.flush().await.is_err() {
+                        break;
+                    }
                 }
             });
         }
@@ -38,6 +39,17 @@ async fn echo_server(security: &SecurityManager) -> std::net::SocketAddr {
 async fn answered(client: &SecurityManager, addr: std::net::SocketAddr) -> bool {
     let talk = async {
         let mut conn = client.connect(&addr.to_string()).await?;
+        std::io::Result::Ok(ping(&mut conn).await)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), talk).await,
+        Ok(Ok(true))
+    )
+}
+
+/// One exchange on an open connection; whether it was answered.
+async fn ping(conn: &mut security::Conn) -> bool {
+    let talk = async {
         conn.write_all(b"ping\n").await?;
         conn.flush().await?;
         let mut buf = [0u8; 5];
@@ -165,6 +177,8 @@ async fn rotated_files_serve_new_connections() {
     let addr = echo_server(&server).await;
     let old_client = manager(&dir.path().join("c1"), &old_ca, "client", "client", &[]);
     assert!(answered(&old_client, addr).await);
+    let mut open = old_client.connect(&addr.to_string()).await.unwrap();
+    assert!(ping(&mut open).await);
 
     // The operator replaces the CA and the server's certificate in place.
     let new_ca = Authority::new("new-ca").unwrap();
@@ -177,6 +191,10 @@ async fn rotated_files_serve_new_connections() {
         "the new CA's clients are admitted"
     );
     assert!(!answered(&old_client, addr).await, "the old CA's are not");
+    assert!(
+        ping(&mut open).await,
+        "a connection made before keeps working"
+    );
 }
 
 #[test]
