@@ -292,7 +292,11 @@ fn main() -> Result<ExitCode> {
         Command::BenchReport(a) => report::run(a),
         Command::BenchElastic(a) => rt.block_on(bench::elastic::run(*a)),
         Command::Chaos(a) => {
-            ctl::set_client_security(&a.tls)?;
+            let tls = match a.make_tls {
+                true => playground::tls::PlaygroundTls::prepare(&a.dir)?.client(),
+                false => a.tls.clone(),
+            };
+            ctl::set_client_security(&tls)?;
             return rt.block_on(chaos::run(*a)).map(exit_code);
         }
         Command::Check(a) => return chaos::check(a).map(exit_code),
