@@ -21,6 +21,11 @@ else
     cargo test -p test_cluster --locked --no-fail-fast --features failpoints --test failpoints
 fi
 
+# One fault campaign with mutual TLS on every connection (certificates made under its dir).
+echo "== chaos with TLS" >&2
+"$CARGO_TARGET_DIR/debug/flotilla" chaos --tls --workload register --duration 30s --seed 1 \
+    --dir "$HOME/.cache/flotilla/chaos-tls"
+
 # The official client's own suites (tikv-client 0.4.0's integration and failpoint tests),
 # each against a fresh playground of the binary built above.
 echo "== client suites" >&2

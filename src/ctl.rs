@@ -312,7 +312,7 @@ fn scan_range(start: String, end: String) -> tikv_client::BoundRange {
 }
 
 async fn client(pd: &str) -> Result<RawClient> {
-    let cfg = Config::default()
+    let cfg = tikv_config()
         .with_default_keyspace()
         .with_timeout(Duration::from_secs(10));
     RawClient::new_with_config(pd_endpoints(pd), cfg)
@@ -430,7 +430,86 @@ fn show_key(hex_key: &str, empty: &str) -> String {
     }
 }
 
-/// A GET over plain HTTP/1.1 on loopback; PD's API is small enough not to need a client crate.
+/// The TLS identity of a tool (`ctl`, `bench`, `chaos`): `--ca --cert --key`, as a cluster
+/// with `[security]` set requires of every client. All three or none.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) of a cluster that runs with TLS.
+    #[arg(long, requires_all = ["cert", "key"])]
+    pub ca: Option<String>,
+    /// This client's certificate (PEM), signed by --ca.
+    #[arg(long, requires_all = ["ca", "key"])]
+    pub cert: Option<String>,
+    /// This client's private key (PEM).
+    #[arg(long, requires_all = ["ca", "cert"])]
+    pub key: Option<String>,
+}
+
+impl TlsArgs {
+    /// The configuration these flags make (empty: plaintext).
+    pub fn config(&self) -> security::SecurityConfig {
+        let path = |p: &Option<String>| p.clone().unwrap_or_default();
+        security::SecurityConfig::from_paths(path(&self.ca), path(&self.cert), path(&self.key))
+    }
+}
+
+/// The process's client identity: a tool talks to one cluster, with one certificate, from every
+/// task, so it is set once at start-up rather than passed through every call.
+static CLIENT_SECURITY: std::sync::OnceLock<(security::SecurityManager, TlsArgs)> =
+    std::sync::OnceLock::new();
+
+/// Sets the process's client identity from `args` (checks the files now). A second call keeps
+/// the first identity.
+pub fn set_client_security(args: &TlsArgs) -> Result<()> {
+    let manager = security::SecurityManager::new(&args.config())?;
+    let _ = CLIENT_SECURITY.set((manager, args.clone()));
+    Ok(())
+}
+
+/// The process's client identity (plaintext unless set).
+pub fn client_security() -> security::SecurityManager {
+    CLIENT_SECURITY
+        .get()
+        .map(|(m, _)| m.clone())
+        .unwrap_or_default()
+}
+
+/// The process's `--ca --cert --key`, when it has an identity (a tool that starts processes
+/// of its own, `chaos`, hands them the same files).
+pub fn client_tls() -> Option<TlsArgs> {
+    CLIENT_SECURITY
+        .get()
+        .filter(|(m, _)| m.is_tls())
+        .map(|(_, a)| a.clone())
+}
+
+/// The official client's configuration: `with_security` when the process has an identity.
+pub fn tikv_config() -> Config {
+    let cfg = Config::default();
+    match client_tls() {
+        Some(t) => {
+            let c = t.config();
+            cfg.with_security(c.ca_path, c.cert_path, c.key_path)
+        }
+        None => cfg,
+    }
+}
+
+impl TlsArgs {
+    /// These flags again, for a process this one starts, under the names it takes (e.g.
+    /// `["--ca-path", "--cert-path", "--key-path"]` for `flotilla pd` and `flotilla server`).
+    pub fn args(&self, names: [&str; 3]) -> Vec<String> {
+        let c = self.config();
+        names
+            .iter()
+            .zip([c.ca_path, c.cert_path, c.key_path])
+            .flat_map(|(n, v)| [(*n).to_owned(), v])
+            .collect()
+    }
+}
+
+/// A GET over HTTP/1.1 (over TLS when the process has an identity); PD's API is small enough
+/// not to need a client crate.
 pub async fn http_get_json(addr: &str, path: &str) -> Result<Value> {
     let body = http_get(addr, path).await?;
     serde_json::from_slice(&body).with_context(|| format!("{path}: bad JSON"))
@@ -533,7 +612,11 @@ fn leader_hint(e: &anyhow::Error) -> Option<String> {
         return None;
     }
     let body: Value = serde_json::from_str(&s.body).ok()?;
-    let leader = body["leader"].as_str()?.trim_start_matches("http://");
+    let leader = body["leader"].as_str()?;
+    let leader = leader
+        .strip_prefix("https://")
+        .or_else(|| leader.strip_prefix("http://"))
+        .unwrap_or(leader);
     (!leader.is_empty()).then(|| leader.to_owned())
 }
 
@@ -561,8 +644,12 @@ async fn http_exchange(
     path: &str,
     body: Option<String>,
 ) -> Result<Vec<u8>> {
-    let host = addr.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(host)
+    let host = addr
+        .strip_prefix("https://")
+        .or_else(|| addr.strip_prefix("http://"))
+        .unwrap_or(addr);
+    let mut s = client_security()
+        .connect(host)
         .await
         .with_context(|| format!("connecting to {host}"))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
@@ -576,7 +663,13 @@ async fn http_exchange(
     req.push_str(body.as_deref().unwrap_or(""));
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
+    match s.read_to_end(&mut buf).await {
+        // A TLS peer that closes without close_notify after the whole answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
+        r => {
+            r?;
+        }
+    }
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -56,6 +56,8 @@ enum Command {
         /// PD address; comma-separated, the members of a PD group.
         #[arg(long, default_value = "127.0.0.1:2379")]
         pd: String,
+        #[command(flatten)]
+        tls: ctl::TlsArgs,
         #[command(subcommand)]
         cmd: ctl::CtlCommand,
     },
@@ -83,6 +85,43 @@ struct PdArgs {
     /// This member's id in --initial-cluster.
     #[arg(long)]
     member_id: Option<u64>,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// The `[security]` settings as flags (they override the file's).
+#[derive(clap::Args, Debug)]
+struct SecurityArgs {
+    /// CA certificate (PEM) that signs every member's and client's certificate; with
+    /// --cert-path and --key-path, every port serves mutual TLS only.
+    #[arg(long)]
+    ca_path: Option<String>,
+    /// This process's certificate (PEM).
+    #[arg(long)]
+    cert_path: Option<String>,
+    /// This process's private key (PEM).
+    #[arg(long)]
+    key_path: Option<String>,
+    /// Names a connecting certificate must carry (common name or DNS name), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    cert_allowed_cn: Vec<String>,
+}
+
+impl SecurityArgs {
+    fn apply(self, cfg: &mut security::SecurityConfig) {
+        if let Some(p) = self.ca_path {
+            cfg.ca_path = p;
+        }
+        if let Some(p) = self.cert_path {
+            cfg.cert_path = p;
+        }
+        if let Some(p) = self.key_path {
+            cfg.key_path = p;
+        }
+        if !self.cert_allowed_cn.is_empty() {
+            cfg.cert_allowed_cn = self.cert_allowed_cn;
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -105,6 +144,8 @@ struct ServerArgs {
     /// PD endpoints, comma separated.
     #[arg(long, value_delimiter = ',')]
     pd: Vec<String>,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 fn load_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
@@ -167,6 +208,7 @@ async fn run_pd(args: PdArgs) -> Result<()> {
     if let Some(id) = args.member_id {
         cfg.member_id = id;
     }
+    args.security.apply(&mut cfg.security);
     if let (None, Some(me)) = (&args.addr, cfg.this_member()) {
         cfg.listen_addr = me.client_addr.clone();
     }
@@ -195,6 +237,7 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     if !args.pd.is_empty() {
         cfg.pd_endpoints = args.pd;
     }
+    args.security.apply(&mut cfg.security);
     let node = server::Node::start(cfg)
         .await
         .context("starting the store")?;
@@ -242,15 +285,35 @@ fn main() -> Result<ExitCode> {
             rt.block_on(run_server(a))
         }
         Command::Playground(a) => rt.block_on(playground::main(a)),
-        Command::Bench(a) => rt.block_on(bench::run(*a)),
+        Command::Bench(a) => {
+            ctl::set_client_security(&a.tls)?;
+            rt.block_on(bench::run(*a))
+        }
         Command::BenchReport(a) => report::run(a),
         Command::BenchElastic(a) => rt.block_on(bench::elastic::run(*a)),
-        Command::Chaos(a) => return rt.block_on(chaos::run(*a)).map(exit_code),
+        Command::Chaos(a) => {
+            let tls = match a.make_tls {
+                true => playground::tls::PlaygroundTls::prepare(&a.dir)?.client(),
+                false => a.tls.clone(),
+            };
+            ctl::set_client_security(&tls)?;
+            return rt.block_on(chaos::run(*a)).map(exit_code);
+        }
         Command::Check(a) => return chaos::check(a).map(exit_code),
         Command::CpuLimit(a) => return rt.block_on(cpu_limit::run(a)),
         Command::PdSim(a) => rt.block_on(pd_sim::run(a)),
-        Command::LookupProbe(a) => rt.block_on(chaos::lookup_probe::run(a)),
-        Command::Ctl { pd, cmd } => rt.block_on(ctl::run(&pd, cmd)),
+        Command::LookupProbe(a) => {
+            ctl::set_client_security(&ctl::TlsArgs {
+                ca: a.tls_ca.clone(),
+                cert: a.tls_cert.clone(),
+                key: a.tls_key.clone(),
+            })?;
+            rt.block_on(chaos::lookup_probe::run(a))
+        }
+        Command::Ctl { pd, tls, cmd } => {
+            ctl::set_client_security(&tls)?;
+            rt.block_on(ctl::run(&pd, cmd))
+        }
     };
     done.map(|()| ExitCode::SUCCESS)
 }

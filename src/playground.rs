@@ -22,6 +22,7 @@ pub mod cgroup;
 pub mod cluster;
 pub mod control;
 pub mod scale;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,10 @@ pub struct PlaygroundArgs {
     /// Run every PD member in its own CPU cgroup with this quota, in cores.
     #[arg(long)]
     pub pd_cpu: Option<f64>,
+    /// Mutual TLS on every port: a CA and certificates under `<data-dir>/tls/` (made on the
+    /// first start, kept after), the client's as `ca.pem`, `client.pem`, `client-key.pem`.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Store settings of the playground: small regions, so that a modest data set spreads over
@@ -144,8 +149,22 @@ pub async fn main(cli: PlaygroundCli) -> Result<()> {
     match cli.command {
         None => run(cli.run).await,
         Some(PlaygroundCommand::ScaleOut(a)) => scale::scale_out(a).await,
-        Some(PlaygroundCommand::ScaleIn(a)) => scale::scale_in(a).await,
-        Some(PlaygroundCommand::Display(a)) => scale::display(a).await,
+        Some(PlaygroundCommand::ScaleIn(a)) => {
+            use_tls_of(&a.data_dir)?;
+            scale::scale_in(a).await
+        }
+        Some(PlaygroundCommand::Display(a)) => {
+            use_tls_of(&a.data_dir)?;
+            scale::display(a).await
+        }
+    }
+}
+
+/// Talks to the playground in `data_dir` with its client certificate, if it runs with TLS.
+fn use_tls_of(data_dir: &Path) -> Result<()> {
+    match tls::PlaygroundTls::existing(data_dir) {
+        Some(t) => crate::ctl::set_client_security(&t.client()),
+        None => Ok(()),
     }
 }
 
@@ -230,6 +249,13 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
     control::refuse_if_running(&data_dir).await?;
     check_pd_layout(&data_dir, args.pd)?;
     let (store_quota, pd_quota, cgroups) = quotas(&args)?;
+    let tls = match args.tls {
+        true => Some(tls::PlaygroundTls::prepare(&data_dir)?),
+        false => None,
+    };
+    if let Some(t) = &tls {
+        crate::ctl::set_client_security(&t.client())?;
+    }
     let store_config = match &args.store_config {
         Some(p) => p
             .canonicalize()
@@ -286,6 +312,7 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
         store_port: args.store_port,
         next_store: next,
         ports: HashSet::new(),
+        tls: tls.clone(),
     };
     let started = start_members(&mut pg, &args, pd_config.as_deref(), pd_quota, &slots);
     if let Err(e) = started {
@@ -320,7 +347,22 @@ pub async fn run(args: PlaygroundArgs) -> Result<()> {
     println!("PD members: {pd_endpoints}");
     println!("data and logs: {}", data_dir.display());
     println!("control: {} (playground.json)", server.addr);
-    println!("try: flotilla ctl --pd {pd_endpoints} stores     (Ctrl-C stops the cluster)");
+    let ctl_tls = match &tls {
+        Some(t) => {
+            println!("{}", t.client_settings());
+            let c = t.client();
+            format!(
+                " --ca {} --cert {} --key {}",
+                c.ca.unwrap_or_default(),
+                c.cert.unwrap_or_default(),
+                c.key.unwrap_or_default()
+            )
+        }
+        None => String::new(),
+    };
+    println!(
+        "try: flotilla ctl --pd {pd_endpoints}{ctl_tls} stores     (Ctrl-C stops the cluster)"
+    );
     println!(
         "     flotilla playground scale-out --data-dir {}\n",
         data_dir.display()

@@ -26,6 +26,9 @@ use target::{Target, TargetKind};
 /// Options of `flotilla bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// TLS of a cluster with `[security]` set (target flotilla).
+    #[command(flatten)]
+    pub tls: crate::ctl::TlsArgs,
     /// What to drive.
     #[arg(long, value_enum, default_value = "flotilla")]
     pub target: TargetKind,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
-use tikv_client::{CheckLevel, Config, RawClient, TransactionClient, TransactionOptions};
+use tikv_client::{CheckLevel, RawClient, TransactionClient, TransactionOptions};
 
 /// Which kind of system `--target` names.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 impl Target {
     /// Connects to Flotilla through the PD at `pd`.
     pub async fn flotilla(pd: &str) -> Result<Target> {
-        let cfg = Config::default()
+        let cfg = crate::ctl::tikv_config()
             .with_default_keyspace()
             .with_timeout(TIMEOUT);
         let raw = RawClient::new_with_config(vec![pd.to_string()], cfg.clone())

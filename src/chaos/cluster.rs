@@ -63,6 +63,9 @@ pub struct ChaosCluster {
     paused: Vec<Target>,
 }
 
+/// How `flotilla pd` and `flotilla server` take the TLS files.
+const SERVER_TLS_FLAGS: [&str; 3] = ["--ca-path", "--cert-path", "--key-path"];
+
 impl ChaosCluster {
     /// Starts a PD group of `pd_members` members (one runs PD alone) and `stores` stores
     /// under `dir`.
@@ -106,6 +109,9 @@ impl ChaosCluster {
                     "--addr".into(),
                     m.client_addr.clone(),
                 ];
+                if let Some(t) = crate::ctl::client_tls() {
+                    args.extend(t.args(SERVER_TLS_FLAGS));
+                }
                 if pd_members > 1 {
                     args.extend([
                         "--initial-cluster".into(),
@@ -147,21 +153,25 @@ impl ChaosCluster {
         let status = format!("127.0.0.1:{}", free_port(0)?);
         self.status_addrs.push(status.clone());
         self.store_ids.push(None);
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--data-dir".into(),
+            path_arg(&self.dir.join(format!("store{i}"))),
+            "--addr".into(),
+            format!("127.0.0.1:{}", free_port(0)?),
+            "--status-addr".into(),
+            status,
+            "--pd".into(),
+            self.pd_addr.clone(),
+            "--config".into(),
+            path_arg(&self.dir.join("store.toml")),
+        ];
+        if let Some(t) = crate::ctl::client_tls() {
+            args.extend(t.args(SERVER_TLS_FLAGS));
+        }
         self.procs.push(Proc {
             name: format!("store{i}"),
-            args: vec![
-                "server".into(),
-                "--data-dir".into(),
-                path_arg(&self.dir.join(format!("store{i}"))),
-                "--addr".into(),
-                format!("127.0.0.1:{}", free_port(0)?),
-                "--status-addr".into(),
-                status,
-                "--pd".into(),
-                self.pd_addr.clone(),
-                "--config".into(),
-                path_arg(&self.dir.join("store.toml")),
-            ],
+            args,
             child: None,
             log: self.dir.join(format!("store{i}.log")),
         });

@@ -42,6 +42,16 @@ pub const LOOKUP_CALLS: [&str; 3] = ["get_region", "get_region_by_id", "get_stor
 /// Options of `flotilla lookup-probe`.
 #[derive(clap::Args, Debug)]
 pub struct LookupProbeArgs {
+    /// CA certificate of a cluster with TLS (`--key` is the key this probe reads, so the
+    /// identity's flags are spelled `--tls-*` here).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<String>,
+    /// Client certificate.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<String>,
+    /// Client private key.
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<String>,
     /// PD members, comma separated.
     #[arg(long)]
     pub pd: String,

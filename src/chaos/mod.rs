@@ -115,6 +115,14 @@ fn key_chunks(
 /// Options of `flotilla chaos`.
 #[derive(Args, Debug)]
 pub struct ChaosArgs {
+    /// Mutual TLS: the cluster's processes serve with this CA, certificate and key (the
+    /// certificate must name 127.0.0.1), and every client presents them.
+    #[command(flatten)]
+    pub tls: crate::ctl::TlsArgs,
+    /// Mutual TLS with certificates made under `<dir>/tls/` (as `playground --tls` makes
+    /// them; every process presents the client's), instead of --ca --cert --key.
+    #[arg(long = "tls", conflicts_with = "ca")]
+    pub make_tls: bool,
     /// What the clients do.
     #[arg(long, value_enum, default_value = "register")]
     pub workload: Workload,

@@ -118,6 +118,9 @@ fn spawn_probe(pd: &str, dir: &Path, key: &str) -> Result<(Child, ChildStdin, Ch
         .with_context(|| format!("creating {}", log_path.display()))?;
     let mut child = tokio::process::Command::new(&exe)
         .args(["lookup-probe", "--pd", pd, "--key", key])
+        .args(crate::ctl::client_tls().map_or(Vec::new(), |t| {
+            t.args(["--tls-ca", "--tls-cert", "--tls-key"])
+        }))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)

@@ -19,7 +19,7 @@ use proto::metapb::Peer;
 use proto::tikvpb::tikv_client::TikvClient;
 use tokio::sync::Mutex;
 use tokio::time::{sleep, timeout, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long one attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,7 +63,11 @@ impl StrictRaw {
     pub async fn connect(pd: &str) -> Result<StrictRaw> {
         let mut last = None;
         for _ in 0..60 {
-            match RpcPdClient::connect(&crate::ctl::pd_endpoints(pd)).await {
+            let cfg = pd_client::PdClientConfig {
+                security: crate::ctl::client_security(),
+                ..Default::default()
+            };
+            match RpcPdClient::connect_with_config(&crate::ctl::pd_endpoints(pd), cfg).await {
                 Ok(pd) => {
                     return Ok(StrictRaw {
                         pd,
@@ -115,7 +119,8 @@ impl StrictRaw {
             return Ok(c.clone());
         }
         let store = timeout(ATTEMPT_TIMEOUT, self.pd.get_store(store_id)).await??;
-        let channel = Endpoint::from_shared(format!("http://{}", store.address))?
+        let channel = crate::ctl::client_security()
+            .endpoint(&store.address)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect()

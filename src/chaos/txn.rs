@@ -33,7 +33,7 @@ const RESOLVE_AGE: Duration = Duration::from_secs(15);
 
 /// The workloads' client configuration: the default keyspace, short request timeouts.
 pub fn client_config() -> Config {
-    Config::default()
+    crate::ctl::tikv_config()
         .with_default_keyspace()
         .with_timeout(REQUEST_TIMEOUT)
 }

@@ -88,9 +88,11 @@ impl PdProc {
         }
     }
 
-    /// A new connection (HTTP/2) to PD's gRPC services.
+    /// A new connection (HTTP/2) to PD's gRPC services (the PD this tool starts runs without
+    /// TLS).
     pub(super) async fn connect(&self) -> Result<PdClient<Channel>> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))?
+        let channel = security::SecurityManager::plaintext()
+            .endpoint(&self.addr.to_string())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .connect()

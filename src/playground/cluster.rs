@@ -158,6 +158,8 @@ pub(crate) struct Playground {
     pub(crate) next_store: usize,
     /// Ports handed out, so no two processes are given the same.
     pub(crate) ports: HashSet<u16>,
+    /// The certificates of `--tls` (every process then serves mutual TLS only).
+    pub(crate) tls: Option<super::tls::PlaygroundTls>,
 }
 
 impl Playground {
@@ -235,6 +237,9 @@ impl Playground {
             if let Some(c) = config {
                 args.extend(["--config".into(), path_arg(c)]);
             }
+            if let Some(t) = &self.tls {
+                args.extend(t.process_args("pd"));
+            }
             let cgroup = self.new_cgroup(&name, quota)?;
             self.members.push(Member {
                 proc: Proc {
@@ -261,7 +266,7 @@ impl Playground {
         let status = format!("127.0.0.1:{}", self.port(status_port)?);
         let name = format!("store{i}");
         let data_dir = self.data_dir.join(&name);
-        let args = vec![
+        let mut args = vec![
             "server".into(),
             "--data-dir".into(),
             path_arg(&data_dir),
@@ -274,6 +279,9 @@ impl Playground {
             "--config".into(),
             path_arg(&self.store_config),
         ];
+        if let Some(t) = &self.tls {
+            args.extend(t.process_args("store"));
+        }
         let cgroup = self.new_cgroup(&name, self.store_quota)?;
         self.members.push(Member {
             proc: Proc {
@@ -594,6 +602,7 @@ mod tests {
             store_port: 0,
             next_store: 2,
             ports: HashSet::new(),
+            tls: None,
         };
         pg.start_member(0).unwrap();
         assert_eq!(pg.store_at("127.0.0.1:1"), Some(0));

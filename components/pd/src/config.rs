@@ -116,6 +116,9 @@ pub struct PdConfig {
     pub hot_region_tolerance_ratio: f64,
     /// Largest number of hot-region operators running at once.
     pub hot_region_operators_max: usize,
+    /// Mutual TLS of the client port (gRPC and HTTP), the peer port and the connections to
+    /// other members (`[security]`); unset, all plaintext.
+    pub security: security::SecurityConfig,
 }
 
 /// One member of a replicated PD: its raft id, the address clients use (gRPC and HTTP), and
@@ -205,6 +208,7 @@ impl Default for PdConfig {
             hot_region_byte_rate_min_per_sec: 512 << 10,
             hot_region_tolerance_ratio: 1.25,
             hot_region_operators_max: 2,
+            security: security::SecurityConfig::default(),
         }
     }
 }
@@ -246,6 +250,9 @@ impl PdConfig {
             return Err(PdError::InvalidConfig((*msg).to_owned()));
         }
         self.validate_scheduling()?;
+        self.security
+            .validate()
+            .map_err(|e| PdError::InvalidConfig(e.to_string()))?;
         self.validate_members()
     }
 

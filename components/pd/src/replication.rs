@@ -171,6 +171,7 @@ impl RaftMetaStore {
     pub(crate) fn start(
         local: Arc<RocksMetaStore>,
         cfg: &PdConfig,
+        security: &security::SecurityManager,
     ) -> Result<(Arc<RaftMetaStore>, watch::Receiver<Role>)> {
         let me = cfg
             .this_member()
@@ -198,14 +199,16 @@ impl RaftMetaStore {
                 refused: RefusalLog::default(),
             };
             let router = tonic::service::Routes::new(PdPeerServer::new(svc)).into_axum_router();
-            runtime.spawn(crate::server::accept_loop(listener, router, stop_rx));
+            let incoming = security::Incoming::new(listener, security);
+            runtime.spawn(crate::server::accept_loop(incoming, router, stop_rx));
         }
         let mut outboxes = HashMap::new();
         for m in cfg.initial_cluster.iter().filter(|m| m.id != me.id) {
             let (tx, rx) = tokio::sync::mpsc::channel(OUTBOX_MAX);
             runtime.spawn(send_loop(
                 m.id,
-                format!("http://{}", m.peer_addr),
+                m.peer_addr.clone(),
+                security.clone(),
                 rx,
                 cmd_tx.clone(),
             ));
@@ -383,7 +386,8 @@ impl PdPeer for PeerService {
 /// Sends one peer's messages in batches, reconnecting after a failure.
 async fn send_loop(
     to: u64,
-    url: String,
+    addr: String,
+    security: security::SecurityManager,
     mut rx: tokio::sync::mpsc::Receiver<Message>,
     cmds: Sender<Cmd>,
 ) {
@@ -408,7 +412,7 @@ async fn send_loop(
                 .collect(),
         };
         if client.is_none() {
-            client = connect_peer(&url).await;
+            client = connect_peer(&addr, &security).await;
         }
         let ok = match client.as_mut() {
             Some(c) => c.raft(req).await.is_ok(),
@@ -425,8 +429,13 @@ async fn send_loop(
     }
 }
 
-async fn connect_peer(url: &str) -> Option<PdPeerClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+async fn connect_peer(
+    addr: &str,
+    security: &security::SecurityManager,
+) -> Option<PdPeerClient<tonic::transport::Channel>> {
+    let endpoint = security
+        .endpoint(addr)
+        .map_err(|e| tracing::warn!("PD peer {addr}: {e}"))
         .ok()?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(3))

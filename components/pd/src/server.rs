@@ -12,6 +12,7 @@ use hyper_util::service::TowerToHyperService;
 use proto::keyspacepb::keyspace_server::KeyspaceServer;
 use proto::pdpb::pd_server::PdServer as PdGrpcServer;
 use proto::pdpb::Member;
+use security::{Incoming, SecurityManager};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -37,6 +38,9 @@ pub(crate) struct Serving {
     /// The PD group this member belongs to; `None` when PD runs alone.
     group: Option<Group>,
     client_url: String,
+    /// TLS or plaintext: the scheme of every URL this member hands out, and how it connects
+    /// to other members.
+    pub(crate) security: SecurityManager,
 }
 
 /// A member's view of its PD group.
@@ -90,11 +94,11 @@ impl Serving {
             .map(|m| Member {
                 name: format!("pd-{}", m.id),
                 member_id: m.id,
-                peer_urls: vec![format!("http://{}", m.peer_addr)],
+                peer_urls: vec![self.security.url(&m.peer_addr)],
                 client_urls: vec![if m.id == g.member_id {
                     self.client_url.clone()
                 } else {
-                    format!("http://{}", m.client_addr)
+                    self.security.url(&m.client_addr)
                 }],
                 ..Default::default()
             })
@@ -170,23 +174,26 @@ impl PdServer {
     /// initial cluster, also binds the peer address and joins the PD group.
     pub async fn start(cfg: PdConfig) -> Result<PdHandle> {
         cfg.validate()?;
+        let security = security_of(&cfg)?;
         let local = Arc::new(RocksMetaStore::open(&cfg.data_dir)?);
         if !cfg.is_replicated() {
-            return Self::start_with_store(cfg, local).await;
+            return Self::start_inner(cfg, local, None, security).await;
         }
-        let (replica, role) = RaftMetaStore::start(local, &cfg)?;
-        Self::start_inner(cfg, replica.clone(), Some((replica, role))).await
+        let (replica, role) = RaftMetaStore::start(local, &cfg, &security)?;
+        Self::start_inner(cfg, replica.clone(), Some((replica, role)), security).await
     }
 
     /// Like [`PdServer::start`] for a lone PD on a given [`MetaStore`] (e.g. in memory).
     pub async fn start_with_store(cfg: PdConfig, meta: Arc<dyn MetaStore>) -> Result<PdHandle> {
-        Self::start_inner(cfg, meta, None).await
+        let security = security_of(&cfg)?;
+        Self::start_inner(cfg, meta, None, security).await
     }
 
     async fn start_inner(
         cfg: PdConfig,
         meta: Arc<dyn MetaStore>,
         replica: Option<(Arc<RaftMetaStore>, watch::Receiver<Role>)>,
+        security: SecurityManager,
     ) -> Result<PdHandle> {
         cfg.validate()?;
         let listener = TcpListener::bind(&cfg.listen_addr).await?;
@@ -229,7 +236,8 @@ impl PdServer {
             current: current_rx,
             meta,
             group,
-            client_url: format!("http://{advertise}"),
+            client_url: security.url(&advertise),
+            security: security.clone(),
         };
         let metrics = Arc::new(Metrics::new());
         let svc = PdService {
@@ -242,7 +250,8 @@ impl PdServer {
             .add_service(KeyspaceServer::new(svc))
             .into_axum_router();
         let router = crate::http::routes(grpc, serving.clone(), metrics);
-        let serve = tokio::spawn(accept_loop(listener, router, stop_rx.clone()));
+        let incoming = Incoming::new(listener, &security);
+        let serve = tokio::spawn(accept_loop(incoming, router, stop_rx.clone()));
         let balance = tokio::spawn(balance_loop(
             serving.clone(),
             balance_interval,
@@ -313,27 +322,34 @@ async fn take_over_loop(
     }
 }
 
-/// Serves `router` (gRPC and HTTP) on every connection `listener` accepts until `stop`.
+/// The security manager `cfg.security` makes.
+fn security_of(cfg: &PdConfig) -> Result<SecurityManager> {
+    SecurityManager::new(&cfg.security).map_err(|e| crate::PdError::InvalidConfig(e.to_string()))
+}
+
+/// Serves `router` (gRPC and HTTP) on every connection `incoming` accepts (TLS handshakes
+/// done, when configured) until `stop`.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    mut incoming: Incoming,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) {
+    use futures::StreamExt;
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
+            accepted = incoming.next() => {
                 let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
+                    Some(Ok(stream)) => stream,
+                    Some(Err(e)) => {
                         tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
+                    None => break,
                 };
-                let _ = stream.set_nodelay(true);
                 let svc = TowerToHyperService::new(router.clone());
                 conns.spawn(async move {
                     let conn = Builder::new(TokioExecutor::new());
@@ -404,9 +420,9 @@ impl PdHandle {
         self.addr
     }
 
-    /// `http://<addr>`, the endpoint clients connect to.
+    /// `http://<addr>` (`https://` with TLS), the endpoint clients connect to.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.serving.security.url(&self.addr.to_string())
     }
 
     /// The cluster state while this PD serves (always when alone; while leading in a group).

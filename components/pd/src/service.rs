@@ -128,8 +128,12 @@ const TSO_RELAY_RETRY: std::time::Duration = std::time::Duration::from_millis(10
 const FORWARDED_HEADER: &str = "flotilla-pd-forwarded";
 
 /// A connection to another member's client port.
-async fn connect(url: &str) -> Result<tonic::transport::Channel, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+async fn connect(
+    url: &str,
+    security: &security::SecurityManager,
+) -> Result<tonic::transport::Channel, String> {
+    let endpoint = security
+        .endpoint(url)
         .map_err(|e| e.to_string())?
         .connect_timeout(std::time::Duration::from_secs(1))
         .tcp_nodelay(true);
@@ -382,7 +386,7 @@ impl Pd for PdService {
                     let svc = self.clone();
                     return self.stream(req, Run::Inline, move |c, r| svc.on_tso(c, r));
                 }
-                TsoRoute::Forward(url) => match connect(&url).await {
+                TsoRoute::Forward(url) => match connect(&url, &self.serving.security).await {
                     Ok(channel) => return self.forward_tso(req, channel, &url).await,
                     // The leader this member heard from may just have died: wait for news.
                     Err(e) => {

@@ -11,7 +11,8 @@ use parking_lot::Mutex;
 use proto::metapb::{Region, Store};
 use proto::pdpb::pd_client::PdClient as PdGrpc;
 use proto::pdpb::*;
-use tonic::transport::{Channel, Endpoint};
+use security::SecurityManager;
+use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::{
@@ -33,6 +34,8 @@ pub struct PdClientConfig {
     pub backoff_max: Duration,
     /// Capacity of each direction of the region heartbeat stream.
     pub heartbeat_queue_max: usize,
+    /// TLS (this store's certificate, PD's verified against the CA) or plaintext.
+    pub security: SecurityManager,
 }
 
 impl Default for PdClientConfig {
@@ -44,6 +47,7 @@ impl Default for PdClientConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
             heartbeat_queue_max: 1024,
+            security: SecurityManager::plaintext(),
         }
     }
 }
@@ -59,14 +63,6 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct RpcPdClient {
     pub(crate) inner: Arc<Inner>,
-}
-
-fn with_scheme(ep: &str) -> String {
-    if ep.starts_with("http://") || ep.starts_with("https://") {
-        ep.to_owned()
-    } else {
-        format!("http://{ep}")
-    }
 }
 
 fn transport(e: impl std::fmt::Display) -> PdError {
@@ -119,7 +115,9 @@ async fn members_of(
     url: &str,
     cfg: &PdClientConfig,
 ) -> Result<(PdGrpc<Channel>, GetMembersResponse)> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    let endpoint = cfg
+        .security
+        .endpoint(url)
         .map_err(|e| PdError::InvalidArgument(format!("{url}: {e}")))?
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.rpc_timeout)
@@ -178,7 +176,7 @@ impl RpcPdClient {
         if endpoints.is_empty() {
             return Err(PdError::InvalidArgument("no PD endpoint".into()));
         }
-        let endpoints: Vec<String> = endpoints.iter().map(|e| with_scheme(e)).collect();
+        let endpoints: Vec<String> = endpoints.iter().map(|e| cfg.security.url(e)).collect();
         let (client, cluster_id) = Self::connect_any(&endpoints, &cfg, None).await?;
         let inner = Inner {
             endpoints,

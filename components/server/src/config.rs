@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// Accept fault-injection requests on the status port (`POST /debug/fault/partition`),
     /// for chaos testing (`flotilla chaos`). Default false: a production store refuses them.
     pub fault_injection: bool,
+    /// Mutual TLS (`[security]`: `ca-path`, `cert-path`, `key-path`, `cert-allowed-cn`) of the
+    /// gRPC and status ports and of the connections to PD and other stores; unset, plaintext.
+    pub security: security::SecurityConfig,
 }
 
 /// Bounds of the gRPC raft transport.
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             raft_log: raft_log::RaftLogConfig::default(),
             split: crate::LoadSplitConfig::default(),
             fault_injection: false,
+            security: security::SecurityConfig::default(),
         }
     }
 }
@@ -188,6 +192,9 @@ impl ServerConfig {
         self.storage.validate().map_err(ServerError::Config)?;
         self.split.check().map_err(ServerError::Config)?;
         self.raft_log
+            .validate()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        self.security
             .validate()
             .map_err(|e| ServerError::Config(e.to_string()))?;
         Ok(())

@@ -11,6 +11,7 @@ use proto::metapb;
 use proto::tikvpb::tikv_server::TikvServer;
 use raft_log::{RaftEngineLog, RaftLogStore};
 use raftstore::{RaftRouter, RaftStore, Transport};
+use security::Incoming;
 use storage::ConcurrencyManager;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -79,6 +80,8 @@ impl Node {
         raft_log: Option<Arc<dyn RaftLogStore>>,
     ) -> Result<Node, ServerError> {
         cfg.validate()?;
+        let security = security::SecurityManager::new(&cfg.security)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
         std::fs::create_dir_all(&cfg.data_dir)?;
         let disk = DiskMonitor::new(
             cfg.data_dir.clone(),
@@ -95,7 +98,7 @@ impl Node {
                 &cfg.raft_log,
             )?),
         };
-        let pd = Pd::connect(&cfg.pd_endpoints).await?;
+        let pd = Pd::connect(&cfg.pd_endpoints, &security).await?;
         let store_id = ensure_store_id(kv.as_ref(), &pd).await?;
 
         let grpc_listener = TcpListener::bind(&cfg.addr).await?;
@@ -115,6 +118,7 @@ impl Node {
                 resolver,
                 rt,
                 partition.clone(),
+                security.clone(),
             )
         });
         let transport =
@@ -173,14 +177,14 @@ impl Node {
         ));
         let grpc_task = tokio::spawn(serve_grpc(
             &cfg,
-            grpc_listener,
+            Incoming::new(grpc_listener, &security),
             kv_service,
             router.clone(),
             partition.clone(),
             shutdown_rx.clone(),
         ));
         let status_task = tokio::spawn(crate::status::serve(
-            status_listener,
+            Incoming::new(status_listener, &security),
             router.clone(),
             store.address.clone(),
             cfg.fault_injection.then_some(partition),
@@ -309,7 +313,7 @@ fn store_record(
 
 fn serve_grpc(
     cfg: &ServerConfig,
-    listener: TcpListener,
+    incoming: Incoming,
     kv_service: KvService,
     router: RaftRouter,
     partition: Arc<RaftPartition>,
@@ -328,10 +332,9 @@ fn serve_grpc(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         );
-    // TCP_NODELAY on every accepted connection: with Nagle, a small response written behind an
-    // unacknowledged one waits for the peer's delayed ACK (40 ms). The builder's `tcp_nodelay`
-    // does not reach connections from `serve_with_incoming`, so it is set here.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // `Incoming` sets TCP_NODELAY on every accepted connection: with Nagle, a small response
+    // written behind an unacknowledged one waits for the peer's delayed ACK (40 ms). The
+    // builder's `tcp_nodelay` does not reach connections from `serve_with_incoming`.
     async move {
         router
             .serve_with_incoming_shutdown(incoming, async move {

@@ -33,9 +33,16 @@ fn pd_err(e: impl std::fmt::Display) -> ServerError {
 }
 
 impl Pd {
-    /// Connects to any of `endpoints`.
-    pub async fn connect(endpoints: &[String]) -> Result<Pd, ServerError> {
-        let client = pd_client::RpcPdClient::connect(endpoints)
+    /// Connects to any of `endpoints`, with TLS as `security` says.
+    pub async fn connect(
+        endpoints: &[String],
+        security: &security::SecurityManager,
+    ) -> Result<Pd, ServerError> {
+        let cfg = pd_client::PdClientConfig {
+            security: security.clone(),
+            ..Default::default()
+        };
+        let client = pd_client::RpcPdClient::connect_with_config(endpoints, cfg)
             .await
             .map_err(pd_err)?;
         Ok(Pd::from_client(Arc::new(client)))

@@ -11,7 +11,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use raftstore::RaftRouter;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::fault::RaftPartition;
@@ -199,7 +198,7 @@ async fn get_partition_handler(State(state): State<StatusState>) -> Response {
 
 /// Serves the status endpoints on `listener` until `shutdown` turns true.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listener: security::Incoming,
     router: RaftRouter,
     address: String,
     partition: Option<Arc<RaftPartition>>,

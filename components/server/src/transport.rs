@@ -17,7 +17,7 @@ use proto::flotillapb::{BatchRaftMessage, RaftMessage, SnapshotChunk};
 use raftstore::{RaftRouter, Transport};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::config::TransportConfig;
 use crate::fault::RaftPartition;
@@ -55,6 +55,7 @@ struct Inner {
     snapshot_permits: Arc<Semaphore>,
     closed: std::sync::atomic::AtomicBool,
     partition: Arc<RaftPartition>,
+    security: security::SecurityManager,
 }
 
 impl GrpcTransport {
@@ -66,6 +67,7 @@ impl GrpcTransport {
         resolver: Arc<dyn StoreResolver>,
         runtime: tokio::runtime::Handle,
         partition: Arc<RaftPartition>,
+        security: security::SecurityManager,
     ) -> Self {
         let snapshot_permits = Arc::new(Semaphore::new(cfg.snapshot_send_concurrency_max));
         GrpcTransport {
@@ -79,6 +81,7 @@ impl GrpcTransport {
                 snapshot_permits,
                 closed: Default::default(),
                 partition,
+                security,
             }),
         }
     }
@@ -160,13 +163,10 @@ impl Inner {
 
     async fn connect(&self, store_id: u64) -> Result<RaftTransportClient<Channel>, ServerError> {
         let addr = self.resolver.resolve(store_id).await?;
-        let uri = if addr.contains("://") {
-            addr
-        } else {
-            format!("http://{addr}")
-        };
         let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
-        let channel = Endpoint::from_shared(uri)
+        let channel = self
+            .security
+            .endpoint(&addr)
             .map_err(|e| ServerError::Config(format!("bad address of store {store_id}: {e}")))?
             .connect_timeout(timeout)
             .tcp_nodelay(true)
