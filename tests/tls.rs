@@ -5,7 +5,6 @@
 //! client certificate (`Config::with_security`), runs raw and transactional puts and gets.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pd::{PdConfig, PdHandle, PdMember, PdServer};
@@ -15,8 +14,6 @@ use proto::kvrpcpb::RawGetRequest;
 use proto::pdpb::pd_client::PdClient;
 use proto::pdpb::GetMembersRequest;
 use proto::tikvpb::tikv_client::TikvClient;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use security::pki::Authority;
 use security::{SecurityConfig, SecurityManager};
 use server::{Node, ServerConfig};
@@ -69,21 +66,7 @@ impl Who {
             match self {
                 Who::Cert(m) => http_exchange(m.connect(addr).await?, path).await,
                 Who::NoCert(ca) => {
-                    let mut roots = rustls::RootCertStore::empty();
-                    roots
-                        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-                        .unwrap();
-                    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
-                    .with_safe_default_protocol_versions()
-                    .unwrap()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                    let tcp = tokio::net::TcpStream::connect(addr).await?;
-                    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-                        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-                        .await?;
+                    let tls = security::pki::connect_without_certificate(ca, addr).await?;
                     http_exchange(tls, path).await
                 }
                 Who::Plain => {

@@ -128,3 +128,30 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())?;
     std::fs::rename(tmp, path)
 }
+
+/// A TLS connection to `addr` that trusts the CA of `ca_pem` and presents no certificate:
+/// what a stranger who knows the cluster's CA tries (the tests check it is refused).
+pub async fn connect_without_certificate(
+    ca_pem: &str,
+    addr: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .map_err(|e| invalid(format!("CA certificate: {e}")))?;
+    roots.add(ca).map_err(|e| invalid(e.to_string()))?;
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_owned();
+    let name = rustls_pki_types::ServerName::try_from(host).map_err(|e| invalid(e.to_string()))?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}

@@ -2,16 +2,13 @@
 //! reload of rotated files, over loopback.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use security::pki::Authority;
 use security::{Incoming, SecurityConfig, SecurityManager, RELOAD_CHECK_INTERVAL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const LOCAL: &[&str] = &["localhost", "127.0.0.1"];
 
@@ -130,23 +127,9 @@ async fn a_tls_listener_admits_only_certificates_of_its_ca_and_allowed_names() {
 
 /// A TLS client that trusts the CA and presents no certificate.
 async fn no_certificate_answered(ca: &Authority, addr: std::net::SocketAddr) -> bool {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let talk = async {
-        let tcp = TcpStream::connect(addr).await?;
-        let name = ServerName::try_from("127.0.0.1").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(name, tcp)
-            .await?;
+        let mut tls =
+            security::pki::connect_without_certificate(&ca.cert_pem, &addr.to_string()).await?;
         tls.write_all(b"ping\n").await?;
         let mut buf = [0u8; 5];
         tls.read_exact(&mut buf).await?;
