@@ -340,14 +340,7 @@ impl Poller {
             ..Default::default()
         };
         let logger = crate::logger::raft_logger(region_id, meta.id);
-        let mut raw = RawNode::new(&config, ps, &logger)?;
-        // The region's only voter has nobody to wait for: it leads now rather than after an
-        // election timeout (1 to 2 s in which a freshly bootstrapped cluster answers every
-        // request with NotLeader, longer than the official client's backoff).
-        let voters = raw.raft.prs().conf().voters().ids();
-        if voters.len() == 1 && voters.contains(meta.id) {
-            raw.campaign()?;
-        }
+        let raw = RawNode::new(&config, ps, &logger)?;
         let peer = Peer {
             raw,
             meta,

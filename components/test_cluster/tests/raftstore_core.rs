@@ -256,34 +256,6 @@ fn a_peer_removed_while_its_store_was_down_and_cut_off_asks_pd_and_is_destroyed(
     assert_eq!(c.must_get(b"s00"), Some(b"after".to_vec()));
 }
 
-/// A region whose only voter is this store leads as soon as the peer exists, on a fresh
-/// bootstrap and after a restart, instead of after an election timeout (here 2.25 to 4.5 s,
-/// so the deadline of 1.5 s cannot be met by an election).
-#[test]
-fn a_lone_voter_leads_at_once_after_bootstrap_and_restart() {
-    let mut cfg = fast_config();
-    cfg.raftstore.raft_election_ticks = 45;
-    cfg.raftstore.hibernate_idle_ticks = 45;
-    let mut c = Cluster::start(1, seed_from_env(), cfg);
-    let served_within = |c: &Cluster, what: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
-        loop {
-            match c.put_on(0, b"k", what.as_bytes()) {
-                Ok(()) => break,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("{what}: no write within 1.5 s: {e}"),
-            }
-        }
-        assert_eq!(c.get_on(0, b"k").unwrap(), Some(what.as_bytes().to_vec()));
-    };
-    served_within(&c, "bootstrap");
-    c.stop_store(0);
-    c.start_store(0);
-    served_within(&c, "restart");
-}
-
 /// PD's leader transfer to a peer that is far behind (cut off while 200 writes committed) is
 /// not started: while a transfer runs, raft drops every proposal, and to a peer that cannot
 /// catch up that lasts an election timeout. The leader keeps serving writes; once the peer is
