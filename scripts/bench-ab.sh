@@ -23,10 +23,7 @@ WARMUP=${WARMUP:-3}
 KEYS=${KEYS:-100000}
 
 source scripts/bench-lib.sh
-if [ -z "${FLOTILLA:-}" ]; then
-    cargo build --locked --bin flotilla
-    FLOTILLA="$CARGO_TARGET_DIR/debug/flotilla"
-fi
+bench_flotilla
 A_LABEL=${A_LABEL:-local-reads-off}
 A_BIN=${A_BIN:-$FLOTILLA}
 A_STORE=${A_STORE-local_reads_enabled = false}

@@ -43,10 +43,7 @@ OUT=${OUT:-docs}
 source scripts/bench-lib.sh
 bench_need_tools etcd
 
-if [ -z "${FLOTILLA:-}" ]; then
-    cargo build --locked --bin flotilla
-    FLOTILLA="$CARGO_TARGET_DIR/debug/flotilla"
-fi
+bench_flotilla
 bench_init bench
 SHAPES="$WORK/shapes.txt"
 

@@ -41,10 +41,7 @@ OUT=${OUT:-docs}
 
 source scripts/bench-lib.sh
 bench_need_tools
-if [ -z "${FLOTILLA:-}" ]; then
-    cargo build --locked --bin flotilla
-    FLOTILLA="$CARGO_TARGET_DIR/debug/flotilla"
-fi
+bench_flotilla
 bench_init hot
 bench_priority bench-hot
 CPU="$WORK/cpu.jsonl"

@@ -22,6 +22,14 @@ bench_need_tools() {
     fi
 }
 
+# bench_flotilla: the binary to measure: FLOTILLA if set, else the debug build (built now).
+bench_flotilla() {
+    if [ -z "${FLOTILLA:-}" ]; then
+        cargo build --locked --bin flotilla
+        FLOTILLA="$CARGO_TARGET_DIR/debug/flotilla"
+    fi
+}
+
 # bench_init NAME: a fresh work directory WORK (/tmp/flotilla-NAME.XXXXXX; removed on exit
 # unless KEEP=1), RESULTS (JSON lines of `flotilla bench`), COMMANDS (the commands run), and
 # a trap that stops every pid in PIDS on exit.

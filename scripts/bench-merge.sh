@@ -22,10 +22,7 @@ VALUE_SIZE=${VALUE_SIZE:-256}
 TIMEOUT=${TIMEOUT:-420}
 STORES=${STORES:-3}
 
-if [ -z "${FLOTILLA:-}" ]; then
-    cargo build --locked --bin flotilla
-    FLOTILLA="$CARGO_TARGET_DIR/debug/flotilla"
-fi
+bench_flotilla
 bench_init merge
 
 # The regions PD knows (every keyspace; the few outside the raw keyspace never change).

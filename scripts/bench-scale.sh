@@ -50,10 +50,7 @@ OUT=${OUT:-docs}
 source scripts/bench-lib.sh
 case " $SYSTEMS " in *" etcd "*) bench_need_tools etcd ;; *) bench_need_tools ;; esac
 
-if [ -z "${FLOTILLA:-}" ]; then
-    cargo build --locked --bin flotilla
-    FLOTILLA="$CARGO_TARGET_DIR/debug/flotilla"
-fi
+bench_flotilla
 bench_init scale
 CPU="$WORK/cpu.jsonl"
 SHAPE_LOG="$WORK/shapes.txt"
