@@ -203,23 +203,6 @@ async fn must_read_all(client: &tikv_client::RawClient) {
     }
 }
 
-/// A put into the freshly started playground. Its regions are still being replicated, split
-/// and balanced, and a region whose leader was just moved can stay leaderless for an election
-/// (1 to 2 s), longer than the official client's own backoff on `NotLeader`: such a put is
-/// tried again (the same value, so the retry changes nothing else), a few times at most. What
-/// this test checks is that no acknowledged key is lost, not start-up availability.
-async fn put_at_start(client: &tikv_client::RawClient, key: String, value: String) {
-    for attempt in 1.. {
-        match client.put(key.clone(), value.clone()).await {
-            Ok(()) => return,
-            Err(tikv_client::Error::RegionError(e)) if e.not_leader.is_some() && attempt < 5 => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => panic!("put {key:?}: {e:?}"),
-        }
-    }
-}
-
 /// Column `n` (0-based: name, kind, pid, state, store id, ...) of `name`'s line in `display`.
 fn column<T: std::str::FromStr>(display: &str, name: &str, n: usize) -> Option<T> {
     display
@@ -251,7 +234,7 @@ async fn a_playground_scales_out_and_in_and_keeps_every_key() {
         .await
         .unwrap();
     for i in 0..KEYS {
-        put_at_start(&client, key(i), format!("v{i}")).await;
+        client.put(key(i), format!("v{i}")).await.unwrap();
     }
 
     let out = flotilla(&["playground", "scale-out", "--data-dir", &pg.data_arg()]);

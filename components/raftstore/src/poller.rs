@@ -248,6 +248,7 @@ struct Poller {
     lease: Option<Duration>,
     /// Vote requests are dropped until this lease-clock instant: one lease after start, so
     /// that no peer of this store votes before a lease it acknowledged before a restart ends.
+    /// Zero when no recovered peer ever left the initial term (nothing was acknowledged).
     votes_from_ns: u64,
     next_read_id: u64,
     tick_count: u64,
@@ -299,6 +300,15 @@ impl Poller {
                 .filter(|_| s.state == PeerState::Merging as i32);
             self.create_peer(region, meta, merge_state)?;
         }
+        // A store whose peers never left the initial term never answered a leader, so it
+        // acknowledged no lease before this start: its peers may vote at once (a new store, a
+        // freshly bootstrapped cluster, whose split regions must elect without delay).
+        let answered_a_leader = self.peers.values().any(|p| {
+            p.raw.store().raft_state.hard_state.term > crate::peer_storage::RAFT_INIT_LOG_TERM
+        });
+        if !answered_a_leader {
+            self.votes_from_ns = 0;
+        }
         tracing::info!(
             store_id = self.store_id,
             regions = self.peers.len(),
@@ -340,7 +350,14 @@ impl Poller {
             ..Default::default()
         };
         let logger = crate::logger::raft_logger(region_id, meta.id);
-        let raw = RawNode::new(&config, ps, &logger)?;
+        let mut raw = RawNode::new(&config, ps, &logger)?;
+        // The region's only voter has nobody to wait for: it leads now rather than after an
+        // election timeout (1 to 2 s in which a freshly bootstrapped cluster answers every
+        // request with NotLeader, longer than the official client's backoff).
+        let voters = raw.raft.prs().conf().voters().ids();
+        if voters.len() == 1 && voters.contains(meta.id) {
+            raw.campaign()?;
+        }
         let peer = Peer {
             raw,
             meta,
