@@ -38,6 +38,7 @@ mod peer_storage;
 mod poller;
 mod repair;
 mod router;
+mod snapshot_worker;
 mod split_check;
 mod transport;
 mod util;

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use crossbeam_channel::{Receiver, TryRecvError};
 use engine::{KvEngine, WriteBatch, CF_RAFT, DATA_CFS};
+use parking_lot::Mutex;
 use prost::Message as _;
 use proto::flotillapb::{
     CfData, MergeState, PeerState, RaftApplyState, RegionLocalState, SnapshotData,
@@ -13,6 +15,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, StorageError};
 use raft_log::{LogBatch, RaftLogStore, RaftState};
 
+use crate::snapshot_worker::{SnapshotJob, SnapshotWorker};
 use crate::util::conf_state_from_region;
 use crate::StoreError;
 
@@ -195,8 +198,11 @@ pub struct PeerStorage {
     pub merge_state: Option<MergeState>,
     last_term: u64,
     snapshot_max_bytes: u64,
+    /// Where this peer's snapshots are built (`None`: on the caller's thread, as in tests).
+    pub(crate) snapshot_worker: Option<SnapshotWorker>,
+    /// The snapshot the worker is building (or has built) for this peer, if any.
+    building: Mutex<Option<Receiver<raft::Result<Snapshot>>>>,
     /// Names the store-scoped failpoints.
-    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     store_id: u64,
 }
 
@@ -253,6 +259,8 @@ impl PeerStorage {
             merge_state: None,
             last_term: 0,
             snapshot_max_bytes,
+            snapshot_worker: None,
+            building: Mutex::new(None),
             store_id,
         };
         ps.last_term = ps.term_of(ps.raft_state.last_index).map_err(|e| {
@@ -344,69 +352,6 @@ impl PeerStorage {
         batch.clean_region(self.region.id);
         batch.put_raft_state(self.region.id, &self.raft_state);
     }
-
-    /// Builds a snapshot of the region from the engine's current state.
-    fn generate_snapshot(&self, request_index: u64) -> raft::Result<Snapshot> {
-        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
-        fail_point_at!(self.store_id, "snapshot_generate", |_| Err(unavailable()));
-        let snap = self.kv.snapshot();
-        let get = |key: Vec<u8>| snap.get_cf(CF_RAFT, &key).map_err(|_| unavailable());
-        let region_state = get(codec::keys::region_state_key(self.region.id))?
-            .and_then(|v| RegionLocalState::decode(v.as_slice()).ok())
-            .ok_or_else(unavailable)?;
-        let apply_state = get(codec::keys::apply_state_key(self.region.id))?
-            .and_then(|v| RaftApplyState::decode(v.as_slice()).ok())
-            .ok_or_else(unavailable)?;
-        if apply_state.applied_index < request_index {
-            return Err(unavailable());
-        }
-        // A merging region sends no snapshot: a follower that took one would not know the
-        // region is merging (and its data is about to belong to the target). A follower behind
-        // catches up from the entries CommitMerge carries instead.
-        if region_state.state == PeerState::Merging as i32 {
-            return Err(unavailable());
-        }
-        let region = region_state.region.clone().ok_or_else(unavailable)?;
-        let lower = codec::keys::data_key(&region.start_key);
-        let upper = codec::keys::data_end_key(&region.end_key);
-        let mut cfs = Vec::with_capacity(DATA_CFS.len());
-        let mut total = 0u64;
-        for cf in DATA_CFS {
-            let mut data = CfData {
-                cf: cf.to_string(),
-                keys: vec![],
-                values: vec![],
-            };
-            snap.scan_cf(cf, &lower, Some(&upper), false, &mut |k, v| {
-                total += (k.len() + v.len()) as u64;
-                data.keys.push(k.to_vec());
-                data.values.push(v.to_vec());
-                Ok(total <= self.snapshot_max_bytes)
-            })
-            .map_err(|_| unavailable())?;
-            cfs.push(data);
-        }
-        if total > self.snapshot_max_bytes {
-            tracing::warn!(
-                region_id = region.id,
-                total,
-                "region too large to snapshot; waiting for a split"
-            );
-            return Err(unavailable());
-        }
-        let data = SnapshotData {
-            region_state: Some(region_state),
-            apply_state: Some(apply_state),
-            cfs,
-        };
-        let mut s = Snapshot::default();
-        s.set_data(data.encode_to_vec().into());
-        let m = s.mut_metadata();
-        m.index = apply_state.applied_index;
-        m.term = apply_state.applied_term;
-        m.set_conf_state(conf_state_from_region(&region));
-        Ok(s)
-    }
 }
 
 impl raft::Storage for PeerStorage {
@@ -454,9 +399,118 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        self.generate_snapshot(request_index)
+    /// With a worker: the snapshot it built, if it is recent enough, else "not available now"
+    /// after queueing a build (see `snapshot_worker`).
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let Some(worker) = &self.snapshot_worker else {
+            return build_snapshot(
+                self.kv.as_ref(),
+                self.store_id,
+                self.region.id,
+                request_index,
+                self.snapshot_max_bytes,
+            );
+        };
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let mut building = self.building.lock();
+        if let Some(rx) = building.as_ref() {
+            match rx.try_recv() {
+                Err(TryRecvError::Empty) => return Err(unavailable()),
+                // A snapshot from before the log's start would need another one at once.
+                Ok(Ok(s))
+                    if s.get_metadata().index >= request_index
+                        && s.get_metadata().index >= self.apply_state.truncated_index =>
+                {
+                    *building = None;
+                    return Ok(s);
+                }
+                // Failed, too old, or the worker stopped: build again.
+                _ => *building = None,
+            }
+        }
+        *building = Some(worker.build(SnapshotJob {
+            kv: self.kv.clone(),
+            store_id: self.store_id,
+            region_id: self.region.id,
+            to,
+            request_index,
+            max_bytes: self.snapshot_max_bytes,
+        }));
+        Err(unavailable())
     }
+}
+
+/// Builds region `region_id`'s snapshot from a consistent view of the engine: its region and
+/// apply states and every key of its range in the data CFs, at the applied index. Not
+/// available now (raft-rs asks again later) when the region applied less than `request_index`,
+/// is merging, or holds more than `max_bytes`.
+#[allow(unused_variables)] // the store id only serves the failpoint
+pub(crate) fn build_snapshot(
+    kv: &dyn KvEngine,
+    store_id: u64,
+    region_id: u64,
+    request_index: u64,
+    max_bytes: u64,
+) -> raft::Result<Snapshot> {
+    let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+    fail_point_at!(store_id, "snapshot_generate", |_| Err(unavailable()));
+    let snap = kv.snapshot();
+    let get = |key: Vec<u8>| snap.get_cf(CF_RAFT, &key).map_err(|_| unavailable());
+    let region_state = get(codec::keys::region_state_key(region_id))?
+        .and_then(|v| RegionLocalState::decode(v.as_slice()).ok())
+        .ok_or_else(unavailable)?;
+    let apply_state = get(codec::keys::apply_state_key(region_id))?
+        .and_then(|v| RaftApplyState::decode(v.as_slice()).ok())
+        .ok_or_else(unavailable)?;
+    if apply_state.applied_index < request_index {
+        return Err(unavailable());
+    }
+    // A merging region sends no snapshot: a follower that took one would not know the
+    // region is merging (and its data is about to belong to the target). A follower behind
+    // catches up from the entries CommitMerge carries instead.
+    if region_state.state == PeerState::Merging as i32 {
+        return Err(unavailable());
+    }
+    let region = region_state.region.clone().ok_or_else(unavailable)?;
+    let lower = codec::keys::data_key(&region.start_key);
+    let upper = codec::keys::data_end_key(&region.end_key);
+    let mut cfs = Vec::with_capacity(DATA_CFS.len());
+    let mut total = 0u64;
+    for cf in DATA_CFS {
+        let mut data = CfData {
+            cf: cf.to_string(),
+            keys: vec![],
+            values: vec![],
+        };
+        snap.scan_cf(cf, &lower, Some(&upper), false, &mut |k, v| {
+            total += (k.len() + v.len()) as u64;
+            data.keys.push(k.to_vec());
+            data.values.push(v.to_vec());
+            Ok(total <= max_bytes)
+        })
+        .map_err(|_| unavailable())?;
+        cfs.push(data);
+    }
+    if total > max_bytes {
+        tracing::warn!(
+            region_id = region.id,
+            total,
+            "region too large to snapshot; waiting for a split"
+        );
+        return Err(unavailable());
+    }
+    let data = SnapshotData {
+        region_state: Some(region_state),
+        apply_state: Some(apply_state),
+        cfs,
+    };
+    let mut s = Snapshot::default();
+    s.set_data(data.encode_to_vec().into());
+    let m = s.mut_metadata();
+    m.index = apply_state.applied_index;
+    m.term = apply_state.applied_term;
+    m.set_conf_state(conf_state_from_region(&region));
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -114,6 +114,8 @@ impl RaftStore {
             store_id,
         };
         let lease = cfg.lease();
+        let (snapshot_worker, snapshot_thread) =
+            crate::snapshot_worker::SnapshotWorker::start(control_tx.clone());
         let mut poller = Poller {
             cfg: cfg.clone(),
             store_id,
@@ -125,6 +127,7 @@ impl RaftStore {
             split_tx: split_tx.clone(),
             control_tx: control_tx.clone(),
             peers: HashMap::new(),
+            snapshot_worker,
             regions,
             readers,
             lease,
@@ -165,7 +168,7 @@ impl RaftStore {
             let _ = apply_thread.join();
             return Err(e);
         }
-        let mut threads = vec![apply_thread];
+        let mut threads = vec![apply_thread, snapshot_thread];
         let split_cfg = cfg.clone();
         threads.push(spawn("split-check", move || {
             split_check::run(kv, split_cfg, split_rx, control_tx)
@@ -222,7 +225,7 @@ fn publish(
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
@@ -241,6 +244,8 @@ struct Poller {
     /// The poller's own control channel, for callbacks that run on the apply thread.
     control_tx: Sender<ControlMsg>,
     peers: HashMap<RegionId, Peer>,
+    /// Builds the leaders' snapshots off this thread (see `snapshot_worker`).
+    snapshot_worker: crate::snapshot_worker::SnapshotWorker,
     regions: Arc<DashMap<RegionId, crate::msg::RegionInfo>>,
     /// The read delegates of the leaders that may serve local reads (see `lease.rs`).
     readers: ReadDelegates,
@@ -334,6 +339,7 @@ impl Poller {
         )?;
         let mut ps = ps;
         ps.merge_state = merge_state.clone();
+        ps.snapshot_worker = Some(self.snapshot_worker.clone());
         let applied = ps.apply_state.applied_index;
         let apply_state = ps.apply_state;
         let region = ps.region.clone();
@@ -570,6 +576,15 @@ impl Poller {
                     p.raw.report_snapshot(to_peer_id, status);
                     p.snapshot_ticks.remove(&to_peer_id);
                     self.wake(region_id);
+                }
+            }
+            ControlMsg::SnapshotBuilt { region_id, to } => {
+                // raft-rs asks the storage again, which now hands the snapshot over.
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    if p.is_leader() && p.raw.raft.prs().get(to).is_some() {
+                        p.raw.raft.send_append(to);
+                        self.wake(region_id);
+                    }
                 }
             }
             ControlMsg::StalePeerCheck {

@@ -487,6 +487,31 @@ fn failed_snapshot_sends_and_a_leader_crash_while_sending_still_deliver_the_snap
     must_converge(&c, &h);
 }
 
+/// A leader's store builds a snapshot off its raft thread: while the build is held, the store
+/// goes on serving writes, to the very region whose snapshot is being built too (with the
+/// build on the raft thread, every region of the store would wait for it).
+#[test]
+fn a_store_serves_writes_while_it_builds_a_snapshot() {
+    let _scenario = fail::FailScenario::setup();
+    let mut c = three_stores(Cluster::start(3, seed_from_env(), snapshot_config()));
+    let mut h = History::default();
+    let (down, leader) = leave_a_follower_behind(&mut c, &mut h, 1);
+    let gate = Gate::arm("snapshot_generate", c.store_id(leader));
+    c.start_store(down);
+    gate.wait(&c);
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    let mut n = 0;
+    while std::time::Instant::now() < until {
+        assert!(
+            h.put_on(&c, leader, &key(n % 20), &value(n, 2)),
+            "write {n} failed while the snapshot was being built"
+        );
+        n += 1;
+    }
+    drop(gate);
+    must_converge(&c, &h);
+}
+
 /// A failpoint that holds the thread that hits it (on one store) until the gate is dropped.
 struct Gate {
     name: String,
