@@ -98,8 +98,9 @@ impl SecurityManager {
         }
     }
 
-    /// A gRPC endpoint for `addr`, to be connected with [`SecurityManager::channel`] (which
-    /// adds TLS, so the endpoint's own URI is always `http://`).
+    /// A gRPC endpoint for `addr`, to be connected with [`SecurityManager::channel`], which
+    /// adds TLS: the endpoint's own URI is always `http://` (tonic refuses `https://` to a
+    /// connector of ours), so `Endpoint::connect` on it would speak plaintext.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint> {
         let url = format!("http://{}", strip_scheme(addr));
         Endpoint::from_shared(url.clone())
