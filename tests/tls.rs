@@ -18,7 +18,7 @@ use security::pki::Authority;
 use security::{SecurityConfig, SecurityManager};
 use server::{Node, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const LOCAL: &[&str] = &["localhost", "127.0.0.1"];
 const ALLOWED: &[&str] = &["pd", "store", "client"];
@@ -47,17 +47,26 @@ enum Who {
 }
 
 impl Who {
-    fn endpoint(&self, addr: &str) -> Endpoint {
-        let e = match self {
-            Who::Cert(m) => m.endpoint(addr).unwrap(),
-            Who::NoCert(ca) => Endpoint::from_shared(format!("https://{addr}"))
-                .unwrap()
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-                .unwrap(),
-            Who::Plain => SecurityManager::plaintext().endpoint(addr).unwrap(),
+    /// A gRPC channel to `addr`, as this client makes it.
+    async fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let limits = |e: Endpoint| {
+            e.connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(3))
         };
-        e.connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(3))
+        match self {
+            Who::Cert(m) => m.channel(limits(m.endpoint(addr).unwrap())).await,
+            Who::NoCert(ca) => {
+                let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+                    .unwrap()
+                    .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+                    .unwrap();
+                limits(endpoint).connect().await
+            }
+            Who::Plain => {
+                let plain = SecurityManager::plaintext();
+                plain.channel(limits(plain.endpoint(addr).unwrap())).await
+            }
+        }
     }
 
     /// Whether `GET path` over HTTP/1.1 at `addr` is answered 200.
@@ -103,21 +112,21 @@ async fn http_exchange(
 
 /// What one client gets from each port: `(port, admitted)`.
 async fn knock(who: &Who, ports: &Ports) -> Vec<(&'static str, bool)> {
-    let store_grpc = match who.endpoint(&ports.store_grpc).connect().await {
+    let store_grpc = match who.channel(&ports.store_grpc).await {
         Ok(ch) => TikvClient::new(ch)
             .raw_get(RawGetRequest::default())
             .await
             .is_ok(),
         Err(_) => false,
     };
-    let pd_grpc = match who.endpoint(&ports.pd_grpc).connect().await {
+    let pd_grpc = match who.channel(&ports.pd_grpc).await {
         Ok(ch) => PdClient::new(ch)
             .get_members(GetMembersRequest::default())
             .await
             .is_ok(),
         Err(_) => false,
     };
-    let pd_peer = match who.endpoint(&ports.pd_peer).connect().await {
+    let pd_peer = match who.channel(&ports.pd_peer).await {
         // An empty batch: nothing to step, answered `Done`.
         Ok(ch) => PdPeerClient::new(ch)
             .raft(PdRaftBatch::default())

@@ -119,12 +119,12 @@ impl StrictRaw {
             return Ok(c.clone());
         }
         let store = timeout(ATTEMPT_TIMEOUT, self.pd.get_store(store_id)).await??;
-        let channel = crate::ctl::client_security()
+        let security = crate::ctl::client_security();
+        let endpoint = security
             .endpoint(&store.address)?
             .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+            .tcp_nodelay(true);
+        let channel = security.channel(endpoint).await?;
         let c = TikvClient::new(channel);
         self.stores.lock().await.insert(store_id, c.clone());
         Ok(c)

@@ -91,12 +91,12 @@ impl PdProc {
     /// A new connection (HTTP/2) to PD's gRPC services (the PD this tool starts runs without
     /// TLS).
     pub(super) async fn connect(&self) -> Result<PdClient<Channel>> {
-        let channel = security::SecurityManager::plaintext()
+        let plaintext = security::SecurityManager::plaintext();
+        let endpoint = plaintext
             .endpoint(&self.addr.to_string())?
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await?;
+            .connect_timeout(Duration::from_secs(2));
+        let channel = plaintext.channel(endpoint).await?;
         Ok(PdClient::new(channel))
     }
 

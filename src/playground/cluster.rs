@@ -238,7 +238,7 @@ impl Playground {
                 args.extend(["--config".into(), path_arg(c)]);
             }
             if let Some(t) = &self.tls {
-                args.extend(t.process_args("pd"));
+                args.extend(t.process_args(&name, "pd")?);
             }
             let cgroup = self.new_cgroup(&name, quota)?;
             self.members.push(Member {
@@ -280,7 +280,7 @@ impl Playground {
             path_arg(&self.store_config),
         ];
         if let Some(t) = &self.tls {
-            args.extend(t.process_args("store"));
+            args.extend(t.process_args(&name, "store")?);
         }
         let cgroup = self.new_cgroup(&name, self.store_quota)?;
         self.members.push(Member {

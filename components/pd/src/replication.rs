@@ -440,7 +440,7 @@ async fn connect_peer(
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(3))
         .tcp_nodelay(true);
-    let channel = endpoint.connect().await.ok()?;
+    let channel = security.channel(endpoint).await.ok()?;
     Some(PdPeerClient::new(channel))
 }
 

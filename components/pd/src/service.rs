@@ -137,7 +137,7 @@ async fn connect(
         .map_err(|e| e.to_string())?
         .connect_timeout(std::time::Duration::from_secs(1))
         .tcp_nodelay(true);
-    endpoint.connect().await.map_err(|e| e.to_string())
+    security.channel(endpoint).await.map_err(|e| e.to_string())
 }
 
 /// Where a TSO stream is answered.

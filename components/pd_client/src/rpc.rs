@@ -122,7 +122,7 @@ async fn members_of(
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.rpc_timeout)
         .tcp_nodelay(true);
-    let channel = tokio::time::timeout(cfg.connect_timeout, endpoint.connect())
+    let channel = tokio::time::timeout(cfg.connect_timeout, cfg.security.channel(endpoint))
         .await
         .map_err(|_| transport(format!("connect {url}: timeout")))?
         .map_err(|e| transport(format!("connect {url}: {e}")))?;

@@ -24,7 +24,7 @@ pub enum Conn {
     Plain(TcpStream),
     /// TLS, accepted by a listener.
     TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// TLS, opened by [`SecurityManager::connect`].
+    /// TLS, opened by [`SecurityManager::connect`] or a channel of [`SecurityManager::channel`].
     TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 

@@ -5,13 +5,15 @@
 //! `ca-path`, `cert-path`, `key-path`, `cert-allowed-cn`, as TiKV names them) and
 //! [`SecurityManager`], built once from it and shared by every listener and connection of a
 //! process. It is the one place that knows the URL scheme ([`SecurityManager::url`]), makes
-//! gRPC channels ([`SecurityManager::endpoint`]), accepts connections ([`Incoming`]: the TLS
+//! gRPC channels ([`SecurityManager::channel`]), accepts connections ([`Incoming`]: the TLS
 //! handshake, a client certificate signed by the CA, its name in `cert-allowed-cn`) and opens
 //! raw connections for HTTP ([`SecurityManager::connect`]).
 //!
 //! Flow: the manager reads the three PEM files at start (a bad file is a start-up error) and
 //! again when their modification times change, checked at most every
 //! [`RELOAD_CHECK_INTERVAL`]: new connections use the new certificate, open ones keep theirs.
+//! A gRPC channel's reconnections are new connections too: its TLS is done by a connector
+//! that reads the current files at each call, not by tonic's configuration fixed at start.
 //! [`pki`] makes certificates for the playground and the tests.
 //!
 //! Must not depend on any other Flotilla crate: the server, PD, PD client and the binary all

@@ -2,7 +2,7 @@
 //! signs for servers and clients (both usages, since every member is both). Production
 //! clusters bring their own (see the README's security section).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -25,6 +25,8 @@ pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
     /// The CA's certificate, PEM-encoded.
     pub cert_pem: String,
+    /// Its private key (PKCS#8), PEM-encoded: what certifies more processes later.
+    pub key_pem: String,
 }
 
 fn rcgen_err(e: rcgen::Error) -> SecurityError {
@@ -43,8 +45,20 @@ impl Authority {
         let key = KeyPair::generate().map_err(rcgen_err)?;
         let cert = params.self_signed(&key).map_err(rcgen_err)?;
         Ok(Authority {
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
             cert_pem: cert.pem(),
+        })
+    }
+
+    /// The CA of `cert_pem` and its private key `key_pem`, made before by [`Authority::new`].
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Authority> {
+        let key = KeyPair::from_pem(key_pem).map_err(rcgen_err)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(rcgen_err)?;
+        Ok(Authority {
+            issuer,
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
         })
     }
 
@@ -90,22 +104,34 @@ impl Authority {
     /// Writes `ca.pem`, `<stem>.pem` and `<stem>-key.pem` (the key readable by its owner
     /// only) under `dir`, and returns the configuration that uses them.
     pub fn write(&self, dir: &Path, stem: &str, cert: &CertifiedKey) -> Result<SecurityConfig> {
-        let io = |p: &Path, e: std::io::Error| SecurityError::File {
-            path: p.display().to_string(),
-            msg: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let ca = dir.join("ca.pem");
-        let crt = dir.join(format!("{stem}.pem"));
-        let key = dir.join(format!("{stem}-key.pem"));
-        std::fs::write(&ca, &self.cert_pem).map_err(|e| io(&ca, e))?;
-        std::fs::write(&crt, &cert.cert_pem).map_err(|e| io(&crt, e))?;
-        write_private(&key, &cert.key_pem).map_err(|e| io(&key, e))?;
+        let (crt, key) = cert.write(dir, stem)?;
+        std::fs::write(&ca, &self.cert_pem).map_err(|e| io_error(&ca, e))?;
         Ok(SecurityConfig::from_paths(
             ca.display().to_string(),
             crt.display().to_string(),
             key.display().to_string(),
         ))
+    }
+}
+
+impl CertifiedKey {
+    /// Writes `<stem>.pem` and `<stem>-key.pem` (the key readable by its owner only) under
+    /// `dir`; their paths.
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let crt = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}-key.pem"));
+        std::fs::write(&crt, &self.cert_pem).map_err(|e| io_error(&crt, e))?;
+        write_private(&key, &self.key_pem).map_err(|e| io_error(&key, e))?;
+        Ok((crt, key))
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> SecurityError {
+    SecurityError::File {
+        path: path.display().to_string(),
+        msg: e.to_string(),
     }
 }
 

@@ -2,8 +2,11 @@
 //! listeners and connections make of them.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -12,7 +15,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::conn::Conn;
 use crate::{Result, SecurityConfig, SecurityError};
@@ -48,11 +51,11 @@ struct Tls {
 /// One reading of the three files and the rustls configurations made from it.
 struct Loaded {
     stamps: [Option<SystemTime>; 3],
-    ca_pem: Vec<u8>,
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
     server: Arc<ServerConfig>,
+    /// For raw connections ([`SecurityManager::connect`]): offers ALPN `http/1.1`.
     client: Arc<ClientConfig>,
+    /// For gRPC channels ([`SecurityManager::channel`]): offers ALPN `h2`.
+    grpc_client: Arc<ClientConfig>,
 }
 
 impl SecurityManager {
@@ -95,31 +98,50 @@ impl SecurityManager {
         }
     }
 
-    /// A gRPC endpoint for `addr`: with TLS it presents this process's certificate and
-    /// verifies the server's against the CA and the address's host name.
+    /// A gRPC endpoint for `addr`, to be connected with [`SecurityManager::channel`], which
+    /// adds TLS: the endpoint's own URI is always `http://` (tonic refuses `https://` to a
+    /// connector of ours), so `Endpoint::connect` on it would speak plaintext.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint> {
-        let url = self.url(addr);
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| SecurityError::Config(format!("bad address {url}: {e}")))?;
-        let Some(tls) = &self.tls else {
-            return Ok(endpoint);
+        let url = format!("http://{}", strip_scheme(addr));
+        Endpoint::from_shared(url.clone())
+            .map_err(|e| SecurityError::Config(format!("bad address {url}: {e}")))
+    }
+
+    /// A gRPC channel to `endpoint` (made by [`SecurityManager::endpoint`]). With TLS it
+    /// presents this process's certificate and verifies the server's against the CA and the
+    /// address's host name, with the files current at each connection: when the channel
+    /// reconnects after its connection dropped, it uses rotated certificates.
+    pub async fn channel(
+        &self,
+        endpoint: Endpoint,
+    ) -> std::result::Result<Channel, tonic::transport::Error> {
+        if self.tls.is_none() {
+            return endpoint.connect().await;
+        }
+        let connector = GrpcConnector {
+            security: self.clone(),
+            tcp_nodelay: endpoint.get_tcp_nodelay(),
         };
-        let l = tls.current();
-        let cfg = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&l.ca_pem))
-            .identity(Identity::from_pem(&l.cert_pem, &l.key_pem))
-            .timeout(HANDSHAKE_TIMEOUT);
-        endpoint
-            .tls_config(cfg)
-            .map_err(|e| SecurityError::Config(format!("TLS for {url}: {e}")))
+        endpoint.connect_with_connector(connector).await
     }
 
     /// A raw connection to `addr` (e.g. for HTTP/1.1): TCP, then with TLS the handshake as a
     /// client with this process's certificate.
     pub async fn connect(&self, addr: &str) -> std::io::Result<Conn> {
+        self.open(addr, true, |l| l.client.clone()).await
+    }
+
+    /// TCP to `addr`, then with TLS the client handshake with the configuration `pick` takes
+    /// from the files loaded now.
+    async fn open(
+        &self,
+        addr: &str,
+        tcp_nodelay: bool,
+        pick: fn(&Loaded) -> Arc<ClientConfig>,
+    ) -> std::io::Result<Conn> {
         let bare = strip_scheme(addr);
         let tcp = TcpStream::connect(bare).await?;
-        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_nodelay(tcp_nodelay);
         let Some(tls) = &self.tls else {
             return Ok(Conn::Plain(tcp));
         };
@@ -127,7 +149,7 @@ impl SecurityManager {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let connector = tokio_rustls::TlsConnector::from(tls.current().client.clone());
+        let connector = tokio_rustls::TlsConnector::from(pick(&tls.current()));
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
@@ -159,6 +181,45 @@ impl SecurityManager {
             }
         }
         Ok(Conn::TlsServer(Box::new(stream)))
+    }
+}
+
+/// How a TLS channel connects, each time anew: tonic calls it for the first connection and
+/// for every reconnection, so each handshake uses the files current then (tonic's own TLS
+/// would keep the configuration the channel was made with).
+#[derive(Clone)]
+struct GrpcConnector {
+    security: SecurityManager,
+    tcp_nodelay: bool,
+}
+
+impl tower_service::Service<Uri> for GrpcConnector {
+    type Response = TokioIo<Conn>;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, std::io::Result<TokioIo<Conn>>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let security = self.security.clone();
+        let tcp_nodelay = self.tcp_nodelay;
+        Box::pin(async move {
+            let addr = uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("no host:port in {uri}"),
+                    )
+                })?;
+            let conn = security
+                .open(&addr, tcp_nodelay, |l| l.grpc_client.clone())
+                .await?;
+            Ok(TokioIo::new(conn))
+        })
     }
 }
 
@@ -238,13 +299,13 @@ impl Loaded {
             .with_custom_certificate_verifier(server_verifier)
             .with_client_auth_cert(chain, key)?;
         client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut grpc_client = client.clone();
+        grpc_client.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Loaded {
             stamps,
-            ca_pem,
-            cert_pem,
-            key_pem,
             server: Arc::new(server),
             client: Arc::new(client),
+            grpc_client: Arc::new(grpc_client),
         })
     }
 }

@@ -186,3 +186,14 @@ fn a_missing_file_is_a_start_up_error() {
     let e = SecurityManager::new(&cfg).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/ca.pem"), "{e}");
 }
+
+#[tokio::test]
+async fn a_ca_read_back_from_its_files_certifies_new_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("flotilla-ca").unwrap();
+    let server = manager(&dir.path().join("s"), &ca, "server", "server", &["client"]);
+    let addr = echo_server(&server).await;
+    let again = Authority::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
+    let client = manager(&dir.path().join("c"), &again, "client", "client", &[]);
+    assert!(answered(&client, addr).await);
+}

@@ -164,14 +164,13 @@ impl Inner {
     async fn connect(&self, store_id: u64) -> Result<RaftTransportClient<Channel>, ServerError> {
         let addr = self.resolver.resolve(store_id).await?;
         let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
-        let channel = self
+        let endpoint = self
             .security
             .endpoint(&addr)
             .map_err(|e| ServerError::Config(format!("bad address of store {store_id}: {e}")))?
             .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+            .tcp_nodelay(true);
+        let channel = self.security.channel(endpoint).await?;
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(self.message_max_bytes)
             .max_encoding_message_size(self.message_max_bytes))
