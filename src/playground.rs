@@ -82,7 +82,8 @@ pub struct PlaygroundArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=PD_MEMBERS_MAX))]
     pub pd: u64,
     /// Preferred client port of the first PD member (another free port is used if it is
-    /// taken); the other members and the peer ports follow it.
+    /// taken); the other members and the peer ports follow it; 0 leaves every PD port to the
+    /// OS.
     #[arg(long, default_value_t = 2379)]
     pub pd_port: u16,
     /// Base of the stores' ports: store N prefers this + N for gRPC and this + 20 + N for

@@ -203,11 +203,11 @@ impl Playground {
     ) -> Result<()> {
         let mut members = Vec::new();
         for id in 1..=count {
-            let base = pd_port.wrapping_add(2 * (id as u16 - 1));
+            let (client, peer) = pd_ports(pd_port, id);
             members.push(pd::PdMember {
                 id,
-                client_addr: format!("127.0.0.1:{}", self.port(base)?),
-                peer_addr: format!("127.0.0.1:{}", self.port(base.wrapping_add(1))?),
+                client_addr: format!("127.0.0.1:{}", self.port(client)?),
+                peer_addr: format!("127.0.0.1:{}", self.port(peer)?),
             });
         }
         let list = pd::PdMember::format_list(&members);
@@ -514,6 +514,16 @@ impl Playground {
     }
 }
 
+/// The preferred client and peer ports of PD member `id` (from 1): `base + 2 (id - 1)` and the
+/// one after it; `base` 0 leaves both to the OS.
+pub(crate) fn pd_ports(base: u16, id: u64) -> (u16, u16) {
+    if base == 0 {
+        return (0, 0);
+    }
+    let client = base.wrapping_add(2 * (u16::try_from(id).unwrap_or(1) - 1));
+    (client, client.wrapping_add(1))
+}
+
 /// The preferred gRPC and status ports of `store<i>`: `base + i` and `base + 20 + i` (store1
 /// on 20161 and 20181 by default; past 19 stores they meet, and [`Playground::port`] hands out
 /// another); `base` 0 leaves both to the OS.
@@ -691,6 +701,13 @@ mod tests {
         assert!(pg.leaving().is_empty());
         pg.members[0].proc.signal(libc::SIGKILL);
         assert_eq!(round_until_exited(&mut pg), vec![0]);
+    }
+
+    #[test]
+    fn pd_ports_follow_the_base_and_zero_leaves_them_to_the_os() {
+        assert_eq!(pd_ports(2379, 1), (2379, 2380));
+        assert_eq!(pd_ports(2379, 3), (2383, 2384));
+        assert_eq!(pd_ports(0, 2), (0, 0));
     }
 
     #[test]
