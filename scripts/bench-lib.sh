@@ -75,7 +75,8 @@ stop_pid() {
 }
 
 # start_playground NAME STORES ARGS...: starts `flotilla playground` with data under
-# $WORK/NAME, waits until PD reports STORES stores up, and sets PG_PID and PD.
+# $WORK/NAME, waits until PD reports STORES stores up, and sets PG_PID, PD and PG_TLS (the
+# client's `--ca --cert --key` flags when ARGS hold --tls, else empty).
 start_playground() {
     local name=$1 stores=$2; shift 2
     echo "flotilla playground --stores $stores${*:+ $*}" | sed "s|$WORK|\$WORK|g" >>"$COMMANDS"
@@ -83,9 +84,16 @@ start_playground() {
         "$@" >"$WORK/$name.out" 2>&1 &
     PG_PID=$!
     PIDS+=("$PG_PID")
+    PG_TLS=()
+    case " $* " in
+        *" --tls "*)
+            local tls="$WORK/$name/tls"
+            PG_TLS=(--ca "$tls/ca.pem" --cert "$tls/client.pem" --key "$tls/client-key.pem")
+            ;;
+    esac
     for _ in $(seq 1 180); do
         PD=$(sed -n 's/^PD address: //p' "$WORK/$name.out" 2>/dev/null || true)
-        if [ -n "$PD" ] && [ "$("$FLOTILLA" ctl --pd "$PD" stores 2>/dev/null | grep -c ' up ')" = "$stores" ]; then
+        if [ -n "$PD" ] && [ "$("$FLOTILLA" ctl --pd "$PD" "${PG_TLS[@]}" stores 2>/dev/null | grep -c ' up ')" = "$stores" ]; then
             return 0
         fi
         kill -0 "$PG_PID" 2>/dev/null || break
