@@ -164,6 +164,9 @@ impl Cluster {
         now_ms: u64,
     ) -> Result<Option<RegionHeartbeatResponse>> {
         let flow = RegionFlow::from_heartbeat(&req);
+        // Whether this report's interval was hot (None: it carries no interval).
+        let hot_now = (flow.interval_secs > 0)
+            .then(|| scheduler::is_hot(&flow, &scheduler::HotRules::from_config(&self.cfg)));
         let region = req
             .region
             .ok_or_else(|| PdError::InvalidValue("heartbeat without region".into()))?;
@@ -177,6 +180,7 @@ impl Cluster {
             approximate_keys: req.approximate_keys,
             term: req.term,
             version_seen_ms: Some(now_ms),
+            hot_reports: 0,
         };
         let region_id = info.region.id;
         // A heartbeat from a leader of an older term (queued before a leader change) must not
@@ -198,6 +202,12 @@ impl Cluster {
                     info.version_seen_ms = known.version_seen_ms.or(info.version_seen_ms);
                 }
             }
+            let known_reports = inner.regions.get(region_id).map_or(0, |k| k.hot_reports);
+            info.hot_reports = match hot_now {
+                Some(true) => known_reports.saturating_add(1),
+                Some(false) => 0,
+                None => known_reports,
+            };
             Some(info)
         };
         let Some(mut inner) = self.apply_region(prepare)? else {

@@ -449,13 +449,20 @@ mod tests {
             ..Default::default()
         };
         let (c, regions) = three_stores_and_a_new_one(off);
-        for r in &regions[1..4] {
-            read_heartbeat(&c, r, 1 << 20, 2_000);
+        for now_ms in [1_000, 2_000] {
+            for r in &regions[1..4] {
+                read_heartbeat(&c, r, 1 << 20, now_ms);
+            }
         }
         assert_eq!(c.run_hot_region(2_000), 0, "turned off");
 
         let (c, regions) = three_stores_and_a_new_one(PdConfig::default());
         // Store 1 leads three regions read at 1 MiB/s each, a fourth at 100 KiB/s (cold).
+        for r in &regions[1..4] {
+            read_heartbeat(&c, r, 1 << 20, 1_000);
+        }
+        read_heartbeat(&c, &regions[4], 100 << 10, 1_000);
+        assert_eq!(c.run_hot_region(1_000), 0, "hot in one report only");
         for r in &regions[1..4] {
             read_heartbeat(&c, r, 1 << 20, 2_000);
         }

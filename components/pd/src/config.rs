@@ -116,6 +116,10 @@ pub struct PdConfig {
     pub hot_region_tolerance_ratio: f64,
     /// Largest number of hot-region operators running at once.
     pub hot_region_operators_max: usize,
+    /// The hot-region scheduler moves a region only once this many of its leader's heartbeats
+    /// in a row were hot (PD's "hot degree"), so that one busy interval moves nothing
+    /// (>= 1; heartbeats that carry no interval do not count either way).
+    pub hot_region_min_reports: u32,
     /// Mutual TLS of the client port (gRPC and HTTP), the peer port and the connections to
     /// other members (`[security]`); unset, all plaintext.
     pub security: security::SecurityConfig,
@@ -208,6 +212,7 @@ impl Default for PdConfig {
             hot_region_byte_rate_min_per_sec: 512 << 10,
             hot_region_tolerance_ratio: 1.25,
             hot_region_operators_max: 2,
+            hot_region_min_reports: 2,
             security: security::SecurityConfig::default(),
         }
     }
@@ -265,8 +270,11 @@ impl PdConfig {
                 "hot_region_tolerance_ratio must be >= 1",
             ),
             (
-                self.hot_region_byte_rate_min_per_sec >= 1 && self.hot_region_operators_max >= 1,
-                "hot_region_byte_rate_min_per_sec and hot_region_operators_max must be >= 1",
+                self.hot_region_byte_rate_min_per_sec >= 1
+                    && self.hot_region_operators_max >= 1
+                    && self.hot_region_min_reports >= 1,
+                "hot_region_byte_rate_min_per_sec, hot_region_operators_max and \
+                 hot_region_min_reports must be >= 1",
             ),
             (
                 self.balance_region_interval_ms >= 1,

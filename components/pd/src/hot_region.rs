@@ -34,8 +34,9 @@
 //! up stores. Peer moves honour the store limits through the tokens of [`StoreSnap`]. While
 //! the scheduler runs, balance-leader and balance-region leave hot regions alone
 //! ([`crate::scheduler::RegionSnap::is_hot`]), so they do not carry the traffic back. A
-//! region is judged on its last reported interval alone. Pure: no clock, no I/O, no id
-//! allocation (new peers carry id 0).
+//! region moves only once `min_reports` of its leader's heartbeats in a row were hot
+//! ([`RegionInfo::hot_reports`], PD's "hot degree"): one busy interval moves nothing. Pure: no
+//! clock, no I/O, no id allocation (new peers carry id 0).
 
 use std::collections::{HashMap, HashSet};
 
@@ -58,6 +59,9 @@ pub struct HotRules {
     pub tolerance_ratio: f64,
     /// Number of voters every region should have.
     pub max_replicas: usize,
+    /// A region moves only once this many heartbeats in a row were hot
+    /// ([`RegionInfo::hot_reports`]).
+    pub min_reports: u32,
 }
 
 impl HotRules {
@@ -67,6 +71,7 @@ impl HotRules {
             byte_rate_min_per_sec: cfg.hot_region_byte_rate_min_per_sec,
             tolerance_ratio: cfg.hot_region_tolerance_ratio,
             max_replicas: cfg.max_replicas,
+            min_reports: cfg.hot_region_min_reports,
         }
     }
 
@@ -354,7 +359,7 @@ pub fn hot_region(snap: &ClusterSnapshot, rules: &HotRules, ops_max: usize) -> V
         .filter(|r| !r.has_operator)
         .filter(|r| is_movable(&r.info, rules.max_replicas, |id| loads.contains_key(&id)))
         .map(|r| &r.info)
-        .filter(|info| is_hot(&info.flow, rules))
+        .filter(|info| is_hot(&info.flow, rules) && info.hot_reports >= rules.min_reports)
         .collect();
     let mut used: HashSet<u64> = HashSet::new();
     let mut ops = Vec::new();

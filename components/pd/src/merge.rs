@@ -83,6 +83,7 @@ impl MergeRules {
             byte_rate_min_per_sec: self.hot_byte_rate_min_per_sec,
             tolerance_ratio: 1.0,
             max_replicas: self.max_replicas,
+            min_reports: 1,
         };
         crate::scheduler::is_hot(&info.flow, &rules)
     }

@@ -46,6 +46,9 @@ pub struct RegionInfo {
     pub version_seen_ms: Option<u64>,
     /// The traffic of the interval its leader last reported (in memory only).
     pub flow: RegionFlow,
+    /// How many of its leader's heartbeats in a row, up to the last one that carried an
+    /// interval, were hot at PD's `hot_region_byte_rate_min_per_sec` (in memory only).
+    pub hot_reports: u32,
 }
 
 /// The keys and bytes a region's leader wrote and served to readers over the interval of its
