@@ -24,8 +24,8 @@ use crate::keyspace_group::{region_group, KeyspaceGroup};
 use crate::operator::Operator;
 use crate::region_dir::RegionInfo;
 use crate::scheduler::{
-    add_voter_steps, group_tallies_of, is_movable, region_score, remove_steps, ClusterSnapshot,
-    GroupTallies, PlacementRules, RegionView, StoreSnap,
+    add_voter_steps, group_tallies, is_movable, region_score, remove_steps, ClusterSnapshot,
+    PlacementRules, StoreSnap,
 };
 
 /// A store's load as balance-region plans: moves planned in this run are applied to it.
@@ -96,9 +96,9 @@ struct Move<'a> {
 /// store's tokens are in its overall [`Load`]).
 type GroupLoads = HashMap<KeyspaceGroup, HashMap<u64, Load>>;
 
-/// The loads of every group on the up stores in `loads`, from the groups' tallies.
-fn group_loads(tallies: GroupTallies, loads: &HashMap<u64, Load>) -> GroupLoads {
-    tallies
+/// The loads of every group on the up stores in `loads`.
+fn group_loads(snap: &ClusterSnapshot, loads: &HashMap<u64, Load>) -> GroupLoads {
+    group_tallies(snap)
         .into_iter()
         .map(|(group, tallies)| {
             let per_store = loads
@@ -116,45 +116,6 @@ fn group_loads(tallies: GroupTallies, loads: &HashMap<u64, Load>) -> GroupLoads 
             (group, per_store)
         })
         .collect()
-}
-
-/// Whether moving a region of `size_bytes` from `src` to `dst` (their loads in its group)
-/// leaves the source at least the tolerance above the target.
-fn fits_margin(rules: &PlacementRules, src: &Load, dst: &Load, size_bytes: u64) -> bool {
-    let margin = rules.region_tolerance_ratio * rules.region_weight(size_bytes) as f64;
-    src.score_minus(rules, size_bytes) - dst.score_plus(rules, size_bytes) >= margin
-}
-
-/// Whether some group may have a move: a source (with a removal token) scoring above a
-/// target (with an addition token) in the group by the margin that the group's smallest region
-/// (`size_min`; None: no region) would need. A bigger region only narrows the margin (the
-/// source loses more, the target gains more, the margin grows), so when this is false no
-/// region of any group fits.
-fn may_move(
-    rules: &PlacementRules,
-    loads: &HashMap<u64, Load>,
-    groups: &GroupLoads,
-    size_min: &dyn Fn(KeyspaceGroup) -> Option<u64>,
-) -> bool {
-    groups.iter().any(|(g, group_loads)| {
-        let Some(size) = size_min(*g) else {
-            return false;
-        };
-        let with_tokens = |f: &dyn Fn(&Load) -> bool| {
-            loads
-                .iter()
-                .filter(move |(_, l)| f(l))
-                .filter_map(|(id, _)| group_loads.get(id))
-                .collect::<Vec<_>>()
-        };
-        let sources = with_tokens(&|l| l.remove_tokens > 0);
-        let targets = with_tokens(&|l| l.add_tokens > 0);
-        sources.iter().any(|src| {
-            targets.iter().any(|dst| {
-                dst.score(rules) < src.score(rules) && fits_margin(rules, src, dst, size)
-            })
-        })
-    })
 }
 
 /// The spread of the group's scores (highest − lowest), what orders the groups.
@@ -177,27 +138,6 @@ pub fn balance_region(
     rules: &PlacementRules,
     ops_max: usize,
 ) -> Vec<Operator> {
-    let views = snap.views();
-    let tallies = group_tallies_of(&snap.stores, &views);
-    let size_min = |g: KeyspaceGroup| {
-        let in_group = views.iter().filter(|r| region_group(&r.info.region) == g);
-        in_group.map(|r| r.info.approximate_size).min()
-    };
-    balance_region_over(snap, tallies, &size_min, || views.clone(), rules, ops_max)
-}
-
-/// [`balance_region`] from the groups' tallies (as `group_tallies` makes them), the smallest
-/// region size of each group (`size_min`, or any lower bound), the stores from `snap` (its
-/// regions unread) and the regions `list` returns, called only when a move may exist (see
-/// `may_move`): a balanced cluster costs O(groups x stores^2), however many regions it has.
-pub fn balance_region_over<'a>(
-    snap: &ClusterSnapshot,
-    tallies: GroupTallies,
-    size_min: &dyn Fn(KeyspaceGroup) -> Option<u64>,
-    list: impl FnOnce() -> Vec<RegionView<'a>>,
-    rules: &PlacementRules,
-    ops_max: usize,
-) -> Vec<Operator> {
     let mut loads: HashMap<u64, Load> = snap
         .stores
         .iter()
@@ -207,16 +147,14 @@ pub fn balance_region_over<'a>(
     if loads.len() < 2 {
         return Vec::new();
     }
-    let mut groups = group_loads(tallies, &loads);
-    if !may_move(rules, &loads, &groups, size_min) {
-        return Vec::new();
-    }
-    let regions = list();
-    let region_groups: Vec<KeyspaceGroup> = regions
+    let mut groups = group_loads(snap, &loads);
+    let candidates: Vec<(&RegionInfo, KeyspaceGroup)> = snap
+        .regions
         .iter()
-        .map(|r| region_group(&r.info.region))
+        .filter(|r| !r.has_operator && !r.is_hot)
+        .filter(|r| is_movable(&r.info, rules.max_replicas, |id| loads.contains_key(&id)))
+        .map(|r| (&r.info, region_group(&r.info.region)))
         .collect();
-    let candidates = Candidates::of(&regions, &region_groups, rules, &loads);
     let mut used: HashSet<u64> = HashSet::new();
     let mut ops = Vec::new();
     while ops.len() < ops_max {
@@ -254,52 +192,6 @@ pub fn balance_region_over<'a>(
     ops
 }
 
-/// The movable regions (no operator, not hot, see `is_movable`), listed once per run by
-/// group and store of a peer, each list in the order moves are tried: regions whose peer there
-/// is not the leader first (no transfer needed), then by id.
-struct Candidates<'a> {
-    on: HashMap<(KeyspaceGroup, u64), OnStore<'a>>,
-}
-
-/// The candidates with a peer on one store, and the smallest of their sizes.
-struct OnStore<'a> {
-    regions: Vec<(&'a RegionInfo, Peer)>,
-    size_min_bytes: u64,
-}
-
-impl<'a> Candidates<'a> {
-    fn of(
-        regions: &[RegionView<'a>],
-        region_groups: &[KeyspaceGroup],
-        rules: &PlacementRules,
-        loads: &HashMap<u64, Load>,
-    ) -> Self {
-        let mut on: HashMap<(KeyspaceGroup, u64), OnStore<'a>> = HashMap::new();
-        let movable = regions
-            .iter()
-            .zip(region_groups)
-            .filter(|(r, _)| !r.has_operator && !r.is_hot)
-            .filter(|(r, _)| is_movable(r.info, rules.max_replicas, |id| loads.contains_key(&id)));
-        for (r, g) in movable {
-            for p in &r.info.region.peers {
-                let list = on.entry((*g, p.store_id)).or_insert_with(|| OnStore {
-                    regions: Vec::new(),
-                    size_min_bytes: u64::MAX,
-                });
-                list.regions.push((r.info, *p));
-                list.size_min_bytes = list.size_min_bytes.min(r.info.approximate_size);
-            }
-        }
-        for list in on.values_mut() {
-            list.regions.sort_by_key(|(r, p)| {
-                let leads = r.leader.as_ref().is_some_and(|l| l.id == p.id);
-                (leads, r.region.id)
-            });
-        }
-        Candidates { on }
-    }
-}
-
 /// The first move, in the group with the widest spread that has one, from the store with the
 /// highest score in that group to the lowest (ties: highest and lowest overall score), that
 /// keeps the source at least the tolerance above the target in the group. A region whose
@@ -307,7 +199,7 @@ impl<'a> Candidates<'a> {
 fn pick_move<'a>(
     loads: &HashMap<u64, Load>,
     groups: &GroupLoads,
-    candidates: &Candidates<'a>,
+    candidates: &[(&'a RegionInfo, KeyspaceGroup)],
     used: &HashSet<u64>,
     rules: &PlacementRules,
 ) -> Option<Move<'a>> {
@@ -327,7 +219,7 @@ fn pick_move_in<'a>(
     loads: &HashMap<u64, Load>,
     group_loads: &HashMap<u64, Load>,
     group: KeyspaceGroup,
-    candidates: &Candidates<'a>,
+    candidates: &[(&'a RegionInfo, KeyspaceGroup)],
     used: &HashSet<u64>,
     rules: &PlacementRules,
 ) -> Option<Move<'a>> {
@@ -350,23 +242,28 @@ fn pick_move_in<'a>(
     sources.reverse();
     let targets = by_score(&|l| l.add_tokens > 0);
     for &(src, src_load, _) in &sources {
-        let Some(on_src) = candidates.on.get(&(group, src)) else {
-            continue;
-        };
-        let fits_margin = |dst_load: &Load, size: u64| fits_margin(rules, src_load, dst_load, size);
+        let mut regions: Vec<(&RegionInfo, Peer)> = candidates
+            .iter()
+            .filter(|(r, g)| *g == group && !used.contains(&r.region.id))
+            .filter_map(|(r, _)| {
+                let p = r.region.peers.iter().find(|p| p.store_id == src)?;
+                Some((*r, *p))
+            })
+            .collect();
+        regions.sort_by_key(|(r, p)| {
+            let leads = r.leader.as_ref().is_some_and(|l| l.id == p.id);
+            (leads, r.region.id)
+        });
         for &(dst, dst_load, _) in &targets {
             if dst_load.score(rules) >= src_load.score(rules) {
                 break;
             }
-            // A bigger region only narrows the margin (the source loses more, the target
-            // gains more, the margin grows): when the smallest does not fit, none does.
-            if !fits_margin(dst_load, on_src.size_min_bytes) {
-                continue;
-            }
-            let fits = on_src.regions.iter().find(|(r, _)| {
-                !used.contains(&r.region.id)
-                    && !r.region.peers.iter().any(|p| p.store_id == dst)
-                    && fits_margin(dst_load, r.approximate_size)
+            let fits = regions.iter().find(|(r, _)| {
+                let size = r.approximate_size;
+                let margin = rules.region_tolerance_ratio * rules.region_weight(size) as f64;
+                !r.region.peers.iter().any(|p| p.store_id == dst)
+                    && src_load.score_minus(rules, size) - dst_load.score_plus(rules, size)
+                        >= margin
             });
             if let Some((info, from)) = fits {
                 return Some(Move {

@@ -67,8 +67,6 @@ struct Inner {
     gc_safe_point: u64,
     /// What the region writes persisting right now (lock released) have claimed.
     claims: regions::Claims,
-    /// When each periodic scheduler (by name) runs next.
-    backoff: HashMap<&'static str, schedule::Backoff>,
 }
 
 /// PD's state. Shared by the gRPC services, the HTTP API and the background schedulers.

@@ -10,9 +10,6 @@ use crate::operator::Operator;
 use crate::scheduler::{self, MergeRules};
 use crate::{PdError, Result};
 
-/// The merge checker's name for its backoff.
-const MERGE_CHECKER: &str = "merge-checker";
-
 impl Cluster {
     /// Removes the operator of `region_id` and, when it is half of a merge, the other half.
     pub(super) fn end_operator(inner: &mut Inner, region_id: u64) -> Option<Operator> {
@@ -29,7 +26,7 @@ impl Cluster {
         Some(op)
     }
 
-    /// Runs the merge checker once (unless it backs off, see `cluster_schedule.rs`), within `merge_schedule_limit` running merges (0: off),
+    /// Runs the merge checker once, within `merge_schedule_limit` running merges (0: off),
     /// the store limits and `operators_max` (a merge holds two operators); returns how many
     /// merges it queued. They start on the source regions' next heartbeats.
     pub fn run_merge_checker(&self, now_ms: u64) -> usize {
@@ -50,27 +47,13 @@ impl Cluster {
             .count();
         let room = self.cfg.operators_max.saturating_sub(inner.operators.len()) / 2;
         let limit = room.min(limit.saturating_sub(running));
-        if !inner.bootstrapped || limit == 0 || !Self::is_due(&inner, MERGE_CHECKER, now_ms) {
+        if !inner.bootstrapped || limit == 0 {
             return 0;
         }
-        let snap = Self::snapshot(&mut inner, &self.cfg, now_ms);
+        let snap = Self::snapshot(&mut inner, &self.cfg, now_ms, true);
         let rules = MergeRules::from_config(&self.cfg);
-        // No region small enough to merge away (the directory keeps the smallest size and key
-        // count): nothing to walk.
-        let none_small = inner
-            .regions
-            .size_and_keys_min()
-            .is_none_or(|(size, keys)| {
-                size >= rules.region_size_bytes_max || keys >= rules.region_keys_max
-            });
-        let merges = if none_small {
-            Vec::new()
-        } else {
-            let regions = Self::region_views(&inner, None, |_| true);
-            scheduler::check_merge_over(&snap, &regions, &rules, now_ms, limit)
-        };
         let mut n = 0;
-        for (source, target) in merges {
+        for (source, target) in scheduler::check_merge(&snap, &rules, now_ms, limit) {
             match self.queue_merge(&mut inner, source, target, now_ms, false) {
                 Queued::Yes => n += 1,
                 Queued::NoTokens => {}
@@ -78,8 +61,6 @@ impl Cluster {
                 Queued::NeedIds(_) => break,
             }
         }
-        let interval_ms = self.cfg.balance_region_interval_ms;
-        self.ran(&mut inner, MERGE_CHECKER, now_ms, n, interval_ms);
         n
     }
 
@@ -116,7 +97,7 @@ impl Cluster {
                 inner.operators.len()
             )));
         }
-        let snap = Self::snapshot(&mut inner, &self.cfg, now_ms);
+        let snap = Self::snapshot(&mut inner, &self.cfg, now_ms, false);
         let (source_op, target_op) =
             scheduler::merge_operators(&source, &target, &snap, self.cfg.max_replicas)
                 .map_err(refused)?;

@@ -243,15 +243,10 @@ impl Cluster {
         if inner.operators.len() >= self.cfg.operators_max {
             return Ok(Next::Answer(None));
         }
-        // The replica checker sees the stores only (O(stores), from the directory's tallies),
-        // and a region it would leave alone (most heartbeats) does not build even that.
-        let rules = scheduler::PlacementRules::from_config(&self.cfg);
+        // The replica checker sees the stores only (O(stores), from the directory's tallies).
         let op = scheduler::presplit(&info, &self.presplit_keys).or_else(|| {
-            let is_lost = |id| Self::store_is_lost(inner, &self.cfg, id, now_ms);
-            if scheduler::replicas_settled(&info, &rules, is_lost) {
-                return None;
-            }
-            let snap = Self::snapshot(inner, &self.cfg, now_ms);
+            let snap = Self::snapshot(inner, &self.cfg, now_ms, false);
+            let rules = scheduler::PlacementRules::from_config(&self.cfg);
             scheduler::check_replicas(&info, &snap, &rules)
         });
         let Some(op) = op else {
@@ -273,16 +268,6 @@ impl Cluster {
             OpStatus::Running(resp) => resp,
             _ => None,
         }))
-    }
-
-    /// Whether the replica checker counts the store `id` lost at `now_ms` (see
-    /// `StoreHealth`): Offline, down longer than `max_store_down_time_secs`, a tombstone, or
-    /// unknown.
-    fn store_is_lost(inner: &Inner, cfg: &crate::PdConfig, id: u64, now_ms: u64) -> bool {
-        inner.stores.get(&id).is_none_or(|s| {
-            s.store.state != proto::metapb::StoreState::Up as i32
-                || Self::store_down_long(cfg, s, now_ms)
-        })
     }
 
     /// Applies the regions a split produced, one write each. Their leader is presumed on the

@@ -2,28 +2,17 @@
 //! the periodic runs of balance-leader, balance-region and hot-region that queue their
 //! operators (sent on the regions' next heartbeats, advanced by `next_step`).
 //!
-//! The periodic runs read the regions where the directory holds them (a [`RegionView`] each,
-//! nothing copied), and a run that plans nothing backs off: its next run waits twice as long
-//! as the last wait, from the scheduler's interval up to `schedule_backoff_max_ms`, and the
-//! first run that plans something brings it back to every interval (as PD's schedulers grow
-//! their interval while they find nothing to do).
-//!
 //! The snapshot counts every store's regions, region bytes and leaders as they will be once
 //! the running operators finish (an operator reaches its store only on the region's next
 //! heartbeat; a run that ignored it would move the same imbalance again and overshoot), and
 //! carries each store's store-limit tokens; every operator created consumes its tokens.
 
-use std::borrow::Cow;
-
 use proto::metapb::StoreState;
 
 use super::{Cluster, Inner};
-use crate::keyspace_group::{region_group, OUTSIDE};
 use crate::operator::{Operator, Step};
-use crate::region_dir::{GroupSums, RegionInfo};
 use crate::scheduler::{
-    self, ClusterSnapshot, GroupTallies, GroupTally, HotRules, PlacementRules, RegionSnap,
-    RegionView, StoreHealth, StoreSnap, HOT_REGION,
+    self, ClusterSnapshot, HotRules, PlacementRules, RegionSnap, StoreHealth, StoreSnap, HOT_REGION,
 };
 use crate::store_limit::LimitKind;
 use crate::PdConfig;
@@ -31,41 +20,6 @@ use crate::PdConfig;
 /// The name balance-region gives its operators (counted against
 /// `balance_region_operators_max`).
 pub(super) const BALANCE_REGION: &str = "balance-region";
-
-/// The name balance-leader gives its operators (and its backoff).
-const BALANCE_LEADER: &str = "balance-leader";
-
-/// When a periodic scheduler runs next (see the module docs). Pure: the caller passes the
-/// time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Backoff {
-    /// The run is skipped before this time (ms since the epoch).
-    next_ms: u64,
-    /// The last wait; 0 while the scheduler plans.
-    delay_ms: u64,
-}
-
-impl Backoff {
-    /// Whether the scheduler runs at `now_ms`.
-    pub(super) fn is_due(&self, now_ms: u64) -> bool {
-        now_ms >= self.next_ms
-    }
-
-    /// Records a run at `now_ms` of a scheduler ticking every `interval_ms` that queued
-    /// `queued` operators, with waits up to `max_ms`.
-    pub(super) fn ran(&mut self, now_ms: u64, queued: usize, interval_ms: u64, max_ms: u64) {
-        if queued > 0 {
-            *self = Backoff::default();
-            return;
-        }
-        self.delay_ms = self
-            .delay_ms
-            .saturating_mul(2)
-            .clamp(interval_ms, max_ms.max(interval_ms));
-        // Due half an interval early: the ticks that come after `delay_ms` are not late.
-        self.next_ms = now_ms + self.delay_ms - interval_ms / 2;
-    }
-}
 
 /// What [`Cluster::queue_operator`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,10 +33,16 @@ pub(super) enum Queued {
 }
 
 impl Cluster {
-    /// The schedulers' view of the stores at `now_ms`, without the regions: O(stores +
-    /// operators), the stores' counts coming from the directory's tallies. The replica checker
-    /// runs on it on every heartbeat; the periodic runs add [`Cluster::region_views`].
-    pub(super) fn snapshot(inner: &mut Inner, cfg: &PdConfig, now_ms: u64) -> ClusterSnapshot {
+    /// The schedulers' view at `now_ms`; `with_regions` false leaves the region list empty
+    /// (the replica checker needs only the stores, and runs on every heartbeat: that view is
+    /// O(stores + operators), the stores' counts coming from the directory's tallies). With
+    /// the regions, every region is cloned: for the periodic runs only.
+    pub(super) fn snapshot(
+        inner: &mut Inner,
+        cfg: &PdConfig,
+        now_ms: u64,
+        with_regions: bool,
+    ) -> ClusterSnapshot {
         let statuses = Self::store_status(inner, cfg, now_ms);
         let Inner {
             stores: store_infos,
@@ -122,102 +82,29 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut snap = ClusterSnapshot {
-            stores,
-            regions: Vec::new(),
+        let hot = cfg.hot_region_schedule.then(|| HotRules::from_config(cfg));
+        let regions = if with_regions {
+            inner
+                .regions
+                .iter()
+                .map(|r| {
+                    let op = inner.operators.get(&r.region.id);
+                    RegionSnap {
+                        info: r.clone(),
+                        has_operator: op.is_some(),
+                        is_hot: hot.as_ref().is_some_and(|h| scheduler::is_hot(&r.flow, h)),
+                        pending_steps: op.map_or_else(Vec::new, |op| {
+                            op.steps.iter().filter(|s| !s.is_done(r)).cloned().collect()
+                        }),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
+        let mut snap = ClusterSnapshot { stores, regions };
         Self::count_pending_moves(inner, &mut snap);
         snap
-    }
-
-    /// Every region that `keep` accepts, in key order, borrowed from the directory, with its
-    /// running operator's steps not yet done and whether it is hot (`hot`: the hot-region
-    /// scheduler runs with these rules).
-    pub(super) fn region_views<'a>(
-        inner: &'a Inner,
-        hot: Option<&HotRules>,
-        keep: impl Fn(&RegionInfo) -> bool,
-    ) -> Vec<RegionView<'a>> {
-        inner
-            .regions
-            .iter()
-            .filter(|r| keep(r))
-            .map(|r| Self::region_view(inner, hot, r))
-            .collect()
-    }
-
-    /// `r` as the schedulers see it (see [`Cluster::region_views`]).
-    fn region_view<'a>(
-        inner: &'a Inner,
-        hot: Option<&HotRules>,
-        r: &'a RegionInfo,
-    ) -> RegionView<'a> {
-        let op = inner.operators.get(&r.region.id);
-        RegionView {
-            info: r,
-            has_operator: op.is_some(),
-            is_hot: hot.is_some_and(|h| scheduler::is_hot(&r.flow, h)),
-            pending_steps: match op {
-                None => Cow::Borrowed(&[]),
-                Some(op) => op.steps.iter().filter(|s| !s.is_done(r)).cloned().collect(),
-            },
-        }
-    }
-
-    /// Per keyspace group, per store of `snap`: what the group holds there once the running
-    /// operators' steps are done (what `scheduler::group_tallies` makes of every region), from
-    /// the directory's group sums and the running operators: O(groups x stores + operators).
-    pub(super) fn group_tallies(inner: &Inner, snap: &ClusterSnapshot) -> GroupTallies {
-        let mut keyspaces: GroupTallies = inner
-            .regions
-            .groups()
-            .iter()
-            .filter(|(g, _)| **g != OUTSIDE)
-            .map(|(g, sums)| {
-                let per_store = sums
-                    .per_store
-                    .iter()
-                    .map(|(id, t)| {
-                        let tally = GroupTally {
-                            region_count: t.region_count,
-                            region_size_bytes: t.region_size_bytes,
-                            leader_count: t.leader_count,
-                        };
-                        (*id, tally)
-                    })
-                    .collect();
-                (*g, per_store)
-            })
-            .collect();
-        for op in inner.operators.values() {
-            let Some(info) = inner.regions.get(op.region_id) else {
-                continue;
-            };
-            let Some(tallies) = keyspaces.get_mut(&region_group(&info.region)) else {
-                continue;
-            };
-            let pending: Vec<Step> = op
-                .steps
-                .iter()
-                .filter(|s| !s.is_done(info))
-                .cloned()
-                .collect();
-            scheduler::count_placement(tallies, scheduler::placement_after(info, &[]), info, false);
-            scheduler::count_placement(
-                tallies,
-                scheduler::placement_after(info, &pending),
-                info,
-                true,
-            );
-        }
-        scheduler::with_outside(&snap.stores, keyspaces)
-    }
-
-    /// The hot-region rules, when that scheduler runs.
-    fn hot_rules(&self) -> Option<HotRules> {
-        self.cfg
-            .hot_region_schedule
-            .then(|| HotRules::from_config(&self.cfg))
     }
 
     /// Counts regions and bytes as they will be once the running operators' peer additions
@@ -279,51 +166,23 @@ impl Cluster {
         }
     }
 
-    /// Runs balance-leader once, unless it backs off (see the module docs); its operators are
-    /// sent on the regions' next heartbeats.
+    /// Runs balance-leader once; its operators are sent on the regions' next heartbeats.
     pub fn run_balance_leader(&self, now_ms: u64) -> usize {
         let mut inner = self.inner.lock();
         let room = self.cfg.operators_max.saturating_sub(inner.operators.len());
         let limit = room.min(self.cfg.balance_leader_operators_max);
-        if !inner.bootstrapped || limit == 0 || !Self::is_due(&inner, BALANCE_LEADER, now_ms) {
+        if !inner.bootstrapped || limit == 0 {
             return 0;
         }
-        let mut snap = Self::snapshot(&mut inner, &self.cfg, now_ms);
+        let mut snap = Self::snapshot(&mut inner, &self.cfg, now_ms, true);
         Self::count_pending_transfers(&inner, &mut snap);
-        let hot = self.hot_rules();
-        let ops = {
-            let tallies = Self::group_tallies(&inner, &snap);
-            let list = || Self::region_views(&inner, hot.as_ref(), |_| true);
-            let tolerance = self.cfg.leader_balance_tolerance;
-            scheduler::balance_leader_over(&snap, tallies, list, tolerance, limit)
-        };
+        let ops = scheduler::balance_leader(&snap, self.cfg.leader_balance_tolerance, limit);
         let n = ops.len();
         for mut op in ops {
             op.created_ms = now_ms;
             inner.operators.insert(op.region_id, op);
         }
-        let interval_ms = self.cfg.balance_leader_interval_ms;
-        self.ran(&mut inner, BALANCE_LEADER, now_ms, n, interval_ms);
         n
-    }
-
-    /// Whether the scheduler `name` runs at `now_ms` (it may back off).
-    pub(super) fn is_due(inner: &Inner, name: &'static str, now_ms: u64) -> bool {
-        inner.backoff.get(name).is_none_or(|b| b.is_due(now_ms))
-    }
-
-    /// Records a full run of the scheduler `name` that queued `queued` operators.
-    pub(super) fn ran(
-        &self,
-        inner: &mut Inner,
-        name: &'static str,
-        now_ms: u64,
-        queued: usize,
-        interval_ms: u64,
-    ) {
-        let max_ms = self.cfg.schedule_backoff_max_ms;
-        let backoff = inner.backoff.entry(name).or_default();
-        backoff.ran(now_ms, queued, interval_ms, max_ms);
     }
 
     /// Runs balance-region once, within `balance_region_operators_max` running operators
@@ -332,13 +191,8 @@ impl Cluster {
     pub fn run_balance_region(&self, now_ms: u64) -> usize {
         let ops_max = self.cfg.balance_region_operators_max;
         let rules = PlacementRules::from_config(&self.cfg);
-        let hot = self.hot_rules();
-        self.run_mover(now_ms, BALANCE_REGION, ops_max, |inner, snap, limit| {
-            let tallies = Self::group_tallies(inner, snap);
-            let groups = inner.regions.groups();
-            let size_min = |g| groups.get(&g).and_then(GroupSums::size_min_bytes);
-            let list = || Self::region_views(inner, hot.as_ref(), |_| true);
-            scheduler::balance_region_over(snap, tallies, &size_min, list, &rules, limit)
+        self.run_mover(now_ms, BALANCE_REGION, ops_max, |snap, limit| {
+            scheduler::balance_region(snap, &rules, limit)
         })
     }
 
@@ -346,47 +200,25 @@ impl Cluster {
     /// `hot_region_operators_max` running operators and the store limits; returns how many
     /// operators it queued. They are sent on the regions' next heartbeats.
     pub fn run_hot_region(&self, now_ms: u64) -> usize {
-        let Some(rules) = self.hot_rules() else {
+        if !self.cfg.hot_region_schedule {
             return 0;
-        };
+        }
         let ops_max = self.cfg.hot_region_operators_max;
-        self.run_mover(now_ms, HOT_REGION, ops_max, |inner, snap, limit| {
-            // A region that moved no bytes adds nothing to a store's loads and is not hot
-            // (the threshold is at least 1 byte a second): only the others are copied.
-            // The directory counts them: with none, nothing is walked.
-            let has_flow = |r: &RegionInfo| r.flow.read_bytes > 0 || r.flow.written_bytes > 0;
-            debug_assert!(rules.byte_rate_min_per_sec >= 1);
-            let regions = if inner.regions.flowing_len() == 0 {
-                Vec::new()
-            } else {
-                Self::region_views(inner, Some(&rules), has_flow)
-            };
-            let snap = ClusterSnapshot {
-                stores: snap.stores.clone(),
-                regions: regions
-                    .into_iter()
-                    .map(|r| RegionSnap {
-                        info: r.info.clone(),
-                        has_operator: r.has_operator,
-                        is_hot: r.is_hot,
-                        pending_steps: r.pending_steps.into_owned(),
-                    })
-                    .collect(),
-            };
-            scheduler::hot_region(&snap, &rules, limit)
+        let rules = HotRules::from_config(&self.cfg);
+        self.run_mover(now_ms, HOT_REGION, ops_max, |snap, limit| {
+            scheduler::hot_region(snap, &rules, limit)
         })
     }
 
     /// Runs `plan`, a scheduler whose operators (named `name`) may each add one peer, with
     /// room for at most `ops_max` of them running at once, and queues what it returns within
-    /// the store limits; returns how many operators it queued. It backs off while its runs
-    /// queue nothing (see the module docs).
+    /// the store limits; returns how many operators it queued.
     fn run_mover(
         &self,
         now_ms: u64,
-        name: &'static str,
+        name: &str,
         ops_max: usize,
-        plan: impl FnOnce(&Inner, &ClusterSnapshot, usize) -> Vec<Operator>,
+        plan: impl FnOnce(&ClusterSnapshot, usize) -> Vec<Operator>,
     ) -> usize {
         // Each operator adds at most one peer; its id is reserved before the lock is taken.
         if let Err(e) = self.ids.reserve(ops_max.max(1) as u64) {
@@ -397,12 +229,12 @@ impl Cluster {
         let running = inner.operators.values().filter(|o| o.name == name).count();
         let room = self.cfg.operators_max.saturating_sub(inner.operators.len());
         let limit = room.min(ops_max.saturating_sub(running));
-        if !inner.bootstrapped || limit == 0 || !Self::is_due(&inner, name, now_ms) {
+        if !inner.bootstrapped || limit == 0 {
             return 0;
         }
-        let snap = Self::snapshot(&mut inner, &self.cfg, now_ms);
+        let snap = Self::snapshot(&mut inner, &self.cfg, now_ms, true);
         let mut n = 0;
-        for op in plan(&inner, &snap, limit) {
+        for op in plan(&snap, limit) {
             match self.queue_operator(&mut inner, op, now_ms, false) {
                 Queued::Yes => n += 1,
                 Queued::NoTokens => {}
@@ -410,8 +242,6 @@ impl Cluster {
                 Queued::NeedIds(_) => break,
             }
         }
-        let interval_ms = self.cfg.balance_region_interval_ms;
-        self.ran(&mut inner, name, now_ms, n, interval_ms);
         n
     }
 
@@ -451,5 +281,232 @@ impl Cluster {
 }
 
 #[cfg(test)]
-#[path = "cluster_schedule_tests.rs"]
-mod tests;
+mod tests {
+    use std::sync::Arc;
+
+    use proto::eraftpb::ConfChangeType;
+    use proto::metapb::{Peer, PeerRole, Region, RegionEpoch, Store};
+    use proto::pdpb::RegionHeartbeatRequest;
+
+    use super::*;
+    use crate::meta_store::{MemMetaStore, MetaStore};
+
+    fn peer(id: u64, store_id: u64, role: PeerRole) -> Peer {
+        Peer {
+            id,
+            store_id,
+            role: role as i32,
+            is_witness: false,
+        }
+    }
+
+    fn region(id: u64, start: &[u8], end: &[u8], conf_ver: u64, peers: Vec<Peer>) -> Region {
+        Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(RegionEpoch {
+                conf_ver,
+                version: 2,
+            }),
+            peers,
+        }
+    }
+
+    fn heartbeat(
+        c: &Cluster,
+        r: &Region,
+        pending: Vec<Peer>,
+        now_ms: u64,
+    ) -> Option<Box<proto::pdpb::RegionHeartbeatResponse>> {
+        let req = RegionHeartbeatRequest {
+            region: Some(r.clone()),
+            leader: r.peers.first().copied(),
+            pending_peers: pending,
+            term: 1,
+            ..Default::default()
+        };
+        c.region_heartbeat(req, now_ms).unwrap().map(Box::new)
+    }
+
+    /// Regions 10..18 on stores 1, 2, 3 (leaders on 1; region 10 gets a pre-split operator), a
+    /// new empty store 4.
+    fn three_stores_and_a_new_one(cfg: PdConfig) -> (Cluster, Vec<Region>) {
+        let meta: Arc<dyn MetaStore> = Arc::new(MemMetaStore::default());
+        let c = Cluster::open(meta, cfg, 1_000).unwrap();
+        let store = |id: u64| Store {
+            id,
+            address: format!("127.0.0.1:{}", 20160 + id),
+            ..Default::default()
+        };
+        let first = region(2, b"", b"", 1, vec![peer(3, 1, PeerRole::Voter)]);
+        c.bootstrap(store(1), first, 1_000).unwrap();
+        for id in 2..=4 {
+            c.put_store(store(id), 1_000).unwrap();
+        }
+        let regions: Vec<Region> = (0..8u8)
+            .map(|i| {
+                let id = 10 + u64::from(i);
+                let end = if i == 7 { vec![] } else { vec![b'z', i + 1] };
+                let start = if i == 0 { vec![] } else { vec![b'z', i] };
+                let peers = (1..=3)
+                    .map(|s| peer(id * 10 + s, s, PeerRole::Voter))
+                    .collect();
+                region(id, &start, &end, 1, peers)
+            })
+            .collect();
+        for r in &regions {
+            heartbeat(&c, r, vec![], 1_000);
+        }
+        (c, regions)
+    }
+
+    #[test]
+    fn balance_region_runs_within_limits_and_moves_a_replica_step_by_step() {
+        let cfg = PdConfig {
+            store_limit_add_peer_per_min: 2,
+            balance_region_operators_max: 4,
+            ..Default::default()
+        };
+        let (c, regions) = three_stores_and_a_new_one(cfg);
+        // Store 4 may receive two peers now, then one every 30 s.
+        assert_eq!(c.run_balance_region(1_000), 2);
+        assert_eq!(c.run_balance_region(1_000), 0, "store limit");
+        assert_eq!(c.run_balance_region(31_000), 1);
+        assert_eq!(c.run_balance_region(31_000), 0);
+        let (mut r, op) = regions
+            .iter()
+            .find_map(|r| {
+                let op = c.operator(r.id).filter(|op| op.name == BALANCE_REGION)?;
+                Some((r.clone(), op))
+            })
+            .expect("a balance-region operator");
+        assert_eq!(op.name, BALANCE_REGION);
+        let Step::AddLearner {
+            store_id: 4,
+            peer_id,
+        } = op.steps[0]
+        else {
+            panic!("{op:?}")
+        };
+        // Add the learner.
+        let resp = heartbeat(&c, &r, vec![], 32_000).expect("add learner");
+        let cp = resp.change_peer.unwrap();
+        assert_eq!(cp.change_type, ConfChangeType::AddLearnerNode as i32);
+        assert_eq!(cp.peer.unwrap(), peer(peer_id, 4, PeerRole::Learner));
+        // The learner is there but still catching up: wait.
+        let learner = peer(peer_id, 4, PeerRole::Learner);
+        r.peers.push(learner);
+        r.region_epoch.as_mut().unwrap().conf_ver += 1;
+        assert!(heartbeat(&c, &r, vec![learner], 33_000).is_none());
+        // Caught up: promote.
+        let resp = heartbeat(&c, &r, vec![], 34_000).expect("promote");
+        assert_eq!(
+            resp.change_peer.unwrap().change_type,
+            ConfChangeType::AddNode as i32
+        );
+        r.peers[3].role = PeerRole::Voter as i32;
+        r.region_epoch.as_mut().unwrap().conf_ver += 1;
+        // Four voters: remove the source's peer (not the leader on store 1).
+        let resp = heartbeat(&c, &r, vec![], 35_000).expect("remove");
+        let cp = resp.change_peer.unwrap();
+        assert_eq!(cp.change_type, ConfChangeType::RemoveNode as i32);
+        let gone = cp.peer.unwrap();
+        assert_ne!(gone.store_id, 1);
+        assert_ne!(gone.store_id, 4);
+        r.peers.retain(|p| p.id != gone.id);
+        r.region_epoch.as_mut().unwrap().conf_ver += 1;
+        assert!(heartbeat(&c, &r, vec![], 36_000).is_none());
+        assert!(c.operator(r.id).is_none(), "finished");
+    }
+
+    /// A heartbeat of `r` (led by its first peer) reporting `read_per_sec` bytes read a second
+    /// over 10 s.
+    fn read_heartbeat(
+        c: &Cluster,
+        r: &Region,
+        read_per_sec: u64,
+        now_ms: u64,
+    ) -> Option<proto::pdpb::RegionHeartbeatResponse> {
+        let req = RegionHeartbeatRequest {
+            region: Some(r.clone()),
+            leader: r.peers.first().copied(),
+            bytes_read: read_per_sec * 10,
+            interval: Some(proto::pdpb::TimeInterval {
+                start_timestamp: 100,
+                end_timestamp: 110,
+            }),
+            term: 1,
+            ..Default::default()
+        };
+        c.region_heartbeat(req, now_ms).unwrap()
+    }
+
+    #[test]
+    fn hot_region_moves_hot_leaders_within_its_limit_and_only_when_on() {
+        let off = PdConfig {
+            hot_region_schedule: false,
+            ..Default::default()
+        };
+        let (c, regions) = three_stores_and_a_new_one(off);
+        for r in &regions[1..4] {
+            read_heartbeat(&c, r, 1 << 20, 2_000);
+        }
+        assert_eq!(c.run_hot_region(2_000), 0, "turned off");
+
+        let (c, regions) = three_stores_and_a_new_one(PdConfig::default());
+        // Store 1 leads three regions read at 1 MiB/s each, a fourth at 100 KiB/s (cold).
+        for r in &regions[1..4] {
+            read_heartbeat(&c, r, 1 << 20, 2_000);
+        }
+        read_heartbeat(&c, &regions[4], 100 << 10, 2_000);
+        // Two operators at most (the default): one leader to store 2, one to store 3.
+        assert_eq!(c.run_hot_region(2_000), 2);
+        assert_eq!(c.run_hot_region(3_000), 0, "hot_region_operators_max");
+        let mut targets = Vec::new();
+        for r in &regions[1..4] {
+            let Some(op) = c.operator(r.id).filter(|op| op.name == HOT_REGION) else {
+                continue;
+            };
+            let [Step::TransferLeader { store_id, .. }] = op.steps.as_slice() else {
+                panic!("{op:?}")
+            };
+            targets.push(*store_id);
+            // The region's next heartbeat carries the transfer.
+            let resp = read_heartbeat(&c, r, 1 << 20, 4_000).expect("transfer leader");
+            let to = resp.transfer_leader.unwrap().peer.unwrap();
+            assert_eq!(to.store_id, *store_id);
+        }
+        targets.sort_unstable();
+        assert_eq!(targets, vec![2, 3]);
+        assert!(c.operator(regions[4].id).is_none(), "cold");
+    }
+
+    #[test]
+    fn offline_store_replicas_move_within_the_remove_limit() {
+        let cfg = PdConfig {
+            store_limit_remove_peer_per_min: 3,
+            ..Default::default()
+        };
+        let (c, regions) = three_stores_and_a_new_one(cfg);
+        c.remove_store(3, false).unwrap();
+        // Each heartbeat asks the replica checker; store 3 may lose 3 peers a minute. (The
+        // first region spans the keyspace boundaries: it is being pre-split.)
+        let mut moved = 0;
+        for r in &regions[1..] {
+            if let Some(resp) = heartbeat(&c, r, vec![], 2_000) {
+                let cp = resp.change_peer.expect("add learner");
+                assert_eq!(cp.peer.unwrap().store_id, 4, "the only up store left");
+                moved += 1;
+            }
+        }
+        assert_eq!(moved, 3);
+        let op = c.operator(regions[1].id).unwrap();
+        assert!(matches!(
+            op.steps.last(),
+            Some(Step::RemovePeer { store_id: 3, .. })
+        ));
+        // balance-region does not touch a store that is not up.
+        assert_eq!(c.run_balance_region(2_000), 0);
+    }
+}

@@ -116,11 +116,6 @@ pub struct PdConfig {
     pub hot_region_tolerance_ratio: f64,
     /// Largest number of hot-region operators running at once.
     pub hot_region_operators_max: usize,
-    /// Longest wait between two runs of a periodic scheduler (balance-leader, balance-region,
-    /// hot-region, the merge checker) while its runs plan nothing: each empty run doubles the
-    /// wait, from the scheduler's interval up to this (PD's schedulers grow their interval up
-    /// to 5 s the same way); a run that plans brings it back to the interval.
-    pub schedule_backoff_max_ms: u64,
     /// Mutual TLS of the client port (gRPC and HTTP), the peer port and the connections to
     /// other members (`[security]`); unset, all plaintext.
     pub security: security::SecurityConfig,
@@ -213,7 +208,6 @@ impl Default for PdConfig {
             hot_region_byte_rate_min_per_sec: 512 << 10,
             hot_region_tolerance_ratio: 1.25,
             hot_region_operators_max: 2,
-            schedule_backoff_max_ms: 5_000,
             security: security::SecurityConfig::default(),
         }
     }

@@ -120,9 +120,7 @@ fn group_tallies_count_running_operators_and_leave_the_rest_outside() {
     s.stores[0].leader_count -= 1;
     s.stores[1].leader_count += 1;
     s.stores[5].region_count += 2;
-    let views = s.views();
-    let groups: Vec<KeyspaceGroup> = views.iter().map(|r| region_group(&r.info.region)).collect();
-    let t = group_tallies(&s.stores, &views, &groups);
+    let t = group_tallies(&s);
     let raw = &t[&Some(RAW0)];
     assert_eq!((raw[&1].region_count, raw[&4].region_count), (11, 1));
     assert_eq!((raw[&1].leader_count, raw[&2].leader_count), (3, 5));

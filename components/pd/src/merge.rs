@@ -30,7 +30,7 @@ use proto::metapb::{Peer, Region};
 use crate::keyspace_group::keyspace_range;
 use crate::operator::{Operator, Step};
 use crate::region_dir::RegionInfo;
-use crate::scheduler::{is_voter, ClusterSnapshot, RegionView};
+use crate::scheduler::{is_voter, ClusterSnapshot, RegionSnap};
 
 /// The name of both operators of a merge (metrics, logs), as PD's `merge-region`.
 pub const MERGE_REGION: &str = "merge-region";
@@ -329,26 +329,13 @@ pub fn check_merge(
     now_ms: u64,
     ops_max: usize,
 ) -> Vec<(Operator, Operator)> {
-    check_merge_over(snap, &snap.views(), rules, now_ms, ops_max)
-}
-
-/// [`check_merge`] over `regions` (borrowed, in any order), the stores from `snap` (its
-/// regions unread).
-pub fn check_merge_over(
-    snap: &ClusterSnapshot,
-    regions: &[RegionView<'_>],
-    rules: &MergeRules,
-    now_ms: u64,
-    ops_max: usize,
-) -> Vec<(Operator, Operator)> {
-    let mut order: Vec<&RegionView<'_>> = regions.iter().collect();
-    // Stable, and linear on the directory's key order.
+    let mut order: Vec<&RegionSnap> = snap.regions.iter().collect();
     order.sort_by(|a, b| a.info.region.start_key.cmp(&b.info.region.start_key));
-    let eligible = |r: &RegionView<'_>| {
+    let eligible = |r: &RegionSnap| {
         !r.has_operator
             && r.info.pending_peers.is_empty()
-            && rules.is_settled(r.info, now_ms)
-            && !rules.is_hot(r.info)
+            && rules.is_settled(&r.info, now_ms)
+            && !rules.is_hot(&r.info)
     };
     let mut used: HashSet<u64> = HashSet::new();
     let mut merges = Vec::new();
@@ -356,8 +343,8 @@ pub fn check_merge_over(
         if merges.len() >= ops_max {
             break;
         }
-        let src = source.info;
-        if used.contains(&src.region.id) || !rules.is_small(src) || !eligible(source) {
+        let src = &source.info;
+        if used.contains(&src.region.id) || !eligible(source) || !rules.is_small(src) {
             continue;
         }
         let neighbours = [i.checked_sub(1), i.checked_add(1)]
@@ -365,11 +352,11 @@ pub fn check_merge_over(
             .flatten()
             .filter_map(|j| order.get(j))
             .filter(|t| !used.contains(&t.info.region.id) && eligible(t))
-            .filter(|t| rules.fits(src, t.info) && has_tokens(&src.region, &t.info.region, snap));
+            .filter(|t| rules.fits(src, &t.info) && has_tokens(&src.region, &t.info.region, snap));
         let best = neighbours
             .filter_map(|t| {
-                let ops = merge_operators(src, t.info, snap, rules.max_replicas).ok()?;
-                Some((t.info, ops))
+                let ops = merge_operators(src, &t.info, snap, rules.max_replicas).ok()?;
+                Some((&t.info, ops))
             })
             .min_by_key(|(t, _)| (t.approximate_size, t.approximate_keys, t.region.id));
         if let Some((target, ops)) = best {

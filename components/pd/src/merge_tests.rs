@@ -4,7 +4,7 @@ use proto::metapb::{PeerRole, RegionEpoch};
 use super::*;
 use crate::operator::OpStatus;
 use crate::region_dir::RegionFlow;
-use crate::scheduler::{RegionSnap, StoreHealth, StoreSnap};
+use crate::scheduler::{StoreHealth, StoreSnap};
 
 /// The encoded key of raw key `raw` in raw-mode keyspace 0 (`r\0\0\0` + `raw`).
 fn key(raw: &str) -> Vec<u8> {

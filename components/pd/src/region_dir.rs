@@ -4,10 +4,7 @@
 //! no I/O.
 //!
 //! It keeps a [`StoreTally`] per store (peers, leaders, bytes) as regions come and go, so
-//! that PD's store statuses and the schedulers' snapshot never walk every region; likewise,
-//! per keyspace group, each store's share and the regions' sizes ([`GroupSums`]), the regions'
-//! key counts and how many regions reported traffic, from which the periodic schedulers tell,
-//! without a walk, that they have nothing to do.
+//! that PD's store statuses and the schedulers' snapshot never walk every region.
 //!
 //! It also keeps stale coverage: a key range some region covered until a report shrank,
 //! evicted or removed it, and that no live region has taken over yet (say the shrunk left half
@@ -24,7 +21,6 @@ use proto::epoch;
 use proto::metapb::{Peer, Region, RegionEpoch};
 use proto::pdpb::PeerStats;
 
-use crate::keyspace_group::{region_group, KeyspaceGroup};
 use crate::{PdError, Result};
 
 /// What PD knows of one region.
@@ -189,40 +185,6 @@ impl StoreTally {
     }
 }
 
-/// What the live regions of one keyspace group hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GroupSums {
-    /// Per store, the group's share (no all-zero entry).
-    pub per_store: HashMap<u64, StoreTally>,
-    /// How many of the group's regions have each approximate size.
-    sizes: BTreeMap<u64, u64>,
-}
-
-impl GroupSums {
-    /// The smallest approximate size of the group's regions.
-    pub fn size_min_bytes(&self) -> Option<u64> {
-        self.sizes.keys().next().copied()
-    }
-}
-
-/// Adds one `value` to the multiset `set` (`add`), or takes one away.
-fn count_in(set: &mut BTreeMap<u64, u64>, value: u64, add: bool) {
-    if add {
-        *set.entry(value).or_default() += 1;
-    } else {
-        let n = set.get_mut(&value).expect("a counted value");
-        *n -= 1;
-        if *n == 0 {
-            set.remove(&value);
-        }
-    }
-}
-
-/// Whether the region's leader reported traffic in its last heartbeat.
-fn has_flow(info: &RegionInfo) -> bool {
-    info.flow.read_bytes > 0 || info.flow.written_bytes > 0
-}
-
 /// How many stale ranges the directory keeps. A stale range lives until the report of the
 /// region that now holds it arrives, normally within seconds; the bound stops ranges that never
 /// get a new region (replayed deletes, lost reports) from growing memory without limit. Past it
@@ -251,11 +213,6 @@ pub struct RegionDirectory {
     by_start: BTreeMap<Vec<u8>, u64>,
     by_id: HashMap<u64, RegionInfo>,
     tallies: HashMap<u64, StoreTally>,
-    groups: HashMap<KeyspaceGroup, GroupSums>,
-    /// How many live regions have each approximate key count.
-    keys: BTreeMap<u64, u64>,
-    /// Live regions whose last heartbeat reported traffic.
-    flowing: u64,
     stale: BTreeMap<Vec<u8>, StaleRange>,
     stale_age: BTreeSet<(u64, Vec<u8>)>,
     stale_seq: u64,
@@ -330,26 +287,6 @@ impl RegionDirectory {
     /// What the live regions put on `store_id`.
     pub fn tally(&self, store_id: u64) -> StoreTally {
         self.tallies.get(&store_id).copied().unwrap_or_default()
-    }
-
-    /// Per keyspace group with a live region, what its regions hold.
-    pub fn groups(&self) -> &HashMap<KeyspaceGroup, GroupSums> {
-        &self.groups
-    }
-
-    /// The smallest approximate size and key count of the live regions (each on its own).
-    pub fn size_and_keys_min(&self) -> Option<(u64, u64)> {
-        let size = self
-            .groups
-            .values()
-            .filter_map(GroupSums::size_min_bytes)
-            .min()?;
-        Some((size, *self.keys.keys().next()?))
-    }
-
-    /// How many live regions reported traffic in their last heartbeat.
-    pub fn flowing_len(&self) -> u64 {
-        self.flowing
     }
 
     /// The region holding the encoded `key`: the live one, else, while no live region has taken
@@ -490,15 +427,13 @@ impl RegionDirectory {
         Some(info)
     }
 
-    /// Adds `info`'s share to the store tallies and its group's sums, or takes it away.
+    /// Adds `info`'s share to the store tallies, or takes it away.
     fn count(&mut self, info: &RegionInfo, add: bool) {
         let leader_store = info.leader.as_ref().map(|l| l.store_id);
         let mut stores: Vec<u64> = info.region.peers.iter().map(|p| p.store_id).collect();
         stores.extend(leader_store);
         stores.sort_unstable();
         stores.dedup();
-        let group = region_group(&info.region);
-        let sums = self.groups.entry(group).or_default();
         for store_id in stores {
             let peers = info
                 .region
@@ -507,25 +442,10 @@ impl RegionDirectory {
                 .filter(|p| p.store_id == store_id)
                 .count() as u64;
             let leaders = u64::from(leader_store == Some(store_id));
-            let size_bytes = peers * info.approximate_size;
-            for tallies in [&mut self.tallies, &mut sums.per_store] {
-                let tally = tallies.entry(store_id).or_default();
-                tally.count(peers, leaders, size_bytes, add);
-                if *tally == StoreTally::default() {
-                    tallies.remove(&store_id);
-                }
-            }
-        }
-        count_in(&mut sums.sizes, info.approximate_size, add);
-        if sums.sizes.is_empty() {
-            self.groups.remove(&group);
-        }
-        count_in(&mut self.keys, info.approximate_keys, add);
-        if has_flow(info) {
-            if add {
-                self.flowing += 1;
-            } else {
-                self.flowing -= 1;
+            let tally = self.tallies.entry(store_id).or_default();
+            tally.count(peers, leaders, peers * info.approximate_size, add);
+            if *tally == StoreTally::default() {
+                self.tallies.remove(&store_id);
             }
         }
     }

@@ -2,7 +2,6 @@
 //! any order (seeded).
 
 use super::*;
-use crate::keyspace_group::region_group;
 
 fn region(id: u64, start: &[u8], end: &[u8], version: u64, conf_ver: u64) -> RegionInfo {
     RegionInfo::new(
@@ -60,82 +59,6 @@ fn must_hold_invariants(d: &RegionDirectory) {
         d.tallies, tallies,
         "store tallies drifted from the live regions"
     );
-    let mut groups: HashMap<KeyspaceGroup, GroupSums> = HashMap::new();
-    let (mut keys, mut flowing) = (BTreeMap::new(), 0);
-    for r in d.iter() {
-        let g = groups.entry(region_group(&r.region)).or_default();
-        count_in(&mut g.sizes, r.approximate_size, true);
-        for p in &r.region.peers {
-            let t = g.per_store.entry(p.store_id).or_default();
-            t.region_count += 1;
-            t.region_size_bytes += r.approximate_size;
-        }
-        if let Some(l) = &r.leader {
-            g.per_store.entry(l.store_id).or_default().leader_count += 1;
-        }
-        count_in(&mut keys, r.approximate_keys, true);
-        flowing += u64::from(has_flow(r));
-    }
-    assert_eq!(d.groups, groups, "group sums drifted from the live regions");
-    assert_eq!(d.keys, keys, "key counts drifted from the live regions");
-    assert_eq!(
-        d.flowing, flowing,
-        "traffic count drifted from the live regions"
-    );
-}
-
-/// Regions of two keyspaces and outside them come, change size, keys, leader, peers and
-/// traffic, split and go (seeded): the group sums, key counts and traffic count always equal
-/// what the live regions hold, and the minimums follow.
-#[test]
-fn group_sums_follow_every_change() {
-    use codec::memcomparable::encode_bytes;
-    use proto::metapb::Peer;
-    let prefixes: [&[u8]; 3] = [b"a", b"r\0\0\0", b"x\0\0\0"];
-    let mut bounds: Vec<Vec<u8>> = vec![vec![]];
-    for p in prefixes {
-        for i in 0..6u8 {
-            bounds.push(encode_bytes(&[p, &[i]].concat()));
-        }
-    }
-    bounds.sort();
-    bounds.push(vec![]);
-    for seed in 0..16 {
-        let mut rng = Rng(seed);
-        let mut d = RegionDirectory::default();
-        let mut version = 1;
-        for step in 0..300 {
-            let i = rng.below(bounds.len() - 1);
-            let id = i as u64 + 1;
-            if rng.below(8) == 0 {
-                d.remove(id);
-            } else {
-                version += 1;
-                let mut r = region(id, &bounds[i], &bounds[i + 1], version, 1);
-                r.region.peers = (0..3)
-                    .map(|j| Peer {
-                        id: id * 10 + j,
-                        store_id: 1 + rng.below(5) as u64,
-                        ..Default::default()
-                    })
-                    .collect();
-                r.leader = (rng.below(4) > 0).then(|| r.region.peers[rng.below(3)]);
-                r.approximate_size = [0, 1 << 20, 64 << 20][rng.below(3)];
-                r.approximate_keys = rng.below(1_000) as u64;
-                r.flow.written_bytes = [0, 0, 100][rng.below(3)];
-                d.upsert(r).unwrap();
-            }
-            must_hold_invariants(&d);
-            let size_min = d.iter().map(|r| r.approximate_size).min();
-            let keys_min = d.iter().map(|r| r.approximate_keys).min();
-            let expected = size_min.zip(keys_min);
-            assert_eq!(d.size_and_keys_min(), expected, "seed {seed} step {step}");
-        }
-        assert!(
-            d.groups().len() >= 2,
-            "seed {seed}: keyspace groups exercised"
-        );
-    }
 }
 
 fn ids(regions: &[&RegionInfo]) -> Vec<u64> {

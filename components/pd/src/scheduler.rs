@@ -18,7 +18,6 @@
 //! and removals its store may still take (PD's `store_limit` module keeps the buckets), and a
 //! scheduler plans only what those tokens allow.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use proto::metapb::{Peer, PeerRole};
@@ -27,11 +26,10 @@ use crate::keyspace_group::{region_group, KeyspaceGroup, OUTSIDE};
 use crate::operator::{Operator, Step};
 use crate::region_dir::RegionInfo;
 
-pub use crate::balance_region::{balance_region, balance_region_over};
+pub use crate::balance_region::balance_region;
 pub use crate::hot_region::{hot_region, is_hot, HotRules, HOT_REGION};
 pub use crate::merge::{
-    check_merge, check_merge_over, check_pair, merge_operators, same_keyspace, MergeRefusal,
-    MergeRules, MERGE_REGION,
+    check_merge, check_pair, merge_operators, same_keyspace, MergeRefusal, MergeRules, MERGE_REGION,
 };
 
 /// A store's health as the schedulers see it (tombstones are not in the snapshot).
@@ -198,39 +196,7 @@ pub struct RegionSnap {
     pub pending_steps: Vec<Step>,
 }
 
-/// A region as balance-leader, balance-region and the merge checker read it: borrowed from
-/// PD's directory (or from a [`ClusterSnapshot`]), so that a periodic run over a million
-/// regions copies none of them. The fields mean what [`RegionSnap`]'s do.
-#[derive(Clone, Debug)]
-pub struct RegionView<'a> {
-    /// What PD knows of the region.
-    pub info: &'a RegionInfo,
-    /// Whether an operator is already running on it.
-    pub has_operator: bool,
-    /// Whether the hot-region scheduler runs and the region is hot.
-    pub is_hot: bool,
-    /// The running operator's steps not yet done.
-    pub pending_steps: Cow<'a, [Step]>,
-}
-
-impl RegionSnap {
-    /// This region as a [`RegionView`].
-    pub fn view(&self) -> RegionView<'_> {
-        RegionView {
-            info: &self.info,
-            has_operator: self.has_operator,
-            is_hot: self.is_hot,
-            pending_steps: Cow::Borrowed(&self.pending_steps),
-        }
-    }
-}
-
 impl ClusterSnapshot {
-    /// Every region of the snapshot as a [`RegionView`].
-    pub fn views(&self) -> Vec<RegionView<'_>> {
-        self.regions.iter().map(RegionSnap::view).collect()
-    }
-
     pub(crate) fn store(&self, id: u64) -> Option<&StoreSnap> {
         self.stores.iter().find(|s| s.id == id)
     }
@@ -323,26 +289,6 @@ fn is_lost_peer(
 /// go before the store limits (the caller forces their tokens, so ordinary moves wait).
 pub fn is_under_replicated(info: &RegionInfo, max_replicas: usize) -> bool {
     info.region.peers.iter().filter(|p| is_voter(p)).count() < max_replicas
-}
-
-/// Whether [`check_replicas`] surely plans nothing for `info`: exactly `max_replicas` peers,
-/// all voters, none reported down for `max_store_down_secs` or more, none on a store that
-/// `is_lost_store` says is lost (Offline, down that long, tombstoned or unknown). It needs no
-/// snapshot, so a heartbeat of a healthy region (most of them) skips building one.
-pub(crate) fn replicas_settled(
-    info: &RegionInfo,
-    rules: &PlacementRules,
-    is_lost_store: impl Fn(u64) -> bool,
-) -> bool {
-    let peers = &info.region.peers;
-    peers.len() == rules.max_replicas
-        && peers
-            .iter()
-            .all(|p| is_voter(p) && !is_lost_store(p.store_id))
-        && info
-            .down_peers
-            .iter()
-            .all(|d| d.down_seconds < rules.max_store_down_secs)
 }
 
 /// Brings `info` to `max_replicas` voters, when at least that many stores are up, and moves
@@ -466,22 +412,6 @@ pub(crate) fn remove_steps(info: &RegionInfo, snap: &ClusterSnapshot, victim: &P
 /// so a cluster of one group balances as one set. Hot regions (`RegionSnap::is_hot`) stay:
 /// the counts even out with cold leaders.
 pub fn balance_leader(snap: &ClusterSnapshot, tolerance: u64, ops_max: usize) -> Vec<Operator> {
-    let views = snap.views();
-    let tallies = group_tallies_of(&snap.stores, &views);
-    balance_leader_over(snap, tallies, || views.clone(), tolerance, ops_max)
-}
-
-/// [`balance_leader`] from the groups' tallies (as [`group_tallies`] makes them), the stores
-/// from `snap` (its regions unread) and the regions `list` returns (in key order), called only
-/// when some group is out of balance: a balanced cluster costs O(groups x stores), however
-/// many regions it has.
-pub fn balance_leader_over<'a>(
-    snap: &ClusterSnapshot,
-    tallies: GroupTallies,
-    list: impl FnOnce() -> Vec<RegionView<'a>>,
-    tolerance: u64,
-    ops_max: usize,
-) -> Vec<Operator> {
     let mut leaders: HashMap<u64, u64> = snap
         .stores
         .iter()
@@ -492,7 +422,7 @@ pub fn balance_leader_over<'a>(
     if n < 2 {
         return Vec::new();
     }
-    let mut groups: HashMap<KeyspaceGroup, HashMap<u64, u64>> = tallies
+    let mut groups: HashMap<KeyspaceGroup, HashMap<u64, u64>> = group_tallies(snap)
         .into_iter()
         .map(|(g, tallies)| {
             let counts = leaders
@@ -502,10 +432,11 @@ pub fn balance_leader_over<'a>(
             (g, counts)
         })
         .collect();
-    let mut list = Some(list);
-    let mut regions: Vec<RegionView<'a>> = Vec::new();
-    // The regions of each group (indexes into `regions`), listed once a move is looked for.
-    let mut members: HashMap<KeyspaceGroup, Vec<usize>> = HashMap::new();
+    let region_groups: Vec<KeyspaceGroup> = snap
+        .regions
+        .iter()
+        .map(|r| region_group(&r.info.region))
+        .collect();
     let mut ops: Vec<Operator> = Vec::new();
     while ops.len() < ops_max {
         // Groups out of tolerance of their mean (max - mean > tol or mean - min > tol, times
@@ -520,23 +451,10 @@ pub fn balance_leader_over<'a>(
                 (!balanced).then_some((*g, max - min))
             })
             .collect();
-        if order.is_empty() {
-            break;
-        }
         order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        if let Some(list) = list.take() {
-            regions = list();
-            for (i, r) in regions.iter().enumerate() {
-                members
-                    .entry(region_group(&r.info.region))
-                    .or_default()
-                    .push(i);
-            }
-        }
         let picked = order.into_iter().find_map(|(g, _)| {
-            let in_group = members.get(&g).map_or(&[][..], Vec::as_slice);
-            let in_group = in_group.iter().map(|i| &regions[*i]);
-            pick_leader_move(in_group, &groups[&g], &leaders, &ops).map(|m| (g, m))
+            let in_group = |i: usize| region_groups[i] == g;
+            pick_leader_move(snap, &groups[&g], &leaders, &in_group, &ops).map(|m| (g, m))
         });
         let Some((g, (op, from, to))) = picked else {
             break;
@@ -550,81 +468,67 @@ pub fn balance_leader_over<'a>(
     ops
 }
 
-/// One leader move among `regions` (one group's) that strictly narrows the group's gap, from
-/// the store with most of the group's leaders first (ties: most leaders overall), to the
-/// voter's store with fewest (likewise fewest overall); between regions alike, the first
-/// listed. One pass at most, whatever the number of stores, and it stops at the first region
-/// that moves a leader off the first source to the best target that source could have: no
-/// later region can do better.
-fn pick_leader_move<'a: 'b, 'b>(
-    regions: impl Iterator<Item = &'b RegionView<'a>>,
+/// One leader move among the regions `in_group` (by index in the snapshot) that strictly
+/// narrows the group's gap, from the store with most of the group's leaders first (ties:
+/// most leaders overall), to the voter's store with fewest (likewise fewest overall).
+fn pick_leader_move(
+    snap: &ClusterSnapshot,
     group: &HashMap<u64, u64>,
     leaders: &HashMap<u64, u64>,
+    in_group: &dyn Fn(usize) -> bool,
     ops: &[Operator],
 ) -> Option<(Operator, u64, u64)> {
     let overall = |id: &u64| leaders.get(id).copied().unwrap_or(0);
     let mut sources: Vec<(u64, u64)> = group.iter().map(|(id, c)| (*id, *c)).collect();
     sources.sort_by_key(|(id, c)| (std::cmp::Reverse((*c, overall(id))), *id));
-    // The first source and the best rank a target of its could have.
-    let first = sources.first().map(|(id, count)| {
-        let best = group
-            .iter()
-            .filter(|(id2, c)| *id2 != id && **c + 1 < *count)
-            .map(|(id2, c)| (*c, overall(id2)))
-            .min();
-        (*id, best)
-    });
-    // Per source store: the best move off it, as (target's rank, region, target peer).
-    let mut best: HashMap<u64, ((u64, u64), &'a RegionInfo, Peer)> = HashMap::new();
-    for r in regions {
-        if r.has_operator || r.is_hot || !r.info.pending_peers.is_empty() {
-            continue;
-        }
-        let info = r.info;
-        let Some(src) = info.leader.as_ref().map(|l| l.store_id) else {
-            continue;
-        };
-        let Some(&src_count) = group.get(&src) else {
-            continue;
-        };
-        if ops.iter().any(|o| o.region_id == info.region.id) {
-            continue;
-        }
-        for p in info
-            .region
-            .peers
-            .iter()
-            .filter(|p| is_voter(p) && p.store_id != src)
-        {
-            let Some(&count) = group.get(&p.store_id) else {
+    for (src, src_count) in sources {
+        let mut best: Option<((u64, u64), &RegionInfo, &Peer)> = None;
+        for (_, r) in snap.regions.iter().enumerate().filter(|(i, r)| {
+            in_group(*i) && !r.has_operator && !r.is_hot && r.info.pending_peers.is_empty()
+        }) {
+            let info = &r.info;
+            if info.leader.as_ref().is_none_or(|l| l.store_id != src)
+                || ops.iter().any(|o| o.region_id == info.region.id)
+            {
                 continue;
-            };
-            let rank = (count, overall(&p.store_id));
-            if count + 1 < src_count && best.get(&src).is_none_or(|(c, _, _)| rank < *c) {
-                best.insert(src, (rank, info, *p));
+            }
+            for p in info
+                .region
+                .peers
+                .iter()
+                .filter(|p| is_voter(p) && p.store_id != src)
+            {
+                let Some(&count) = group.get(&p.store_id) else {
+                    continue;
+                };
+                let rank = (count, overall(&p.store_id));
+                if count + 1 < src_count && best.is_none_or(|(c, _, _)| rank < c) {
+                    best = Some((rank, info, p));
+                }
             }
         }
-        let settled = first.is_some_and(|(id, top)| {
-            top.is_some() && best.get(&id).map(|(rank, _, _)| *rank) == top
-        });
-        if settled {
-            break;
+        if let Some((_, info, p)) = best {
+            let step = Step::TransferLeader {
+                store_id: p.store_id,
+                peer_id: p.id,
+            };
+            return Some((
+                Operator::new(info, "balance-leader", vec![step]),
+                src,
+                p.store_id,
+            ));
         }
     }
-    sources.into_iter().find_map(|(src, _)| {
-        let (_, info, p) = best.get(&src)?;
-        let step = Step::TransferLeader {
-            store_id: p.store_id,
-            peer_id: p.id,
-        };
-        let op = Operator::new(info, "balance-leader", vec![step]);
-        Some((op, src, p.store_id))
-    })
+    None
 }
 
+/// Per keyspace group (see `keyspace_group`): the outside group's per-store tallies are the
+/// store's totals (as the snapshot reports them, running operators included) less what the
+/// keyspace groups hold there, so that a cluster with no keyspace regions balances exactly as a
+/// single set.
 /// What one group holds on one store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GroupTally {
+pub(crate) struct GroupTally {
     /// Peers of the group's regions.
     pub region_count: u64,
     /// Sum of those regions' approximate sizes.
@@ -633,121 +537,62 @@ pub struct GroupTally {
     pub leader_count: u64,
 }
 
-/// Per keyspace group, per store: what the group holds there.
-pub type GroupTallies = HashMap<KeyspaceGroup, HashMap<u64, GroupTally>>;
-
-/// Per group, per store of `stores`: what the group holds there once the running
-/// operators' steps are done, from `regions` and their groups (`region_groups[i]` is the
-/// group of `regions[i]`). Every store appears in every group present.
+/// Per group, per store of the snapshot: what the group holds there once the running
+/// operators' steps are done. Every store of the snapshot appears in every group present.
 pub(crate) fn group_tallies(
-    stores: &[StoreSnap],
-    regions: &[RegionView<'_>],
-    region_groups: &[KeyspaceGroup],
-) -> GroupTallies {
-    assert_eq!(regions.len(), region_groups.len(), "one group per region");
-    let mut keyspaces: GroupTallies = HashMap::new();
-    for (r, group) in regions.iter().zip(region_groups) {
-        if *group == OUTSIDE {
+    snap: &ClusterSnapshot,
+) -> HashMap<KeyspaceGroup, HashMap<u64, GroupTally>> {
+    let empty: HashMap<u64, GroupTally> = snap
+        .stores
+        .iter()
+        .map(|s| (s.id, GroupTally::default()))
+        .collect();
+    let mut groups: HashMap<KeyspaceGroup, HashMap<u64, GroupTally>> = HashMap::new();
+    groups.insert(OUTSIDE, empty.clone());
+    for r in &snap.regions {
+        let group = region_group(&r.info.region);
+        if group == OUTSIDE {
             continue;
         }
-        let tallies = keyspaces.entry(*group).or_default();
-        count_placement(
-            tallies,
-            placement_after(r.info, &r.pending_steps),
-            r.info,
-            true,
-        );
-    }
-    with_outside(stores, keyspaces)
-}
-
-/// [`group_tallies`] with the regions' groups worked out here.
-pub(crate) fn group_tallies_of(stores: &[StoreSnap], regions: &[RegionView<'_>]) -> GroupTallies {
-    let region_groups: Vec<KeyspaceGroup> = regions
-        .iter()
-        .map(|r| region_group(&r.info.region))
-        .collect();
-    group_tallies(stores, regions, &region_groups)
-}
-
-/// Adds (`add`) or takes away a region of `info`'s size placed at `(stores, leader)`.
-pub(crate) fn count_placement(
-    tallies: &mut HashMap<u64, GroupTally>,
-    (stores, leader): (Vec<u64>, Option<u64>),
-    info: &RegionInfo,
-    add: bool,
-) {
-    let size = info.approximate_size;
-    for id in stores {
-        let t = tallies.entry(id).or_default();
-        if add {
-            t.region_count += 1;
-            t.region_size_bytes = t.region_size_bytes.saturating_add(size);
-        } else {
-            t.region_count -= 1;
-            t.region_size_bytes -= size;
+        let tallies = groups.entry(group).or_insert_with(|| empty.clone());
+        let (stores, leader) = after_operator(r);
+        for id in stores {
+            if let Some(t) = tallies.get_mut(&id) {
+                t.region_count += 1;
+                t.region_size_bytes = t.region_size_bytes.saturating_add(r.info.approximate_size);
+            }
         }
-    }
-    if let Some(id) = leader {
-        let t = tallies.entry(id).or_default();
-        if add {
+        if let Some(t) = leader.and_then(|id| tallies.get_mut(&id)) {
             t.leader_count += 1;
-        } else {
-            t.leader_count -= 1;
         }
     }
-}
-
-/// The tallies of every group present, per store of `stores`, from the keyspace groups'
-/// (`keyspaces`; an outside entry there is ignored): the outside group's are the store's
-/// totals (as the snapshot reports them, running operators included) less what the keyspace
-/// groups hold there, so that a cluster with no keyspace regions balances exactly as a single
-/// set.
-pub(crate) fn with_outside(stores: &[StoreSnap], keyspaces: GroupTallies) -> GroupTallies {
-    let mut groups: GroupTallies = keyspaces
-        .into_iter()
-        .filter(|(g, _)| *g != OUTSIDE)
-        .map(|(g, tallies)| {
-            let per_store = stores
-                .iter()
-                .map(|s| (s.id, tallies.get(&s.id).copied().unwrap_or_default()))
-                .collect();
-            (g, per_store)
-        })
-        .collect();
-    let mut outside = HashMap::new();
-    for s in stores {
+    // The outside group: the stores' totals less the keyspace groups.
+    for s in &snap.stores {
         let mut rest = GroupTally {
             region_count: s.region_count,
             region_size_bytes: s.region_size_bytes,
             leader_count: s.leader_count,
         };
-        for tallies in groups.values() {
+        for (_, tallies) in groups.iter().filter(|(g, _)| **g != OUTSIDE) {
             let t = tallies.get(&s.id).copied().unwrap_or_default();
             rest.region_count = rest.region_count.saturating_sub(t.region_count);
             rest.region_size_bytes = rest.region_size_bytes.saturating_sub(t.region_size_bytes);
             rest.leader_count = rest.leader_count.saturating_sub(t.leader_count);
         }
-        outside.insert(s.id, rest);
+        groups
+            .get_mut(&OUTSIDE)
+            .expect("inserted above")
+            .insert(s.id, rest);
     }
-    groups.insert(OUTSIDE, outside);
     groups
 }
 
 /// The stores of `r`'s peers and its leader's store once its running operator's remaining
 /// steps are done.
 pub(crate) fn after_operator(r: &RegionSnap) -> (Vec<u64>, Option<u64>) {
-    placement_after(&r.info, &r.pending_steps)
-}
-
-/// The stores of `info`'s peers and its leader's store once `pending_steps` are done.
-pub(crate) fn placement_after(
-    info: &RegionInfo,
-    pending_steps: &[Step],
-) -> (Vec<u64>, Option<u64>) {
-    let mut stores: Vec<u64> = info.region.peers.iter().map(|p| p.store_id).collect();
-    let mut leader = info.leader.as_ref().map(|l| l.store_id);
-    for step in pending_steps {
+    let mut stores: Vec<u64> = r.info.region.peers.iter().map(|p| p.store_id).collect();
+    let mut leader = r.info.leader.as_ref().map(|l| l.store_id);
+    for step in &r.pending_steps {
         match step {
             Step::AddLearner { store_id, .. } if !stores.contains(store_id) => {
                 stores.push(*store_id)
@@ -763,7 +608,3 @@ pub(crate) fn placement_after(
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-#[path = "scheduler_pass_tests.rs"]
-mod pass_tests;
