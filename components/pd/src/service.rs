@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use proto::keyspacepb::keyspace_server::Keyspace;
 use proto::keyspacepb::{
     GetAllKeyspacesRequest, GetAllKeyspacesResponse, KeyspaceMeta, KeyspaceState,
@@ -52,16 +52,11 @@ fn not_leader() -> Status {
 enum Run {
     /// On the stream's task: the handler seldom blocks (TSO: a write once per save window).
     Inline,
-    /// On tokio's blocking pool: the handler may wait on a meta-store write (region
-    /// heartbeats: a raft round trip of up to 5 s in a PD group), which must not hold a runtime
-    /// worker. The requests already received (at most [`BLOCKING_BATCH_MAX`]) go to the pool
-    /// together and are handled there one after the other, in order: one hand-off per burst
-    /// rather than one thread wake-up per request.
+    /// On tokio's blocking pool, one request at a time: the handler may wait on a meta-store
+    /// write (region heartbeats: a raft round trip of up to 5 s in a PD group), which must not
+    /// hold a runtime worker.
     Blocking,
 }
-
-/// Most requests of one stream handed to the blocking pool at once.
-const BLOCKING_BATCH_MAX: usize = 64;
 
 /// Forwards `input` through `handle` into a bounded response stream until the client ends it
 /// or PD shuts down. The stream ends with `Unavailable` when `cluster` stops being served (the
@@ -98,75 +93,30 @@ where
                     _ => break,
                 },
             };
-            let (batch, ended) = match run {
-                Run::Inline => (vec![req], false),
-                Run::Blocking => received(req, &mut input),
-            };
-            let results = match run {
-                Run::Inline => batch.into_iter().map(|req| handle(&cluster, req)).collect(),
+            let result = match run {
+                Run::Inline => handle(&cluster, req),
                 Run::Blocking => {
                     let (handle, cluster) = (handle.clone(), cluster.clone());
-                    tokio::task::spawn_blocking(move || {
-                        handle_in_order(batch, |req| handle(&cluster, req))
-                    })
-                    .await
-                    .unwrap_or_else(|e| vec![Err(Status::internal(format!("handler: {e}")))])
+                    tokio::task::spawn_blocking(move || handle(&cluster, req))
+                        .await
+                        .unwrap_or_else(|e| Err(Status::internal(format!("handler: {e}"))))
                 }
             };
-            let mut failed = false;
-            for result in results {
-                match result {
-                    Ok(Some(resp)) => {
-                        if tx.send(Ok(resp)).await.is_err() {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        failed = true;
+            match result {
+                Ok(Some(resp)) => {
+                    if tx.send(Ok(resp)).await.is_err() {
                         break;
                     }
                 }
-            }
-            if failed || ended {
-                break;
+                Ok(None) => {}
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
             }
         }
     });
     Box::pin(ReceiverStream::new(rx))
-}
-
-/// `first` and the requests `input` already holds, up to [`BLOCKING_BATCH_MAX`] in all, in
-/// order; true when the stream ended (or failed) meanwhile.
-fn received<Req>(first: Req, input: &mut Streaming<Req>) -> (Vec<Req>, bool) {
-    let mut batch = vec![first];
-    while batch.len() < BLOCKING_BATCH_MAX {
-        match input.next().now_or_never() {
-            Some(Some(Ok(req))) => batch.push(req),
-            Some(_) => return (batch, true),
-            None => break,
-        }
-    }
-    (batch, false)
-}
-
-/// Handles `batch` in order, stopping after the first error (which ends the stream).
-fn handle_in_order<Req, Resp>(
-    batch: Vec<Req>,
-    handle: impl Fn(Req) -> Result<Option<Resp>, Status>,
-) -> Vec<Result<Option<Resp>, Status>> {
-    let mut results = Vec::with_capacity(batch.len());
-    for req in batch {
-        let result = handle(req);
-        let failed = result.is_err();
-        results.push(result);
-        if failed {
-            break;
-        }
-    }
-    results
 }
 
 /// Longest a new TSO stream waits for a leader to serve or forward it to.
