@@ -353,7 +353,7 @@ pub(crate) enum ControlMsg {
         to_peer_id: PeerId,
         delivered: bool,
     },
-    /// The snapshot worker has built (or failed to build) a snapshot of the region for `to`.
+    /// The snapshot worker has built a snapshot of the region for `to`.
     SnapshotBuilt { region_id: RegionId, to: PeerId },
     /// PD's region for a peer that asked with [`PdTask::CheckStalePeer`] (`None`: PD does not
     /// know the region).

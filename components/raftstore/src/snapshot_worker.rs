@@ -48,14 +48,20 @@ impl SnapshotWorker {
                     job.request_index,
                     job.max_bytes,
                 );
+                // Only a built snapshot hurries raft-rs: after a failure (a region too large, or
+                // not applied far enough yet) the next build waits for raft-rs's own retry, at
+                // the follower's next heartbeat answer, instead of starting again at once.
+                let ok = built.is_ok();
                 if let Err(e) = &built {
                     tracing::debug!(region_id = job.region_id, "snapshot not built: {e}");
                 }
                 let _ = done.send(built);
-                let _ = control.send(ControlMsg::SnapshotBuilt {
-                    region_id: job.region_id,
-                    to: job.to,
-                });
+                if ok {
+                    let _ = control.send(ControlMsg::SnapshotBuilt {
+                        region_id: job.region_id,
+                        to: job.to,
+                    });
+                }
             }
         });
         (SnapshotWorker { tx }, thread)
