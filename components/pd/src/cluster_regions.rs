@@ -166,7 +166,7 @@ impl Cluster {
         let flow = RegionFlow::from_heartbeat(&req);
         // Whether this report's interval was hot (None: it carries no interval).
         let hot_now = (flow.interval_secs > 0)
-            .then(|| scheduler::is_hot(&flow, &scheduler::HotRules::from_config(&self.cfg)));
+            .then(|| scheduler::is_hot(&flow, self.cfg.hot_region_byte_rate_min_per_sec));
         let region = req
             .region
             .ok_or_else(|| PdError::InvalidValue("heartbeat without region".into()))?;
@@ -187,6 +187,7 @@ impl Cluster {
         // overwrite the newer leader's report: balance-leader would chase stale counts.
         let prepare = |inner: &Inner| {
             let mut info = info.clone();
+            let mut known_reports = 0;
             if let Some(known) = inner.regions.get(region_id) {
                 if known.term > info.term && !epoch::is_stale(&known.epoch(), &info.epoch()) {
                     tracing::debug!(
@@ -201,8 +202,8 @@ impl Cluster {
                     // Still the version PD first saw then (the merge checker's clock).
                     info.version_seen_ms = known.version_seen_ms.or(info.version_seen_ms);
                 }
+                known_reports = known.hot_reports;
             }
-            let known_reports = inner.regions.get(region_id).map_or(0, |k| k.hot_reports);
             info.hot_reports = match hot_now {
                 Some(true) => known_reports.saturating_add(1),
                 Some(false) => 0,

@@ -82,7 +82,10 @@ impl Cluster {
                 }
             })
             .collect();
-        let hot = cfg.hot_region_schedule.then(|| HotRules::from_config(cfg));
+        // While the hot-region scheduler runs, the regions hot at its threshold.
+        let hot_min = cfg
+            .hot_region_schedule
+            .then_some(cfg.hot_region_byte_rate_min_per_sec);
         let regions = if with_regions {
             inner
                 .regions
@@ -92,7 +95,7 @@ impl Cluster {
                     RegionSnap {
                         info: r.clone(),
                         has_operator: op.is_some(),
-                        is_hot: hot.as_ref().is_some_and(|h| scheduler::is_hot(&r.flow, h)),
+                        is_hot: hot_min.is_some_and(|min| scheduler::is_hot(&r.flow, min)),
                         pending_steps: op.map_or_else(Vec::new, |op| {
                             op.steps.iter().filter(|s| !s.is_done(r)).cloned().collect()
                         }),

@@ -80,9 +80,10 @@ impl HotRules {
     }
 }
 
-/// Whether a region of `flow` is hot in reads or in writes under `rules`.
-pub fn is_hot(flow: &RegionFlow, rules: &HotRules) -> bool {
-    rules.is_hot_rate(read_rate(flow)) || rules.is_hot_rate(write_rate(flow))
+/// Whether a region of `flow` is hot in reads or in writes: at `byte_rate_min_per_sec` or more.
+pub fn is_hot(flow: &RegionFlow, byte_rate_min_per_sec: u64) -> bool {
+    let min = byte_rate_min_per_sec as f64;
+    read_rate(flow) >= min || write_rate(flow) >= min
 }
 
 fn read_rate(flow: &RegionFlow) -> f64 {
@@ -359,7 +360,9 @@ pub fn hot_region(snap: &ClusterSnapshot, rules: &HotRules, ops_max: usize) -> V
         .filter(|r| !r.has_operator)
         .filter(|r| is_movable(&r.info, rules.max_replicas, |id| loads.contains_key(&id)))
         .map(|r| &r.info)
-        .filter(|info| is_hot(&info.flow, rules) && info.hot_reports >= rules.min_reports)
+        .filter(|info| {
+            is_hot(&info.flow, rules.byte_rate_min_per_sec) && info.hot_reports >= rules.min_reports
+        })
         .collect();
     let mut used: HashSet<u64> = HashSet::new();
     let mut ops = Vec::new();

@@ -422,7 +422,7 @@ fn the_balance_schedulers_leave_hot_regions_alone() {
     st[0].leader_count = 4;
     let mut s = snap(st, &regions);
     for r in &mut s.regions {
-        r.is_hot = is_hot(&r.info.flow, &rules());
+        r.is_hot = is_hot(&r.info.flow, rules().byte_rate_min_per_sec);
     }
     assert_eq!(
         s.regions.iter().filter(|r| r.is_hot).count(),

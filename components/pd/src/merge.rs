@@ -79,13 +79,7 @@ impl MergeRules {
 
     /// Whether `info`'s last reported traffic makes it hot.
     fn is_hot(&self, info: &RegionInfo) -> bool {
-        let rules = crate::scheduler::HotRules {
-            byte_rate_min_per_sec: self.hot_byte_rate_min_per_sec,
-            tolerance_ratio: 1.0,
-            max_replicas: self.max_replicas,
-            min_reports: 1,
-        };
-        crate::scheduler::is_hot(&info.flow, &rules)
+        crate::scheduler::is_hot(&info.flow, self.hot_byte_rate_min_per_sec)
     }
 
     /// Whether `info` is small enough to be merged away.
