@@ -17,7 +17,7 @@
 #
 # Knobs (environment): A_LABEL, A_BIN, A_STORE, A_PG, B_LABEL, B_BIN, B_STORE, B_PG (binaries
 # default to FLOTILLA, or the debug build), ROUNDS (1), CLIENTS (1,64), WORKLOADS
-# (raw-get,ycsb-c,raw-put), DURATION (10 s per point), WARMUP (3), KEYS (100000), KEEP=1 keeps
+# (raw-get,ycsb-c,raw-put), DURATION (10 s per point), WARMUP (3), KEYS (100000), STORES (3), KEEP=1 keeps
 # the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 KEYS=${KEYS:-100000}
 ROUNDS=${ROUNDS:-1}
+STORES=${STORES:-3}
 
 source scripts/bench-lib.sh
 bench_flotilla
@@ -58,7 +59,7 @@ for v in A B; do
         "$extra" >"$conf"
     echo "== round $round, $v: $label ($FLOTILLA; ${extra:-no extra settings}; playground ${pg_args[*]:-defaults})" >&2
     echo "# round $round, $v: $label, binary $FLOTILLA, store settings: ${extra:-none}" >>"$COMMANDS"
-    start_playground "$name" 3 --store-config "$conf" "${pg_args[@]}"
+    start_playground "$name" "$STORES" --store-config "$conf" "${pg_args[@]}"
     # The load generator is the same binary for both.
     FLOTILLA=$BENCH_BIN bench "${PG_TLS[@]}" --target flotilla --pd "$PD" --label "$label" \
         --server-pids-file "$WORK/$name/pids" --workload "load,$WORKLOADS" \
