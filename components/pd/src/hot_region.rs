@@ -76,14 +76,19 @@ impl HotRules {
     }
 
     fn is_hot_rate(&self, rate: f64) -> bool {
-        rate >= self.byte_rate_min_per_sec as f64
+        is_hot_at(rate, self.byte_rate_min_per_sec)
     }
 }
 
 /// Whether a region of `flow` is hot in reads or in writes: at `byte_rate_min_per_sec` or more.
 pub fn is_hot(flow: &RegionFlow, byte_rate_min_per_sec: u64) -> bool {
-    let min = byte_rate_min_per_sec as f64;
-    read_rate(flow) >= min || write_rate(flow) >= min
+    is_hot_at(read_rate(flow), byte_rate_min_per_sec)
+        || is_hot_at(write_rate(flow), byte_rate_min_per_sec)
+}
+
+/// The one rule of hotness: a rate of `byte_rate_min_per_sec` bytes a second or more.
+fn is_hot_at(rate: f64, byte_rate_min_per_sec: u64) -> bool {
+    rate >= byte_rate_min_per_sec as f64
 }
 
 fn read_rate(flow: &RegionFlow) -> f64 {
