@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Two variants of Flotilla side by side in one run: the playground (3 stores, many small
-# regions) started with variant A, measured, stopped, then the same with variant B, each driven
+# Two variants of Flotilla side by side in one run: the playground (STORES stores, 3 by
+# default, many small regions) started with variant A, measured, stopped, then the same with variant B, each driven
 # by the same `flotilla bench`. A variant is a binary, lines added to the playground's store
 # settings and arguments of the playground (e.g. --tls, which the load generator then follows
 # with the playground's client certificate). The default compares reads through a ReadIndex
@@ -17,8 +17,8 @@
 #
 # Knobs (environment): A_LABEL, A_BIN, A_STORE, A_PG, B_LABEL, B_BIN, B_STORE, B_PG (binaries
 # default to FLOTILLA, or the debug build), ROUNDS (1), CLIENTS (1,64), WORKLOADS
-# (raw-get,ycsb-c,raw-put), DURATION (10 s per point), WARMUP (3), KEYS (100000), STORES (3), KEEP=1 keeps
-# the work directory.
+# (raw-get,ycsb-c,raw-put), DURATION (10 s per point), WARMUP (3), KEYS (100000), STORES (3),
+# KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
