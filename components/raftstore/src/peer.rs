@@ -46,6 +46,20 @@ pub struct PendingSnapshot {
     pub applied: bool,
 }
 
+/// A proposal made while this leader hands its leadership over. raft-rs would drop it (it takes
+/// no proposal while a transfer runs), and the answer "not leader" naming this peer would send
+/// the official client straight back here, using up its retries within milliseconds. It waits
+/// instead, for at most the transfer's bound of an election timeout, and then is proposed (the
+/// transfer was given up) or answered "not leader" naming the new leader.
+pub struct HeldProposal {
+    /// The command, as it would have been proposed.
+    pub cmd: RaftCmdRequest,
+    /// The term it was checked against (a transactional write's read view belongs to it).
+    pub term: u64,
+    /// Its caller.
+    pub cb: WriteCallback,
+}
+
 /// How far behind the leader's log a peer may be and still be handed the leadership on
 /// PD's request (TiKV's `leader-transfer-max-log-lag`).
 pub const TRANSFER_LEADER_MAX_LOG_LAG: u64 = 128;
@@ -58,6 +72,12 @@ pub struct Peer {
     pub meta: metapb::Peer,
     /// Proposals in flight, in log order.
     pub proposals: VecDeque<Proposal>,
+    /// Proposals waiting for a leader transfer to end (see [`HeldProposal`]).
+    pub held: VecDeque<HeldProposal>,
+    /// The peer this leader last handed its leadership to, until the transfer is given up or
+    /// a leader is known: named as the leader (see [`Peer::not_leader`]) while this peer,
+    /// having stepped down for it, has not heard from the new leader yet.
+    pub transfer_target: Option<u64>,
     /// Reads submitted to raft-rs, in order.
     pub reads: VecDeque<PendingRead>,
     /// Reads not yet submitted: they go out together at the end of the poller's message
@@ -146,6 +166,7 @@ impl Peer {
     /// peers' leases, so this leader's lease ends first.
     pub fn transfer_leader(&mut self, peer_id: u64) {
         self.lease.revoke();
+        self.transfer_target = Some(peer_id);
         self.raw.transfer_leader(peer_id);
     }
 
@@ -182,10 +203,16 @@ impl Peer {
             .or_else(|| self.peer_cache.get(&id).cloned())
     }
 
-    fn not_leader(&self) -> RegionError {
+    /// "Not leader", naming the leader if another peer is known to lead, else the target of
+    /// the leader transfer that just ended (it most likely won). Never this peer: the official
+    /// client would come straight back, using up its retries within milliseconds.
+    pub fn not_leader(&self) -> RegionError {
+        let leader = self
+            .leader()
+            .or_else(|| self.transfer_target.and_then(|id| self.peer_by_id(id)));
         RegionError::NotLeader {
             region_id: self.region().id,
-            leader: self.leader(),
+            leader: leader.filter(|l| l.id != self.meta.id),
         }
     }
 
@@ -235,11 +262,11 @@ impl Peer {
         if let Err(e) = self.check_request(header) {
             return cb(Err(e));
         }
-        if self.proposals.len() >= cfg.region_pending_proposals_max {
+        let in_flight = self.proposals.len() + self.held.len();
+        if in_flight >= cfg.region_pending_proposals_max {
             return cb(Err(RegionError::ServerIsBusy(format!(
-                "region {} has {} proposals in flight",
+                "region {} has {in_flight} proposals in flight",
                 self.region().id,
-                self.proposals.len()
             ))));
         }
         let mut requests = Vec::with_capacity(modifies.len());
@@ -277,7 +304,8 @@ impl Peer {
         self.propose_cmd(cfg, cmd, cb);
     }
 
-    /// Proposes an encoded command; the callback learns how it ended.
+    /// Proposes a command; the callback learns how it ended. While a leader transfer runs
+    /// the command is held (see [`HeldProposal`]).
     pub fn propose_cmd(&mut self, cfg: &StoreConfig, cmd: RaftCmdRequest, cb: WriteCallback) {
         let data = cmd.encode_to_vec();
         if data.len() as u64 > cfg.raft_entry_max_bytes {
@@ -286,14 +314,20 @@ impl Peer {
                 entry_size: data.len() as u64,
             }));
         }
+        if self.is_leader() && self.raw.raft.lead_transferee.is_some() {
+            let term = self.raw.raft.term;
+            self.held.push_back(HeldProposal { cmd, term, cb });
+            return;
+        }
         let last_before = self.raw.raft.raft_log.last_index();
-        if self.raw.propose(vec![], data).is_err() {
+        let dropped = self.raw.propose(vec![], data).is_err()
+            || self.raw.raft.raft_log.last_index() == last_before;
+        if dropped {
+            // Not by a transfer (held above): this peer does not lead, or raft-rs refused for
+            // its own reasons.
             return cb(Err(self.not_leader()));
         }
         let index = self.raw.raft.raft_log.last_index();
-        if index == last_before {
-            return cb(Err(self.not_leader()));
-        }
         if cmd_changes_quorum_or_range(&cmd) {
             self.block_lease_until(index);
         }
@@ -303,6 +337,32 @@ impl Peer {
             proposed_ns: lease::now_ns(),
             cb,
         });
+    }
+
+    /// Once the leader transfer that held proposals has ended: proposes them if this peer still
+    /// leads in the term they were checked against (the transfer was given up), or answers
+    /// them "not leader" (see [`Peer::not_leader`]). Called at
+    /// every poller round for the regions touched; a transfer ends only in a step or a tick,
+    /// both of which touch the region.
+    pub fn release_held_proposals(&mut self, cfg: &StoreConfig) {
+        if self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        if self.is_leader() {
+            // Given up (or never started): the target is nobody's leader.
+            self.transfer_target = None;
+        }
+        if self.held.is_empty() {
+            return;
+        }
+        let not_leader = self.not_leader();
+        for h in std::mem::take(&mut self.held) {
+            if self.is_leader() && self.raw.raft.term == h.term {
+                self.propose_cmd(cfg, h.cmd, h.cb);
+            } else {
+                (h.cb)(Err(not_leader.clone()));
+            }
+        }
     }
 
     /// Queues a linearizable read; [`Peer::submit_waiting_reads`] sends it.
@@ -445,10 +505,13 @@ impl Peer {
         }
     }
 
-    /// Fails every proposal in flight.
+    /// Fails every proposal in flight, and every held one.
     pub fn fail_proposals(&mut self, err: RegionError) {
         for p in self.proposals.drain(..) {
             (p.cb)(Err(err.clone()));
+        }
+        for h in self.held.drain(..) {
+            (h.cb)(Err(err.clone()));
         }
     }
 
@@ -539,6 +602,7 @@ impl Peer {
         let quiet = self.is_leader()
             && self.raw.store().is_initialized()
             && self.proposals.is_empty()
+            && self.held.is_empty()
             && self.reads.is_empty()
             && self.waiting_reads.is_empty()
             && self.pending_snapshot.is_none()

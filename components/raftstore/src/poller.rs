@@ -368,6 +368,8 @@ impl Poller {
             raw,
             meta,
             proposals: Default::default(),
+            held: Default::default(),
+            transfer_target: None,
             reads: Default::default(),
             waiting_reads: vec![],
             approximate_size: 0,

@@ -3,11 +3,13 @@
 //! from one seeded generator, so a run replays from its seed.
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use proto::flotillapb::RaftMessage;
+use raft::eraftpb::MessageType;
 use raftstore::{RaftRouter, Transport};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -41,10 +43,22 @@ pub enum Filter {
         /// The receiving store.
         store_id: u64,
     },
+    /// Apply `verdict` to every raft message of this type to this store, counting them.
+    MsgTypeTo {
+        /// The raft message type.
+        msg_type: MessageType,
+        /// The receiving store.
+        store_id: u64,
+        /// What happens to them.
+        verdict: Verdict,
+        /// How many were seen.
+        hits: Arc<AtomicU64>,
+    },
 }
 
 impl Filter {
-    fn decide(&self, from: u64, to: u64, region_id: u64, rng: &mut ChaCha8Rng) -> Verdict {
+    fn decide(&self, from: u64, to: u64, msg: &RaftMessage, rng: &mut ChaCha8Rng) -> Verdict {
+        let region_id = msg.region_id;
         match self {
             Filter::DropRate(p) if rng.gen_bool(*p) => Verdict::Drop,
             Filter::DelayUpTo(d) => Verdict::Delay(d.mul_f64(rng.gen::<f64>())),
@@ -59,6 +73,15 @@ impl Filter {
                 region_id: r,
                 store_id: s,
             } if *r == region_id && *s == to => Verdict::Drop,
+            Filter::MsgTypeTo {
+                msg_type,
+                store_id,
+                verdict,
+                hits,
+            } if *store_id == to && raft_msg_type(msg) == Some(*msg_type) => {
+                hits.fetch_add(1, Ordering::Relaxed);
+                *verdict
+            }
             _ => Verdict::Pass,
         }
     }
@@ -172,7 +195,7 @@ impl Network {
             let filters = self.filters.lock();
             let mut rng = self.rng.lock();
             for f in filters.iter() {
-                match f.decide(from, to, msg.region_id, &mut rng) {
+                match f.decide(from, to, &msg, &mut rng) {
                     Verdict::Drop => {
                         verdict = Verdict::Drop;
                         break;
@@ -214,12 +237,14 @@ impl Network {
     }
 }
 
-fn is_snapshot(msg: &RaftMessage) -> bool {
+fn raft_msg_type(msg: &RaftMessage) -> Option<MessageType> {
     protobuf::Message::parse_from_bytes(&msg.message)
-        .map(|m: raft::eraftpb::Message| {
-            m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot
-        })
-        .unwrap_or(false)
+        .map(|m: raft::eraftpb::Message| m.get_msg_type())
+        .ok()
+}
+
+fn is_snapshot(msg: &RaftMessage) -> bool {
+    raft_msg_type(msg) == Some(MessageType::MsgSnapshot)
 }
 
 fn delay_loop(net: std::sync::Weak<Network>) {

@@ -3,12 +3,15 @@
 //! tombstoned and never brought back by an old message, whether a member tells it or PD does.
 //! Seeded; `FLOTILLA_SEED` replays a run.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::flotillapb::{PeerState, RaftMessage};
 use proto::metapb;
 use raft::eraftpb::{Message as RaftMsg, MessageType};
-use test_cluster::{encode, fast_config, seed_from_env, Cluster, Filter};
+use raftstore::RegionError;
+use test_cluster::{encode, fast_config, seed_from_env, Cluster, Filter, Verdict};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -326,4 +329,96 @@ fn a_lone_voter_leads_at_once_after_bootstrap_and_restart() {
     c.stop_store(0);
     c.start_store(0);
     served_within(&c, "restart");
+}
+
+/// Starts a transfer of `region`'s leadership from slot `leader` to slot `to` whose
+/// MsgTimeoutNow (the message that makes the target campaign) meets `verdict`, and waits
+/// until that message was sent: the transfer runs.
+fn start_transfer_with(c: &Cluster, region: u64, leader: usize, to: usize, verdict: Verdict) {
+    let hits = Arc::new(AtomicU64::new(0));
+    c.net.add_filter(Filter::MsgTypeTo {
+        msg_type: MessageType::MsgTimeoutNow,
+        store_id: c.store_id(to),
+        verdict,
+        hits: hits.clone(),
+    });
+    let target = c.router(to).region_info(region).map(|r| r.peer);
+    c.router(leader)
+        .on_heartbeat_response(proto::pdpb::RegionHeartbeatResponse {
+            region_id: region,
+            transfer_leader: Some(proto::pdpb::TransferLeader {
+                peer: target,
+                peers: vec![],
+            }),
+            ..Default::default()
+        });
+    assert!(
+        c.wait_until(WAIT, |_| hits.load(Ordering::Relaxed) > 0),
+        "the transfer never started"
+    );
+}
+
+/// Writes proposed while a leader transfer runs (raft takes no proposal then) wait for it to
+/// end instead of failing with "not leader" naming the leader they were sent to, which sends
+/// the official client straight back until its retries run out. Here the target never gets
+/// the order to campaign, the transfer is given up after an election timeout, and every write
+/// succeeds on the same leader.
+#[test]
+fn writes_during_a_leader_transfer_that_is_given_up_wait_and_succeed() {
+    let c = Cluster::start(3, seed_from_env(), fast_config());
+    c.must_put(b"a", b"0");
+    assert!(c.wait_replicated(3, WAIT));
+    let region = c.region_of(&encode(b"a")).unwrap();
+    let leader = c.leader_of(region.id).unwrap();
+    let to = (leader + 1) % 3;
+    start_transfer_with(&c, region.id, leader, to, Verdict::Drop);
+    let pending: Vec<_> = (0..20)
+        .map(|i| {
+            c.put_async(leader, format!("t{i:02}").as_bytes(), b"v")
+                .unwrap()
+        })
+        .collect();
+    for (i, rx) in pending.into_iter().enumerate() {
+        c.wait_answer(rx)
+            .unwrap_or_else(|e| panic!("write {i} during the transfer: {e}"));
+    }
+    assert_eq!(c.leader_of(region.id), Some(leader));
+    c.net.clear_filters();
+    for i in 0..20 {
+        assert_eq!(
+            c.must_get(format!("t{i:02}").as_bytes()),
+            Some(b"v".to_vec())
+        );
+    }
+}
+
+/// Writes proposed while a slow leader transfer runs (the target's order to campaign takes
+/// 300 ms) are answered, once the target has won, "not leader" naming the target: the client
+/// goes to the new leader, never back to the old one.
+#[test]
+fn writes_during_a_slow_leader_transfer_are_told_the_new_leader() {
+    let c = Cluster::start(3, seed_from_env(), fast_config());
+    c.must_put(b"a", b"0");
+    assert!(c.wait_replicated(3, WAIT));
+    let region = c.region_of(&encode(b"a")).unwrap();
+    let leader = c.leader_of(region.id).unwrap();
+    let to = (leader + 1) % 3;
+    let delay = Verdict::Delay(Duration::from_millis(300));
+    start_transfer_with(&c, region.id, leader, to, delay);
+    let pending: Vec<_> = (0..20)
+        .map(|i| {
+            c.put_async(leader, format!("t{i:02}").as_bytes(), b"v")
+                .unwrap()
+        })
+        .collect();
+    let target_store = c.store_id(to);
+    for (i, rx) in pending.into_iter().enumerate() {
+        match c.wait_answer(rx) {
+            Err(RegionError::NotLeader {
+                leader: Some(p), ..
+            }) if p.store_id == target_store => {}
+            other => panic!("write {i}: {other:?}, not \"not leader\" naming the target"),
+        }
+    }
+    assert!(c.wait_until(WAIT, |c| c.leader_of(region.id) == Some(to)));
 }

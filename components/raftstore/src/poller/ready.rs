@@ -17,7 +17,9 @@ impl Poller {
     ///    stepped, proposals made, reads queued. Every region touched joins the active set.
     /// 2. (`run`) On a tick round, every awake peer ticks and joins the active set; idle
     ///    leaders hibernate (`poller/hibernate.rs`) and their last heartbeat goes out in 4a.
-    /// 3. Each active peer with queued reads sends one ReadIndex for them.
+    /// 3. Each active peer whose leader transfer has ended proposes (or answers "not leader")
+    ///    what the transfer held; each active peer with queued reads sends one ReadIndex for
+    ///    them.
     /// 4. For each active peer with a Ready (a peer whose snapshot is being written is skipped:
     ///    no `ready()` is called on it until the apply thread reports):
     ///    - (a) the leader's messages go out at once;
@@ -45,6 +47,7 @@ impl Poller {
         let examined = ids.len() as u64;
         for id in &ids {
             if let Some(p) = self.peers.get_mut(id) {
+                p.release_held_proposals(&self.cfg);
                 if p.submit_waiting_reads(self.next_read_id) {
                     self.next_read_id += 1;
                 }
@@ -318,10 +321,10 @@ impl Poller {
         };
         if p.raw.raft.state != raft::StateRole::Leader {
             p.lease.revoke();
-            p.fail_reads(RegionError::NotLeader {
-                region_id: id,
-                leader: p.leader(),
-            });
+            p.fail_reads(p.not_leader());
+            if p.raw.raft.leader_id != raft::INVALID_ID {
+                p.transfer_target = None;
+            }
         } else {
             p.leader_since = tick;
             p.leader_heard_tick = tick;
