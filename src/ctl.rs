@@ -236,8 +236,18 @@ async fn presplit(pd: &str, regions: u64, keys: u64, timeout: Duration) -> Resul
         .collect();
     let started = std::time::Instant::now();
     loop {
-        let v = http_get_json(pd, "/pd/api/v1/regions").await?;
-        let (mut asked, mut refused) = (0, None);
+        // A PD that is busy carrying out the last round's splits may not answer in time; that
+        // round is skipped (the whole is bounded by `timeout`).
+        let v = match http_get_json(pd, "/pd/api/v1/regions").await {
+            Ok(v) => v,
+            Err(e) if started.elapsed() < timeout => {
+                eprintln!("listing regions: {e:#}; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.context("listing regions")),
+        };
+        let (mut asked, mut refused, mut failed) = (0, None, 0);
         let listed = v["regions"].as_array().cloned().unwrap_or_default();
         // A boundary is in place when a region PD knows starts there: a split's new regions
         // reach PD with their first heartbeats, and until then PD's directory has a gap.
@@ -261,7 +271,7 @@ async fn presplit(pd: &str, regions: u64, keys: u64, timeout: Duration) -> Resul
             if from >= to {
                 continue;
             }
-            let batch = &wanted[from..to.min(from + PRESPLIT_BATCH)];
+            let batch = spread(&wanted[from..to], PRESPLIT_BATCH);
             let body = serde_json::json!({
                 "name": "split-region",
                 "region_id": r["id"],
@@ -279,7 +289,11 @@ async fn presplit(pd: &str, regions: u64, keys: u64, timeout: Duration) -> Resul
                 {
                     refused = Some(format!("region {}: {e:#}", r["id"]));
                 }
-                Err(e) => return Err(e.context(format!("splitting region {}", r["id"]))),
+                // No answer in time, or PD failed: asked again next round, while time is left.
+                Err(e) => {
+                    failed += 1;
+                    refused = Some(format!("region {}: {e:#}", r["id"]));
+                }
             }
         }
         if left == 0 {
@@ -290,7 +304,9 @@ async fn presplit(pd: &str, regions: u64, keys: u64, timeout: Duration) -> Resul
             );
             return Ok(());
         }
-        eprintln!("{left} boundaries to go; {asked} split operators asked this round");
+        eprintln!(
+            "{left} boundaries to go; {asked} split operators asked this round, {failed} failed"
+        );
         if started.elapsed() > timeout {
             bail!(
                 "{left} of {} boundaries still missing after {timeout:?} (last refusal: {})",
@@ -300,6 +316,16 @@ async fn presplit(pd: &str, regions: u64, keys: u64, timeout: Duration) -> Resul
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// At most `n` of `keys`, evenly spaced: a region that holds many wanted boundaries is split
+/// into pieces that hold about as many each, so a presplit takes a few rounds (each waits for
+/// the regions' heartbeats) rather than one round per batch.
+fn spread(keys: &[String], n: usize) -> Vec<&String> {
+    if keys.len() <= n {
+        return keys.iter().collect();
+    }
+    (1..=n).map(|i| &keys[i * keys.len() / (n + 1)]).collect()
 }
 
 fn scan_range(start: String, end: String) -> tikv_client::BoundRange {
@@ -721,6 +747,20 @@ fn dechunk(body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presplit_batches_spread_over_the_region_so_the_pieces_hold_equal_shares() {
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i:04}")).collect();
+        let batch = spread(&keys, 9);
+        let at: Vec<usize> = batch.iter().map(|k| k[1..].parse().unwrap()).collect();
+        assert_eq!(at, vec![100, 200, 300, 400, 500, 600, 700, 800, 900]);
+        // Few enough: all of them.
+        assert_eq!(spread(&keys[..5], 9).len(), 5);
+        // One more than a batch: every key but the first, none twice.
+        let batch = spread(&keys[..10], 9);
+        assert_eq!(batch.first().map(|k| k.as_str()), Some("k0001"));
+        assert_eq!(batch.len(), 9);
+    }
 
     fn status(code: u16, line: &str) -> anyhow::Error {
         HttpStatusError {

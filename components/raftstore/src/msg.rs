@@ -437,23 +437,29 @@ pub struct PollerStats {
 #[derive(Default)]
 pub(crate) struct PollerCounters {
     rounds: AtomicU64,
-    tick_rounds: AtomicU64,
     peers_examined: AtomicU64,
     peers_examined_between_ticks: AtomicU64,
     pub local_reads: AtomicU64,
-    peers_ticked: AtomicU64,
-    awake_peers: AtomicU64,
-    peers: AtomicU64,
+    /// Updated together, so that a reader's peers ticked per tick round is exact (read apart,
+    /// a round's ticks could be counted before the round is).
+    ticks: parking_lot::Mutex<TickCounts>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct TickCounts {
+    tick_rounds: u64,
+    peers_ticked: u64,
+    awake_peers: u64,
+    peers: u64,
 }
 
 impl PollerCounters {
-    /// Records one round that looked at `peers` peers.
+    /// Records one round that looked at `peers` peers (a tick round is counted by
+    /// [`PollerCounters::on_tick`]).
     pub fn on_round(&self, ticked: bool, peers: u64) {
         self.rounds.fetch_add(1, Ordering::Relaxed);
         self.peers_examined.fetch_add(peers, Ordering::Relaxed);
-        if ticked {
-            self.tick_rounds.fetch_add(1, Ordering::Relaxed);
-        } else {
+        if !ticked {
             self.peers_examined_between_ticks
                 .fetch_add(peers, Ordering::Relaxed);
         }
@@ -462,22 +468,25 @@ impl PollerCounters {
     /// Records a tick round that ticked `ticked` of the store's `peers` peers, `awake` of
     /// which tick on (the others hibernate).
     pub fn on_tick(&self, ticked: u64, awake: u64, peers: u64) {
-        self.peers_ticked.fetch_add(ticked, Ordering::Relaxed);
-        self.awake_peers.store(awake, Ordering::Relaxed);
-        self.peers.store(peers, Ordering::Relaxed);
+        let mut t = self.ticks.lock();
+        t.tick_rounds += 1;
+        t.peers_ticked += ticked;
+        t.awake_peers = awake;
+        t.peers = peers;
     }
 
     /// The counts so far.
     pub fn stats(&self) -> PollerStats {
+        let t = *self.ticks.lock();
         PollerStats {
             rounds: self.rounds.load(Ordering::Relaxed),
-            tick_rounds: self.tick_rounds.load(Ordering::Relaxed),
+            tick_rounds: t.tick_rounds,
             peers_examined: self.peers_examined.load(Ordering::Relaxed),
             peers_examined_between_ticks: self.peers_examined_between_ticks.load(Ordering::Relaxed),
             local_reads: self.local_reads.load(Ordering::Relaxed),
-            peers_ticked: self.peers_ticked.load(Ordering::Relaxed),
-            awake_peers: self.awake_peers.load(Ordering::Relaxed),
-            peers: self.peers.load(Ordering::Relaxed),
+            peers_ticked: t.peers_ticked,
+            awake_peers: t.awake_peers,
+            peers: t.peers,
         }
     }
 }
