@@ -265,12 +265,7 @@ fn a_peer_removed_while_its_store_was_down_and_cut_off_asks_pd_and_is_destroyed(
 /// back and has caught up, the transfer goes through.
 #[test]
 fn a_leader_transfer_waits_until_the_target_has_caught_up() {
-    let c = Cluster::start(3, seed_from_env(), fast_config());
-    c.must_put(b"a", b"0");
-    assert!(c.wait_replicated(3, WAIT));
-    let region = c.region_of(&encode(b"a")).unwrap();
-    let leader = c.leader_of(region.id).unwrap();
-    let behind = (leader + 1) % 3;
+    let (c, region, leader, behind) = three_stores_one_region();
     c.isolate(behind);
     for i in 0..200 {
         c.put_on(leader, format!("k{i:03}").as_bytes(), b"v")
@@ -331,6 +326,17 @@ fn a_lone_voter_leads_at_once_after_bootstrap_and_restart() {
     served_within(&c, "restart");
 }
 
+/// A cluster of three stores with the first key written on all three: the cluster, the
+/// key's region, its leader's slot and another slot.
+fn three_stores_one_region() -> (Cluster, metapb::Region, usize, usize) {
+    let c = Cluster::start(3, seed_from_env(), fast_config());
+    c.must_put(b"a", b"0");
+    assert!(c.wait_replicated(3, WAIT));
+    let region = c.region_of(&encode(b"a")).unwrap();
+    let leader = c.leader_of(region.id).unwrap();
+    (c, region, leader, (leader + 1) % 3)
+}
+
 /// Starts a transfer of `region`'s leadership from slot `leader` to slot `to` whose
 /// MsgTimeoutNow (the message that makes the target campaign) meets `verdict`, and waits
 /// until that message was sent: the transfer runs.
@@ -365,12 +371,7 @@ fn start_transfer_with(c: &Cluster, region: u64, leader: usize, to: usize, verdi
 /// succeeds on the same leader.
 #[test]
 fn writes_during_a_leader_transfer_that_is_given_up_wait_and_succeed() {
-    let c = Cluster::start(3, seed_from_env(), fast_config());
-    c.must_put(b"a", b"0");
-    assert!(c.wait_replicated(3, WAIT));
-    let region = c.region_of(&encode(b"a")).unwrap();
-    let leader = c.leader_of(region.id).unwrap();
-    let to = (leader + 1) % 3;
+    let (c, region, leader, to) = three_stores_one_region();
     start_transfer_with(&c, region.id, leader, to, Verdict::Drop);
     let pending: Vec<_> = (0..20)
         .map(|i| {
@@ -397,12 +398,7 @@ fn writes_during_a_leader_transfer_that_is_given_up_wait_and_succeed() {
 /// goes to the new leader, never back to the old one.
 #[test]
 fn writes_during_a_slow_leader_transfer_are_told_the_new_leader() {
-    let c = Cluster::start(3, seed_from_env(), fast_config());
-    c.must_put(b"a", b"0");
-    assert!(c.wait_replicated(3, WAIT));
-    let region = c.region_of(&encode(b"a")).unwrap();
-    let leader = c.leader_of(region.id).unwrap();
-    let to = (leader + 1) % 3;
+    let (c, region, leader, to) = three_stores_one_region();
     let delay = Verdict::Delay(Duration::from_millis(300));
     start_transfer_with(&c, region.id, leader, to, delay);
     let pending: Vec<_> = (0..20)
