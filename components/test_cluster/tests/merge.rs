@@ -43,7 +43,32 @@ fn two_regions() -> (Cluster, metapb::Region, metapb::Region) {
     assert_eq!(target.end_key, source.start_key);
     assert!(c.wait_until(WAIT, |c| c.leader_of(source.id).is_some()
         && c.leader_of(target.id).is_some()));
+    // Every peer has applied its leader's first entry: the leaders have heard from every
+    // follower, so a store stopped now is known to hold the log (a leader that never heard
+    // from a follower counts it at index 0, and refuses PrepareMerge while it is down).
+    assert!(
+        c.wait_until(WAIT, |c| applied_on_all(c, source.id)
+            && applied_on_all(c, target.id)),
+        "the new regions' peers never caught up"
+    );
     (c, target, source)
+}
+
+/// Whether every running store's peer of the region has applied as far as its leader.
+fn applied_on_all(c: &Cluster, region_id: u64) -> bool {
+    let infos: Vec<_> = c
+        .region_infos()
+        .into_iter()
+        .filter(|(_, r)| r.region.id == region_id)
+        .map(|(_, r)| r)
+        .collect();
+    let Some(leader) = infos.iter().find(|r| r.is_leader) else {
+        return false;
+    };
+    infos.len() == c.running_count()
+        && infos
+            .iter()
+            .all(|r| r.term == leader.term && r.applied_index == leader.applied_index)
 }
 
 /// The region's epoch if every running store has the same one for it.
